@@ -127,7 +127,10 @@ pub enum Event {
     ManualStart,
     /// ManualStop/AutomaticStop: send `notification` (if a connection is
     /// open) and go Idle; restart after `restart_after` if given.
-    Stop { notification: Option<NotificationMsg>, restart_after: Option<Duration> },
+    Stop {
+        notification: Option<NotificationMsg>,
+        restart_after: Option<Duration>,
+    },
     /// Our outbound connection `conn` completed (Tcp_CR_Acked).
     TcpCrAcked(ConnId),
     /// The peer connected to us; the driver took the id from
@@ -265,10 +268,7 @@ impl Fsm {
 
     /// The negotiated parameters of the Established session.
     pub fn negotiated(&self) -> Option<&Negotiated> {
-        self.conns
-            .iter()
-            .find(|c| c.state == ConnState::Established)
-            .and_then(|c| c.negotiated.as_ref())
+        self.conns.iter().find(|c| c.state == ConnState::Established).and_then(|c| c.negotiated.as_ref())
     }
 
     /// The connection of the Established session.
@@ -297,7 +297,12 @@ impl Fsm {
     }
 
     fn open_msg(&self) -> Message {
-        Message::Open(OpenMsg::new(self.cfg.local_as, self.cfg.hold_time, self.cfg.local_id, self.cfg.capabilities.clone()))
+        Message::Open(OpenMsg::new(
+            self.cfg.local_as,
+            self.cfg.hold_time,
+            self.cfg.local_id,
+            self.cfg.capabilities.clone(),
+        ))
     }
 
     fn conn_index(&self, id: ConnId) -> Option<usize> {
@@ -453,7 +458,13 @@ impl Fsm {
 
     /// An error on a connection: notify, close, and — unless another
     /// connection is still negotiating — take the peer to Idle with damping.
-    fn conn_error(&mut self, id: ConnId, notification: Option<NotificationMsg>, reason: DownReason, out: &mut Vec<Action>) {
+    fn conn_error(
+        &mut self,
+        id: ConnId,
+        notification: Option<NotificationMsg>,
+        reason: DownReason,
+        out: &mut Vec<Action>,
+    ) {
         let Some(i) = self.conn_index(id) else { return };
         let was_established = self.conns[i].state == ConnState::Established;
         self.drop_conn(id, notification, out);
@@ -548,7 +559,8 @@ impl Fsm {
         let remote_as = open.asn();
         if remote_as != self.cfg.peer_as || remote_as == 0 {
             let e = DecodeError::BadPeerAs(remote_as);
-            let mut n = e.notification().unwrap_or_else(|| NotificationMsg::new(code::OPEN_MESSAGE, 2, bytes::Bytes::new()));
+            let mut n =
+                e.notification().unwrap_or_else(|| NotificationMsg::new(code::OPEN_MESSAGE, 2, bytes::Bytes::new()));
             n.data = bytes::Bytes::copy_from_slice(&open.my_as.to_be_bytes());
             self.conn_error(id, Some(n.clone()), DownReason::NotificationSent(n), out);
             return;
@@ -574,11 +586,7 @@ impl Fsm {
         // Collision detection (RFC 4271 §6.8) against the other connection
         // in OpenConfirm, now that the peer's BGP Identifier is known.
         let dir = self.conns[i].dir;
-        let other = self
-            .conns
-            .iter()
-            .find(|c| c.id != id && c.state == ConnState::OpenConfirm)
-            .map(|c| c.id);
+        let other = self.conns.iter().find(|c| c.id != id && c.state == ConnState::OpenConfirm).map(|c| c.id);
         if let Some(other_id) = other {
             // The connection initiated by the side with the higher
             // identifier survives.

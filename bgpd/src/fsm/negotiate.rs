@@ -9,7 +9,6 @@ use crate::packet::{
     afi::AFI_IPV6, AddPathMode, Capability, DecodeCtx, EncodeCtx, Family, FamilySet, GracefulRestart, OpenMsg,
 };
 
-
 /// The result of the OPEN exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Negotiated {
@@ -78,11 +77,9 @@ fn add_path_modes<'a>(caps: impl Iterator<Item = &'a Capability>) -> Vec<(Family
 
 fn ext_nh<'a>(caps: impl Iterator<Item = &'a Capability>) -> FamilySet {
     caps.filter_map(|c| match c {
-        Capability::ExtendedNextHop(v) => Some(
-            v.iter()
-                .filter(|t| t.next_hop_afi == AFI_IPV6)
-                .filter_map(|t| t.nlri.family()),
-        ),
+        Capability::ExtendedNextHop(v) => {
+            Some(v.iter().filter(|t| t.next_hop_afi == AFI_IPV6).filter_map(|t| t.nlri.family()))
+        }
         _ => None,
     })
     .flatten()
@@ -159,7 +156,8 @@ mod tests {
     fn families_default_to_ipv4_and_intersect() {
         let n = negotiate(64512, 90, &[], &open(90, vec![]));
         assert_eq!(n.families.iter().collect::<Vec<_>>(), vec![Family::Ipv4Unicast]);
-        let local = [Capability::Multiprotocol(AfiSafi::IPV4_UNICAST), Capability::Multiprotocol(AfiSafi::IPV6_UNICAST)];
+        let local =
+            [Capability::Multiprotocol(AfiSafi::IPV4_UNICAST), Capability::Multiprotocol(AfiSafi::IPV6_UNICAST)];
         let n = negotiate(64512, 90, &local, &open(90, vec![Capability::Multiprotocol(AfiSafi::IPV6_UNICAST)]));
         assert_eq!(n.families.iter().collect::<Vec<_>>(), vec![Family::Ipv6Unicast]);
         assert!(n.ebgp);
@@ -167,8 +165,10 @@ mod tests {
 
     #[test]
     fn add_path_directions() {
-        let local = [Capability::AddPath(vec![AddPathFamily { afi_safi: AfiSafi::IPV4_UNICAST, mode: AddPathMode::Receive }])];
-        let remote = vec![Capability::AddPath(vec![AddPathFamily { afi_safi: AfiSafi::IPV4_UNICAST, mode: AddPathMode::Both }])];
+        let local =
+            [Capability::AddPath(vec![AddPathFamily { afi_safi: AfiSafi::IPV4_UNICAST, mode: AddPathMode::Receive }])];
+        let remote =
+            vec![Capability::AddPath(vec![AddPathFamily { afi_safi: AfiSafi::IPV4_UNICAST, mode: AddPathMode::Both }])];
         let n = negotiate(64512, 90, &local, &open(90, remote));
         assert!(n.add_path_rx.contains(Family::Ipv4Unicast));
         assert!(!n.add_path_tx.contains(Family::Ipv4Unicast));

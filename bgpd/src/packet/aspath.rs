@@ -146,10 +146,7 @@ impl AsPath {
 
     /// The leftmost AS of the path, the neighbour AS for MED comparison.
     pub fn first_asn(&self) -> Option<u32> {
-        self.segments
-            .iter()
-            .find(|s| s.kind == SegmentType::AsSequence)
-            .and_then(|s| s.asns.first().copied())
+        self.segments.iter().find(|s| s.kind == SegmentType::AsSequence).and_then(|s| s.asns.first().copied())
     }
 
     /// All AS numbers in order, sets flattened (for display and JSON).
@@ -248,7 +245,8 @@ mod tests {
 
     #[test]
     fn two_and_four_octet_round_trip() {
-        let p = AsPath { segments: vec![seg(SegmentType::AsSequence, &[65001, 64512]), seg(SegmentType::AsSet, &[1, 2])] };
+        let p =
+            AsPath { segments: vec![seg(SegmentType::AsSequence, &[65001, 64512]), seg(SegmentType::AsSet, &[1, 2])] };
         for four in [false, true] {
             let mut b = BytesMut::new();
             p.encode(four, &mut b);

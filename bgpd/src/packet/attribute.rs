@@ -95,7 +95,10 @@ pub enum AttrValue {
     As4Aggregator(Aggregator),
     LargeCommunities(Vec<LargeCommunity>),
     /// An attribute merle does not interpret, kept byte for byte.
-    Unknown { type_code: u8, value: Bytes },
+    Unknown {
+        type_code: u8,
+        value: Bytes,
+    },
 }
 
 /// One path attribute with its flags as received (or as defaulted).

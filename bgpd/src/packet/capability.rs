@@ -96,7 +96,10 @@ pub enum Capability {
     FourOctetAs(u32),
     AddPath(Vec<AddPathFamily>),
     /// A capability merle does not interpret, kept byte for byte.
-    Unknown { code: u8, value: Bytes },
+    Unknown {
+        code: u8,
+        value: Bytes,
+    },
 }
 
 fn malformed(code: u8, reason: &'static str, whole: &[u8]) -> DecodeError {

@@ -141,6 +141,20 @@ impl AttrErrorKind {
     }
 }
 
+impl AttrError {
+    /// The UPDATE Message Error subcode. Errors inside MP_REACH_NLRI and
+    /// MP_UNREACH_NLRI other than flag errors are Optional Attribute Errors.
+    pub fn subcode(&self) -> u8 {
+        const MP_REACH_NLRI: u8 = 14;
+        const MP_UNREACH_NLRI: u8 = 15;
+        match (self.type_code, self.kind) {
+            (_, AttrErrorKind::FlagsError) => update_sub::ATTRIBUTE_FLAGS_ERROR,
+            (MP_REACH_NLRI | MP_UNREACH_NLRI, _) => update_sub::OPTIONAL_ATTRIBUTE_ERROR,
+            (_, k) => k.subcode(),
+        }
+    }
+}
+
 /// One malformed path attribute and what RFC 7606 says to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("path attribute {type_code}: {kind:?}, action {action:?}")]
@@ -195,64 +209,30 @@ impl DecodeError {
     pub fn notification(&self) -> Option<NotificationMsg> {
         use DecodeError::*;
         let (code, sub, data): (u8, u8, Bytes) = match self {
-            ConnectionNotSynchronized => (
-                code::MESSAGE_HEADER,
-                header_sub::CONNECTION_NOT_SYNCHRONIZED,
-                Bytes::new(),
-            ),
-            BadMessageLength(l) => (
-                code::MESSAGE_HEADER,
-                header_sub::BAD_MESSAGE_LENGTH,
-                Bytes::copy_from_slice(&l.to_be_bytes()),
-            ),
-            BadMessageType(t) => (
-                code::MESSAGE_HEADER,
-                header_sub::BAD_MESSAGE_TYPE,
-                Bytes::copy_from_slice(&[*t]),
-            ),
-            // Data: the largest locally supported version number.
-            UnsupportedVersion(_) => (
-                code::OPEN_MESSAGE,
-                open_sub::UNSUPPORTED_VERSION_NUMBER,
-                Bytes::from_static(&[0, 4]),
-            ),
-            BadPeerAs(_) => (code::OPEN_MESSAGE, open_sub::BAD_PEER_AS, Bytes::new()),
-            BadBgpIdentifier(_) => (
-                code::OPEN_MESSAGE,
-                open_sub::BAD_BGP_IDENTIFIER,
-                Bytes::new(),
-            ),
-            UnacceptableHoldTime(_) => (
-                code::OPEN_MESSAGE,
-                open_sub::UNACCEPTABLE_HOLD_TIME,
-                Bytes::new(),
-            ),
-            UnsupportedOptionalParameter(_) => (
-                code::OPEN_MESSAGE,
-                open_sub::UNSUPPORTED_OPTIONAL_PARAMETER,
-                Bytes::new(),
-            ),
-            MalformedOpen(_) => (code::OPEN_MESSAGE, open_sub::UNSPECIFIC, Bytes::new()),
-            MalformedCapability { data, .. } => {
-                (code::OPEN_MESSAGE, open_sub::UNSPECIFIC, data.clone())
+            ConnectionNotSynchronized => (code::MESSAGE_HEADER, header_sub::CONNECTION_NOT_SYNCHRONIZED, Bytes::new()),
+            BadMessageLength(l) => {
+                (code::MESSAGE_HEADER, header_sub::BAD_MESSAGE_LENGTH, Bytes::copy_from_slice(&l.to_be_bytes()))
             }
-            MalformedAttributeList(_) => (
-                code::UPDATE_MESSAGE,
-                update_sub::MALFORMED_ATTRIBUTE_LIST,
-                Bytes::new(),
-            ),
-            InvalidNetworkField(_) => (
-                code::UPDATE_MESSAGE,
-                update_sub::INVALID_NETWORK_FIELD,
-                Bytes::new(),
-            ),
-            Attribute(e) => (code::UPDATE_MESSAGE, e.kind.subcode(), e.data.clone()),
+            BadMessageType(t) => (code::MESSAGE_HEADER, header_sub::BAD_MESSAGE_TYPE, Bytes::copy_from_slice(&[*t])),
+            // Data: the largest locally supported version number.
+            UnsupportedVersion(_) => {
+                (code::OPEN_MESSAGE, open_sub::UNSUPPORTED_VERSION_NUMBER, Bytes::from_static(&[0, 4]))
+            }
+            BadPeerAs(_) => (code::OPEN_MESSAGE, open_sub::BAD_PEER_AS, Bytes::new()),
+            BadBgpIdentifier(_) => (code::OPEN_MESSAGE, open_sub::BAD_BGP_IDENTIFIER, Bytes::new()),
+            UnacceptableHoldTime(_) => (code::OPEN_MESSAGE, open_sub::UNACCEPTABLE_HOLD_TIME, Bytes::new()),
+            UnsupportedOptionalParameter(_) => {
+                (code::OPEN_MESSAGE, open_sub::UNSUPPORTED_OPTIONAL_PARAMETER, Bytes::new())
+            }
+            MalformedOpen(_) => (code::OPEN_MESSAGE, open_sub::UNSPECIFIC, Bytes::new()),
+            MalformedCapability { data, .. } => (code::OPEN_MESSAGE, open_sub::UNSPECIFIC, data.clone()),
+            MalformedAttributeList(_) => (code::UPDATE_MESSAGE, update_sub::MALFORMED_ATTRIBUTE_LIST, Bytes::new()),
+            InvalidNetworkField(_) => (code::UPDATE_MESSAGE, update_sub::INVALID_NETWORK_FIELD, Bytes::new()),
+            Attribute(e) => (code::UPDATE_MESSAGE, e.subcode(), e.data.clone()),
             MalformedNotification => return None,
-            RouteRefreshLength { data, .. } => (
-                code::ROUTE_REFRESH_MESSAGE,
-                route_refresh_sub::INVALID_MESSAGE_LENGTH,
-                data.clone(),
-            ),
+            RouteRefreshLength { data, .. } => {
+                (code::ROUTE_REFRESH_MESSAGE, route_refresh_sub::INVALID_MESSAGE_LENGTH, data.clone())
+            }
         };
         Some(NotificationMsg::new(code, sub, data))
     }

@@ -26,7 +26,10 @@ use super::{DecodeCtx, EncodeCtx};
 pub enum NextHop {
     V4(Ipv4Addr),
     /// A global address, optionally followed by a link-local one (RFC 2545 §3).
-    V6 { global: Ipv6Addr, link_local: Option<Ipv6Addr> },
+    V6 {
+        global: Ipv6Addr,
+        link_local: Option<Ipv6Addr>,
+    },
 }
 
 impl NextHop {
@@ -125,8 +128,8 @@ pub(super) fn decode_unreach(v: &[u8], ctx: &DecodeCtx) -> Result<Result<MpUnrea
     let Some(family) = afi_safi.family() else {
         return Ok(Err(MpOther { afi_safi, rest: Bytes::copy_from_slice(rest) }));
     };
-    let withdrawn = decode_nlri(rest, family, ctx.add_path_rx.contains(family))
-        .map_err(|_| AttrErrorKind::InvalidNetworkField)?;
+    let withdrawn =
+        decode_nlri(rest, family, ctx.add_path_rx.contains(family)).map_err(|_| AttrErrorKind::InvalidNetworkField)?;
     Ok(Ok(MpUnreach { family, withdrawn }))
 }
 

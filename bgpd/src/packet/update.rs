@@ -56,6 +56,17 @@ fn attr_data(raw: &[u8]) -> Bytes {
     Bytes::copy_from_slice(raw)
 }
 
+/// The flags to keep for a decoded attribute: the upper four bits, minus an
+/// Extended Length bit the value's size forces anyway, so that a decoded
+/// attribute equals one built with [`PathAttr::new`] and encodes identically.
+fn stored_flags(flags: u8, len: usize) -> u8 {
+    if len > 255 {
+        flags & 0xf0 & !FLAG_EXTENDED_LENGTH
+    } else {
+        flags & 0xf0
+    }
+}
+
 fn attr_error(code: u8, kind: AttrErrorKind, action: AttrAction, raw: &[u8]) -> AttrError {
     AttrError { type_code: code, kind, action, data: attr_data(raw) }
 }
@@ -71,8 +82,9 @@ impl UpdateMsg {
             Ok((i, (withdrawn, attrs)))
         })(body);
         // RFC 7606 §5.1: lengths that overrun the message reset the session.
-        let (nlri_field, (withdrawn_field, attr_field)) = fields
-            .map_err(|_| DecodeError::MalformedAttributeList("withdrawn routes or path attribute length overruns the message"))?;
+        let (nlri_field, (withdrawn_field, attr_field)) = fields.map_err(|_| {
+            DecodeError::MalformedAttributeList("withdrawn routes or path attribute length overruns the message")
+        })?;
 
         let v4_add_path = ctx.add_path_rx.contains(Family::Ipv4Unicast);
         let withdrawn = decode_nlri(withdrawn_field, Family::Ipv4Unicast, v4_add_path)
@@ -108,7 +120,12 @@ impl UpdateMsg {
             let ext = i[0] & FLAG_EXTENDED_LENGTH != 0;
             let hdr = if ext { 4 } else { 3 };
             if i.len() < hdr {
-                errors.push(attr_error(i.get(1).copied().unwrap_or(0), AttrErrorKind::Overrun, AttrAction::TreatAsWithdraw, i));
+                errors.push(attr_error(
+                    i.get(1).copied().unwrap_or(0),
+                    AttrErrorKind::Overrun,
+                    AttrAction::TreatAsWithdraw,
+                    i,
+                ));
                 break;
             }
             let (flags, code) = (i[0], i[1]);
@@ -139,7 +156,7 @@ impl UpdateMsg {
                     continue;
                 }
                 self.attrs.push(PathAttr {
-                    flags: flags & 0xf0,
+                    flags: stored_flags(flags, len),
                     value: AttrValue::Unknown { type_code: code, value: Bytes::copy_from_slice(value) },
                 });
                 continue;
@@ -150,7 +167,7 @@ impl UpdateMsg {
                 continue;
             }
             match decode_value(code, value, ctx) {
-                Ok(v) => self.attrs.push(PathAttr { flags: flags & 0xf0, value: v }),
+                Ok(v) => self.attrs.push(PathAttr { flags: stored_flags(flags, len), value: v }),
                 Err(kind) => errors.push(attr_error(code, kind, action, raw)),
             }
         }
@@ -389,10 +406,9 @@ impl UpdateMsg {
             let nl = std::mem::take(batch);
             let mut m = UpdateMsg { attrs: attrs.to_vec(), ..Default::default() };
             match mp_next_hop {
-                Some(nh) => m.attrs.insert(
-                    0,
-                    PathAttr::new(AttrValue::MpReachNlri(MpReach { family, next_hop: nh, nlri: nl })),
-                ),
+                Some(nh) => {
+                    m.attrs.insert(0, PathAttr::new(AttrValue::MpReachNlri(MpReach { family, next_hop: nh, nlri: nl })))
+                }
                 None => m.nlri = nl,
             }
             out.push(m);

@@ -155,7 +155,10 @@ mod tests {
     fn each_step_in_order() {
         let base = |l| path(l, true, |_| {});
         assert_eq!(wins(&path(9, true, |a| a.local_pref = Some(200)), &base(1)), LossReason::LocalPref);
-        assert_eq!(wins(&base(9), &path(1, true, |a| a.as_path = AsPath::sequence(vec![65001, 1]))), LossReason::AsPathLength);
+        assert_eq!(
+            wins(&base(9), &path(1, true, |a| a.as_path = AsPath::sequence(vec![65001, 1]))),
+            LossReason::AsPathLength
+        );
         assert_eq!(wins(&base(9), &path(1, true, |a| a.origin = Origin::Incomplete)), LossReason::Origin);
         assert_eq!(wins(&path(9, true, |a| a.med = Some(5)), &path(1, true, |a| a.med = Some(10))), LossReason::Med);
         assert_eq!(wins(&base(9), &path(1, false, |_| {})), LossReason::PeerType);
