@@ -1,0 +1,80 @@
+//! merle's configuration file.
+//!
+//! - [`model`]: the TOML schema as serde types, with defaults. Unknown keys
+//!   are errors.
+//! - [`load`]: reads a file through the `config` crate and deserializes it,
+//!   keeping the path of the offending key for error messages.
+//! - [`validate`]: checks that go beyond types (AS ranges, duplicate peers,
+//!   prefixes with host bits, ...).
+//!
+//! Every error names the file, the key and what is wrong, so `merled` can
+//! refuse to start with a message the operator can act on.
+
+pub mod model;
+pub mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use model::*;
+
+/// A configuration error: which file, which key, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// Dotted key path such as `bgp.peers[1].as_number`; empty when the
+    /// error concerns the file as a whole.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(f, "{}: key `{}`: {}", self.file.display(), self.key, self.message)
+        }
+    }
+}
+
+/// Reads, parses and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let err = |key: String, message: String| ConfigError { file: path.to_owned(), key, message };
+    if !path.is_file() {
+        return Err(err(String::new(), "file not found or not a regular file".into()));
+    }
+    let raw = config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml).required(true))
+        .build()
+        .map_err(|e| err(String::new(), format!("cannot parse TOML: {e}")))?;
+    let cfg: Config = serde_path_to_error::deserialize(raw).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { String::new() } else { key };
+        err(key, clean_serde_message(&e.inner().to_string()))
+    })?;
+    validate::validate(&cfg).map_err(|(key, message)| err(key, message))?;
+    Ok(cfg)
+}
+
+/// Parses and validates configuration text (for tests and `merled --check`).
+pub fn from_str(text: &str, name: &Path) -> Result<Config, ConfigError> {
+    let err = |key: String, message: String| ConfigError { file: name.to_owned(), key, message };
+    let raw = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .build()
+        .map_err(|e| err(String::new(), format!("cannot parse TOML: {e}")))?;
+    let cfg: Config = serde_path_to_error::deserialize(raw).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { String::new() } else { key };
+        err(key, clean_serde_message(&e.inner().to_string()))
+    })?;
+    validate::validate(&cfg).map_err(|(key, message)| err(key, message))?;
+    Ok(cfg)
+}
+
+/// The `config` crate appends its own origin to some messages; the file is
+/// already in our prefix, so keep only serde's words.
+fn clean_serde_message(m: &str) -> String {
+    m.split(" for key `").next().unwrap_or(m).trim().to_owned()
+}

@@ -1,0 +1,110 @@
+//! Checks beyond what the types enforce. Each failure names its key.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::model::Config;
+
+/// AS_TRANS (RFC 6793) is reserved and cannot be a real AS.
+const AS_TRANS: u32 = 23456;
+
+type Failure = (String, String);
+
+fn check_as(key: String, asn: u32) -> Result<(), Failure> {
+    match asn {
+        0 => Err((key, "AS 0 is reserved (RFC 7607); use 1..=4294967295".into())),
+        AS_TRANS => Err((key, "AS 23456 is AS_TRANS (RFC 6793) and cannot be used".into())),
+        _ => Ok(()),
+    }
+}
+
+fn check_hold(key: String, hold: u16) -> Result<(), Failure> {
+    if hold == 1 || hold == 2 {
+        return Err((key, format!("hold time {hold} is not allowed: use 0 (no keepalives) or 3 to 65535 seconds")));
+    }
+    Ok(())
+}
+
+fn check_prefix(key: String, p: &IpNet) -> Result<(), Failure> {
+    if p.trunc() != *p {
+        return Err((key, format!("prefix {p} has host bits set; did you mean {}?", p.trunc())));
+    }
+    Ok(())
+}
+
+pub fn validate(c: &Config) -> Result<(), Failure> {
+    let n = &c.node;
+    if n.name.trim().is_empty() {
+        return Err(("node.name".into(), "must not be empty".into()));
+    }
+    check_as("node.as_number".into(), n.as_number)?;
+    let node_ip = n.address.addr();
+    if node_ip.is_unspecified() || node_ip.is_multicast() {
+        return Err(("node.address".into(), format!("{node_ip} is not a usable node address")));
+    }
+    if let Some(v6) = n.address_v6 {
+        if !v6.addr().is_ipv6() {
+            return Err(("node.address_v6".into(), format!("{v6} is not an IPv6 address")));
+        }
+    }
+    match (n.router_id, node_ip) {
+        (Some(id), _) if id.is_unspecified() => {
+            return Err(("node.router_id".into(), "0.0.0.0 is not a valid BGP identifier".into()))
+        }
+        (None, IpAddr::V6(_)) => {
+            return Err(("node.router_id".into(), "required when node.address is IPv6 (it must be an IPv4 address)".into()))
+        }
+        _ => {}
+    }
+
+    let b = &c.bgp;
+    if b.listen_port == 0 {
+        return Err(("bgp.listen_port".into(), "port 0 is not allowed".into()));
+    }
+    check_hold("bgp.hold_time".into(), b.hold_time)?;
+    if b.connect_retry_time == 0 {
+        return Err(("bgp.connect_retry_time".into(), "must be at least 1 second".into()));
+    }
+    if b.connect_retry_max < b.connect_retry_time {
+        return Err(("bgp.connect_retry_max".into(), "must not be less than bgp.connect_retry_time".into()));
+    }
+    let mut seen = HashSet::new();
+    for (i, p) in b.peers.iter().enumerate() {
+        let key = |k: &str| format!("bgp.peers[{i}].{k}");
+        if !seen.insert(p.address) {
+            return Err((key("address"), format!("duplicate peer {}", p.address)));
+        }
+        if p.address == node_ip {
+            return Err((key("address"), format!("{} is this node's own address", p.address)));
+        }
+        if p.address.is_unspecified() || p.address.is_multicast() {
+            return Err((key("address"), format!("{} is not a unicast address", p.address)));
+        }
+        check_as(key("as_number"), p.as_number)?;
+        if p.port == 0 {
+            return Err((key("port"), "port 0 is not allowed".into()));
+        }
+        if let Some(h) = p.hold_time {
+            check_hold(key("hold_time"), h)?;
+        }
+    }
+
+    let mut seen = HashSet::new();
+    for (i, a) in c.advertise.iter().enumerate() {
+        let key = format!("advertise[{i}].prefix");
+        check_prefix(key.clone(), &a.prefix)?;
+        if !seen.insert(a.prefix) {
+            return Err((key, format!("duplicate prefix {}", a.prefix)));
+        }
+    }
+
+    if !c.control.socket.is_absolute() {
+        return Err(("control.socket".into(), "must be an absolute path".into()));
+    }
+    if !["trace", "debug", "info", "warn", "error"].contains(&c.log.level.as_str()) {
+        return Err(("log.level".into(), format!("unknown level {:?}: use trace, debug, info, warn or error", c.log.level)));
+    }
+    Ok(())
+}

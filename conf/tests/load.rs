@@ -1,0 +1,90 @@
+//! Loading real files: defaults, the shipped example, and error messages
+//! that name the file, the key and the problem.
+
+use std::io::Write;
+use std::path::Path;
+
+fn write(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+const MINIMAL: &str = "[node]\nname = \"n1\"\naddress = \"10.0.0.1/24\"\n";
+
+fn error_of(text: &str) -> (conf::ConfigError, String) {
+    let f = write(text);
+    let e = conf::load(f.path()).expect_err("config must be rejected");
+    let shown = e.to_string();
+    assert!(shown.starts_with(&f.path().display().to_string()), "error must name the file: {shown}");
+    (e, shown)
+}
+
+#[test]
+fn example_config_loads() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/merled.toml");
+    let c = conf::load(&p).unwrap();
+    assert_eq!(c.node.as_number, 64512);
+    assert_eq!(c.bgp.peers.len(), 2);
+    assert_eq!(c.advertise.len(), 2);
+}
+
+#[test]
+fn defaults_apply() {
+    let f = write(MINIMAL);
+    let c = conf::load(f.path()).unwrap();
+    assert_eq!(c.node.as_number, 64512);
+    assert_eq!(c.node.router_id().to_string(), "10.0.0.1");
+    assert_eq!((c.bgp.listen_port, c.bgp.hold_time, c.bgp.listen_address), (179, 90, None));
+    assert_eq!(c.control.socket, Path::new("/run/merle/merled.sock"));
+    assert_eq!(c.log.level, "info");
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let (e, shown) = error_of(&format!("{MINIMAL}[bgp]\nhold_tme = 30\n"));
+    assert_eq!(e.key, "bgp.hold_tme");
+    assert!(shown.contains("unknown field `hold_tme`"), "{shown}");
+    let (e, _) = error_of(&format!("{MINIMAL}[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 1\npasswd = \"x\"\n"));
+    assert_eq!(e.key, "bgp.peers[0].passwd");
+}
+
+#[test]
+fn bad_values_are_named_by_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("[[advertise]]\nprefix = \"10.244.1.0/33\"\n", "advertise[0].prefix", "invalid IP address"),
+        ("[[advertise]]\nprefix = \"10.244.1.5/26\"\n", "advertise[0].prefix", "did you mean 10.244.1.0/26"),
+        ("[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 4294967296\n", "bgp.peers[0].as_number", "unsigned 32 bit"),
+        ("[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 0\n", "bgp.peers[0].as_number", "AS 0"),
+        ("[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = -5\n", "bgp.peers[0].as_number", "unsigned 32 bit"),
+        (
+            "[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 1\n[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 2\n",
+            "bgp.peers[1].address",
+            "duplicate peer 10.0.0.2",
+        ),
+        ("[[bgp.peers]]\naddress = \"10.0.0.1\"\nas_number = 1\n", "bgp.peers[0].address", "own address"),
+        ("[[bgp.peers]]\naddress = \"not-an-ip\"\nas_number = 1\n", "bgp.peers[0].address", "invalid IP address"),
+        ("[bgp]\nhold_time = 2\n", "bgp.hold_time", "hold time 2"),
+        ("[bgp]\nlisten_port = 70000\n", "bgp.listen_port", "unsigned 16 bit"),
+        ("[control]\nsocket = \"relative.sock\"\n", "control.socket", "absolute"),
+        ("[log]\nlevel = \"loud\"\n", "log.level", "unknown level"),
+    ];
+    for (extra, key, what) in cases {
+        let (e, shown) = error_of(&format!("{MINIMAL}{extra}"));
+        assert_eq!(&e.key, key, "{shown}");
+        assert!(shown.contains(what), "expected {what:?} in: {shown}");
+        assert!(shown.contains(&format!("key `{key}`")), "{shown}");
+    }
+}
+
+#[test]
+fn missing_and_broken_files() {
+    let (e, _) = error_of("[node]\nname = \"n1\"\n");
+    assert!(e.message.contains("address"), "{e}");
+    let (_, shown) = error_of("[node\nname=");
+    assert!(shown.contains("cannot parse TOML"), "{shown}");
+    let e = conf::load(Path::new("/nonexistent/merled.toml")).unwrap_err();
+    assert!(e.to_string().contains("not found"));
+    let (e, _) = error_of("[node]\nname = \"n1\"\naddress = \"fd00::1/64\"\n");
+    assert_eq!(e.key, "node.router_id");
+}
