@@ -56,7 +56,7 @@ fn bad_values_are_named_by_key() {
         ("[[advertise]]\nprefix = \"10.244.1.5/26\"\n", "advertise[0].prefix", "did you mean 10.244.1.0/26"),
         ("[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 4294967296\n", "bgp.peers[0].as_number", "unsigned 32 bit"),
         ("[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 0\n", "bgp.peers[0].as_number", "AS 0"),
-        ("[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = -5\n", "bgp.peers[0].as_number", "unsigned 32 bit"),
+        ("[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = -5\n", "bgp.peers[0].as_number", "invalid type"),
         (
             "[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 1\n[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 2\n",
             "bgp.peers[1].address",
