@@ -79,12 +79,16 @@ impl Rib {
         Self { dests: BTreeMap::new(), opts }
     }
 
-    /// Adds or replaces the path with the same source and path id.
-    pub fn insert(&mut self, prefix: IpNet, path: Path) {
+    /// Adds or replaces the path with the same source and path id. Returns
+    /// true when the path is new rather than a replacement.
+    pub fn insert(&mut self, prefix: IpNet, path: Path) -> bool {
         let d = self.dests.entry(prefix).or_default();
+        let before = d.paths.len();
         d.paths.retain(|p| !(p.source == path.source && p.path_id == path.path_id));
+        let new = d.paths.len() == before;
         d.paths.push(path);
         Self::rank(d, &self.opts);
+        new
     }
 
     /// Removes one path. Returns whether it existed.

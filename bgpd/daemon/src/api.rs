@@ -1,0 +1,88 @@
+//! The control protocol between `merlectl` and `merled`: one JSON request
+//! line, one JSON response line, over the unix control socket.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum Request {
+    Status,
+    Routes,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<NodeStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Vec<RouteEntry>>,
+}
+
+impl Response {
+    pub fn error(msg: impl Into<String>) -> Self {
+        Self { ok: false, error: Some(msg.into()), status: None, routes: None }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub router_id: String,
+    pub as_number: u32,
+    pub listen: String,
+    pub peers: Vec<PeerStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub address: String,
+    pub port: u16,
+    pub as_number: u32,
+    /// As in `calicoctl node status`: "global" for configured peers.
+    pub peer_type: String,
+    /// "ebgp" or "ibgp".
+    pub session: String,
+    /// The RFC 4271 state name, such as "Established".
+    pub state: String,
+    /// When the session last changed state, RFC 3339.
+    pub since: String,
+    pub since_unix: u64,
+    /// The state plus the last error, as in BIRD's and Calico's Info column.
+    pub info: String,
+    pub passive: bool,
+    pub description: Option<String>,
+    pub remote_id: Option<String>,
+    pub hold_time: Option<u16>,
+    pub keepalive: Option<u16>,
+    pub families: Vec<String>,
+    pub four_octet_as: Option<bool>,
+    pub prefixes_received: usize,
+    pub prefixes_advertised: usize,
+    pub updates_received: u64,
+    pub updates_sent: u64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteEntry {
+    pub prefix: String,
+    pub next_hop: String,
+    pub as_path: Vec<u32>,
+    /// The AS path with sets in braces, as BIRD prints it.
+    pub as_path_text: String,
+    pub origin: String,
+    /// The peer address, or "local" for routes this node originates.
+    pub peer: String,
+    pub path_id: u32,
+    pub best: bool,
+    /// For a losing path, the decision step at which it lost.
+    pub lost_at: Option<String>,
+    pub local_pref: Option<u32>,
+    pub med: Option<u32>,
+    pub communities: Vec<String>,
+    pub large_communities: Vec<String>,
+    pub ext_communities: Vec<String>,
+}

@@ -1,0 +1,161 @@
+//! merlectl: asks a running merled for its sessions and routes.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use merled::api::{NodeStatus, Request, Response, RouteEntry};
+
+#[derive(Debug, Parser)]
+#[command(name = "merlectl", version, about = "Query a running merled")]
+struct Args {
+    /// merled's control socket.
+    #[arg(long, global = true, default_value = conf::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// BGP sessions, one line per peer (as `calicoctl node status`).
+    Status,
+    /// Received and local routes, with the best path marked.
+    Routes,
+}
+
+fn query(socket: &PathBuf, req: &Request) -> anyhow::Result<Response> {
+    let mut s = UnixStream::connect(socket)
+        .with_context(|| format!("cannot connect to merled at {} (is it running?)", socket.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut line = serde_json::to_vec(req)?;
+    line.push(b'\n');
+    s.write_all(&line)?;
+    let mut resp = String::new();
+    BufReader::new(&s).read_line(&mut resp).context("no answer from merled")?;
+    let r: Response = serde_json::from_str(&resp).context("merled sent a malformed answer")?;
+    if !r.ok {
+        bail!("merled: {}", r.error.unwrap_or_default());
+    }
+    Ok(r)
+}
+
+/// Renders rows as a boxed table like calicoctl's.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let sep = format!("+{}+\n", w.iter().map(|n| "-".repeat(n + 2)).collect::<Vec<_>>().join("+"));
+    let line = |cells: Vec<String>| {
+        format!("|{}|\n", cells.iter().enumerate().map(|(i, c)| format!(" {c:<0$} ", w[i])).collect::<Vec<_>>().join("|"))
+    };
+    let mut out = sep.clone();
+    out += &line(headers.iter().map(|h| h.to_string()).collect());
+    out += &sep;
+    for r in rows {
+        out += &line(r.clone());
+    }
+    out += &sep;
+    out
+}
+
+fn since(unix: u64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(unix);
+    let s = humantime::format_rfc3339_seconds(t).to_string();
+    // Time of day when recent, the date otherwise (as BIRD and calicoctl).
+    if now.saturating_sub(unix) < 86_400 {
+        s[11..19].to_owned()
+    } else {
+        s[..10].to_owned()
+    }
+}
+
+fn print_status(s: &NodeStatus) {
+    println!("merled is running: node {} (router ID {}, AS {}), listening on {}", s.name, s.router_id, s.as_number, s.listen);
+    for (title, v6) in [("IPv4 BGP status", false), ("IPv6 BGP status", true)] {
+        let rows: Vec<Vec<String>> = s
+            .peers
+            .iter()
+            .filter(|p| p.address.contains(':') == v6)
+            .map(|p| {
+                let state = match p.state.as_str() {
+                    "Established" => "up",
+                    "Idle" if p.last_error.as_deref() == Some("stopped") => "down",
+                    _ => "start",
+                };
+                vec![
+                    p.address.clone(),
+                    format!("{} ({})", p.peer_type, p.session),
+                    state.to_owned(),
+                    since(p.since_unix),
+                    p.info.clone(),
+                ]
+            })
+            .collect();
+        println!("{title}");
+        if rows.is_empty() {
+            println!("No {} peers found.\n", if v6 { "IPv6" } else { "IPv4" });
+        } else {
+            println!("{}", table(&["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"], &rows));
+        }
+    }
+}
+
+fn print_routes(routes: &[RouteEntry]) {
+    let rows: Vec<Vec<String>> = routes
+        .iter()
+        .map(|r| {
+            vec![
+                r.prefix.clone(),
+                r.next_hop.clone(),
+                if r.as_path_text.is_empty() { "(empty)".into() } else { r.as_path_text.clone() },
+                r.origin.clone(),
+                r.peer.clone(),
+                match &r.lost_at {
+                    None => "*".into(),
+                    Some(step) => format!("lost: {step}"),
+                },
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        println!("No routes.");
+    } else {
+        print!("{}", table(&["PREFIX", "NEXT HOP", "AS PATH", "ORIGIN", "PEER", "BEST"], &rows));
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    match args.command {
+        Command::Status => {
+            let r = query(&args.socket, &Request::Status)?;
+            let s = r.status.context("merled sent no status")?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print_status(&s);
+            }
+        }
+        Command::Routes => {
+            let r = query(&args.socket, &Request::Routes)?;
+            let routes = r.routes.context("merled sent no routes")?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&routes)?);
+            } else {
+                print_routes(&routes);
+            }
+        }
+    }
+    Ok(())
+}

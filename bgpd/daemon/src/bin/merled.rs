@@ -1,0 +1,49 @@
+//! merled: merle's routing daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "merled", version, about = "merle routing daemon: BGP for Kubernetes nodes")]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(long, short = 'c', default_value = "/etc/merle/merled.toml")]
+    config: PathBuf,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let cfg = match conf::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("merled: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        println!("{}: configuration is valid", args.config.display());
+        return ExitCode::SUCCESS;
+    }
+    let filter = EnvFilter::try_from_env("MERLE_LOG").unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("merled: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(merled::daemon::run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("merled: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Per-connection I/O tasks: a connector for outbound attempts, a reader
+//! that frames the byte stream into BGP messages, and a writer that drains a
+//! bounded queue. They never decode or decide anything: frames go to the
+//! peer task, which decodes them with the session's negotiated context.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bgpd::fsm::ConnId;
+use bgpd::packet::{frame_len, DecodeError};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// How many encoded messages may wait for a slow peer before the
+/// connection is declared stuck and closed.
+pub const WRITE_QUEUE: usize = 4096;
+
+#[derive(Debug)]
+pub enum ConnEvent {
+    Connected(TcpStream),
+    ConnectFailed(String),
+    Frame(Bytes),
+    HeaderError(DecodeError),
+    Closed(String),
+}
+
+/// Everything a peer task reacts to.
+#[derive(Debug)]
+pub enum PeerInput {
+    Inbound(TcpStream),
+    Conn(ConnId, ConnEvent),
+    /// Stop the session with a Cease and end the task; reply when done.
+    Shutdown(Option<String>, tokio::sync::oneshot::Sender<()>),
+}
+
+#[derive(Debug)]
+pub enum WriterCmd {
+    Send(Bytes),
+    /// Flush what is queued, then close.
+    Close,
+}
+
+pub fn spawn_connect(id: ConnId, addr: SocketAddr, timeout: Duration, tx: mpsc::Sender<PeerInput>) {
+    tokio::spawn(async move {
+        let ev = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => ConnEvent::Connected(s),
+            Ok(Err(e)) => ConnEvent::ConnectFailed(e.to_string()),
+            Err(_) => ConnEvent::ConnectFailed("connect timed out".into()),
+        };
+        let _ = tx.send(PeerInput::Conn(id, ev)).await;
+    });
+}
+
+pub fn spawn_reader(id: ConnId, mut rd: OwnedReadHalf, tx: mpsc::Sender<PeerInput>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        loop {
+            // Hand over every complete message already buffered.
+            loop {
+                match frame_len(&buf) {
+                    Ok(Some(len)) => {
+                        let frame = buf.split_to(len).freeze();
+                        if tx.send(PeerInput::Conn(id, ConnEvent::Frame(frame))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = tx.send(PeerInput::Conn(id, ConnEvent::HeaderError(e))).await;
+                        return;
+                    }
+                }
+            }
+            buf.reserve(4096);
+            let ev = match rd.read_buf(&mut buf).await {
+                Ok(0) => ConnEvent::Closed("connection closed by peer".into()),
+                Ok(_) => continue,
+                Err(e) => ConnEvent::Closed(e.to_string()),
+            };
+            let _ = tx.send(PeerInput::Conn(id, ev)).await;
+            return;
+        }
+    })
+}
+
+pub fn spawn_writer(
+    id: ConnId,
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<WriterCmd>,
+    tx: mpsc::Sender<PeerInput>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(cmd) = rx.recv().await {
+            match cmd {
+                WriterCmd::Send(b) => {
+                    if let Err(e) = wr.write_all(&b).await {
+                        let _ = tx.send(PeerInput::Conn(id, ConnEvent::Closed(e.to_string()))).await;
+                        return;
+                    }
+                }
+                WriterCmd::Close => break,
+            }
+        }
+        // Bound the flush of a final NOTIFICATION to a peer that stopped reading.
+        let _ = tokio::time::timeout(Duration::from_secs(2), wr.shutdown()).await;
+    })
+}

@@ -1,0 +1,95 @@
+//! The control socket: a unix stream socket, mode 0600, that answers one
+//! JSON request per line with one JSON response per line.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tracing::{debug, warn};
+
+use crate::api::{Request, Response};
+use crate::shared::Shared;
+
+/// Longest request line accepted.
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// Creates the socket, refusing to steal one a live merled still serves.
+pub async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            bail!("{} is in use by a running merled", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+    }
+    // Create the socket with no group/other access from the start, so it is
+    // never reachable by others, then make the mode exact.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let l = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let l = l.with_context(|| format!("cannot bind control socket {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+pub async fn run(listener: UnixListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((s, _)) => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve(s, shared).await {
+                        debug!("control connection: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                warn!("control accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn serve(s: UnixStream, shared: Arc<Shared>) -> anyhow::Result<()> {
+    let (rd, mut wr) = s.into_split();
+    let mut rd = BufReader::new(rd).take(MAX_REQUEST as u64);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if rd.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let resp = match serde_json::from_str::<Request>(line.trim()) {
+            Ok(req) => answer(req, &shared),
+            Err(e) => Response::error(format!("bad request: {e}")),
+        };
+        let mut out = serde_json::to_vec(&resp)?;
+        out.push(b'\n');
+        wr.write_all(&out).await?;
+    }
+}
+
+fn answer(req: Request, shared: &Shared) -> Response {
+    let mut r = Response { ok: true, error: None, status: None, routes: None };
+    match req {
+        Request::Status => r.status = Some(shared.status()),
+        Request::Routes => r.routes = Some(shared.routes()),
+    }
+    r
+}
+
+/// Removes the socket file on shutdown.
+#[derive(Debug)]
+pub struct SocketGuard(pub PathBuf);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

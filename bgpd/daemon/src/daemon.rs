@@ -1,0 +1,140 @@
+//! Start-up and shutdown: binds the sockets, spawns the tasks, and on
+//! SIGTERM/SIGINT sends every peer a Cease with a shutdown communication.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{info, warn};
+
+use crate::listener::PeerDirectory;
+use crate::peer::{NodeCtx, PeerConfig, PeerTask};
+use crate::shared::Shared;
+use crate::{control, listener};
+
+fn peer_configs(cfg: &conf::Config) -> Vec<PeerConfig> {
+    cfg.bgp
+        .peers
+        .iter()
+        .map(|p| PeerConfig {
+            address: p.address,
+            port: p.port,
+            as_number: p.as_number,
+            passive: p.passive,
+            hold_time: p.hold_time.unwrap_or(cfg.bgp.hold_time),
+            description: p.description.clone(),
+            connect_retry: Duration::from_secs(u64::from(cfg.bgp.connect_retry_time)),
+            connect_retry_max: Duration::from_secs(u64::from(cfg.bgp.connect_retry_max)),
+        })
+        .collect()
+}
+
+/// Puts the node's own prefixes in the RIB as local routes, so `merlectl
+/// routes` shows them and they win over learned copies.
+fn originate(shared: &Shared, node: &NodeCtx) {
+    use bgpd::packet::{AsPath, Origin};
+    use bgpd::rib::{Path, PathSource, RouteAttrs};
+    let attrs = Arc::new(RouteAttrs {
+        origin: Origin::Igp,
+        as_path: AsPath::default(),
+        med: None,
+        local_pref: None,
+        communities: vec![],
+        ext_communities: vec![],
+        large_communities: vec![],
+        originator_id: None,
+        cluster_list: vec![],
+        atomic_aggregate: false,
+        other: vec![],
+    });
+    let mut rib = shared.rib();
+    for p in &node.advertise {
+        let next_hop = match p {
+            ipnet::IpNet::V4(_) => node.node_v4.map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), IpAddr::V4),
+            ipnet::IpNet::V6(_) => node.node_v6.map_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), IpAddr::V6),
+        };
+        rib.insert(*p, Path { source: PathSource::Local, path_id: 0, next_hop, attrs: attrs.clone() });
+    }
+}
+
+pub async fn run(cfg: conf::Config) -> anyhow::Result<()> {
+    let node_ip = cfg.node.address.addr();
+    let listen = match cfg.bgp.listen_address {
+        Some(a) => format!("{}", std::net::SocketAddr::new(a, cfg.bgp.listen_port)),
+        None => format!("*:{}", cfg.bgp.listen_port),
+    };
+    let shared = Arc::new(Shared::new(cfg.node.name.clone(), cfg.node.router_id(), cfg.node.as_number, listen));
+    let node = Arc::new(NodeCtx {
+        local_as: cfg.node.as_number,
+        router_id: cfg.node.router_id(),
+        node_v4: match node_ip {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        },
+        node_v6: match (node_ip, cfg.node.address_v6) {
+            (_, Some(v6)) => match v6.addr() {
+                IpAddr::V6(a) => Some(a),
+                IpAddr::V4(_) => None,
+            },
+            (IpAddr::V6(a), None) => Some(a),
+            _ => None,
+        },
+        advertise: cfg.advertise.iter().map(|a| a.prefix).collect(),
+    });
+
+    originate(&shared, &node);
+
+    let bgp_listener = listener::bind(cfg.bgp.listen_address, cfg.bgp.listen_port)?;
+    let control_listener = control::bind(&cfg.control.socket).await?;
+    let _socket_guard = control::SocketGuard(cfg.control.socket.clone());
+
+    let directory: PeerDirectory = Arc::new(RwLock::new(HashMap::new()));
+    let mut peers = Vec::new();
+    for pc in peer_configs(&cfg) {
+        let addr = pc.address;
+        let (task, tx) = PeerTask::new(pc, node.clone(), shared.clone());
+        directory.write().unwrap_or_else(|p| p.into_inner()).insert(addr, tx.clone());
+        peers.push(tx);
+        tokio::spawn(task.run());
+    }
+    tokio::spawn(listener::run(bgp_listener, directory.clone()));
+    tokio::spawn(control::run(control_listener, shared.clone()));
+    info!(
+        node = %cfg.node.name,
+        router_id = %cfg.node.router_id(),
+        as_number = cfg.node.as_number,
+        peers = peers.len(),
+        socket = %cfg.control.socket.display(),
+        "merled started"
+    );
+
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => warn!("SIGHUP: this version applies configuration changes on restart only"),
+        }
+    }
+    info!("shutting down: sending Cease to every peer");
+    let mut waits = Vec::new();
+    for tx in peers {
+        let (rtx, rrx) = tokio::sync::oneshot::channel();
+        if tx.send(crate::conn::PeerInput::Shutdown(None, rtx)).await.is_ok() {
+            waits.push(rrx);
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        for w in waits {
+            let _ = w.await;
+        }
+    })
+    .await;
+    info!("merled stopped");
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! Turns a received UPDATE into RIB changes (RFC 4271 §9.1): withdrawals
+//! first, then announcements, with loop detection and the per-session rules
+//! for LOCAL_PREF. Pure, so it is tested without sockets.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use bgpd::packet::{AttrValue, FamilySet, Origin, UpdateMsg};
+use bgpd::rib::{Path, PathSource, PeerRef, RouteAttrs};
+use ipnet::IpNet;
+
+/// What the import needs to know about this node and the session.
+#[derive(Debug, Clone)]
+pub struct ImportCtx {
+    pub local_as: u32,
+    pub router_id: Ipv4Addr,
+    pub peer: PeerRef,
+    pub four_octet_as: bool,
+    pub families: FamilySet,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RibChange {
+    Announce(IpNet, Path),
+    Withdraw(IpNet, u32),
+}
+
+/// Why announced routes were turned into withdrawals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Our AS is in the AS_PATH (RFC 4271 §9.1.2).
+    AsPathLoop,
+    /// ORIGINATOR_ID is our router ID (RFC 4456 §8).
+    OriginatorLoop,
+}
+
+/// The changes an UPDATE makes, and why announcements were rejected if so.
+pub fn import(u: &UpdateMsg, ctx: &ImportCtx) -> (Vec<RibChange>, Option<Rejection>) {
+    let mut changes: Vec<RibChange> = u
+        .withdrawals()
+        .into_iter()
+        .filter(|n| ctx.families.contains(n.family()))
+        .map(|n| RibChange::Withdraw(n.prefix, n.path_id.unwrap_or(0)))
+        .collect();
+    let announced = u.announcements();
+    if announced.is_empty() {
+        return (changes, None);
+    }
+    let Some(as_path) = u.effective_as_path(ctx.four_octet_as) else {
+        return (changes, None);
+    };
+    let rejection = if ctx.peer.ebgp && as_path.contains(ctx.local_as) {
+        Some(Rejection::AsPathLoop)
+    } else if !ctx.peer.ebgp && u.originator_id() == Some(ctx.router_id) {
+        Some(Rejection::OriginatorLoop)
+    } else {
+        None
+    };
+    let attrs = Arc::new(RouteAttrs {
+        origin: u.origin().unwrap_or(Origin::Incomplete),
+        as_path,
+        med: u.med(),
+        // RFC 4271 §5.1.5: LOCAL_PREF from an external peer is ignored.
+        local_pref: if ctx.peer.ebgp { None } else { u.local_pref() },
+        communities: u.communities().to_vec(),
+        ext_communities: u.ext_communities().to_vec(),
+        large_communities: u.large_communities().to_vec(),
+        originator_id: u.originator_id(),
+        cluster_list: u.cluster_list().to_vec(),
+        atomic_aggregate: u.attrs.iter().any(|a| a.value == AttrValue::AtomicAggregate),
+        other: u
+            .attrs
+            .iter()
+            .filter(|a| matches!(a.value, AttrValue::Unknown { .. } | AttrValue::Aggregator(_)))
+            .filter_map(|a| a.for_propagation())
+            .collect(),
+    });
+    for (n, next_hop) in announced {
+        if !ctx.families.contains(n.family()) {
+            continue;
+        }
+        let path_id = n.path_id.unwrap_or(0);
+        if rejection.is_some() {
+            // An UPDATE replacing a route implicitly withdraws the old one.
+            changes.push(RibChange::Withdraw(n.prefix, path_id));
+            continue;
+        }
+        let next_hop = match next_hop {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        changes.push(RibChange::Announce(
+            n.prefix,
+            Path { source: PathSource::Peer(ctx.peer), path_id, next_hop, attrs: attrs.clone() },
+        ));
+    }
+    (changes, rejection)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bgpd::packet::{AsPath, Family, Nlri, PathAttr};
+
+    fn ctx(ebgp: bool) -> ImportCtx {
+        ImportCtx {
+            local_as: 64512,
+            router_id: Ipv4Addr::new(10, 0, 0, 1),
+            peer: PeerRef {
+                address: "10.0.0.254".parse().unwrap(),
+                asn: if ebgp { 65001 } else { 64512 },
+                router_id: Ipv4Addr::new(10, 0, 0, 254),
+                ebgp,
+            },
+            four_octet_as: true,
+            families: [Family::Ipv4Unicast].into_iter().collect(),
+        }
+    }
+
+    fn update(path: Vec<u32>, extra: Vec<AttrValue>) -> UpdateMsg {
+        let mut attrs = vec![
+            PathAttr::new(AttrValue::Origin(Origin::Igp)),
+            PathAttr::new(AttrValue::AsPath(AsPath::sequence(path))),
+            PathAttr::new(AttrValue::NextHop(Ipv4Addr::new(10, 0, 0, 254))),
+        ];
+        attrs.extend(extra.into_iter().map(PathAttr::new));
+        UpdateMsg {
+            attrs,
+            nlri: vec![Nlri::new("10.244.9.0/26".parse().unwrap())],
+            withdrawn: vec![Nlri::new("10.244.8.0/26".parse().unwrap())],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn announces_and_withdraws() {
+        let (c, r) = import(&update(vec![65001], vec![AttrValue::LocalPref(300)]), &ctx(true));
+        assert_eq!(r, None);
+        assert_eq!(c[0], RibChange::Withdraw("10.244.8.0/26".parse().unwrap(), 0));
+        let RibChange::Announce(p, path) = &c[1] else { panic!() };
+        assert_eq!(p.to_string(), "10.244.9.0/26");
+        assert_eq!(path.next_hop.to_string(), "10.0.0.254");
+        // LOCAL_PREF from an eBGP peer is ignored...
+        assert_eq!(path.attrs.local_pref, None);
+        // ...but kept from an iBGP peer.
+        let (c, _) = import(&update(vec![], vec![AttrValue::LocalPref(300)]), &ctx(false));
+        let RibChange::Announce(_, path) = &c[1] else { panic!() };
+        assert_eq!(path.attrs.local_pref, Some(300));
+    }
+
+    #[test]
+    fn loops_become_withdrawals() {
+        let (c, r) = import(&update(vec![65001, 64512], vec![]), &ctx(true));
+        assert_eq!(r, Some(Rejection::AsPathLoop));
+        assert!(c.iter().all(|x| matches!(x, RibChange::Withdraw(..))));
+        assert_eq!(c.len(), 2);
+        let (_, r) = import(&update(vec![], vec![AttrValue::OriginatorId(Ipv4Addr::new(10, 0, 0, 1))]), &ctx(false));
+        assert_eq!(r, Some(Rejection::OriginatorLoop));
+    }
+
+    #[test]
+    fn families_not_negotiated_are_ignored() {
+        let mut u = update(vec![65001], vec![]);
+        u.nlri = vec![];
+        u.withdrawn = vec![];
+        u.attrs.push(PathAttr::new(AttrValue::MpReachNlri(bgpd::packet::MpReach {
+            family: Family::Ipv6Unicast,
+            next_hop: bgpd::packet::NextHop::V6 { global: "fd00::1".parse().unwrap(), link_local: None },
+            nlri: vec![Nlri::new("fd00:244::/64".parse().unwrap())],
+        })));
+        let (c, _) = import(&u, &ctx(true));
+        assert!(c.is_empty());
+    }
+}

@@ -1,0 +1,30 @@
+//! merled: the BGP daemon around the sans-IO core in the `bgpd` crate.
+//!
+//! Tasks and channels:
+//! - one **peer task** per configured neighbour ([`peer`]). It owns that
+//!   peer's [`bgpd::fsm::Fsm`], its timers and its connections, decodes the
+//!   frames its connections read, and applies UPDATEs to the shared RIB.
+//!   A slow or stuck peer only ever blocks its own task.
+//! - per TCP connection, a **reader** that cuts the stream into BGP messages
+//!   and a **writer** that drains a bounded queue to the socket ([`conn`]).
+//!   Both report to their peer task over the peer's input channel.
+//! - the **listener** ([`listener`]) accepts connections and hands each to
+//!   the peer task whose address it comes from; others are closed.
+//! - the **control server** ([`control`]) answers `merlectl` over a unix
+//!   socket with JSON ([`api`]).
+//!
+//! Shared state ([`shared::Shared`]) is the RIB and each peer's status,
+//! behind short-lived mutexes that are never held across an `.await`.
+//!
+//! [`import`] and [`export`] are pure: received UPDATE → RIB paths, and
+//! configured prefixes → UPDATEs for one session.
+
+pub mod api;
+pub mod conn;
+pub mod control;
+pub mod daemon;
+pub mod export;
+pub mod import;
+pub mod listener;
+pub mod peer;
+pub mod shared;

@@ -1,0 +1,456 @@
+//! The task that runs one BGP neighbour: its state machine, its timers, its
+//! connections, and what its UPDATEs do to the RIB.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bgpd::fsm::{Action, ConnId, DownReason, Event, Fsm, FsmConfig, Negotiated, State, Timer};
+use bgpd::packet::error::cease_sub;
+use bgpd::packet::{
+    AddPathFamily, AddPathMode, AfiSafi, Capability, DecodeCtx, EncodeCtx, ExtendedNextHop, Message, NotificationMsg,
+    RefreshSubtype, UpdateMsg,
+};
+use bgpd::rib::{PathSource, PeerRef};
+use ipnet::IpNet;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::api::PeerStatus;
+use crate::conn::{spawn_connect, spawn_reader, spawn_writer, ConnEvent, PeerInput, WriterCmd, WRITE_QUEUE};
+use crate::export::{self, ExportCtx};
+use crate::import::{self, ImportCtx, RibChange};
+use crate::shared::Shared;
+
+/// One configured neighbour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub address: IpAddr,
+    pub port: u16,
+    pub as_number: u32,
+    pub passive: bool,
+    pub hold_time: u16,
+    pub description: Option<String>,
+    pub connect_retry: Duration,
+    pub connect_retry_max: Duration,
+}
+
+/// What every peer task knows about this node.
+#[derive(Debug, Clone)]
+pub struct NodeCtx {
+    pub local_as: u32,
+    pub router_id: Ipv4Addr,
+    pub node_v4: Option<Ipv4Addr>,
+    pub node_v6: Option<Ipv6Addr>,
+    pub advertise: Vec<IpNet>,
+}
+
+/// The capabilities merled advertises: IPv4 and IPv6 unicast, route
+/// refresh, 4-octet AS, ADD-PATH receive and extended next hop for IPv4.
+pub fn local_capabilities(local_as: u32) -> Vec<Capability> {
+    vec![
+        Capability::Multiprotocol(AfiSafi::IPV4_UNICAST),
+        Capability::Multiprotocol(AfiSafi::IPV6_UNICAST),
+        Capability::RouteRefresh,
+        Capability::ExtendedNextHop(vec![ExtendedNextHop {
+            nlri: AfiSafi::IPV4_UNICAST,
+            next_hop_afi: bgpd::packet::afi::AFI_IPV6,
+        }]),
+        Capability::FourOctetAs(local_as),
+        Capability::AddPath(vec![
+            AddPathFamily { afi_safi: AfiSafi::IPV4_UNICAST, mode: AddPathMode::Receive },
+            AddPathFamily { afi_safi: AfiSafi::IPV6_UNICAST, mode: AddPathMode::Receive },
+        ]),
+    ]
+}
+
+#[derive(Debug)]
+struct ConnHandle {
+    writer: mpsc::Sender<WriterCmd>,
+    reader: JoinHandle<()>,
+    local: SocketAddr,
+}
+
+#[derive(Debug)]
+pub struct PeerTask {
+    cfg: PeerConfig,
+    node: Arc<NodeCtx>,
+    shared: Arc<Shared>,
+    fsm: Fsm,
+    rx: mpsc::Receiver<PeerInput>,
+    tx: mpsc::Sender<PeerInput>,
+    conns: HashMap<ConnId, ConnHandle>,
+    timers: HashMap<Timer, Instant>,
+    session: Option<(ConnId, Negotiated)>,
+    source: Option<PathSource>,
+    pending: VecDeque<Event>,
+    last_state: State,
+    since: SystemTime,
+    last_error: Option<String>,
+    prefixes_received: usize,
+    prefixes_advertised: usize,
+    updates_received: u64,
+    updates_sent: u64,
+}
+
+impl PeerTask {
+    pub fn new(cfg: PeerConfig, node: Arc<NodeCtx>, shared: Arc<Shared>) -> (Self, mpsc::Sender<PeerInput>) {
+        let (tx, rx) = mpsc::channel(1024);
+        let mut f = FsmConfig::new(node.local_as, node.router_id, cfg.as_number);
+        f.hold_time = cfg.hold_time;
+        f.passive = cfg.passive;
+        f.capabilities = local_capabilities(node.local_as);
+        f.connect_retry = cfg.connect_retry;
+        f.connect_retry_max = cfg.connect_retry_max;
+        f.jitter_seed = std::collections::hash_map::RandomState::new().hash_one(cfg.address);
+        let mut task = Self {
+            fsm: Fsm::new(f),
+            cfg,
+            node,
+            shared,
+            rx,
+            tx: tx.clone(),
+            conns: HashMap::new(),
+            timers: HashMap::new(),
+            session: None,
+            source: None,
+            pending: VecDeque::new(),
+            last_state: State::Idle,
+            since: SystemTime::now(),
+            last_error: None,
+            prefixes_received: 0,
+            prefixes_advertised: 0,
+            updates_received: 0,
+            updates_sent: 0,
+        };
+        task.publish();
+        (task, tx)
+    }
+
+    pub async fn run(mut self) {
+        self.event(Event::ManualStart);
+        loop {
+            let deadline = self.timers.values().min().copied();
+            let sleep = tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
+            tokio::select! {
+                input = self.rx.recv() => match input {
+                    None => break,
+                    Some(PeerInput::Shutdown(text, reply)) => {
+                        self.shutdown(text).await;
+                        let _ = reply.send(());
+                        break;
+                    }
+                    Some(i) => self.input(i),
+                },
+                () = sleep, if deadline.is_some() => self.fire_timers(),
+            }
+            self.publish();
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        let due: Vec<Timer> = self.timers.iter().filter(|(_, at)| **at <= now).map(|(t, _)| *t).collect();
+        for t in due {
+            self.timers.remove(&t);
+            self.event(Event::TimerExpired(t));
+        }
+    }
+
+    fn input(&mut self, i: PeerInput) {
+        match i {
+            PeerInput::Inbound(stream) => {
+                let id = self.fsm.new_conn_id();
+                if self.attach(id, stream) {
+                    self.event(Event::TcpConnectionConfirmed(id));
+                }
+            }
+            PeerInput::Conn(id, ev) => match ev {
+                ConnEvent::Connected(stream) => {
+                    if self.attach(id, stream) {
+                        self.event(Event::TcpCrAcked(id));
+                    }
+                }
+                ConnEvent::ConnectFailed(e) => {
+                    debug!(peer = %self.cfg.address, "connect failed: {e}");
+                    self.last_error = Some(format!("connect: {e}"));
+                    self.event(Event::TcpConnectionFails(id));
+                }
+                ConnEvent::Frame(frame) => {
+                    if !self.conns.contains_key(&id) {
+                        return;
+                    }
+                    let ctx = self.decode_ctx(id);
+                    match Message::decode(&frame, &ctx) {
+                        Ok(m) => self.event(Event::Message(id, m)),
+                        Err(e) => {
+                            warn!(peer = %self.cfg.address, "malformed message: {e}");
+                            self.event(Event::DecodeError(id, e));
+                        }
+                    }
+                }
+                ConnEvent::HeaderError(e) => {
+                    warn!(peer = %self.cfg.address, "bad message header: {e}");
+                    self.event(Event::DecodeError(id, e));
+                }
+                ConnEvent::Closed(reason) => {
+                    if self.conns.contains_key(&id) {
+                        self.last_error = Some(reason);
+                        self.event(Event::TcpConnectionFails(id));
+                    }
+                }
+            },
+            PeerInput::Shutdown(..) => {}
+        }
+    }
+
+    /// Sets up the reader and writer of a new connection.
+    fn attach(&mut self, id: ConnId, stream: TcpStream) -> bool {
+        let _ = stream.set_nodelay(true);
+        let Ok(local) = stream.local_addr() else { return false };
+        let (rd, wr) = stream.into_split();
+        let (wtx, wrx) = mpsc::channel(WRITE_QUEUE);
+        let reader = spawn_reader(id, rd, self.tx.clone());
+        spawn_writer(id, wr, wrx, self.tx.clone());
+        self.conns.insert(id, ConnHandle { writer: wtx, reader, local });
+        true
+    }
+
+    fn decode_ctx(&self, id: ConnId) -> DecodeCtx {
+        match &self.session {
+            Some((c, n)) if *c == id => n.decode_ctx(true),
+            _ => DecodeCtx::default(),
+        }
+    }
+
+    fn encode_ctx(&self, id: ConnId) -> EncodeCtx {
+        match &self.session {
+            Some((c, n)) if *c == id => n.encode_ctx(),
+            _ => EncodeCtx::default(),
+        }
+    }
+
+    /// Runs an event, and any events its actions cause, through the FSM.
+    fn event(&mut self, e: Event) {
+        self.pending.push_back(e);
+        while let Some(e) = self.pending.pop_front() {
+            for a in self.fsm.handle(e) {
+                self.action(a);
+            }
+        }
+    }
+
+    fn send(&mut self, id: ConnId, m: &Message) {
+        let bytes = m.encode(&self.encode_ctx(id));
+        let Some(h) = self.conns.get(&id) else { return };
+        if h.writer.try_send(WriterCmd::Send(bytes)).is_err() {
+            // The peer is not reading: treat the connection as failed
+            // rather than buffer without bound.
+            warn!(peer = %self.cfg.address, "send queue full; closing the connection");
+            self.last_error = Some("peer stopped reading (send queue full)".into());
+            self.pending.push_back(Event::TcpConnectionFails(id));
+        } else if matches!(m, Message::Update(_)) {
+            self.updates_sent += 1;
+        }
+    }
+
+    fn action(&mut self, a: Action) {
+        match a {
+            Action::Connect(id) => {
+                let addr = SocketAddr::new(self.cfg.address, self.cfg.port);
+                spawn_connect(id, addr, self.cfg.connect_retry.max(Duration::from_secs(1)), self.tx.clone());
+            }
+            Action::Send(id, m) => self.send(id, &m),
+            Action::Close(id) => {
+                if let Some(h) = self.conns.remove(&id) {
+                    let _ = h.writer.try_send(WriterCmd::Close);
+                    h.reader.abort();
+                }
+            }
+            Action::StartTimer(t, d) => {
+                self.timers.insert(t, Instant::now() + d);
+            }
+            Action::StopTimer(t) => {
+                self.timers.remove(&t);
+            }
+            Action::Established(id, n) => self.established(id, *n),
+            Action::SessionDown(reason) => self.session_down(&reason),
+            Action::Update(u) => self.update(&u),
+            Action::RouteRefresh(r) => {
+                if r.subtype == RefreshSubtype::Request {
+                    info!(peer = %self.cfg.address, family = %r.afi_safi, "route refresh requested");
+                    if let Some((id, _)) = self.session {
+                        self.advertise(id, r.afi_safi.family());
+                    }
+                }
+            }
+        }
+    }
+
+    fn established(&mut self, id: ConnId, n: Negotiated) {
+        info!(
+            peer = %self.cfg.address,
+            remote_as = n.remote_as,
+            remote_id = %n.remote_id,
+            hold_time = n.hold_time,
+            "session Established"
+        );
+        self.source = Some(PathSource::Peer(PeerRef {
+            address: self.cfg.address,
+            asn: n.remote_as,
+            router_id: n.remote_id,
+            ebgp: n.ebgp,
+        }));
+        self.session = Some((id, n));
+        self.last_error = None;
+        self.advertise(id, None);
+    }
+
+    /// Sends our prefixes (of one family, or all) and End-of-RIB.
+    fn advertise(&mut self, id: ConnId, family: Option<bgpd::packet::Family>) {
+        let Some((_, n)) = &self.session else { return };
+        let Some(h) = self.conns.get(&id) else { return };
+        let ctx = ExportCtx {
+            local_as: self.node.local_as,
+            local_addr: h.local.ip(),
+            node_v4: self.node.node_v4,
+            node_v6: self.node.node_v6,
+        };
+        let prefixes: Vec<IpNet> = self
+            .node
+            .advertise
+            .iter()
+            .filter(|p| family.is_none_or(|f| bgpd::packet::Nlri::new(**p).family() == f))
+            .copied()
+            .collect();
+        let (updates, skipped) = export::advertise(&prefixes, &ctx, n);
+        for s in skipped {
+            warn!(peer = %self.cfg.address, prefix = %s.prefix, "not advertised: {}", s.reason);
+        }
+        self.prefixes_advertised = updates
+            .iter()
+            .map(|u| u.nlri.len() + u.mp_reach().map_or(0, |r| r.nlri.len()))
+            .sum::<usize>()
+            .max(if family.is_some() { self.prefixes_advertised } else { 0 });
+        for u in updates {
+            self.send(id, &Message::Update(u));
+        }
+    }
+
+    fn session_down(&mut self, reason: &DownReason) {
+        info!(peer = %self.cfg.address, "session down: {reason}");
+        self.last_error = Some(reason.to_string());
+        if let Some(src) = self.source.take() {
+            let removed = self.shared.rib().remove_source(&src);
+            debug!(peer = %self.cfg.address, removed, "routes withdrawn");
+        }
+        self.session = None;
+        self.prefixes_received = 0;
+        self.prefixes_advertised = 0;
+    }
+
+    fn update(&mut self, u: &UpdateMsg) {
+        self.updates_received += 1;
+        let (Some((_, n)), Some(PathSource::Peer(peer))) = (&self.session, &self.source) else { return };
+        if let Some(e) = &u.treat_as_withdraw {
+            warn!(peer = %self.cfg.address, "malformed UPDATE treated as withdraw (RFC 7606): {e}");
+        }
+        for e in &u.discarded {
+            warn!(peer = %self.cfg.address, "malformed attribute discarded (RFC 7606): {e}");
+        }
+        if let Some(f) = u.end_of_rib() {
+            debug!(peer = %self.cfg.address, family = %f, "End-of-RIB");
+            return;
+        }
+        let ctx = ImportCtx {
+            local_as: self.node.local_as,
+            router_id: self.node.router_id,
+            peer: *peer,
+            four_octet_as: n.four_octet_as,
+            families: n.families,
+        };
+        let (changes, rejected) = import::import(u, &ctx);
+        if let Some(r) = rejected {
+            debug!(peer = %self.cfg.address, "announcement rejected: {r:?}");
+        }
+        let src = PathSource::Peer(*peer);
+        let mut rib = self.shared.rib();
+        for c in changes {
+            match c {
+                RibChange::Announce(prefix, path) => {
+                    if rib.insert(prefix, path) {
+                        self.prefixes_received += 1;
+                    }
+                }
+                RibChange::Withdraw(prefix, id) => {
+                    if rib.withdraw(&prefix, &src, id) {
+                        self.prefixes_received = self.prefixes_received.saturating_sub(1);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn shutdown(&mut self, text: Option<String>) {
+        let n = NotificationMsg::cease_with_communication(
+            cease_sub::ADMINISTRATIVE_SHUTDOWN,
+            text.as_deref().unwrap_or("merled shutting down"),
+        );
+        let writers: Vec<mpsc::Sender<WriterCmd>> = self.conns.values().map(|h| h.writer.clone()).collect();
+        self.event(Event::Stop { notification: Some(n), restart_after: None });
+        // Wait (bounded) for the writers to flush the NOTIFICATION.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            for w in writers {
+                w.closed().await;
+            }
+        })
+        .await;
+        self.shared.remove_peer(self.cfg.address);
+    }
+
+    fn publish(&mut self) {
+        let state = self.fsm.state();
+        if state != self.last_state {
+            debug!(peer = %self.cfg.address, from = %self.last_state, to = %state, "state change");
+            self.last_state = state;
+            self.since = SystemTime::now();
+        }
+        let n = self.session.as_ref().map(|(_, n)| n);
+        let ebgp = self.cfg.as_number != self.node.local_as;
+        let info = match (&self.last_error, state) {
+            (_, State::Established) => "Established".to_owned(),
+            (Some(e), s) => format!("{s}: {e}"),
+            (None, s) => s.to_string(),
+        };
+        let since_unix = self.since.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let status = PeerStatus {
+            address: self.cfg.address.to_string(),
+            port: self.cfg.port,
+            as_number: self.cfg.as_number,
+            peer_type: "global".into(),
+            session: if ebgp { "ebgp" } else { "ibgp" }.into(),
+            state: state.to_string(),
+            since: humantime::format_rfc3339_seconds(self.since).to_string(),
+            since_unix,
+            info,
+            passive: self.cfg.passive,
+            description: self.cfg.description.clone(),
+            remote_id: n.map(|n| n.remote_id.to_string()),
+            hold_time: n.map(|n| n.hold_time),
+            keepalive: n.map(|n| n.keepalive),
+            families: n.map(|n| n.families.iter().map(|f| f.to_string()).collect()).unwrap_or_default(),
+            four_octet_as: n.map(|n| n.four_octet_as),
+            prefixes_received: self.prefixes_received,
+            prefixes_advertised: self.prefixes_advertised,
+            updates_received: self.updates_received,
+            updates_sent: self.updates_sent,
+            last_error: self.last_error.clone(),
+        };
+        self.shared.set_peer_status(status, self.cfg.address);
+    }
+}

@@ -1,0 +1,97 @@
+//! State shared between the peer tasks and the control server.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard};
+
+use bgpd::rib::{PathSource, Rib};
+
+use crate::api::{NodeStatus, PeerStatus, RouteEntry};
+
+#[derive(Debug)]
+pub struct Shared {
+    pub name: String,
+    pub router_id: std::net::Ipv4Addr,
+    pub as_number: u32,
+    pub listen: String,
+    rib: Mutex<Rib>,
+    peers: Mutex<BTreeMap<IpAddr, PeerStatus>>,
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it:
+/// the RIB and status tables stay consistent between statements.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    pub fn new(name: String, router_id: std::net::Ipv4Addr, as_number: u32, listen: String) -> Self {
+        Self {
+            name,
+            router_id,
+            as_number,
+            listen,
+            rib: Mutex::new(Rib::default()),
+            peers: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn rib(&self) -> MutexGuard<'_, Rib> {
+        lock(&self.rib)
+    }
+
+    pub fn set_peer_status(&self, s: PeerStatus, addr: IpAddr) {
+        lock(&self.peers).insert(addr, s);
+    }
+
+    pub fn update_peer_status(&self, addr: IpAddr, f: impl FnOnce(&mut PeerStatus)) {
+        if let Some(s) = lock(&self.peers).get_mut(&addr) {
+            f(s);
+        }
+    }
+
+    pub fn remove_peer(&self, addr: IpAddr) {
+        lock(&self.peers).remove(&addr);
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        let peers: Vec<PeerStatus> = lock(&self.peers).values().cloned().collect();
+        NodeStatus {
+            name: self.name.clone(),
+            router_id: self.router_id.to_string(),
+            as_number: self.as_number,
+            listen: self.listen.clone(),
+            peers,
+        }
+    }
+
+    pub fn routes(&self) -> Vec<RouteEntry> {
+        let rib = self.rib();
+        let mut out = Vec::new();
+        for (prefix, dest) in rib.iter() {
+            for (i, p) in dest.paths.iter().enumerate() {
+                let a = &p.attrs;
+                out.push(RouteEntry {
+                    prefix: prefix.to_string(),
+                    next_hop: p.next_hop.to_string(),
+                    as_path: a.as_path.flat(),
+                    as_path_text: a.as_path.to_string(),
+                    origin: a.origin.as_str().to_owned(),
+                    peer: match &p.source {
+                        PathSource::Local => "local".to_owned(),
+                        PathSource::Peer(r) => r.address.to_string(),
+                    },
+                    path_id: p.path_id,
+                    best: i == 0,
+                    lost_at: (i > 0).then(|| dest.loss[i - 1].as_str().to_owned()),
+                    local_pref: a.local_pref,
+                    med: a.med,
+                    communities: a.communities.iter().map(ToString::to_string).collect(),
+                    large_communities: a.large_communities.iter().map(ToString::to_string).collect(),
+                    ext_communities: a.ext_communities.iter().map(ToString::to_string).collect(),
+                });
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,66 @@
+//! `testbed`: runs merle testbeds in network namespaces.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use testbed::{demo, merled::sibling_binary};
+
+#[derive(Debug, Parser)]
+#[command(name = "testbed", about = "merle testbeds in network namespaces (run as root)")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Two merled nodes meshed over iBGP, each peered over eBGP with an FRR
+    /// ToR. Prints sessions and routes, then tears down.
+    Demo {
+        /// Keep the testbed up until Ctrl-C instead of tearing it down.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if !testbed::is_root() {
+        anyhow::bail!("the testbed needs root (network namespaces)");
+    }
+    match args.command {
+        Command::Demo { keep } => {
+            let merled = sibling_binary("merled")?;
+            let merlectl = sibling_binary("merlectl")?;
+            let d = demo::start(&merled, &merlectl).context("starting the demo testbed")?;
+            println!("Testbed up: namespaces {}, {} (merled) and {} (FRR ToR).", d.ns_nodes[0].name, d.ns_nodes[1].name, d.ns_tor.name);
+            d.converge(Duration::from_secs(60))?;
+            println!("All sessions Established.\n");
+            d.print()?;
+            if keep {
+                println!("\nKeeping the testbed up. Try:");
+                for m in &d.nodes {
+                    println!("  {} --socket {} status", m.merlectl.display(), m.socket.display());
+                }
+                println!("  vtysh --vty_socket {} -d bgpd -c 'show bgp summary'", d.tor.vty_dir.display());
+                println!("Press Ctrl-C to tear it down.");
+                wait_for_ctrl_c()?;
+            }
+            drop(d);
+            println!("Testbed torn down.");
+        }
+    }
+    Ok(())
+}
+
+/// Blocks until SIGINT or SIGTERM, so the drops can clean up.
+fn wait_for_ctrl_c() -> anyhow::Result<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    let _ = rx.recv();
+    Ok(())
+}

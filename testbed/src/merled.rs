@@ -1,0 +1,90 @@
+//! merled in a namespace, with its config written from a string and
+//! queried through merlectl.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::Value;
+
+use crate::netns::{run, Netns};
+use crate::process::Daemon;
+use crate::{wait, TempDir};
+
+/// Where merled and merlectl are: next to the running executable (the
+/// testbed binary), or in its parent (integration tests live in deps/).
+pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    for dir in exe.ancestors().skip(1).take(2) {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    anyhow::bail!("cannot find {name} next to {}; build the workspace first", exe.display())
+}
+
+#[derive(Debug)]
+pub struct Merled {
+    pub daemon: Daemon,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    pub merlectl: PathBuf,
+    _dir: TempDir,
+}
+
+impl Merled {
+    /// Writes `config` (with `{socket}` replaced by a private control
+    /// socket path) and starts merled in `ns`.
+    pub fn start(ns: &Netns, name: &str, merled: &Path, merlectl: &Path, config: &str) -> anyhow::Result<Self> {
+        let dir = TempDir::new(&format!("merled-{name}"))?;
+        let socket = dir.path().join("merled.sock");
+        let conf = dir.path().join("merled.toml");
+        std::fs::write(&conf, config.replace("{socket}", &socket.to_string_lossy()))?;
+        let log = dir.path().join("merled.log");
+        let bin = merled.to_str().context("non-UTF-8 path")?;
+        let daemon = Daemon::spawn(
+            ns,
+            &format!("merled {name}"),
+            &[bin, "--config", conf.to_str().context("path")?],
+            &log,
+            &[("MERLE_LOG", "debug")],
+        )?;
+        let mut m = Self { daemon, socket, config: conf, merlectl: merlectl.to_owned(), _dir: dir };
+        let sock = m.socket.clone();
+        let started = wait::poll("merled control socket", Duration::from_secs(20), || sock.exists().then_some(()));
+        if started.is_err() || !m.daemon.alive() {
+            anyhow::bail!("merled {name} did not start:\n{}", m.daemon.log_tail(30));
+        }
+        Ok(m)
+    }
+
+    pub fn merlectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        run(Command::new(&self.merlectl).arg("--socket").arg(&self.socket).args(args))
+    }
+
+    pub fn status(&self) -> anyhow::Result<Value> {
+        Ok(serde_json::from_str(&self.merlectl(&["status", "--json"])?)?)
+    }
+
+    pub fn routes(&self) -> anyhow::Result<Vec<Value>> {
+        let v: Value = serde_json::from_str(&self.merlectl(&["routes", "--json"])?)?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    /// The JSON status of one peer.
+    pub fn peer(&self, addr: &str) -> Option<Value> {
+        let s = self.status().ok()?;
+        s["peers"].as_array()?.iter().find(|p| p["address"] == addr).cloned()
+    }
+
+    pub fn peer_state(&self, addr: &str) -> Option<String> {
+        self.peer(addr)?["state"].as_str().map(str::to_owned)
+    }
+
+    /// Routes for `prefix` learned from `peer`.
+    pub fn route(&self, prefix: &str, peer: &str) -> Option<Value> {
+        self.routes().ok()?.into_iter().find(|r| r["prefix"] == prefix && r["peer"] == peer)
+    }
+}

@@ -1,0 +1,102 @@
+//! Network namespaces and veth links, driven through iproute2.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{bail, Context};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A number unique within this process.
+pub fn unique() -> u32 {
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Runs a command and returns its stdout, or an error with its stderr.
+pub fn run(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A network namespace with a unique name, deleted on drop together with
+/// any process still inside it.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates `mrl-<tag>-<pid>-<n>` with loopback up, IPv6 DAD off (so
+    /// addresses are usable at once) and forwarding on.
+    pub fn new(tag: &str) -> anyhow::Result<Self> {
+        let name = format!("mrl-{tag}-{}-{}", std::process::id(), unique());
+        run(Command::new("ip").args(["netns", "add", &name]))?;
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        for (k, v) in [
+            ("net.ipv6.conf.all.accept_dad", "0"),
+            ("net.ipv6.conf.default.accept_dad", "0"),
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv6.conf.all.forwarding", "1"),
+        ] {
+            ns.exec(&["sysctl", "-qw", &format!("{k}={v}")])?;
+        }
+        Ok(ns)
+    }
+
+    /// A command that runs inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    pub fn exec(&self, argv: &[&str]) -> anyhow::Result<String> {
+        let mut c = self.command(argv[0]);
+        c.args(&argv[1..]);
+        run(&mut c)
+    }
+
+    /// `ip -n <ns> ...`
+    pub fn ip(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut c = Command::new("ip");
+        c.args(["-n", &self.name]).args(args);
+        run(&mut c)
+    }
+
+    pub fn add_addr(&self, dev: &str, cidr: &str) -> anyhow::Result<()> {
+        if cidr.contains(':') {
+            self.ip(&["addr", "add", cidr, "dev", dev, "nodad"])?;
+        } else {
+            self.ip(&["addr", "add", cidr, "dev", dev])?;
+        }
+        Ok(())
+    }
+
+    /// PIDs of processes inside the namespace.
+    pub fn pids(&self) -> Vec<u32> {
+        run(Command::new("ip").args(["netns", "pids", &self.name]))
+            .map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).output();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+/// Links two namespaces with a veth pair and brings both ends up.
+pub fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) -> anyhow::Result<()> {
+    a.ip(&["link", "add", a_dev, "type", "veth", "peer", "name", b_dev, "netns", &b.name])?;
+    a.ip(&["link", "set", a_dev, "up"])?;
+    b.ip(&["link", "set", b_dev, "up"])?;
+    Ok(())
+}
