@@ -30,12 +30,6 @@ impl Ctx {
     fn ectx(self) -> EncodeCtx {
         EncodeCtx { four_octet_as: self.four, add_path_tx: self.dctx().add_path_rx }
     }
-    fn ap(self, f: Family) -> bool {
-        match f {
-            Family::Ipv4Unicast => self.ap4,
-            Family::Ipv6Unicast => self.ap6,
-        }
-    }
 }
 
 fn asn(four: bool) -> BoxedStrategy<u32> {
