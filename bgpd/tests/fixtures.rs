@@ -2,6 +2,7 @@
 //! `fixtures/README.md`). Each `.hex` file is decoded with the context its
 //! header describes, compared with its golden `.decoded` struct dump, and
 //! encoded back to the same bytes. `MERLE_BLESS=1` rewrites the golden files.
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 

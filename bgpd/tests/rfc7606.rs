@@ -1,5 +1,6 @@
 //! RFC 7606 error handling: every malformation maps to its action and, for
 //! session resets, to the right NOTIFICATION code, subcode and data.
+#![allow(clippy::unwrap_used)]
 
 use bgpd::packet::attribute as attr;
 use bgpd::packet::error::{code, update_sub};

@@ -1,6 +1,7 @@
 //! Property: for every well-formed message and negotiated context, encoding
 //! then decoding gives back the same message, and the encoding fits in
 //! 4096 octets.
+#![allow(clippy::unwrap_used)]
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

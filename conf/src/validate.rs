@@ -54,7 +54,10 @@ pub fn validate(c: &Config) -> Result<(), Failure> {
             return Err(("node.router_id".into(), "0.0.0.0 is not a valid BGP identifier".into()))
         }
         (None, IpAddr::V6(_)) => {
-            return Err(("node.router_id".into(), "required when node.address is IPv6 (it must be an IPv4 address)".into()))
+            return Err((
+                "node.router_id".into(),
+                "required when node.address is IPv6 (it must be an IPv4 address)".into(),
+            ))
         }
         _ => {}
     }
@@ -104,7 +107,10 @@ pub fn validate(c: &Config) -> Result<(), Failure> {
         return Err(("control.socket".into(), "must be an absolute path".into()));
     }
     if !["trace", "debug", "info", "warn", "error"].contains(&c.log.level.as_str()) {
-        return Err(("log.level".into(), format!("unknown level {:?}: use trace, debug, info, warn or error", c.log.level)));
+        return Err((
+            "log.level".into(),
+            format!("unknown level {:?}: use trace, debug, info, warn or error", c.log.level),
+        ));
     }
     Ok(())
 }

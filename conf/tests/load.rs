@@ -1,5 +1,6 @@
 //! Loading real files: defaults, the shipped example, and error messages
 //! that name the file, the key and the problem.
+#![allow(clippy::unwrap_used)]
 
 use std::io::Write;
 use std::path::Path;

@@ -131,7 +131,13 @@ pub fn start(merled: &Path, merlectl: &Path) -> anyhow::Result<Demo> {
     for (i, ns) in ns_nodes.iter().enumerate() {
         let me = i as u8 + 1;
         let other = if me == 1 { 2 } else { 1 };
-        nodes.push(Merled::start(ns, &format!("node-{}", ["a", "b"][i]), merled, merlectl, &node_config(&ns.name, me, other))?);
+        nodes.push(Merled::start(
+            ns,
+            &format!("node-{}", ["a", "b"][i]),
+            merled,
+            merlectl,
+            &node_config(&ns.name, me, other),
+        )?);
     }
     Ok(Demo { nodes, tor, ns_nodes, ns_tor })
 }
@@ -154,7 +160,9 @@ impl Demo {
             let ok = checks.iter().all(|(n, peer, prefix)| {
                 let m = &self.nodes[*n];
                 m.peer_state(peer).as_deref() == Some("Established") && m.route(prefix, peer).is_some()
-            }) && ["10.0.0.1", "10.0.0.2"].iter().all(|p| self.tor.neighbor_state(p).as_deref() == Some("Established"));
+            }) && ["10.0.0.1", "10.0.0.2"]
+                .iter()
+                .all(|p| self.tor.neighbor_state(p).as_deref() == Some("Established"));
             ok.then_some(())
         })
         .with_context(|| {
@@ -169,7 +177,7 @@ impl Demo {
             println!("==== {name}: merlectl status ====");
             print!("{}", m.merlectl(&["status"])?);
             println!("==== {name}: merlectl routes ====");
-            print!("{}\n", m.merlectl(&["routes"])?);
+            println!("{}", m.merlectl(&["routes"])?);
         }
         println!("==== tor (FRR): show bgp ipv4 unicast ====");
         print!("{}", self.tor.vtysh(&["show bgp ipv4 unicast"])?);

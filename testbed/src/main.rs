@@ -34,7 +34,10 @@ fn main() -> anyhow::Result<()> {
             let merled = sibling_binary("merled")?;
             let merlectl = sibling_binary("merlectl")?;
             let d = demo::start(&merled, &merlectl).context("starting the demo testbed")?;
-            println!("Testbed up: namespaces {}, {} (merled) and {} (FRR ToR).", d.ns_nodes[0].name, d.ns_nodes[1].name, d.ns_tor.name);
+            println!(
+                "Testbed up: namespaces {}, {} (merled) and {} (FRR ToR).",
+                d.ns_nodes[0].name, d.ns_nodes[1].name, d.ns_tor.name
+            );
             d.converge(Duration::from_secs(60))?;
             println!("All sessions Established.\n");
             d.print()?;

@@ -136,10 +136,10 @@ mod tests {
             caps.push(Capability::Multiprotocol(AfiSafi::IPV6_UNICAST));
         }
         let local = [caps.clone(), vec![Capability::FourOctetAs(4_200_000_000)]].concat();
-        if four {
-            caps.push(Capability::FourOctetAs(65001));
-        }
         let peer_as = if ebgp { 65001 } else { 4_200_000_000 };
+        if four {
+            caps.push(Capability::FourOctetAs(peer_as));
+        }
         let open = OpenMsg::new(peer_as, 90, Ipv4Addr::new(10, 0, 0, 254), caps);
         negotiate(4_200_000_000, 90, &local, &open)
     }

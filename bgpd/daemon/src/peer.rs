@@ -136,7 +136,8 @@ impl PeerTask {
         self.event(Event::ManualStart);
         loop {
             let deadline = self.timers.values().min().copied();
-            let sleep = tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
+            let sleep =
+                tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
             tokio::select! {
                 input = self.rx.recv() => match input {
                     None => break,

@@ -26,14 +26,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     pub fn new(name: String, router_id: std::net::Ipv4Addr, as_number: u32, listen: String) -> Self {
-        Self {
-            name,
-            router_id,
-            as_number,
-            listen,
-            rib: Mutex::new(Rib::default()),
-            peers: Mutex::new(BTreeMap::new()),
-        }
+        Self { name, router_id, as_number, listen, rib: Mutex::new(Rib::default()), peers: Mutex::new(BTreeMap::new()) }
     }
 
     pub fn rib(&self) -> MutexGuard<'_, Rib> {

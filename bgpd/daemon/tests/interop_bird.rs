@@ -170,10 +170,15 @@ fn bird_failure_and_recovery() {
     let pid = bird.daemon.pid().unwrap().to_string();
     testbed::netns::run(std::process::Command::new("kill").args(["-STOP", &pid])).unwrap();
     let t0 = Instant::now();
-    wait::until("routes withdrawn after hold timer", Duration::from_secs(u64::from(hold) + 3), Duration::from_millis(100), || {
-        (m.peer_state(PEER_V4).as_deref() != Some("Established") && m.route("10.250.1.0/24", PEER_V4).is_none())
-            .then_some(())
-    })
+    wait::until(
+        "routes withdrawn after hold timer",
+        Duration::from_secs(u64::from(hold) + 3),
+        Duration::from_millis(100),
+        || {
+            (m.peer_state(PEER_V4).as_deref() != Some("Established") && m.route("10.250.1.0/24", PEER_V4).is_none())
+                .then_some(())
+        },
+    )
     .unwrap();
     let took = t0.elapsed();
     assert!(took <= Duration::from_secs(u64::from(hold) + 1), "took {took:?}");

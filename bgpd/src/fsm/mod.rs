@@ -527,7 +527,7 @@ impl Fsm {
                 let others: Vec<ConnId> = self.conns.iter().filter(|c| c.id != id).map(|c| c.id).collect();
                 for o in others {
                     let sent_open = self.conn_index(o).is_some_and(|j| self.conns[j].state >= ConnState::OpenSent);
-                    let cease = sent_open.then(|| collision_cease());
+                    let cease = sent_open.then(collision_cease);
                     self.drop_conn(o, cease, out);
                 }
                 out.push(Action::StopTimer(Timer::ConnectRetry));

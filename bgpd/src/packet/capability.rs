@@ -112,9 +112,9 @@ fn afi_safi(i: &[u8]) -> IResult<&[u8], AfiSafi> {
     Ok((i, AfiSafi::new(afi, safi)))
 }
 
-fn exact<'a, T>(r: IResult<&'a [u8], T>) -> Option<T> {
+fn exact<T>(r: IResult<&[u8], T>) -> Option<T> {
     match r {
-        Ok((rest, v)) if rest.is_empty() => Some(v),
+        Ok(([], v)) => Some(v),
         _ => None,
     }
 }

@@ -56,7 +56,10 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     }
     let sep = format!("+{}+\n", w.iter().map(|n| "-".repeat(n + 2)).collect::<Vec<_>>().join("+"));
     let line = |cells: Vec<String>| {
-        format!("|{}|\n", cells.iter().enumerate().map(|(i, c)| format!(" {c:<0$} ", w[i])).collect::<Vec<_>>().join("|"))
+        format!(
+            "|{}|\n",
+            cells.iter().enumerate().map(|(i, c)| format!(" {c:<0$} ", w[i])).collect::<Vec<_>>().join("|")
+        )
     };
     let mut out = sep.clone();
     out += &line(headers.iter().map(|h| h.to_string()).collect());
@@ -81,7 +84,10 @@ fn since(unix: u64) -> String {
 }
 
 fn print_status(s: &NodeStatus) {
-    println!("merled is running: node {} (router ID {}, AS {}), listening on {}", s.name, s.router_id, s.as_number, s.listen);
+    println!(
+        "merled is running: node {} (router ID {}, AS {}), listening on {}",
+        s.name, s.router_id, s.as_number, s.listen
+    );
     for (title, v6) in [("IPv4 BGP status", false), ("IPv6 BGP status", true)] {
         let rows: Vec<Vec<String>> = s
             .peers

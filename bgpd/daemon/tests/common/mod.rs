@@ -33,8 +33,7 @@ pub fn merlectl_bin() -> PathBuf {
 /// command installs them.
 pub fn require(tool: &str) {
     let found = std::path::Path::new(tool).is_file()
-        || std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
+        || std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
     assert!(found, "{tool} is not installed; run the README test command, which installs bird2 and frr");
 }
 

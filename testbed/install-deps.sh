@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what merle's demo and tests need on Debian 12, idempotently:
+# BIRD 2 and FRR (interop peers), iproute2, ping and tcpdump.
+set -euo pipefail
+
+need=(bird2 frr iproute2 iputils-ping tcpdump procps)
+missing=()
+for p in "${need[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo is not installed: install a Rust toolchain (1.85 or newer), e.g. with rustup" >&2
+  exit 1
+fi
+for c in rustfmt clippy; do
+  if ! cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    rustup component add "$c"
+  fi
+done
