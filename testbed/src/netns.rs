@@ -76,6 +76,21 @@ impl Netns {
         Ok(())
     }
 
+    /// Runs `f` on a new thread that has entered this namespace, so test
+    /// code can open sockets inside it.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<T>>> {
+        let path = format!("/run/netns/{}", self.name);
+        let fd = std::fs::File::open(&path).with_context(|| format!("cannot open {path}"))?;
+        Ok(std::thread::spawn(move || {
+            // setns(2) moves only the calling thread, which is ours alone.
+            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
+            Ok(f())
+        }))
+    }
+
     /// PIDs of processes inside the namespace.
     pub fn pids(&self) -> Vec<u32> {
         run(Command::new("ip").args(["netns", "pids", &self.name]))

@@ -1,4 +1,4 @@
-//! Shared set-up for the namespace interop tests.
+//! Shared set-up for the namespace tests.
 //!
 //! ```text
 //!   +--------------------+   veth   +--------------------+
@@ -8,6 +8,8 @@
 //!   +--------------------+          +--------------------+
 //! ```
 #![allow(dead_code, clippy::unwrap_used)]
+
+pub mod speaker;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,0 +1,91 @@
+//! A scripted BGP speaker for tests: real TCP, real codec, arbitrary bytes.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use bgpd::packet::{frame_len, AfiSafi, Capability, DecodeCtx, EncodeCtx, Message, OpenMsg};
+
+pub struct Speaker {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    pub dctx: DecodeCtx,
+    pub ectx: EncodeCtx,
+}
+
+impl Speaker {
+    /// Connects from `src` (which must be an address of the current
+    /// namespace) to `dst`.
+    pub fn connect(src: IpAddr, dst: SocketAddr) -> std::io::Result<Self> {
+        let s = socket2::Socket::new(socket2::Domain::for_address(dst), socket2::Type::STREAM, None)?;
+        s.bind(&SocketAddr::new(src, 0).into())?;
+        s.connect_timeout(&dst.into(), Duration::from_secs(5))?;
+        let stream: TcpStream = s.into();
+        stream.set_nodelay(true)?;
+        Ok(Self { stream, buf: Vec::new(), dctx: DecodeCtx::default(), ectx: EncodeCtx::default() })
+    }
+
+    pub fn send(&mut self, m: &Message) {
+        let b = m.encode(&self.ectx);
+        self.stream.write_all(&b).unwrap();
+    }
+
+    /// Sends an UPDATE built from raw path attributes and IPv4 NLRI bytes.
+    pub fn send_update_raw(&mut self, attrs: &[u8], nlri: &[u8]) {
+        let mut body = vec![0, 0];
+        body.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+        body.extend_from_slice(attrs);
+        body.extend_from_slice(nlri);
+        let mut m = vec![0xff; 16];
+        m.extend_from_slice(&((body.len() + 19) as u16).to_be_bytes());
+        m.push(2);
+        m.extend_from_slice(&body);
+        self.stream.write_all(&m).unwrap();
+    }
+
+    /// The next message, or `None` on timeout or close.
+    pub fn recv(&mut self, timeout: Duration) -> Option<Message> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(len)) = frame_len(&self.buf) {
+                let frame: Vec<u8> = self.buf.drain(..len).collect();
+                return Message::decode(&frame, &self.dctx).ok();
+            }
+            let left = end.checked_duration_since(Instant::now())?;
+            self.stream.set_read_timeout(Some(left.max(Duration::from_millis(10)))).ok()?;
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Whether the other side closed the connection within `timeout`
+    /// without sending anything.
+    pub fn closed_without_data(&mut self, timeout: Duration) -> bool {
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+        let mut b = [0u8; 64];
+        matches!(self.stream.read(&mut b), Ok(0))
+    }
+
+    /// OPEN, KEEPALIVE both ways; returns the peer's OPEN.
+    pub fn handshake(&mut self, asn: u32, id: Ipv4Addr, hold: u16) -> OpenMsg {
+        let caps = vec![Capability::Multiprotocol(AfiSafi::IPV4_UNICAST), Capability::FourOctetAs(asn)];
+        self.send(&Message::Open(OpenMsg::new(asn, hold, id, caps)));
+        let open = match self.recv(Duration::from_secs(10)) {
+            Some(Message::Open(o)) => o,
+            other => panic!("expected OPEN, got {other:?}"),
+        };
+        self.dctx.four_octet_as = true;
+        self.ectx.four_octet_as = true;
+        self.send(&Message::Keepalive);
+        match self.recv(Duration::from_secs(10)) {
+            Some(Message::Keepalive) => {}
+            other => panic!("expected KEEPALIVE, got {other:?}"),
+        }
+        open
+    }
+}

@@ -1,0 +1,257 @@
+//! merled as a process: configuration errors, the control socket, refused
+//! connections, RFC 7606 handling over a real session, and a stuck peer that
+//! must not stall the others.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bgpd::packet::Message;
+use common::speaker::Speaker;
+use common::*;
+use testbed::{wait, TempDir};
+
+const T: Duration = Duration::from_secs(20);
+
+fn write_config(dir: &TempDir, text: &str) -> std::path::PathBuf {
+    let p = dir.path().join("merled.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn invalid_config_stops_the_daemon_before_it_starts() {
+    let dir = TempDir::new("badconf").unwrap();
+    let base = "[node]\nname = \"n\"\naddress = \"10.0.0.1/24\"\n[control]\nsocket = \"SOCK\"\n";
+    let sock = dir.path().join("s.sock");
+    let base = base.replace("SOCK", sock.to_str().unwrap());
+    let cases = [
+        ("[bgp]\nlisten_prot = 179\n", "bgp.listen_prot", "unknown field"),
+        ("[[advertise]]\nprefix = \"10.244.1.0/99\"\n", "advertise[0].prefix", "invalid"),
+        ("[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 4294967296\n", "bgp.peers[0].as_number", "integer"),
+        (
+            "[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 1\n[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 1\n",
+            "bgp.peers[1].address",
+            "duplicate peer",
+        ),
+    ];
+    for (extra, key, what) in cases {
+        let path = write_config(&dir, &format!("{base}{extra}"));
+        let out = Command::new(merled_bin()).arg("--config").arg(&path).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(path.to_str().unwrap()), "must name the file: {err}");
+        assert!(err.contains(&format!("`{key}`")), "must name the key {key}: {err}");
+        assert!(err.contains(what), "must say what is wrong ({what}): {err}");
+        assert!(!sock.exists(), "nothing may start on a bad config");
+    }
+    // --check accepts a good file without starting.
+    let path = write_config(&dir, &base);
+    let out = Command::new(merled_bin()).args(["--check", "--config"]).arg(&path).output().unwrap();
+    assert!(out.status.success());
+    assert!(!sock.exists());
+}
+
+#[test]
+fn control_socket_is_private_and_survives_bad_requests() {
+    // Loopback only, an unprivileged port, no peers: needs no root.
+    let dir = TempDir::new("ctl").unwrap();
+    let sock = dir.path().join("merled.sock");
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let cfg = format!(
+        "[node]\nname = \"ctl\"\naddress = \"127.0.0.1/8\"\nrouter_id = \"10.9.9.9\"\n[bgp]\nlisten_address = \"127.0.0.1\"\nlisten_port = {port}\n\
+         [[advertise]]\nprefix = \"10.244.7.0/26\"\n[control]\nsocket = \"{}\"\n",
+        sock.display()
+    );
+    let path = write_config(&dir, &cfg);
+    let mut child = Command::new(merled_bin()).arg("--config").arg(&path).stderr(Stdio::null()).spawn().unwrap();
+    wait::poll("control socket", T, || sock.exists().then_some(())).unwrap();
+    assert_eq!(std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let ctl = |args: &[&str]| Command::new(merlectl_bin()).arg("--socket").arg(&sock).args(args).output().unwrap();
+    let out = ctl(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["name"], "ctl");
+    assert_eq!(v["as_number"], 64512);
+    let out = ctl(&["--json", "routes"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["prefix"], "10.244.7.0/26");
+    assert_eq!(v[0]["peer"], "local");
+
+    // Garbage and oversized requests get an error, and merled stays up.
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.write_all(b"{\"command\":\"reboot\"}\nnot json\n").unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    for _ in 0..2 {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["ok"], false, "{line}");
+    }
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let _ = s.write_all(&vec![b'x'; 200_000]);
+    drop(s);
+    assert!(ctl(&["status"]).status.success());
+
+    // A second merled must not steal the socket.
+    let out = Command::new(merled_bin()).arg("--config").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // SIGTERM: clean exit, socket removed.
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let st = wait::poll("merled exit", T, || child.try_wait().unwrap()).unwrap();
+    assert!(st.success());
+    assert!(!sock.exists());
+
+    // merlectl without a daemon says so.
+    let out = ctl(&["status"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is it running"));
+}
+
+#[test]
+fn connections_from_unknown_addresses_are_closed() {
+    if testbed::skip_unless_root("connections_from_unknown_addresses_are_closed") {
+        return;
+    }
+    let p = pair("ua");
+    p.peer.add_addr("eth0", "10.1.0.9/24").unwrap();
+    let m = start_merled(&p, &merled_config(&[(PEER_V4, 65002)], 90));
+    let dst: SocketAddr = format!("{MERLE_V4}:179").parse().unwrap();
+    let closed = p
+        .peer
+        .spawn(move || {
+            let mut s = Speaker::connect("10.1.0.9".parse().unwrap(), dst).unwrap();
+            s.closed_without_data(Duration::from_secs(5))
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+        .unwrap();
+    assert!(closed, "a connection from an unknown address must be closed without an OPEN");
+    assert!(m.daemon.log_tail(50).contains("not a configured peer"));
+}
+
+/// Announces `prefix` (a /24 in 10.9.0.0/16) with raw attributes.
+fn nlri24(third: u8) -> Vec<u8> {
+    vec![24, 10, 9, third]
+}
+
+const ORIGIN: &[u8] = &[0x40, 1, 1, 0];
+const AS_PATH: &[u8] = &[0x40, 2, 6, 2, 1, 0, 0, 0xfd, 0xea]; // 65002, 4-octet
+const NEXT_HOP: &[u8] = &[0x40, 3, 4, 10, 1, 0, 2];
+
+fn valid(extra: &[u8]) -> Vec<u8> {
+    [ORIGIN, AS_PATH, NEXT_HOP, extra].concat()
+}
+
+#[test]
+fn rfc7606_malformed_updates_over_a_real_session() {
+    if testbed::skip_unless_root("rfc7606_malformed_updates_over_a_real_session") {
+        return;
+    }
+    let p = pair("rw");
+    // Passive: merled waits for our scripted speaker.
+    let cfg =
+        merled_config(&[(PEER_V4, 65002)], 90).replace("as_number = 65002\n", "as_number = 65002\npassive = true\n");
+    let m = start_merled(&p, &cfg);
+    let (to_main, from_speaker) = mpsc::channel::<&'static str>();
+    let (to_speaker, from_main) = mpsc::channel::<()>();
+    let dst: SocketAddr = format!("{MERLE_V4}:179").parse().unwrap();
+    let h = p
+        .peer
+        .spawn(move || {
+            let mut s = Speaker::connect(PEER_V4.parse().unwrap(), dst).unwrap();
+            let open = s.handshake(65002, Ipv4Addr::new(10, 1, 0, 2), 90);
+            assert_eq!(open.asn(), 64512);
+            s.send_update_raw(&[&[0x40, 1, 1, 5][..], AS_PATH, NEXT_HOP].concat(), &nlri24(1)); // bad ORIGIN
+            s.send_update_raw(&[ORIGIN, &[0x40, 2, 2, 2, 0][..], NEXT_HOP].concat(), &nlri24(2)); // empty segment
+            s.send_update_raw(&valid(&[0xc0, 8, 3, 1, 2, 3]), &nlri24(3)); // COMMUNITIES length 3
+            s.send_update_raw(&valid(&[0x40, 6, 1, 0]), &nlri24(4)); // ATOMIC_AGGREGATE length 1: discard
+            s.send_update_raw(&valid(&[]), &nlri24(5));
+            s.send_update_raw(&valid(&[0x80, 4, 2, 0, 1]), &nlri24(5)); // MED length 2: withdraws .5
+            s.send_update_raw(&valid(&[0xc0, 99, 2, 0xab, 0xcd]), &nlri24(6)); // unknown optional transitive
+            s.send_update_raw(&[ORIGIN, AS_PATH].concat(), &nlri24(7)); // missing NEXT_HOP
+            s.send_update_raw(&valid(&[]), &nlri24(9)); // the sentinel
+            to_main.send("sent").unwrap();
+            from_main.recv().unwrap();
+            // A repeated MP_UNREACH_NLRI must reset the session.
+            let mp = [0x80, 15, 3, 0, 2, 1];
+            s.send_update_raw(&valid(&[&mp[..], &mp].concat()), &nlri24(8));
+            loop {
+                match s.recv(Duration::from_secs(10)) {
+                    Some(Message::Notification(n)) => return Some((n.code, n.subcode)),
+                    Some(_) => continue,
+                    None => return None,
+                }
+            }
+        })
+        .unwrap();
+    assert_eq!(from_speaker.recv_timeout(T).unwrap(), "sent");
+    wait_route(&m, "10.9.9.0/24", PEER_V4, T);
+    assert_eq!(m.peer_state(PEER_V4).as_deref(), Some("Established"));
+    for absent in [1, 2, 3, 5, 7] {
+        assert!(m.route(&format!("10.9.{absent}.0/24"), PEER_V4).is_none(), "10.9.{absent}.0/24 must be withdrawn");
+    }
+    for present in [4, 6] {
+        assert!(m.route(&format!("10.9.{present}.0/24"), PEER_V4).is_some(), "10.9.{present}.0/24 must be kept");
+    }
+    let log = m.daemon.log_tail(200);
+    assert!(log.contains("treated as withdraw"), "{log}");
+    assert!(log.contains("discarded"), "{log}");
+
+    to_speaker.send(()).unwrap();
+    let notif = h.join().unwrap().unwrap();
+    assert_eq!(notif, Some((3, 1)), "UPDATE Message Error / Malformed Attribute List");
+    wait::poll("routes withdrawn after the reset", T, || m.route("10.9.9.0/24", PEER_V4).is_none().then_some(()))
+        .unwrap();
+}
+
+#[test]
+fn a_stuck_peer_does_not_stall_the_others() {
+    if testbed::skip_unless_root("a_stuck_peer_does_not_stall_the_others") {
+        return;
+    }
+    let p = pair("sp");
+    p.peer.add_addr("eth0", "10.1.0.3/24").unwrap();
+    // 10.1.0.3 accepts merled's connection and then never reads or writes.
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let stuck = p
+        .peer
+        .spawn(move || {
+            let l = std::net::TcpListener::bind("10.1.0.3:179").unwrap();
+            let (c, _) = l.accept().unwrap();
+            let _ = stop_rx.recv_timeout(Duration::from_secs(60));
+            drop(c);
+        })
+        .unwrap();
+    let cfg = merled_config(&[(PEER_V4, 65002), ("10.1.0.3", 65003)], 90)
+        .replace("as_number = 65002\n", "as_number = 65002\npassive = true\n");
+    let m = start_merled(&p, &cfg);
+    wait::poll("stuck peer in OpenSent", T, || (m.peer_state("10.1.0.3").as_deref() == Some("OpenSent")).then_some(()))
+        .unwrap();
+    let dst: SocketAddr = format!("{MERLE_V4}:179").parse().unwrap();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let good = p
+        .peer
+        .spawn(move || {
+            let mut s = Speaker::connect(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 2)), dst).unwrap();
+            s.handshake(65002, Ipv4Addr::new(10, 1, 0, 2), 90);
+            s.send_update_raw(&valid(&[]), &nlri24(9));
+            let _ = done_rx.recv_timeout(Duration::from_secs(60));
+        })
+        .unwrap();
+    wait_route(&m, "10.9.9.0/24", PEER_V4, T);
+    assert_eq!(m.peer_state("10.1.0.3").as_deref(), Some("OpenSent"));
+    let _ = done_tx.send(());
+    let _ = stop_tx.send(());
+    good.join().unwrap().unwrap();
+    stuck.join().unwrap().unwrap();
+}
