@@ -334,3 +334,29 @@ fn malformed_notification_gets_no_reply() {
     assert!(Message::decode(&m, &DecodeCtx::default()).unwrap_err().notification().is_some());
     assert_eq!(DecodeError::MalformedNotification.notification(), None);
 }
+
+#[test]
+fn as4_path_and_as4_aggregator_from_a_two_octet_peer() {
+    // AS_PATH 65001 AS_TRANS (2-octet), AS4_PATH 4200000001.
+    let as_path = [0x40, 2, 6, 2, 2, 0xfd, 0xe9, 0x5b, 0xa0];
+    let as4_path = [0xc0, 17, 6, 2, 1, 0xfa, 0x56, 0xea, 0x01];
+    let ctx = DecodeCtx::default();
+    let u = decode(&[ORIGIN_IGP, &as_path, NEXT_HOP, &as4_path].concat(), &ctx).unwrap();
+    assert_eq!(u.effective_as_path(false).unwrap().flat(), vec![65001, 4_200_000_001]);
+    // AGGREGATOR AS_TRANS with AS4_AGGREGATOR: the latter is the aggregator.
+    let agg = [0xc0, 7, 6, 0x5b, 0xa0, 10, 0, 0, 9];
+    let as4_agg = [0xc0, 18, 8, 0xfa, 0x56, 0xea, 0x01, 10, 0, 0, 9];
+    let u = decode(&[ORIGIN_IGP, &as_path, NEXT_HOP, &as4_path, &agg, &as4_agg].concat(), &ctx).unwrap();
+    assert_eq!(u.effective_aggregator(false).unwrap().asn, 4_200_000_001);
+    assert_eq!(u.effective_as_path(false).unwrap().flat(), vec![65001, 4_200_000_001]);
+    // AGGREGATOR with a real 2-octet AS: AS4_PATH and AS4_AGGREGATOR ignored.
+    let agg = [0xc0, 7, 6, 0xfd, 0xe9, 10, 0, 0, 9];
+    let u = decode(&[ORIGIN_IGP, &as_path, NEXT_HOP, &as4_path, &agg, &as4_agg].concat(), &ctx).unwrap();
+    assert_eq!(u.effective_aggregator(false).unwrap().asn, 65001);
+    assert_eq!(u.effective_as_path(false).unwrap().flat(), vec![65001, 23456]);
+    // A 4-octet session ignores AS4_PATH.
+    let ctx4 = DecodeCtx { four_octet_as: true, ..DecodeCtx::default() };
+    let as_path4 = [0x40, 2, 6, 2, 1, 0, 0, 0xfd, 0xe9];
+    let u = decode(&[ORIGIN_IGP, &as_path4, NEXT_HOP, &as4_path].concat(), &ctx4).unwrap();
+    assert_eq!(u.effective_as_path(true).unwrap().flat(), vec![65001]);
+}

@@ -70,7 +70,7 @@ fn as_path(four: bool, confed: bool) -> impl Strategy<Value = AsPath> {
 }
 
 fn unicast_v4() -> impl Strategy<Value = Ipv4Addr> {
-    (1u8..=223, any::<[u8; 3]>()).prop_map(|(a, r)| Ipv4Addr::new(a, r[0], r[1], r[2]))
+    (1u8..=223, any::<[u8; 3]>()).prop_map(|(a, r)| Ipv4Addr::new(if a == 127 { 10 } else { a }, r[0], r[1], r[2]))
 }
 
 /// One attribute of each known kind (all but MP and NEXT_HOP/ORIGIN/AS_PATH).

@@ -39,8 +39,8 @@ protocol bgp merle4 {{
   hold time {hold};
   connect retry time 2;
   error wait time 1, 5;
-  ipv4 {{ import all; export filter out_v4; }};
-  ipv6 {{ import all; export all; next hop address {PEER_V6}; }};
+  ipv4 {{ import all; export filter out_v4; add paths tx; }};
+  ipv6 {{ import all; export all; next hop address {PEER_V6}; add paths tx; }};
 }}
 "#
         )
@@ -64,6 +64,7 @@ protocol bgp merle6 {{
   error wait time 1, 5;
   direct;
   ipv6 {{ import all; export all; }};
+  ipv4 {{ import all; export filter out_v4; extended next hop on; }};
 }}
 "#
         )
@@ -102,6 +103,12 @@ fn bird_ibgp_ipv4_and_ipv6_both_ways() {
     let r = wait_route(&m, "fd00:250:1::/64", PEER_V6, T);
     assert_eq!(r["next_hop"], PEER_V6);
     assert_eq!(r["origin"], "igp");
+    // The IPv4 route also arrives over the IPv6 session with an IPv6 next
+    // hop (RFC 8950). The two paths tie down to the peer address.
+    let r = wait_route(&m, "10.250.1.0/24", PEER_V6, T);
+    assert_eq!(r["next_hop"], PEER_V6);
+    assert_eq!(r["best"], false);
+    assert_eq!(r["lost_at"], "peer-address");
 
     // merled -> BIRD.
     let s = wait::poll("10.244.1.0/26 in BIRD", T, || bird_route(&bird, "10.244.1.0/26")).unwrap();
@@ -148,6 +155,61 @@ fn bird_ebgp_ipv4_and_ipv6_over_one_session() {
     assert!(s.contains(&format!("via {MERLE_V6}")), "{s}");
     assert!(s.contains("BGP.as_path: 64512"), "{s}");
     assert_eq!(m.peer(PEER_V4).unwrap()["session"], "ebgp");
+
+    // BIRD sends path identifiers (ADD-PATH, which merled receives).
+    let r = m.route("10.250.2.0/24", PEER_V4).unwrap();
+    assert_ne!(r["path_id"], 0, "{r}");
+
+    // `birdc reload in` makes BIRD send ROUTE-REFRESH; merled answers by
+    // sending its routes again.
+    let sent = m.peer(PEER_V4).unwrap()["updates_sent"].as_u64().unwrap();
+    bird.birdc(&["reload", "in", "merle4"]).unwrap();
+    wait::poll("routes re-sent after ROUTE-REFRESH", T, || {
+        (m.peer(PEER_V4)?["updates_sent"].as_u64()? > sent).then_some(())
+    })
+    .unwrap();
+    assert!(m.daemon.log_tail(100).contains("route refresh requested"));
+}
+
+#[test]
+fn bird_two_octet_peer_sees_as_trans_and_as4_path() {
+    if testbed::skip_unless_root("bird_two_octet_peer_sees_as_trans_and_as4_path") {
+        return;
+    }
+    require("bird");
+    let p = pair("b2");
+    // BIRD as an "old" 2-octet speaker: merled's 4-octet AS shows as AS_TRANS.
+    let cfg = format!(
+        r#"log stderr all;
+router id {PEER_V4};
+protocol device {{ scan time 10; }}
+protocol static s4 {{ ipv4; route 10.250.1.0/24 blackhole; }}
+protocol bgp merle4 {{
+  local {PEER_V4} as 65002;
+  neighbor {MERLE_V4} as 23456;
+  enable as4 off;
+  connect retry time 2;
+  ipv4 {{ import all; export all; }};
+}}
+"#
+    );
+    let bird = Bird::start(&p.peer, "as2", &cfg).unwrap();
+    let m = start_merled(
+        &p,
+        &merled_config(&[(PEER_V4, 65002)], 90).replace(
+            "[bgp]",
+            "as_number = 4200000001
+
+[bgp]",
+        ),
+    );
+    wait_established(&m, PEER_V4, T);
+    assert_eq!(m.peer(PEER_V4).unwrap()["four_octet_as"], false);
+    let r = wait_route(&m, "10.250.1.0/24", PEER_V4, T);
+    assert_eq!(as_path(&r), vec![65002]);
+    let s = wait::poll("10.244.1.0/26 in BIRD", T, || bird_route(&bird, "10.244.1.0/26")).unwrap();
+    assert!(s.contains("BGP.as_path: 23456"), "{s}");
+    assert!(s.contains("4200000001"), "AS4_PATH must carry the real AS: {s}");
 }
 
 #[test]

@@ -144,9 +144,15 @@ impl AsPath {
         self.segments.iter().any(|s| s.kind.is_confed())
     }
 
-    /// The leftmost AS of the path, the neighbour AS for MED comparison.
-    pub fn first_asn(&self) -> Option<u32> {
-        self.segments.iter().find(|s| s.kind == SegmentType::AsSequence).and_then(|s| s.asns.first().copied())
+    /// The neighbouring AS (RFC 4271 §9.1.2.2 c, RFC 5065 §5.3): the first
+    /// AS of the first AS_SEQUENCE after any confederation segments. `None`
+    /// when the path is empty or starts with an AS_SET, which means the
+    /// route originated in the local AS.
+    pub fn neighbour_as(&self) -> Option<u32> {
+        match self.segments.iter().find(|s| !s.kind.is_confed()) {
+            Some(s) if s.kind == SegmentType::AsSequence => s.asns.first().copied(),
+            _ => None,
+        }
     }
 
     /// All AS numbers in order, sets flattened (for display and JSON).
@@ -184,6 +190,12 @@ impl AsPath {
         let mut need = n - n4;
         let mut lead: Vec<AsSegment> = Vec::new();
         for seg in &self.segments {
+            // Confederation segments in the leading part are kept even when
+            // no more AS numbers are needed (they count 0).
+            if seg.kind.is_confed() {
+                lead.push(seg.clone());
+                continue;
+            }
             if need == 0 {
                 break;
             }
@@ -193,11 +205,10 @@ impl AsPath {
                     lead.push(AsSegment { kind: seg.kind, asns: seg.asns[..take].to_vec() });
                     need -= take;
                 }
-                SegmentType::AsSet => {
+                _ => {
                     lead.push(seg.clone());
                     need -= 1;
                 }
-                _ => lead.push(seg.clone()),
             }
         }
         let mut segments = lead;

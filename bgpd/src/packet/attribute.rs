@@ -194,7 +194,7 @@ fn as_path_err(_: AsPathError) -> AttrErrorKind {
 
 /// RFC 4271 §6.3: the NEXT_HOP must be a valid unicast host address.
 fn valid_next_hop(a: Ipv4Addr) -> bool {
-    !(a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.octets()[0] >= 240)
+    !(a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_broadcast() || a.octets()[0] >= 240)
 }
 
 /// Decodes the value of a known attribute. Errors say what was wrong; the
@@ -218,7 +218,7 @@ pub(super) fn decode_value(code: u8, v: &[u8], ctx: &DecodeCtx) -> Result<AttrVa
             }
             // RFC 4271 §6.3: the leftmost AS must be the external peer's.
             if let Some(peer_as) = ctx.enforce_first_as {
-                if p.first_asn() != Some(peer_as) {
+                if p.neighbour_as() != Some(peer_as) {
                     return Err(AttrErrorKind::MalformedAsPath);
                 }
             }

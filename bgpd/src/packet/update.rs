@@ -246,11 +246,34 @@ impl UpdateMsg {
     /// The real AS path: AS_PATH, merged with AS4_PATH when the peer is a
     /// 2-octet speaker (RFC 6793 §4.2.3). A 4-octet speaker's AS4_PATH is
     /// ignored, as RFC 6793 §4.1 requires.
+    ///
+    /// Also per RFC 6793 §4.2.3, an AGGREGATOR with an AS other than
+    /// AS_TRANS means the route was aggregated by a 2-octet speaker after the
+    /// AS4_PATH was built, so AS4_PATH is ignored.
     pub fn effective_as_path(&self, four_octet_session: bool) -> Option<AsPath> {
         let p = self.as_path()?;
+        let aggregated_by_old_speaker = self.aggregator().is_some_and(|a| a.asn != u32::from(super::open::AS_TRANS));
         match (four_octet_session, self.as4_path()) {
-            (false, Some(as4)) => Some(p.merge_as4(as4)),
+            (false, Some(as4)) if !aggregated_by_old_speaker => Some(p.merge_as4(as4)),
             _ => Some(p.clone()),
+        }
+    }
+    pub fn aggregator(&self) -> Option<attr::Aggregator> {
+        match self.find(attr::AGGREGATOR)? {
+            AttrValue::Aggregator(a) => Some(*a),
+            _ => None,
+        }
+    }
+    /// The real aggregator: AS4_AGGREGATOR when a 2-octet peer's AGGREGATOR
+    /// holds AS_TRANS (RFC 6793 §4.2.3), else AGGREGATOR.
+    pub fn effective_aggregator(&self, four_octet_session: bool) -> Option<attr::Aggregator> {
+        let a = self.aggregator()?;
+        if four_octet_session || a.asn != u32::from(super::open::AS_TRANS) {
+            return Some(a);
+        }
+        match self.find(attr::AS4_AGGREGATOR) {
+            Some(AttrValue::As4Aggregator(a4)) => Some(*a4),
+            _ => Some(a),
         }
     }
     pub fn next_hop(&self) -> Option<Ipv4Addr> {

@@ -58,48 +58,114 @@ fn addr_key(a: &IpAddr) -> (u8, u128) {
     }
 }
 
-/// Orders `a` before `b` (`Less`) when `a` is preferred, and says which step
-/// decided.
-pub fn compare(a: &Path, b: &Path, opts: &DecisionOptions) -> (Ordering, LossReason) {
-    macro_rules! step {
-        ($reason:expr, $ord:expr) => {
-            let o: Ordering = $ord;
-            if o != Ordering::Equal {
-                return (o, $reason);
-            }
-        };
-    }
-    let (pa, pb) = match (&a.source, &b.source) {
-        (PathSource::Local, PathSource::Local) => return (Ordering::Equal, LossReason::Identical),
-        (PathSource::Local, _) => return (Ordering::Less, LossReason::LocalOrigin),
-        (_, PathSource::Local) => return (Ordering::Greater, LossReason::LocalOrigin),
-        (PathSource::Peer(x), PathSource::Peer(y)) => (x, y),
-    };
-    let (xa, xb) = (&a.attrs, &b.attrs);
-    // 1. Highest LOCAL_PREF.
+/// The per-path sort key. Every step of the decision process is a field, in
+/// order, so ranking is a plain lexicographic (total) order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Key {
+    local: bool,
+    local_pref: u32,
+    path_len: usize,
+    origin: crate::packet::Origin,
+    /// Loses on MED to another path of the same neighbour AS (or to any
+    /// path with `always_compare_med`) that ties on the steps before.
+    med_loser: bool,
+    ebgp: bool,
+    router_id: u32,
+    cluster_len: usize,
+    addr: (u8, u128),
+    path_id: u32,
+}
+
+fn tie_before_med(a: &Path, b: &Path) -> bool {
     let lp = |p: &Path| p.attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF);
-    step!(LossReason::LocalPref, lp(b).cmp(&lp(a)));
-    // 2. Shortest AS_PATH (an AS_SET counts as one).
-    step!(LossReason::AsPathLength, xa.as_path.path_len().cmp(&xb.as_path.path_len()));
-    // 3. Lowest ORIGIN.
-    step!(LossReason::Origin, xa.origin.cmp(&xb.origin));
-    // 4. Lowest MED, among paths from the same neighbour AS unless told to
-    //    always compare. A missing MED counts as 0 (RFC 4271 §9.1.2.2 c).
-    let same_neighbour = xa.as_path.first_asn() == xb.as_path.first_asn();
-    if same_neighbour || opts.always_compare_med {
-        step!(LossReason::Med, xa.med.unwrap_or(0).cmp(&xb.med.unwrap_or(0)));
+    matches!((&a.source, &b.source), (PathSource::Peer(_), PathSource::Peer(_)))
+        && lp(a) == lp(b)
+        && a.attrs.as_path.path_len() == b.attrs.as_path.path_len()
+        && a.attrs.origin == b.attrs.origin
+}
+
+/// RFC 4271 §9.1.2.2 (c): `p` is removed from consideration if another path
+/// that ties on the earlier steps, from the same neighbour AS, has a lower
+/// MED. A missing MED counts as 0.
+fn med_loser(p: &Path, all: &[&Path], opts: &DecisionOptions) -> bool {
+    let med = |x: &Path| x.attrs.med.unwrap_or(0);
+    all.iter().any(|q| {
+        tie_before_med(p, q)
+            && (opts.always_compare_med || p.attrs.as_path.neighbour_as() == q.attrs.as_path.neighbour_as())
+            && med(q) < med(p)
+    })
+}
+
+fn key(p: &Path, all: &[&Path], opts: &DecisionOptions) -> Key {
+    let (local, ebgp, rid, addr) = match &p.source {
+        PathSource::Local => (true, false, 0, (0, 0)),
+        PathSource::Peer(r) => (
+            false,
+            r.ebgp,
+            // RFC 4456 §9: ORIGINATOR_ID stands in for the router ID.
+            u32::from(p.attrs.originator_id.unwrap_or(r.router_id)),
+            addr_key(&r.address),
+        ),
+    };
+    Key {
+        local,
+        local_pref: p.attrs.local_pref.unwrap_or(DEFAULT_LOCAL_PREF),
+        path_len: p.attrs.as_path.path_len(),
+        origin: p.attrs.origin,
+        med_loser: med_loser(p, all, opts),
+        ebgp,
+        router_id: rid,
+        cluster_len: p.attrs.cluster_list.len(),
+        addr,
+        path_id: p.path_id,
     }
-    // 5. eBGP over iBGP.
-    step!(LossReason::PeerType, pb.ebgp.cmp(&pa.ebgp));
-    // 6. Lowest router ID, or ORIGINATOR_ID when present (RFC 4456 §9).
-    let rid = |p: &Path, peer: &super::PeerRef| u32::from(p.attrs.originator_id.unwrap_or(peer.router_id));
-    step!(LossReason::RouterId, rid(a, pa).cmp(&rid(b, pb)));
-    // 7. Shortest CLUSTER_LIST.
-    step!(LossReason::ClusterListLength, xa.cluster_list.len().cmp(&xb.cluster_list.len()));
-    // 8. Lowest peer address, then lowest path id (ADD-PATH).
-    step!(LossReason::PeerAddress, addr_key(&pa.address).cmp(&addr_key(&pb.address)));
-    step!(LossReason::PeerAddress, a.path_id.cmp(&b.path_id));
-    (Ordering::Equal, LossReason::Identical)
+}
+
+/// Orders two keys (`Less` = `a` preferred) and names the deciding step.
+fn compare_keys(a: &Key, b: &Key) -> (Ordering, LossReason) {
+    let steps = [
+        (LossReason::LocalOrigin, b.local.cmp(&a.local)),
+        (LossReason::LocalPref, b.local_pref.cmp(&a.local_pref)),
+        (LossReason::AsPathLength, a.path_len.cmp(&b.path_len)),
+        (LossReason::Origin, a.origin.cmp(&b.origin)),
+        (LossReason::Med, a.med_loser.cmp(&b.med_loser)),
+        (LossReason::PeerType, b.ebgp.cmp(&a.ebgp)),
+        (LossReason::RouterId, a.router_id.cmp(&b.router_id)),
+        (LossReason::ClusterListLength, a.cluster_len.cmp(&b.cluster_len)),
+        (LossReason::PeerAddress, a.addr.cmp(&b.addr)),
+        (LossReason::PeerAddress, a.path_id.cmp(&b.path_id)),
+    ];
+    steps
+        .into_iter()
+        .find(|(_, o)| *o != Ordering::Equal)
+        .map_or((Ordering::Equal, LossReason::Identical), |(r, o)| (o, r))
+}
+
+/// Ranks the paths of one destination, best first. Returns, for each path
+/// after the first, the step at which it lost to the path before it.
+pub fn rank(paths: &mut [Path], opts: &DecisionOptions) -> Vec<LossReason> {
+    let keys: Vec<Key> = {
+        let all: Vec<&Path> = paths.iter().collect();
+        paths.iter().map(|p| key(p, &all, opts)).collect()
+    };
+    let mut order: Vec<usize> = (0..paths.len()).collect();
+    order.sort_by(|&i, &j| compare_keys(&keys[i], &keys[j]).0);
+    let loss = order.windows(2).map(|w| compare_keys(&keys[w[0]], &keys[w[1]]).1).collect();
+    // Apply the permutation.
+    let mut sorted: Vec<Option<Path>> = paths.iter().cloned().map(Some).collect();
+    for (dst, src) in order.into_iter().enumerate() {
+        if let Some(p) = sorted[src].take() {
+            paths[dst] = p;
+        }
+    }
+    loss
+}
+
+/// Compares two paths as if they were a destination's only paths:
+/// `Less` when `a` is preferred, with the deciding step.
+pub fn compare(a: &Path, b: &Path, opts: &DecisionOptions) -> (Ordering, LossReason) {
+    let all = [a, b];
+    compare_keys(&key(a, &all, opts), &key(b, &all, opts))
 }
 
 #[cfg(test)]
@@ -180,6 +246,46 @@ mod tests {
             LossReason::ClusterListLength
         );
         assert_eq!(wins(&path(1, false, |_| {}), &same_rid), LossReason::PeerAddress);
+    }
+
+    /// Three paths where pairwise MED comparison would be cyclic: A beats
+    /// B on MED (same neighbour AS), B beats C and C beats A on router ID
+    /// (C has another neighbour AS). RFC 4271 removes B on MED first, then C
+    /// beats A on router ID, whatever order the paths arrived in.
+    #[test]
+    fn med_is_a_group_step_so_ranking_is_order_independent() {
+        let a = path(3, true, |x| x.med = Some(10));
+        let b = path(1, true, |x| x.med = Some(20));
+        let c = path(2, true, |x| x.as_path = AsPath::sequence(vec![65002]));
+        let opts = DecisionOptions::default();
+        let perms = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+        let mut results = Vec::new();
+        for perm in perms {
+            let src = [a.clone(), b.clone(), c.clone()];
+            let mut v: Vec<Path> = perm.iter().map(|&i| src[i].clone()).collect();
+            let loss = rank(&mut v, &opts);
+            results.push((v.iter().map(|p| p.next_hop).collect::<Vec<_>>(), loss));
+        }
+        assert!(results.windows(2).all(|w| w[0] == w[1]), "{results:?}");
+        // B is out on MED; C (router id .2) then beats A (router id .3).
+        let (order, loss) = &results[0];
+        assert_eq!(order, &vec![c.next_hop, a.next_hop, b.next_hop]);
+        assert_eq!(loss, &vec![LossReason::RouterId, LossReason::Med]);
+    }
+
+    #[test]
+    fn many_paths_rank_without_panicking() {
+        // More than 20 paths exercises the full sort; keys are total.
+        let mut v: Vec<Path> = (1..=60u8)
+            .map(|i| {
+                path(i, i % 2 == 0, |x| {
+                    x.med = Some(u32::from(i % 7));
+                    x.as_path = AsPath::sequence(vec![65000 + u32::from(i % 3)]);
+                })
+            })
+            .collect();
+        let loss = rank(&mut v, &DecisionOptions::default());
+        assert_eq!(loss.len(), 59);
     }
 
     #[test]

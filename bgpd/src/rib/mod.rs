@@ -15,7 +15,7 @@ use ipnet::IpNet;
 
 use crate::packet::{AsPath, Community, ExtCommunity, LargeCommunity, Origin, PathAttr};
 
-pub use decision::{compare, DecisionOptions, LossReason};
+pub use decision::{compare, rank, DecisionOptions, LossReason};
 
 /// Who a path came from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -105,25 +105,25 @@ impl Rib {
         removed
     }
 
-    /// Removes every path from `source`; returns how many.
+    /// Removes every path from `source`; returns how many. Only the
+    /// destinations that lost a path are ranked again.
     pub fn remove_source(&mut self, source: &PathSource) -> usize {
         let mut n = 0;
+        let opts = self.opts;
         self.dests.retain(|_, d| {
             let before = d.paths.len();
             d.paths.retain(|p| &p.source != source);
-            n += before - d.paths.len();
+            if d.paths.len() != before {
+                n += before - d.paths.len();
+                Self::rank(d, &opts);
+            }
             !d.paths.is_empty()
         });
-        let opts = self.opts;
-        for d in self.dests.values_mut() {
-            Self::rank(d, &opts);
-        }
         n
     }
 
     fn rank(d: &mut Destination, opts: &DecisionOptions) {
-        d.paths.sort_by(|a, b| compare(a, b, opts).0);
-        d.loss = d.paths.windows(2).map(|w| compare(&w[0], &w[1], opts).1).collect();
+        d.loss = decision::rank(&mut d.paths, opts);
     }
 
     pub fn get(&self, prefix: &IpNet) -> Option<&Destination> {
