@@ -220,6 +220,8 @@ pub struct Fsm {
     next_conn: u64,
     rng: SmallRng,
     last_down: Option<DownReason>,
+    /// Whether ConnectRetryTimer is armed, as far as our actions say.
+    connect_retry_armed: bool,
 }
 
 impl Fsm {
@@ -236,6 +238,7 @@ impl Fsm {
             next_conn: 1,
             rng,
             last_down: None,
+            connect_retry_armed: false,
         }
     }
 
@@ -332,9 +335,38 @@ impl Fsm {
                     }
                 }
             }
-            Event::TimerExpired(t) => self.timer(t, &mut out),
+            Event::TimerExpired(t) => {
+                if t == Timer::ConnectRetry {
+                    self.connect_retry_armed = false;
+                }
+                self.timer(t, &mut out)
+            }
         }
+        for a in &out {
+            match a {
+                Action::StartTimer(Timer::ConnectRetry, _) => self.connect_retry_armed = true,
+                Action::StopTimer(Timer::ConnectRetry) => self.connect_retry_armed = false,
+                _ => {}
+            }
+        }
+        self.ensure_progress(&mut out);
         out
+    }
+
+    /// An active peer that is running with no connection left must always
+    /// have a way forward: if no timer will start a new attempt, arm
+    /// ConnectRetry.
+    fn ensure_progress(&mut self, out: &mut Vec<Action>) {
+        if self.running
+            && !self.cfg.passive
+            && !self.idle_hold_pending
+            && self.conns.is_empty()
+            && !self.connect_retry_armed
+        {
+            let d = self.connect_retry_delay();
+            out.push(Action::StartTimer(Timer::ConnectRetry, d));
+            self.connect_retry_armed = true;
+        }
     }
 
     /// Starts connecting (unless passive). Called when leaving Idle.
@@ -506,6 +538,8 @@ impl Fsm {
     fn restart_hold(&self, id: ConnId, n: &Negotiated, out: &mut Vec<Action>) {
         if n.hold_time > 0 {
             out.push(Action::StartTimer(Timer::Hold(id), Duration::from_secs(u64::from(n.hold_time))));
+        } else {
+            out.push(Action::StopTimer(Timer::Hold(id)));
         }
     }
 
@@ -546,7 +580,12 @@ impl Fsm {
                 }
                 out.push(Action::Update(Box::new(u)));
             }
-            (ConnState::Established, Message::RouteRefresh(r)) => out.push(Action::RouteRefresh(r)),
+            (ConnState::Established, Message::RouteRefresh(r)) => {
+                if let Some(n) = self.conns[i].negotiated.clone() {
+                    self.restart_hold(id, &n, out);
+                }
+                out.push(Action::RouteRefresh(r));
+            }
             (ConnState::OpenConfirm, Message::Open(_)) | (ConnState::Established, Message::Open(_)) => {
                 self.fsm_error(id, state, out)
             }
@@ -572,6 +611,25 @@ impl Fsm {
             }
             return;
         }
+        // Collision detection (RFC 4271 §6.8) against the other connection
+        // in OpenConfirm, now that the peer's BGP Identifier is known. The
+        // connection initiated by the side with the higher identifier
+        // survives; equal identifiers (legal for eBGP) fall back to the
+        // higher AS (RFC 6286 §2.3). Decided before answering, so the
+        // loser never gets a KEEPALIVE.
+        let Some(i) = self.conn_index(id) else { return };
+        let dir = self.conns[i].dir;
+        let other = self.conns.iter().find(|c| c.id != id && c.state == ConnState::OpenConfirm).map(|c| c.id);
+        if let Some(other_id) = other {
+            let local = (u32::from(self.cfg.local_id), self.cfg.local_as);
+            let keep_outbound = local > (u32::from(open.bgp_id), remote_as);
+            if (dir == Direction::Outbound) == keep_outbound {
+                self.drop_conn(other_id, Some(collision_cease()), out);
+            } else {
+                self.drop_conn(id, Some(collision_cease()), out);
+                return;
+            }
+        }
         let n = negotiate(self.cfg.local_as, self.cfg.hold_time, &self.cfg.capabilities, &open);
         let Some(i) = self.conn_index(id) else { return };
         self.conns[i].state = ConnState::OpenConfirm;
@@ -580,20 +638,9 @@ impl Fsm {
         if n.hold_time > 0 {
             out.push(Action::StartTimer(Timer::Hold(id), Duration::from_secs(u64::from(n.hold_time))));
             out.push(Action::StartTimer(Timer::Keepalive(id), Duration::from_secs(u64::from(n.keepalive.max(1)))));
-        } else {
-            out.push(Action::StopTimer(Timer::Hold(id)));
         }
-        // Collision detection (RFC 4271 §6.8) against the other connection
-        // in OpenConfirm, now that the peer's BGP Identifier is known.
-        let dir = self.conns[i].dir;
-        let other = self.conns.iter().find(|c| c.id != id && c.state == ConnState::OpenConfirm).map(|c| c.id);
-        if let Some(other_id) = other {
-            // The connection initiated by the side with the higher
-            // identifier survives.
-            let keep_outbound = u32::from(self.cfg.local_id) > u32::from(open.bgp_id);
-            let loser = if (dir == Direction::Outbound) == keep_outbound { other_id } else { id };
-            self.drop_conn(loser, Some(collision_cease()), out);
-        }
+        // With hold time 0 the 240 s OPEN hold timer keeps running until
+        // the KEEPALIVE arrives, so a silent peer cannot park us here.
     }
 
     fn timer(&mut self, t: Timer, out: &mut Vec<Action>) {

@@ -368,3 +368,80 @@ fn stale_timers_and_unknown_connections_are_ignored() {
     assert!(f.handle(Event::TcpConnectionFails(ConnId(999))).is_empty());
     assert_eq!(f.established_conn(), Some(c));
 }
+
+#[test]
+fn collision_loser_never_gets_a_keepalive() {
+    // Local identifier lower: the inbound connection must win. The OPEN on
+    // our outbound connection arrives second, so that connection loses at
+    // once with a Cease and no KEEPALIVE.
+    let mut c = cfg();
+    c.local_id = Ipv4Addr::new(10, 0, 0, 1);
+    let mut f = Fsm::new(c);
+    let out = connect_id(&f.handle(Event::ManualStart));
+    f.handle(Event::TcpCrAcked(out));
+    let inb = f.new_conn_id();
+    f.handle(Event::TcpConnectionConfirmed(inb));
+    f.handle(Event::Message(inb, peer_open([10, 0, 0, 2], 90)));
+    let a = f.handle(Event::Message(out, peer_open([10, 0, 0, 2], 90)));
+    assert!(!sent(&a).iter().any(|(c, m)| *c == out && *m == Message::Keepalive), "{a:?}");
+    assert!(a.contains(&Action::Close(out)));
+    assert_eq!(notifications(&a)[0].subcode, cease_sub::CONNECTION_COLLISION_RESOLUTION);
+    let a = f.handle(Event::Message(inb, Message::Keepalive));
+    assert!(a.iter().any(|x| matches!(x, Action::Established(id, _) if *id == inb)));
+}
+
+#[test]
+fn equal_identifiers_break_the_tie_on_as_number() {
+    // eBGP with the same identifier on both sides (RFC 6286): the side with
+    // the higher AS keeps its own connection. Local AS 64512 < 65001, so the
+    // peer's (inbound) connection survives.
+    let mut c = cfg();
+    c.local_id = Ipv4Addr::new(10, 0, 0, 7);
+    let mut f = Fsm::new(c);
+    let out = connect_id(&f.handle(Event::ManualStart));
+    f.handle(Event::TcpCrAcked(out));
+    let inb = f.new_conn_id();
+    f.handle(Event::TcpConnectionConfirmed(inb));
+    f.handle(Event::Message(out, peer_open([10, 0, 0, 7], 90)));
+    let a = f.handle(Event::Message(inb, peer_open([10, 0, 0, 7], 90)));
+    assert!(a.contains(&Action::Close(out)));
+    assert_eq!(f.conns.len(), 1);
+    assert_eq!(f.conns[0].id, inb);
+}
+
+#[test]
+fn an_active_peer_always_keeps_a_way_to_reconnect() {
+    // Outbound still connecting, inbound in OpenSent: ConnectRetry fires
+    // and is skipped. Then both connections fail. The machine must re-arm
+    // ConnectRetry rather than sit in Active with no timer.
+    let mut f = Fsm::new(cfg());
+    let out = connect_id(&f.handle(Event::ManualStart));
+    let inb = f.new_conn_id();
+    f.handle(Event::TcpConnectionConfirmed(inb));
+    assert!(f.handle(Event::TimerExpired(Timer::ConnectRetry)).iter().all(|a| !matches!(a, Action::Connect(_))));
+    f.handle(Event::TcpConnectionFails(inb));
+    let a = f.handle(Event::TcpConnectionFails(out));
+    assert_eq!(f.state(), State::Active);
+    assert!(f.connect_retry_armed, "{a:?}");
+    let a = f.handle(Event::TimerExpired(Timer::ConnectRetry));
+    connect_id(&a);
+}
+
+#[test]
+fn hold_time_zero_keeps_the_open_hold_timer_until_established() {
+    let mut f = Fsm::new(cfg());
+    let c = connect_id(&f.handle(Event::ManualStart));
+    f.handle(Event::TcpCrAcked(c));
+    let a = f.handle(Event::Message(c, peer_open([10, 0, 0, 2], 0)));
+    assert!(!a.contains(&Action::StopTimer(Timer::Hold(c))));
+    // A peer that never sends its KEEPALIVE is dropped by the OPEN hold timer.
+    let a = f.handle(Event::TimerExpired(Timer::Hold(c)));
+    assert_eq!(notifications(&a)[0].code, code::HOLD_TIMER_EXPIRED);
+    // Normal path: the KEEPALIVE stops it.
+    let mut f = Fsm::new(cfg());
+    let c = connect_id(&f.handle(Event::ManualStart));
+    f.handle(Event::TcpCrAcked(c));
+    f.handle(Event::Message(c, peer_open([10, 0, 0, 2], 0)));
+    let a = f.handle(Event::Message(c, Message::Keepalive));
+    assert!(a.contains(&Action::StopTimer(Timer::Hold(c))));
+}
