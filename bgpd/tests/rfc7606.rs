@@ -319,11 +319,63 @@ fn open_errors() {
 }
 
 #[test]
-fn route_refresh_length_error_carries_the_message() {
+fn route_refresh_length_errors() {
+    // BoRR with a trailing octet: ROUTE-REFRESH Message Error with the message.
     let mut m = vec![0xff; 16];
-    m.extend_from_slice(&[0, 24, 5, 0, 1, 0, 1, 9]);
+    m.extend_from_slice(&[0, 24, 5, 0, 1, 1, 1, 9]);
     let n = Message::decode(&m, &DecodeCtx::default()).unwrap_err().notification().unwrap();
     assert_eq!((n.code, n.subcode, &n.data[..]), (7, 1, &m[..]));
+    // A plain request (subtype 0) of the wrong length: Bad Message Length.
+    m[21] = 0;
+    let n = Message::decode(&m, &DecodeCtx::default()).unwrap_err().notification().unwrap();
+    assert_eq!((n.code, n.subcode, &n.data[..]), (1, 2, &[0, 24][..]));
+}
+
+#[test]
+fn overrunning_mp_attribute_resets() {
+    // MP_UNREACH_NLRI claiming 40 octets with 3 left: its NLRI cannot be
+    // located, so treat-as-withdraw would leave routes behind.
+    let r = decode(&valid_with(&[0x80, 15, 40, 0, 2, 1]), &ebgp());
+    let e = r.unwrap_err();
+    assert_eq!(e.notification().unwrap().subcode, update_sub::OPTIONAL_ATTRIBUTE_ERROR);
+}
+
+#[test]
+fn next_hop_errors_without_ipv4_nlri_are_discarded() {
+    // A broken NEXT_HOP next to IPv6 NLRI in MP_REACH_NLRI: NEXT_HOP is
+    // ignored (RFC 4760 §3) and the IPv6 route stays.
+    let mut mp = vec![0x80, 14, 24, 0, 2, 1, 16];
+    mp.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    mp.extend_from_slice(&[0, 16, 0xfd, 0]);
+    let attrs = [ORIGIN_IGP, AS_PATH_65001, &[0x40, 3, 4, 0, 0, 0, 0], &mp].concat();
+    let mut b = vec![0, 0];
+    b.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+    b.extend_from_slice(&attrs);
+    let u = UpdateMsg::decode(&b, &ebgp()).unwrap();
+    assert!(u.treat_as_withdraw.is_none());
+    assert_eq!(u.discarded[0].type_code, attr::NEXT_HOP);
+    assert_eq!(u.announcements().len(), 1);
+}
+
+#[test]
+fn unusable_mp_next_hop_withdraws() {
+    let mut mp = vec![0x80, 14, 24, 0, 2, 1, 16];
+    mp.extend_from_slice(&[0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]); // multicast
+    mp.extend_from_slice(&[0, 16, 0xfd, 0]);
+    let attrs = [ORIGIN_IGP, AS_PATH_65001, &mp].concat();
+    let mut b = vec![0, 0];
+    b.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+    b.extend_from_slice(&attrs);
+    let u = UpdateMsg::decode(&b, &ebgp()).unwrap();
+    assert_eq!(u.treat_as_withdraw.unwrap().kind, AttrErrorKind::InvalidNextHop);
+}
+
+#[test]
+fn add_path_with_a_bad_mode_is_ignored_not_fatal() {
+    use bgpd::packet::{Capability, OpenMsg};
+    // ADD-PATH (69) tuple with Send/Receive 7.
+    let o = OpenMsg::decode(&[4, 0xfd, 0xe9, 0, 90, 10, 0, 0, 1, 8, 2, 6, 69, 4, 0, 1, 1, 7]).unwrap();
+    assert!(matches!(o.capabilities().next(), Some(Capability::Unknown { code: 69, .. })));
 }
 
 #[test]

@@ -112,7 +112,11 @@ fn update(ctx: Ctx) -> impl Strategy<Value = UpdateMsg> {
         (vec(nlri(Family::Ipv6Unicast, ctx.ap6), 1..20), any::<u128>(), proptest::option::of(any::<u128>())).prop_map(
             |(nlri, g, ll)| Some(AttrValue::MpReachNlri(MpReach {
                 family: Family::Ipv6Unicast,
-                next_hop: NextHop::V6 { global: g.into(), link_local: ll.map(Ipv6Addr::from) },
+                next_hop: NextHop::V6 {
+                    // A routable global address: not ::, ::1 or multicast.
+                    global: if g >> 120 == 0xff || g <= 1 { Ipv6Addr::from(0xfd00u128 << 112 | 1) } else { g.into() },
+                    link_local: ll.map(Ipv6Addr::from),
+                },
                 nlri,
             }))
         ),

@@ -106,6 +106,10 @@ pub struct Peer {
     /// Free text shown by `merlectl status`.
     #[serde(default)]
     pub description: Option<String>,
+    /// eBGP only: treat routes whose AS_PATH does not start with the peer's
+    /// AS as withdrawn (RFC 4271 §6.3). Turn off for route servers.
+    #[serde(default = "default_true")]
+    pub enforce_first_as: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -142,6 +146,9 @@ impl Default for Log {
     }
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_as() -> u32 {
     DEFAULT_AS
 }

@@ -17,6 +17,11 @@ use tokio::sync::mpsc;
 /// How many encoded messages may wait for a slow peer before the
 /// connection is declared stuck and closed.
 pub const WRITE_QUEUE: usize = 4096;
+/// How long one write may block on a peer that does not read (a send hold
+/// timer, in the spirit of RFC 9687) before the connection is failed.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a closing connection may take to flush what is queued.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 pub enum ConnEvent {
@@ -96,10 +101,13 @@ pub fn spawn_writer(
         while let Some(cmd) = rx.recv().await {
             match cmd {
                 WriterCmd::Send(b) => {
-                    if let Err(e) = wr.write_all(&b).await {
-                        let _ = tx.send(PeerInput::Conn(id, ConnEvent::Closed(e.to_string()))).await;
-                        return;
-                    }
+                    let err = match tokio::time::timeout(SEND_TIMEOUT, wr.write_all(&b)).await {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(e)) => e.to_string(),
+                        Err(_) => format!("peer accepted no data for {}s", SEND_TIMEOUT.as_secs()),
+                    };
+                    let _ = tx.send(PeerInput::Conn(id, ConnEvent::Closed(err))).await;
+                    return;
                 }
                 WriterCmd::Close => break,
             }

@@ -26,6 +26,7 @@ fn peer_configs(cfg: &conf::Config) -> Vec<PeerConfig> {
             passive: p.passive,
             hold_time: p.hold_time.unwrap_or(cfg.bgp.hold_time),
             description: p.description.clone(),
+            enforce_first_as: p.enforce_first_as,
             connect_retry: Duration::from_secs(u64::from(cfg.bgp.connect_retry_time)),
             connect_retry_max: Duration::from_secs(u64::from(cfg.bgp.connect_retry_max)),
         })

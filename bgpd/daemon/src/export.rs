@@ -49,15 +49,21 @@ fn v4_next_hop(ctx: &ExportCtx) -> Option<Ipv4Addr> {
     }
 }
 
-/// The IPv6 next hop: the session address if IPv6, else the node's IPv6
-/// address, else the IPv4 session address mapped into IPv6.
-fn v6_next_hop(ctx: &ExportCtx) -> Ipv6Addr {
+/// The IPv6 next hop (RFC 2545 §3): the session address if it is a global
+/// IPv6 address; over a link-local session, the node's global address with
+/// the link-local one beside it; otherwise the node's IPv6 address.
+fn v6_next_hop(ctx: &ExportCtx) -> Option<NextHop> {
+    let link_local = |a: &Ipv6Addr| a.segments()[0] & 0xffc0 == 0xfe80;
     match ctx.local_addr {
-        IpAddr::V6(a) if a.to_ipv4_mapped().is_none() => a,
-        IpAddr::V6(a) => ctx.node_v6.unwrap_or(a),
-        IpAddr::V4(a) => ctx.node_v6.unwrap_or_else(|| a.to_ipv6_mapped()),
+        IpAddr::V6(a) if a.to_ipv4_mapped().is_none() && !link_local(&a) => {
+            Some(NextHop::V6 { global: a, link_local: None })
+        }
+        IpAddr::V6(a) if link_local(&a) => ctx.node_v6.map(|g| NextHop::V6 { global: g, link_local: Some(a) }),
+        _ => ctx.node_v6.map(|g| NextHop::V6 { global: g, link_local: None }),
     }
 }
+
+const NO_V6_NEXT_HOP: &str = "no IPv6 next hop on an IPv4 session: set node.address_v6";
 
 /// UPDATEs announcing `prefixes` on a session, then one End-of-RIB per
 /// negotiated family. Prefixes of families the session did not negotiate,
@@ -89,19 +95,18 @@ pub fn advertise(prefixes: &[IpNet], ctx: &ExportCtx, n: &Negotiated) -> (Vec<Up
                         out.extend(UpdateMsg::pack(&a, f, None, &nlri, &ectx));
                     }
                     // RFC 8950: an IPv6 next hop for IPv4 NLRI.
-                    None if n.extended_next_hop.contains(f) => {
-                        let nh = NextHop::V6 { global: v6_next_hop(ctx), link_local: None };
-                        out.extend(UpdateMsg::pack(&attrs, f, Some(nh), &nlri, &ectx));
+                    None if n.extended_next_hop_tx.contains(f) && v6_next_hop(ctx).is_some() => {
+                        out.extend(UpdateMsg::pack(&attrs, f, v6_next_hop(ctx), &nlri, &ectx));
                     }
                     None => skipped.extend(nlri.iter().map(|x| Skipped {
                         prefix: x.prefix,
                         reason: "no IPv4 next hop on an IPv6 session (set node.address to IPv4 or enable extended next hop)",
                     })),
                 },
-                Family::Ipv6Unicast => {
-                    let nh = NextHop::V6 { global: v6_next_hop(ctx), link_local: None };
-                    out.extend(UpdateMsg::pack(&attrs, f, Some(nh), &nlri, &ectx));
-                }
+                Family::Ipv6Unicast => match v6_next_hop(ctx) {
+                    Some(nh) => out.extend(UpdateMsg::pack(&attrs, f, Some(nh), &nlri, &ectx)),
+                    None => skipped.extend(nlri.iter().map(|x| Skipped { prefix: x.prefix, reason: NO_V6_NEXT_HOP })),
+                },
             }
         }
         out.push(UpdateMsg::end_of_rib_marker(f));
@@ -155,16 +160,22 @@ mod tests {
     #[test]
     fn ebgp_prepends_and_ends_each_family() {
         let n = session(true, true, true);
-        let (u, skipped) = advertise(&prefixes(), &ctx("10.0.0.1"), &n);
+        let mut c = ctx("10.0.0.1");
+        c.node_v6 = Some("fd00::1".parse().unwrap());
+        let (u, skipped) = advertise(&prefixes(), &c, &n);
         assert!(skipped.is_empty());
         assert_eq!(u.len(), 4);
         assert_eq!(u[0].as_path().unwrap().flat(), vec![4_200_000_000]);
         assert_eq!(u[0].next_hop(), Some(Ipv4Addr::new(10, 0, 0, 1)));
         assert_eq!(u[0].local_pref(), None);
         assert_eq!(u[1].end_of_rib(), Some(AfiSafi::IPV4_UNICAST));
-        // IPv6 over an IPv4 session without a node IPv6 address: mapped.
-        assert_eq!(u[2].mp_reach().unwrap().next_hop.addr().to_string(), "::ffff:10.0.0.1");
+        // IPv6 over an IPv4 session: the node's IPv6 address.
+        assert_eq!(u[2].mp_reach().unwrap().next_hop.addr().to_string(), "fd00::1");
         assert_eq!(u[3].end_of_rib(), Some(AfiSafi::IPV6_UNICAST));
+        // Without one, the IPv6 prefix is skipped with a reason.
+        let (u, skipped) = advertise(&prefixes(), &ctx("10.0.0.1"), &n);
+        assert_eq!(skipped, vec![Skipped { prefix: prefixes()[1], reason: NO_V6_NEXT_HOP }]);
+        assert_eq!(u.len(), 3);
         for m in u {
             let b = Message::Update(m.clone()).encode(&n.encode_ctx());
             assert_eq!(Message::decode(&b, &n.decode_ctx(false)).unwrap(), Message::Update(m));
@@ -199,6 +210,14 @@ mod tests {
         assert!(skipped.is_empty());
         assert_eq!(u[0].next_hop(), Some(Ipv4Addr::new(10, 0, 0, 1)));
         assert_eq!(u[2].mp_reach().unwrap().next_hop.addr().to_string(), "fd00::1");
+        // A link-local session: global from the node, link-local beside it.
+        let mut c = ctx("fe80::1");
+        c.node_v6 = Some("fd00::1".parse().unwrap());
+        let (u, _) = advertise(&prefixes()[1..], &c, &n);
+        assert_eq!(
+            u[1].mp_reach().unwrap().next_hop,
+            NextHop::V6 { global: "fd00::1".parse().unwrap(), link_local: Some("fe80::1".parse().unwrap()) }
+        );
         let w = withdraw(&prefixes(), &n);
         assert_eq!(w.iter().map(|m| m.withdrawals().len()).sum::<usize>(), 2);
     }

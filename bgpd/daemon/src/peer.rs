@@ -36,6 +36,7 @@ pub struct PeerConfig {
     pub passive: bool,
     pub hold_time: u16,
     pub description: Option<String>,
+    pub enforce_first_as: bool,
     pub connect_retry: Duration,
     pub connect_retry_max: Duration,
 }
@@ -72,6 +73,7 @@ pub fn local_capabilities(local_as: u32) -> Vec<Capability> {
 #[derive(Debug)]
 struct ConnHandle {
     writer: mpsc::Sender<WriterCmd>,
+    writer_task: JoinHandle<()>,
     reader: JoinHandle<()>,
     local: SocketAddr,
 }
@@ -217,14 +219,14 @@ impl PeerTask {
         let (rd, wr) = stream.into_split();
         let (wtx, wrx) = mpsc::channel(WRITE_QUEUE);
         let reader = spawn_reader(id, rd, self.tx.clone());
-        spawn_writer(id, wr, wrx, self.tx.clone());
-        self.conns.insert(id, ConnHandle { writer: wtx, reader, local });
+        let writer_task = spawn_writer(id, wr, wrx, self.tx.clone());
+        self.conns.insert(id, ConnHandle { writer: wtx, writer_task, reader, local });
         true
     }
 
     fn decode_ctx(&self, id: ConnId) -> DecodeCtx {
         match &self.session {
-            Some((c, n)) if *c == id => n.decode_ctx(true),
+            Some((c, n)) if *c == id => n.decode_ctx(self.cfg.enforce_first_as),
             _ => DecodeCtx::default(),
         }
     }
@@ -269,8 +271,15 @@ impl PeerTask {
             Action::Send(id, m) => self.send(id, &m),
             Action::Close(id) => {
                 if let Some(h) = self.conns.remove(&id) {
+                    // Flush what is queued (a final NOTIFICATION) for a
+                    // bounded time; a peer that does not read loses it.
                     let _ = h.writer.try_send(WriterCmd::Close);
                     h.reader.abort();
+                    let writer = h.writer_task;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(crate::conn::CLOSE_GRACE).await;
+                        writer.abort();
+                    });
                 }
             }
             Action::StartTimer(t, d) => {
@@ -283,10 +292,19 @@ impl PeerTask {
             Action::SessionDown(reason) => self.session_down(&reason),
             Action::Update(u) => self.update(&u),
             Action::RouteRefresh(r) => {
-                if r.subtype == RefreshSubtype::Request {
-                    info!(peer = %self.cfg.address, family = %r.afi_safi, "route refresh requested");
-                    if let Some((id, _)) = self.session {
-                        self.advertise(id, r.afi_safi.family());
+                if r.subtype != RefreshSubtype::Request {
+                    return;
+                }
+                let Some((id, n)) = &self.session else { return };
+                match r.afi_safi.family().filter(|f| n.families.contains(*f)) {
+                    Some(f) => {
+                        info!(peer = %self.cfg.address, family = %r.afi_safi, "route refresh requested");
+                        let id = *id;
+                        self.advertise(id, Some(f));
+                    }
+                    // RFC 2918 §4: a family not negotiated is ignored.
+                    None => {
+                        warn!(peer = %self.cfg.address, family = %r.afi_safi, "route refresh for a family not negotiated; ignored")
                     }
                 }
             }

@@ -255,3 +255,69 @@ fn a_stuck_peer_does_not_stall_the_others() {
     good.join().unwrap().unwrap();
     stuck.join().unwrap().unwrap();
 }
+
+#[test]
+fn two_octet_peer_gets_as_trans_and_as4_path_and_is_merged_on_import() {
+    if testbed::skip_unless_root("two_octet_peer_gets_as_trans_and_as4_path_and_is_merged_on_import") {
+        return;
+    }
+    let p = pair("as4");
+    let cfg = merled_config(&[(PEER_V4, 65002)], 90)
+        .replace("as_number = 65002\n", "as_number = 65002\npassive = true\n")
+        .replace("[bgp]", "as_number = 4200000001\n\n[bgp]");
+    let m = start_merled(&p, &cfg);
+    let dst: SocketAddr = format!("{MERLE_V4}:179").parse().unwrap();
+    let (result_tx, result_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let h = p
+        .peer
+        .spawn(move || {
+            use bgpd::packet::{AfiSafi, Capability};
+            let mut s = Speaker::connect(PEER_V4.parse().unwrap(), dst).unwrap();
+            // An "old" speaker: no 4-octet AS capability.
+            let open = s.handshake_with(
+                65002,
+                Ipv4Addr::new(10, 1, 0, 2),
+                90,
+                vec![Capability::Multiprotocol(AfiSafi::IPV4_UNICAST)],
+            );
+            // AS_PATH 65002 AS_TRANS, AS4_PATH 4200000009: a path through a
+            // 4-octet AS, seen by a 2-octet speaker.
+            let attrs = [
+                ORIGIN,
+                &[0x40, 2, 6, 2, 2, 0xfd, 0xea, 0x5b, 0xa0][..],
+                NEXT_HOP,
+                &[0xc0, 17, 6, 2, 1, 0xfa, 0x56, 0xea, 0x09][..],
+            ]
+            .concat();
+            s.send_update_raw(&attrs, &nlri24(9));
+            // merled's own route, as the 2-octet speaker receives it.
+            loop {
+                match s.recv(Duration::from_secs(10)) {
+                    Some(Message::Update(u)) if !u.nlri.is_empty() => {
+                        let r = (open.my_as, u.as_path().unwrap().flat(), u.as4_path().map(|p| p.flat()));
+                        result_tx.send(r).unwrap();
+                        // Keep the session up while the main thread looks.
+                        let _ = done_rx.recv_timeout(Duration::from_secs(60));
+                        return;
+                    }
+                    Some(_) => continue,
+                    None => panic!("no UPDATE from merled"),
+                }
+            }
+        })
+        .unwrap();
+    let (my_as, as_path, as4_path) = result_rx.recv_timeout(T).unwrap();
+    assert_eq!(my_as, 23456, "OPEN My AS must be AS_TRANS");
+    assert_eq!(as_path, vec![23456]);
+    assert_eq!(as4_path, Some(vec![4_200_000_001]));
+    let r = wait_route(&m, "10.9.9.0/24", PEER_V4, T);
+    assert_eq!(as_path_of(&r), vec![65002, 4_200_000_009]);
+    assert_eq!(m.peer(PEER_V4).unwrap()["four_octet_as"], false);
+    done_tx.send(()).unwrap();
+    h.join().unwrap().unwrap();
+}
+
+fn as_path_of(r: &serde_json::Value) -> Vec<u64> {
+    common::as_path(r)
+}

@@ -172,47 +172,6 @@ fn bird_ebgp_ipv4_and_ipv6_over_one_session() {
 }
 
 #[test]
-fn bird_two_octet_peer_sees_as_trans_and_as4_path() {
-    if testbed::skip_unless_root("bird_two_octet_peer_sees_as_trans_and_as4_path") {
-        return;
-    }
-    require("bird");
-    let p = pair("b2");
-    // BIRD as an "old" 2-octet speaker: merled's 4-octet AS shows as AS_TRANS.
-    let cfg = format!(
-        r#"log stderr all;
-router id {PEER_V4};
-protocol device {{ scan time 10; }}
-protocol static s4 {{ ipv4; route 10.250.1.0/24 blackhole; }}
-protocol bgp merle4 {{
-  local {PEER_V4} as 65002;
-  neighbor {MERLE_V4} as 23456;
-  enable as4 off;
-  connect retry time 2;
-  ipv4 {{ import all; export all; }};
-}}
-"#
-    );
-    let bird = Bird::start(&p.peer, "as2", &cfg).unwrap();
-    let m = start_merled(
-        &p,
-        &merled_config(&[(PEER_V4, 65002)], 90).replace(
-            "[bgp]",
-            "as_number = 4200000001
-
-[bgp]",
-        ),
-    );
-    wait_established(&m, PEER_V4, T);
-    assert_eq!(m.peer(PEER_V4).unwrap()["four_octet_as"], false);
-    let r = wait_route(&m, "10.250.1.0/24", PEER_V4, T);
-    assert_eq!(as_path(&r), vec![65002]);
-    let s = wait::poll("10.244.1.0/26 in BIRD", T, || bird_route(&bird, "10.244.1.0/26")).unwrap();
-    assert!(s.contains("BGP.as_path: 23456"), "{s}");
-    assert!(s.contains("4200000001"), "AS4_PATH must carry the real AS: {s}");
-}
-
-#[test]
 fn bird_failure_and_recovery() {
     if testbed::skip_unless_root("bird_failure_and_recovery") {
         return;

@@ -135,3 +135,42 @@ fn frr_failure_and_recovery() {
     testbed::netns::run(std::process::Command::new("kill").args(["-CONT", &pid])).unwrap();
     wait_established(&m, PEER_V4, T);
 }
+
+#[test]
+fn frr_two_octet_peer_sees_as_trans() {
+    if testbed::skip_unless_root("frr_two_octet_peer_sees_as_trans") {
+        return;
+    }
+    require(BGPD);
+    let p = pair("f2");
+    // FRR sends no capabilities at all, so it is an "old" 2-octet speaker:
+    // merled's AS 4200000001 must reach it as AS_TRANS (RFC 6793 §4.2.2).
+    // (That AS4_PATH rides along is checked on the wire in daemon.rs.)
+    let cfg = format!(
+        r#"hostname tor
+router bgp 65001
+ bgp router-id {PEER_V4}
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ neighbor {MERLE_V4} remote-as 4200000001
+ neighbor {MERLE_V4} dont-capability-negotiate
+ neighbor {MERLE_V4} timers connect 2
+ address-family ipv4 unicast
+  network 10.250.1.0/24
+ exit-address-family
+!
+"#
+    );
+    let frr = Frr::start(&p.peer, "as2", &cfg).unwrap();
+    let m =
+        start_merled(&p, &merled_config(&[(PEER_V4, 65001)], 90).replace("[bgp]", "as_number = 4200000001\n\n[bgp]"));
+    wait_established(&m, PEER_V4, T);
+    let st = m.peer(PEER_V4).unwrap();
+    assert_eq!(st["four_octet_as"], false, "{st}");
+    assert_eq!(st["families"], serde_json::json!(["ipv4-unicast"]), "{st}");
+    let r = wait_route(&m, "10.250.1.0/24", PEER_V4, T);
+    assert_eq!(as_path(&r), vec![65001]);
+    let path = wait::poll("10.244.1.0/26 in FRR", T, || frr_path(&frr, "ipv4", "10.244.1.0/26")).unwrap();
+    assert_eq!(path["aspath"]["string"], "23456", "{path}");
+    assert_eq!(path["origin"], "IGP", "{path}");
+}

@@ -21,8 +21,12 @@ pub struct Negotiated {
     pub families: FamilySet,
     pub add_path_rx: FamilySet,
     pub add_path_tx: FamilySet,
-    /// Families where an IPv6 next hop may carry IPv4 NLRI, both ways.
-    pub extended_next_hop: FamilySet,
+    /// Families whose NLRI we accept with an IPv6 next hop: what we
+    /// advertised (RFC 8950 §3 — the capability says what the sender can
+    /// receive).
+    pub extended_next_hop_rx: FamilySet,
+    /// Families we may send with an IPv6 next hop: what the peer advertised.
+    pub extended_next_hop_tx: FamilySet,
     pub route_refresh: bool,
     pub enhanced_route_refresh: bool,
     /// The peer's graceful restart capability, if it sent one.
@@ -37,7 +41,7 @@ impl Negotiated {
         DecodeCtx {
             four_octet_as: self.four_octet_as,
             add_path_rx: self.add_path_rx,
-            extended_next_hop: self.extended_next_hop,
+            extended_next_hop: self.extended_next_hop_rx,
             ebgp: self.ebgp,
             enforce_first_as: (self.ebgp && enforce_first_as).then_some(self.remote_as),
         }
@@ -126,7 +130,8 @@ pub fn negotiate(local_as: u32, local_hold: u16, local_caps: &[Capability], open
         families,
         add_path_rx,
         add_path_tx,
-        extended_next_hop: ext_nh(local_caps.iter()).intersection(ext_nh(remote())),
+        extended_next_hop_rx: ext_nh(local_caps.iter()),
+        extended_next_hop_tx: ext_nh(remote()),
         route_refresh: both(|c| matches!(c, Capability::RouteRefresh)),
         enhanced_route_refresh: both(|c| matches!(c, Capability::EnhancedRouteRefresh)),
         graceful_restart: local_gr && peer_graceful_restart.is_some(),

@@ -187,17 +187,23 @@ impl Capability {
             CAP_FOUR_OCTET_AS => {
                 Capability::FourOctetAs(exact(be_u32(v)).ok_or_else(|| bad("4-octet AS capability must be 4 octets"))?)
             }
-            CAP_ADD_PATH => Capability::AddPath(
-                tuples(v, 4, |i| {
+            // RFC 7911 §4: a Send/Receive value other than 1-3 makes the
+            // capability "not understood": keep it as unknown, do not fail.
+            CAP_ADD_PATH => {
+                let parsed = tuples(v, 4, |i| {
                     let (i, a) = afi_safi(i)?;
                     let (i, m) = be_u8(i)?;
                     match AddPathMode::from_u8(m) {
                         Some(mode) => Ok((i, AddPathFamily { afi_safi: a, mode })),
                         None => Err(nom::Err::Error(nom::error::Error::new(i, nom::error::ErrorKind::Verify))),
                     }
-                })
-                .ok_or_else(|| bad("ADD-PATH capability is malformed"))?,
-            ),
+                });
+                match parsed {
+                    Some(t) => Capability::AddPath(t),
+                    None if v.len() % 4 == 0 => Capability::Unknown { code, value: Bytes::copy_from_slice(v) },
+                    None => return Err(bad("ADD-PATH capability length is not a multiple of 4")),
+                }
+            }
             _ => Capability::Unknown { code, value: Bytes::copy_from_slice(v) },
         })
     }

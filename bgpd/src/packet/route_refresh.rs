@@ -64,10 +64,13 @@ impl RouteRefreshMsg {
                 afi_safi: AfiSafi::new(u16::from_be_bytes([*a0, *a1]), *safi),
                 subtype: RefreshSubtype::from_u8(*sub),
             }),
-            _ => Err(DecodeError::RouteRefreshLength {
+            // RFC 7313 §5: the ROUTE-REFRESH error applies to the BoRR and
+            // EoRR subtypes; otherwise a wrong length is a header error.
+            [_, _, 1 | 2, ..] => Err(DecodeError::RouteRefreshLength {
                 len: u16::try_from(whole.len()).unwrap_or(u16::MAX),
                 data: Bytes::copy_from_slice(whole),
             }),
+            _ => Err(DecodeError::BadMessageLength(u16::try_from(whole.len()).unwrap_or(u16::MAX))),
         }
     }
 

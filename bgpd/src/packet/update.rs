@@ -96,6 +96,14 @@ impl UpdateMsg {
         let mut errors: Vec<AttrError> = Vec::new();
         msg.decode_attrs(attr_field, ctx, &mut errors)?;
         msg.check_mandatory(&mut errors);
+        msg.check_mp_next_hop(&mut errors);
+        // RFC 4760 §3: NEXT_HOP only matters for the IPv4 NLRI field; with
+        // none, a bad NEXT_HOP is dropped rather than withdrawing MP NLRI.
+        if msg.nlri.is_empty() {
+            for e in errors.iter_mut().filter(|e| e.type_code == attr::NEXT_HOP) {
+                e.action = AttrAction::AttributeDiscard;
+            }
+        }
 
         for e in errors {
             match e.action {
@@ -131,7 +139,14 @@ impl UpdateMsg {
             let (flags, code) = (i[0], i[1]);
             let len = if ext { usize::from(u16::from_be_bytes([i[2], i[3]])) } else { usize::from(i[2]) };
             if i.len() < hdr + len {
-                errors.push(attr_error(code, AttrErrorKind::Overrun, AttrAction::TreatAsWithdraw, i));
+                // An overrunning MP_REACH/MP_UNREACH hides NLRI that could
+                // not then be withdrawn, so that one resets the session.
+                let action = if matches!(code, attr::MP_REACH_NLRI | attr::MP_UNREACH_NLRI) {
+                    AttrAction::SessionReset
+                } else {
+                    AttrAction::TreatAsWithdraw
+                };
+                errors.push(attr_error(code, AttrErrorKind::Overrun, action, i));
                 break;
             }
             let raw = &i[..hdr + len];
@@ -196,6 +211,24 @@ impl UpdateMsg {
                     data: Bytes::copy_from_slice(&[code]),
                 });
             }
+        }
+    }
+
+    /// A syntactically fine MP_REACH_NLRI whose next hop cannot be routed
+    /// through (unspecified, multicast, loopback) withdraws its NLRI.
+    fn check_mp_next_hop(&self, errors: &mut Vec<AttrError>) {
+        let Some(r) = self.mp_reach() else { return };
+        let bad = match r.next_hop.addr() {
+            std::net::IpAddr::V4(a) => a.is_unspecified() || a.is_multicast() || a.is_loopback() || a.is_broadcast(),
+            std::net::IpAddr::V6(a) => a.is_unspecified() || a.is_multicast() || a.is_loopback(),
+        };
+        if bad && !r.nlri.is_empty() {
+            errors.push(AttrError {
+                type_code: attr::MP_REACH_NLRI,
+                kind: AttrErrorKind::InvalidNextHop,
+                action: AttrAction::TreatAsWithdraw,
+                data: Bytes::new(),
+            });
         }
     }
 

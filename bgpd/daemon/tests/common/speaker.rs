@@ -71,16 +71,24 @@ impl Speaker {
         matches!(self.stream.read(&mut b), Ok(0))
     }
 
-    /// OPEN, KEEPALIVE both ways; returns the peer's OPEN.
+    /// OPEN, KEEPALIVE both ways, as a 4-octet AS speaker; returns the
+    /// peer's OPEN.
     pub fn handshake(&mut self, asn: u32, id: Ipv4Addr, hold: u16) -> OpenMsg {
         let caps = vec![Capability::Multiprotocol(AfiSafi::IPV4_UNICAST), Capability::FourOctetAs(asn)];
+        self.handshake_with(asn, id, hold, caps)
+    }
+
+    /// The handshake with the given capabilities. Without the 4-octet AS
+    /// capability the session decodes and encodes 2-octet AS numbers.
+    pub fn handshake_with(&mut self, asn: u32, id: Ipv4Addr, hold: u16, caps: Vec<Capability>) -> OpenMsg {
+        let four = caps.iter().any(|c| matches!(c, Capability::FourOctetAs(_)));
         self.send(&Message::Open(OpenMsg::new(asn, hold, id, caps)));
         let open = match self.recv(Duration::from_secs(10)) {
             Some(Message::Open(o)) => o,
             other => panic!("expected OPEN, got {other:?}"),
         };
-        self.dctx.four_octet_as = true;
-        self.ectx.four_octet_as = true;
+        self.dctx.four_octet_as = four;
+        self.ectx.four_octet_as = four;
         self.send(&Message::Keepalive);
         match self.recv(Duration::from_secs(10)) {
             Some(Message::Keepalive) => {}
