@@ -351,11 +351,11 @@ impl PeerTask {
         for s in skipped {
             warn!(peer = %self.cfg.address, prefix = %s.prefix, "not advertised: {}", s.reason);
         }
-        self.prefixes_advertised = updates
-            .iter()
-            .map(|u| u.nlri.len() + u.mp_reach().map_or(0, |r| r.nlri.len()))
-            .sum::<usize>()
-            .max(if family.is_some() { self.prefixes_advertised } else { 0 });
+        // A full advertisement sets the count; a per-family refresh re-sends
+        // prefixes already counted.
+        if family.is_none() {
+            self.prefixes_advertised = updates.iter().map(|u| u.announcements().len()).sum();
+        }
         for u in updates {
             self.send(id, &Message::Update(u));
         }
