@@ -20,6 +20,12 @@ pub struct Config {
     pub bgp: Bgp,
     #[serde(default)]
     pub advertise: Vec<Advertise>,
+    /// The cluster's nodes, for a static cluster without a datastore. The
+    /// node-to-node mesh and the route-reflector sessions come from here.
+    #[serde(default)]
+    pub nodes: Vec<NodeEntry>,
+    #[serde(default)]
+    pub services: Services,
     #[serde(default)]
     pub control: Control,
     #[serde(default)]
@@ -73,6 +79,20 @@ pub struct Bgp {
     pub connect_retry_time: u16,
     #[serde(default = "default_connect_retry_max")]
     pub connect_retry_max: u16,
+    /// Build an iBGP full mesh with the other `[[nodes]]` (Calico's
+    /// node-to-node mesh). With route reflectors in the node list, nodes
+    /// peer with the reflectors instead.
+    #[serde(default = "default_true")]
+    pub node_mesh: bool,
+    /// Set: this node is a route reflector with this cluster ID (RFC 4456).
+    #[serde(default)]
+    pub route_reflector_cluster_id: Option<Ipv4Addr>,
+    /// Largest ECMP set per prefix; 1 turns multipath off.
+    #[serde(default = "default_max_paths")]
+    pub max_paths: u16,
+    /// Compare MED between routes from different neighbour ASes.
+    #[serde(default)]
+    pub always_compare_med: bool,
     #[serde(default)]
     pub peers: Vec<Peer>,
 }
@@ -85,6 +105,10 @@ impl Default for Bgp {
             hold_time: DEFAULT_HOLD_TIME,
             connect_retry_time: default_connect_retry(),
             connect_retry_max: default_connect_retry_max(),
+            node_mesh: true,
+            route_reflector_cluster_id: None,
+            max_paths: default_max_paths(),
+            always_compare_med: false,
             peers: Vec::new(),
         }
     }
@@ -110,12 +134,75 @@ pub struct Peer {
     /// AS as withdrawn (RFC 4271 §6.3). Turn off for route servers.
     #[serde(default = "default_true")]
     pub enforce_first_as: bool,
+    /// Only the node with this name uses the peer (Calico's node-specific
+    /// BGPPeer); unset means every node (a global peer).
+    #[serde(default)]
+    pub node: Option<String>,
+    /// How the next hop of exported routes is chosen.
+    #[serde(default)]
+    pub next_hop_mode: NextHopMode,
+    /// Accept routes whose AS path holds our own AS up to this many times.
+    #[serde(default)]
+    pub allow_local_as: u8,
+    /// Send routes learned from other peers to this eBGP peer too (by
+    /// default an eBGP peer only gets this node's own prefixes).
+    #[serde(default)]
+    pub export_learned: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NextHopMode {
+    /// eBGP: this node; iBGP: unchanged (ourselves for our own routes).
+    #[default]
+    Auto,
+    /// Always this node.
+    #[serde(rename = "self")]
+    SelfAddr,
+    /// Always the route's next hop.
+    Keep,
+}
+
+/// One entry of the cluster's node list.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    pub name: String,
+    /// The node IP with its subnet.
+    pub address: IpNet,
+    /// Defaults to this node's `node.as_number`.
+    #[serde(default)]
+    pub as_number: Option<u32>,
+    /// Set: that node is a route reflector.
+    #[serde(default)]
+    pub route_reflector_cluster_id: Option<Ipv4Addr>,
+}
+
+/// Service address ranges every node advertises.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Services {
+    #[serde(default)]
+    pub cluster_ips: Vec<IpNet>,
+    #[serde(default)]
+    pub external_ips: Vec<IpNet>,
+    #[serde(default)]
+    pub load_balancer_ips: Vec<IpNet>,
+}
+
+impl Services {
+    pub fn all(&self) -> impl Iterator<Item = &IpNet> {
+        self.cluster_ips.iter().chain(&self.external_ips).chain(&self.load_balancer_ips)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Advertise {
     pub prefix: IpNet,
+    /// Communities to attach: `aa:nn` (RFC 1997) or `aa:nn:mm` (RFC 8092).
+    #[serde(default)]
+    pub communities: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -163,6 +250,9 @@ fn default_connect_retry() -> u16 {
 }
 fn default_connect_retry_max() -> u16 {
     60
+}
+fn default_max_paths() -> u16 {
+    8
 }
 fn default_socket() -> PathBuf {
     PathBuf::from(DEFAULT_SOCKET)

@@ -27,6 +27,20 @@ fn check_hold(key: String, hold: u16) -> Result<(), Failure> {
     Ok(())
 }
 
+fn check_community(key: String, c: &str) -> Result<(), Failure> {
+    let parts: Vec<&str> = c.split(':').collect();
+    let ok = match parts.as_slice() {
+        [a, b] => a.parse::<u16>().is_ok() && b.parse::<u16>().is_ok(),
+        [a, b, d] => a.parse::<u32>().is_ok() && b.parse::<u32>().is_ok() && d.parse::<u32>().is_ok(),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err((key, format!("invalid community {c:?}: use aa:nn (16-bit parts) or aa:nn:mm (32-bit parts)")))
+    }
+}
+
 fn check_prefix(key: String, p: &IpNet) -> Result<(), Failure> {
     if p.trunc() != *p {
         return Err((key, format!("prefix {p} has host bits set; did you mean {}?", p.trunc())));
@@ -94,12 +108,72 @@ pub fn validate(c: &Config) -> Result<(), Failure> {
         }
     }
 
+    if b.max_paths == 0 {
+        return Err(("bgp.max_paths".into(), "must be at least 1 (1 turns multipath off)".into()));
+    }
+    if b.route_reflector_cluster_id.is_some_and(|id| id.is_unspecified()) {
+        return Err(("bgp.route_reflector_cluster_id".into(), "0.0.0.0 is not a valid cluster ID".into()));
+    }
+
     let mut seen = HashSet::new();
     for (i, a) in c.advertise.iter().enumerate() {
         let key = format!("advertise[{i}].prefix");
         check_prefix(key.clone(), &a.prefix)?;
         if !seen.insert(a.prefix) {
             return Err((key, format!("duplicate prefix {}", a.prefix)));
+        }
+        for (j, com) in a.communities.iter().enumerate() {
+            check_community(format!("advertise[{i}].communities[{j}]"), com)?;
+        }
+    }
+    for (name, list) in [
+        ("cluster_ips", &c.services.cluster_ips),
+        ("external_ips", &c.services.external_ips),
+        ("load_balancer_ips", &c.services.load_balancer_ips),
+    ] {
+        for (i, p) in list.iter().enumerate() {
+            check_prefix(format!("services.{name}[{i}]"), p)?;
+        }
+    }
+
+    let mut names = HashSet::new();
+    let mut addrs = HashSet::new();
+    for (i, e) in c.nodes.iter().enumerate() {
+        let key = |k: &str| format!("nodes[{i}].{k}");
+        if e.name.trim().is_empty() {
+            return Err((key("name"), "must not be empty".into()));
+        }
+        if !names.insert(e.name.as_str()) {
+            return Err((key("name"), format!("duplicate node {:?}", e.name)));
+        }
+        if !addrs.insert(e.address.addr()) {
+            return Err((key("address"), format!("duplicate node address {}", e.address.addr())));
+        }
+        if e.name == n.name && e.address.addr() != node_ip {
+            return Err((
+                key("address"),
+                format!("this node's entry says {} but node.address is {node_ip}", e.address.addr()),
+            ));
+        }
+        if e.name != n.name && e.address.addr() == node_ip {
+            return Err((
+                key("address"),
+                format!("{} is this node's address but the entry is named {:?}", node_ip, e.name),
+            ));
+        }
+        if let Some(asn) = e.as_number {
+            check_as(key("as_number"), asn)?;
+        }
+        if e.route_reflector_cluster_id.is_some_and(|id| id.is_unspecified()) {
+            return Err((key("route_reflector_cluster_id"), "0.0.0.0 is not a valid cluster ID".into()));
+        }
+    }
+    for (i, p) in b.peers.iter().enumerate() {
+        if addrs.contains(&p.address) && p.node.as_deref().is_none_or(|nn| nn == n.name) && b.node_mesh {
+            return Err((
+                format!("bgp.peers[{i}].address"),
+                format!("{} is in [[nodes]]: the mesh or route-reflector session already covers it", p.address),
+            ));
         }
     }
 

@@ -10,54 +10,45 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
+use bgpd::packet::{Community, LargeCommunity};
+use bgpd::rib::DecisionOptions;
+use ipnet::IpNet;
+
 use crate::listener::PeerDirectory;
-use crate::peer::{NodeCtx, PeerConfig, PeerTask};
+use crate::peer::{NodeCtx, PeerTask};
 use crate::shared::Shared;
 use crate::{control, listener};
 
-fn peer_configs(cfg: &conf::Config) -> Vec<PeerConfig> {
-    cfg.bgp
-        .peers
-        .iter()
-        .map(|p| PeerConfig {
-            address: p.address,
-            port: p.port,
-            as_number: p.as_number,
-            passive: p.passive,
-            hold_time: p.hold_time.unwrap_or(cfg.bgp.hold_time),
-            description: p.description.clone(),
-            enforce_first_as: p.enforce_first_as,
-            connect_retry: Duration::from_secs(u64::from(cfg.bgp.connect_retry_time)),
-            connect_retry_max: Duration::from_secs(u64::from(cfg.bgp.connect_retry_max)),
-        })
-        .collect()
+/// The prefixes this node originates: its `[[advertise]]` blocks (with
+/// their communities) and the service CIDRs.
+pub fn local_routes(cfg: &conf::Config) -> Vec<(IpNet, Vec<Community>, Vec<LargeCommunity>)> {
+    let mut out: Vec<(IpNet, Vec<Community>, Vec<LargeCommunity>)> = Vec::new();
+    for a in &cfg.advertise {
+        // Validation already checked every community's syntax.
+        let std = a.communities.iter().filter_map(|c| c.parse::<Community>().ok()).collect();
+        let large = a.communities.iter().filter_map(|c| c.parse::<LargeCommunity>().ok()).collect();
+        out.push((a.prefix, std, large));
+    }
+    for p in cfg.services.all() {
+        if !out.iter().any(|(q, ..)| q == p) {
+            out.push((*p, vec![], vec![]));
+        }
+    }
+    out
 }
 
-/// Puts the node's own prefixes in the RIB as local routes, so `merlectl
-/// routes` shows them and they win over learned copies.
-fn originate(shared: &Shared, node: &NodeCtx) {
-    use bgpd::packet::{AsPath, Origin};
-    use bgpd::rib::{Path, PathSource, RouteAttrs};
-    let attrs = Arc::new(RouteAttrs {
-        origin: Origin::Igp,
-        as_path: AsPath::default(),
-        med: None,
-        local_pref: None,
-        communities: vec![],
-        ext_communities: vec![],
-        large_communities: vec![],
-        originator_id: None,
-        cluster_list: vec![],
-        atomic_aggregate: false,
-        other: vec![],
-    });
+/// Puts the node's own prefixes in the RIB as local routes: they are
+/// exported to every peer and win over learned copies.
+fn originate(shared: &Shared, node: &NodeCtx, routes: Vec<(IpNet, Vec<Community>, Vec<LargeCommunity>)>) {
+    use bgpd::rib::{Path, PathSource};
     let mut rib = shared.rib();
-    for p in &node.advertise {
-        let next_hop = match p {
-            ipnet::IpNet::V4(_) => node.node_v4.map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), IpAddr::V4),
-            ipnet::IpNet::V6(_) => node.node_v6.map_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), IpAddr::V6),
+    for (prefix, std, large) in routes {
+        let next_hop = match prefix {
+            IpNet::V4(_) => node.node_v4.map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), IpAddr::V4),
+            IpNet::V6(_) => node.node_v6.map_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), IpAddr::V6),
         };
-        rib.insert(*p, Path { source: PathSource::Local, path_id: 0, next_hop, attrs: attrs.clone() });
+        let attrs = Arc::new(crate::export::local_attrs(std, large));
+        rib.insert(prefix, Path { source: PathSource::Local, path_id: 0, next_hop, attrs });
     }
 }
 
@@ -67,7 +58,10 @@ pub async fn run(cfg: conf::Config) -> anyhow::Result<()> {
         Some(a) => format!("{}", std::net::SocketAddr::new(a, cfg.bgp.listen_port)),
         None => format!("*:{}", cfg.bgp.listen_port),
     };
-    let shared = Arc::new(Shared::new(cfg.node.name.clone(), cfg.node.router_id(), cfg.node.as_number, listen));
+    let opts =
+        DecisionOptions { always_compare_med: cfg.bgp.always_compare_med, max_paths: usize::from(cfg.bgp.max_paths) };
+    let shared = Arc::new(Shared::new(cfg.node.name.clone(), cfg.node.router_id(), cfg.node.as_number, listen, opts));
+    let routes = local_routes(&cfg);
     let node = Arc::new(NodeCtx {
         local_as: cfg.node.as_number,
         router_id: cfg.node.router_id(),
@@ -83,10 +77,11 @@ pub async fn run(cfg: conf::Config) -> anyhow::Result<()> {
             (IpAddr::V6(a), None) => Some(a),
             _ => None,
         },
-        advertise: cfg.advertise.iter().map(|a| a.prefix).collect(),
+        own: routes.iter().map(|(p, ..)| *p).collect(),
+        cluster_id: crate::plan::cluster_id(&cfg),
     });
 
-    originate(&shared, &node);
+    originate(&shared, &node, routes);
 
     let bgp_listener = listener::bind(cfg.bgp.listen_address, cfg.bgp.listen_port)?;
     let control_listener = control::bind(&cfg.control.socket).await?;
@@ -94,7 +89,7 @@ pub async fn run(cfg: conf::Config) -> anyhow::Result<()> {
 
     let directory: PeerDirectory = Arc::new(RwLock::new(HashMap::new()));
     let mut peers = Vec::new();
-    for pc in peer_configs(&cfg) {
+    for pc in crate::plan::plan(&cfg) {
         let addr = pc.address;
         let (task, tx) = PeerTask::new(pc, node.clone(), shared.clone());
         directory.write().unwrap_or_else(|p| p.into_inner()).insert(addr, tx.clone());

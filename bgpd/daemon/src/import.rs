@@ -11,9 +11,16 @@ use ipnet::IpNet;
 
 /// What the import needs to know about this node and the session.
 #[derive(Debug, Clone)]
-pub struct ImportCtx {
+pub struct ImportCtx<'a> {
     pub local_as: u32,
     pub router_id: Ipv4Addr,
+    /// Our cluster ID when we are a route reflector.
+    pub cluster_id: Option<Ipv4Addr>,
+    /// This node's own prefixes: routes for them are not imported.
+    pub own: &'a [IpNet],
+    /// How often our AS may appear in an eBGP AS path (Calico's
+    /// `allowLocalAS`).
+    pub allow_local_as: u8,
     pub peer: PeerRef,
     pub four_octet_as: bool,
     pub families: FamilySet,
@@ -32,10 +39,12 @@ pub enum Rejection {
     AsPathLoop,
     /// ORIGINATOR_ID is our router ID (RFC 4456 §8).
     OriginatorLoop,
+    /// Our cluster ID is in the CLUSTER_LIST (RFC 4456 §8).
+    ClusterLoop,
 }
 
 /// The changes an UPDATE makes, and why announcements were rejected if so.
-pub fn import(u: &UpdateMsg, ctx: &ImportCtx) -> (Vec<RibChange>, Option<Rejection>) {
+pub fn import(u: &UpdateMsg, ctx: &ImportCtx<'_>) -> (Vec<RibChange>, Option<Rejection>) {
     let mut changes: Vec<RibChange> = u
         .withdrawals()
         .into_iter()
@@ -49,10 +58,13 @@ pub fn import(u: &UpdateMsg, ctx: &ImportCtx) -> (Vec<RibChange>, Option<Rejecti
     let Some(as_path) = u.effective_as_path(ctx.four_octet_as) else {
         return (changes, None);
     };
-    let rejection = if ctx.peer.ebgp && as_path.contains(ctx.local_as) {
+    let local_as_count = as_path.segments.iter().flat_map(|s| s.asns.iter()).filter(|a| **a == ctx.local_as).count();
+    let rejection = if ctx.peer.ebgp && local_as_count > usize::from(ctx.allow_local_as) {
         Some(Rejection::AsPathLoop)
     } else if !ctx.peer.ebgp && u.originator_id() == Some(ctx.router_id) {
         Some(Rejection::OriginatorLoop)
+    } else if ctx.cluster_id.is_some_and(|c| u.cluster_list().contains(&c)) {
+        Some(Rejection::ClusterLoop)
     } else {
         None
     };
@@ -80,7 +92,9 @@ pub fn import(u: &UpdateMsg, ctx: &ImportCtx) -> (Vec<RibChange>, Option<Rejecti
             continue;
         }
         let path_id = n.path_id.unwrap_or(0);
-        if rejection.is_some() {
+        // Our own prefixes are ours: a copy from a peer is not imported
+        // (it would replace the blackhole for our blocks).
+        if rejection.is_some() || ctx.own.contains(&n.prefix) {
             // An UPDATE replacing a route implicitly withdraws the old one.
             changes.push(RibChange::Withdraw(n.prefix, path_id));
             continue;
@@ -102,15 +116,21 @@ mod tests {
     use super::*;
     use bgpd::packet::{AsPath, Family, Nlri, PathAttr};
 
-    fn ctx(ebgp: bool) -> ImportCtx {
+    const OWN: &[IpNet] = &[];
+
+    fn ctx(ebgp: bool) -> ImportCtx<'static> {
         ImportCtx {
             local_as: 64512,
             router_id: Ipv4Addr::new(10, 0, 0, 1),
+            cluster_id: None,
+            own: OWN,
+            allow_local_as: 0,
             peer: PeerRef {
                 address: "10.0.0.254".parse().unwrap(),
                 asn: if ebgp { 65001 } else { 64512 },
                 router_id: Ipv4Addr::new(10, 0, 0, 254),
                 ebgp,
+                rr_client: false,
             },
             four_octet_as: true,
             families: [Family::Ipv4Unicast].into_iter().collect(),
@@ -156,6 +176,25 @@ mod tests {
         assert_eq!(c.len(), 2);
         let (_, r) = import(&update(vec![], vec![AttrValue::OriginatorId(Ipv4Addr::new(10, 0, 0, 1))]), &ctx(false));
         assert_eq!(r, Some(Rejection::OriginatorLoop));
+    }
+
+    #[test]
+    fn allow_local_as_cluster_loops_and_own_prefixes() {
+        let mut c = ctx(true);
+        c.allow_local_as = 1;
+        let (_, r) = import(&update(vec![65001, 64512], vec![]), &c);
+        assert_eq!(r, None, "one occurrence is allowed");
+        let (_, r) = import(&update(vec![65001, 64512, 64512], vec![]), &c);
+        assert_eq!(r, Some(Rejection::AsPathLoop));
+        let mut c = ctx(false);
+        c.cluster_id = Some(Ipv4Addr::new(1, 0, 0, 1));
+        let (_, r) = import(&update(vec![], vec![AttrValue::ClusterList(vec![Ipv4Addr::new(1, 0, 0, 1)])]), &c);
+        assert_eq!(r, Some(Rejection::ClusterLoop));
+        let own = ["10.244.9.0/26".parse().unwrap()];
+        let mut c = ctx(true);
+        c.own = &own;
+        let (ch, _) = import(&update(vec![65001], vec![]), &c);
+        assert!(ch.iter().all(|x| matches!(x, RibChange::Withdraw(..))));
     }
 
     #[test]

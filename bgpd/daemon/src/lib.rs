@@ -27,4 +27,5 @@ pub mod export;
 pub mod import;
 pub mod listener;
 pub mod peer;
+pub mod plan;
 pub mod shared;

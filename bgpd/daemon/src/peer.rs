@@ -3,15 +3,15 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bgpd::fsm::{Action, ConnId, DownReason, Event, Fsm, FsmConfig, Negotiated, State, Timer};
 use bgpd::packet::error::cease_sub;
 use bgpd::packet::{
-    AddPathFamily, AddPathMode, AfiSafi, Capability, DecodeCtx, EncodeCtx, ExtendedNextHop, Message, NotificationMsg,
-    RefreshSubtype, UpdateMsg,
+    AddPathFamily, AddPathMode, AfiSafi, Capability, DecodeCtx, EncodeCtx, ExtendedNextHop, Family, Message,
+    NotificationMsg, RefreshSubtype, UpdateMsg,
 };
 use bgpd::rib::{PathSource, PeerRef};
 use ipnet::IpNet;
@@ -23,23 +23,10 @@ use tracing::{debug, info, warn};
 
 use crate::api::PeerStatus;
 use crate::conn::{spawn_connect, spawn_reader, spawn_writer, ConnEvent, PeerInput, WriterCmd, WRITE_QUEUE};
-use crate::export::{self, ExportCtx};
+use crate::export::{self, NodeExport, OutRoute, SessionAddrs, Target};
 use crate::import::{self, ImportCtx, RibChange};
-use crate::shared::Shared;
-
-/// One configured neighbour.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerConfig {
-    pub address: IpAddr,
-    pub port: u16,
-    pub as_number: u32,
-    pub passive: bool,
-    pub hold_time: u16,
-    pub description: Option<String>,
-    pub enforce_first_as: bool,
-    pub connect_retry: Duration,
-    pub connect_retry_max: Duration,
-}
+use crate::plan::PeerConfig;
+use crate::shared::{OutQueue, Shared};
 
 /// What every peer task knows about this node.
 #[derive(Debug, Clone)]
@@ -48,7 +35,10 @@ pub struct NodeCtx {
     pub router_id: Ipv4Addr,
     pub node_v4: Option<Ipv4Addr>,
     pub node_v6: Option<Ipv6Addr>,
-    pub advertise: Vec<IpNet>,
+    /// This node's own prefixes: routes for exactly these are not imported.
+    pub own: Vec<IpNet>,
+    /// Set when this node is a route reflector.
+    pub cluster_id: Option<Ipv4Addr>,
 }
 
 /// The capabilities merled advertises: IPv4 and IPv6 unicast, route
@@ -91,6 +81,8 @@ pub struct PeerTask {
     session: Option<(ConnId, Negotiated)>,
     source: Option<PathSource>,
     pending: VecDeque<Event>,
+    /// Prefixes whose export to this peer must be recomputed.
+    out: Arc<OutQueue>,
     last_state: State,
     since: SystemTime,
     last_error: Option<String>,
@@ -122,6 +114,7 @@ impl PeerTask {
             session: None,
             source: None,
             pending: VecDeque::new(),
+            out: Arc::new(OutQueue::default()),
             last_state: State::Idle,
             since: SystemTime::now(),
             last_error: None,
@@ -140,6 +133,7 @@ impl PeerTask {
             let deadline = self.timers.values().min().copied();
             let sleep =
                 tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
+            let out = self.out.clone();
             tokio::select! {
                 input = self.rx.recv() => match input {
                     None => break,
@@ -151,6 +145,10 @@ impl PeerTask {
                     Some(i) => self.input(i),
                 },
                 () = sleep, if deadline.is_some() => self.fire_timers(),
+                () = out.notify.notified(), if self.session.is_some() => {
+                    let prefixes = out.take();
+                    self.export_changes(prefixes);
+                }
             }
             self.publish();
         }
@@ -300,7 +298,7 @@ impl PeerTask {
                     Some(f) => {
                         info!(peer = %self.cfg.address, family = %r.afi_safi, "route refresh requested");
                         let id = *id;
-                        self.advertise(id, Some(f));
+                        self.full_export(id, Some(f));
                     }
                     // RFC 2918 §4: a family not negotiated is ignored.
                     None => {
@@ -317,6 +315,7 @@ impl PeerTask {
             remote_as = n.remote_as,
             remote_id = %n.remote_id,
             hold_time = n.hold_time,
+            kind = self.cfg.kind.label(),
             "session Established"
         );
         self.source = Some(PathSource::Peer(PeerRef {
@@ -324,49 +323,124 @@ impl PeerTask {
             asn: n.remote_as,
             router_id: n.remote_id,
             ebgp: n.ebgp,
+            rr_client: self.cfg.rr_client(),
         }));
         self.session = Some((id, n));
         self.last_error = None;
-        self.advertise(id, None);
+        // Register for changes first, so nothing between the full export
+        // and the registration is missed.
+        self.shared.register_export(self.cfg.address, self.out.clone());
+        self.out.take();
+        self.full_export(id, None);
     }
 
-    /// Sends our prefixes (of one family, or all) and End-of-RIB.
-    fn advertise(&mut self, id: ConnId, family: Option<bgpd::packet::Family>) {
+    fn target(&self, n: &Negotiated) -> Target {
+        Target {
+            address: self.cfg.address,
+            ebgp: n.ebgp,
+            rr_client: self.cfg.rr_client(),
+            export_learned: self.cfg.export_learned,
+            next_hop_mode: self.cfg.next_hop_mode,
+        }
+    }
+
+    fn node_export(&self) -> NodeExport {
+        NodeExport { local_as: self.node.local_as, router_id: self.node.router_id, cluster_id: self.node.cluster_id }
+    }
+
+    fn session_addrs(&self, id: ConnId) -> Option<SessionAddrs> {
+        let h = self.conns.get(&id)?;
+        Some(SessionAddrs { local_addr: h.local.ip(), node_v4: self.node.node_v4, node_v6: self.node.node_v6 })
+    }
+
+    /// Sends the whole Adj-RIB-Out (of one family, or all), then End-of-RIB.
+    fn full_export(&mut self, id: ConnId, family: Option<Family>) {
         let Some((_, n)) = &self.session else { return };
-        let Some(h) = self.conns.get(&id) else { return };
-        let ctx = ExportCtx {
-            local_as: self.node.local_as,
-            local_addr: h.local.ip(),
-            node_v4: self.node.node_v4,
-            node_v6: self.node.node_v6,
-        };
-        let prefixes: Vec<IpNet> = self
-            .node
-            .advertise
-            .iter()
-            .filter(|p| family.is_none_or(|f| bgpd::packet::Nlri::new(**p).family() == f))
-            .copied()
-            .collect();
-        let (updates, skipped) = export::advertise(&prefixes, &ctx, n);
+        let n = n.clone();
+        let Some(addrs) = self.session_addrs(id) else { return };
+        let (target, node) = (self.target(&n), self.node_export());
+        let mut groups: [HashMap<OutRoute, Vec<IpNet>>; 2] = Default::default();
+        {
+            let rib = self.shared.rib();
+            for (prefix, dest) in rib.iter() {
+                let f = export::family_of(prefix);
+                if !n.families.contains(f) || family.is_some_and(|x| x != f) {
+                    continue;
+                }
+                if let Some(r) = dest.best().and_then(|b| export::export_path(b, &target, &node, &n)) {
+                    groups[f.index()].entry(r).or_default().push(*prefix);
+                }
+            }
+        }
+        let mut count = 0;
+        for f in Family::ALL {
+            if !n.families.contains(f) || family.is_some_and(|x| x != f) {
+                continue;
+            }
+            let g: Vec<(OutRoute, Vec<IpNet>)> = std::mem::take(&mut groups[f.index()]).into_iter().collect();
+            count += g.iter().map(|(_, v)| v.len()).sum::<usize>();
+            let (updates, skipped) = export::build(f, g, &addrs, &n);
+            self.log_skipped(&skipped);
+            count -= skipped.len();
+            for u in updates {
+                self.send(id, &Message::Update(u));
+            }
+            self.send(id, &Message::Update(UpdateMsg::end_of_rib_marker(f)));
+        }
+        if family.is_none() {
+            self.prefixes_advertised = count;
+        }
+    }
+
+    /// Recomputes and sends the export of prefixes whose best path changed.
+    fn export_changes(&mut self, prefixes: Vec<IpNet>) {
+        let Some((id, n)) = &self.session else { return };
+        let (id, n) = (*id, n.clone());
+        let Some(addrs) = self.session_addrs(id) else { return };
+        let (target, node) = (self.target(&n), self.node_export());
+        let mut groups: [HashMap<OutRoute, Vec<IpNet>>; 2] = Default::default();
+        let mut withdrawn: [Vec<IpNet>; 2] = Default::default();
+        {
+            let rib = self.shared.rib();
+            for prefix in prefixes {
+                let f = export::family_of(&prefix);
+                if !n.families.contains(f) {
+                    continue;
+                }
+                match rib.get(&prefix).and_then(|d| d.best()).and_then(|b| export::export_path(b, &target, &node, &n)) {
+                    Some(r) => groups[f.index()].entry(r).or_default().push(prefix),
+                    None => withdrawn[f.index()].push(prefix),
+                }
+            }
+        }
+        for f in Family::ALL {
+            // Withdrawals first: they are cheap and stop traffic sooner.
+            for u in export::withdraw(f, &withdrawn[f.index()], &n) {
+                self.send(id, &Message::Update(u));
+            }
+            let g: Vec<(OutRoute, Vec<IpNet>)> = std::mem::take(&mut groups[f.index()]).into_iter().collect();
+            let (updates, skipped) = export::build(f, g, &addrs, &n);
+            self.log_skipped(&skipped);
+            for u in updates {
+                self.send(id, &Message::Update(u));
+            }
+        }
+    }
+
+    fn log_skipped(&self, skipped: &[export::Skipped]) {
         for s in skipped {
             warn!(peer = %self.cfg.address, prefix = %s.prefix, "not advertised: {}", s.reason);
-        }
-        // A full advertisement sets the count; a per-family refresh re-sends
-        // prefixes already counted.
-        if family.is_none() {
-            self.prefixes_advertised = updates.iter().map(|u| u.announcements().len()).sum();
-        }
-        for u in updates {
-            self.send(id, &Message::Update(u));
         }
     }
 
     fn session_down(&mut self, reason: &DownReason) {
         info!(peer = %self.cfg.address, "session down: {reason}");
         self.last_error = Some(reason.to_string());
+        self.shared.unregister_export(self.cfg.address);
         if let Some(src) = self.source.take() {
-            let removed = self.shared.rib().remove_source(&src);
-            debug!(peer = %self.cfg.address, removed, "routes withdrawn");
+            let (removed, changed) = self.shared.rib().remove_source(&src);
+            debug!(peer = %self.cfg.address, removed, changed = changed.len(), "routes withdrawn");
+            self.shared.notify_export(&changed);
         }
         self.session = None;
         self.prefixes_received = 0;
@@ -389,6 +463,9 @@ impl PeerTask {
         let ctx = ImportCtx {
             local_as: self.node.local_as,
             router_id: self.node.router_id,
+            cluster_id: self.node.cluster_id,
+            own: &self.node.own,
+            allow_local_as: self.cfg.allow_local_as,
             peer: *peer,
             four_octet_as: n.four_octet_as,
             families: n.families,
@@ -398,21 +475,26 @@ impl PeerTask {
             debug!(peer = %self.cfg.address, "announcement rejected: {r:?}");
         }
         let src = PathSource::Peer(*peer);
-        let mut rib = self.shared.rib();
-        for c in changes {
-            match c {
-                RibChange::Announce(prefix, path) => {
-                    if rib.insert(prefix, path) {
-                        self.prefixes_received += 1;
-                    }
+        let mut changed = Vec::new();
+        {
+            let mut rib = self.shared.rib();
+            for c in changes {
+                let (prefix, o) = match c {
+                    RibChange::Announce(prefix, path) => (prefix, rib.insert(prefix, path)),
+                    RibChange::Withdraw(prefix, id) => (prefix, rib.withdraw(&prefix, &src, id)),
+                };
+                if o.added {
+                    self.prefixes_received += 1;
                 }
-                RibChange::Withdraw(prefix, id) => {
-                    if rib.withdraw(&prefix, &src, id) {
-                        self.prefixes_received = self.prefixes_received.saturating_sub(1);
-                    }
+                if o.removed {
+                    self.prefixes_received = self.prefixes_received.saturating_sub(1);
+                }
+                if o.best_changed {
+                    changed.push(prefix);
                 }
             }
         }
+        self.shared.notify_export(&changed);
     }
 
     async fn shutdown(&mut self, text: Option<String>) {
@@ -422,6 +504,7 @@ impl PeerTask {
         );
         let writers: Vec<mpsc::Sender<WriterCmd>> = self.conns.values().map(|h| h.writer.clone()).collect();
         self.event(Event::Stop { notification: Some(n), restart_after: None });
+        self.shared.unregister_export(self.cfg.address);
         // Wait (bounded) for the writers to flush the NOTIFICATION.
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             for w in writers {
@@ -451,7 +534,7 @@ impl PeerTask {
             address: self.cfg.address.to_string(),
             port: self.cfg.port,
             as_number: self.cfg.as_number,
-            peer_type: "global".into(),
+            peer_type: self.cfg.kind.label().into(),
             session: if ebgp { "ebgp" } else { "ibgp" }.into(),
             state: state.to_string(),
             since: humantime::format_rfc3339_seconds(self.since).to_string(),

@@ -1,12 +1,37 @@
 //! State shared between the peer tasks and the control server.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use bgpd::rib::{PathSource, Rib};
+use bgpd::rib::{DecisionOptions, PathSource, Rib};
+use ipnet::IpNet;
 
 use crate::api::{NodeStatus, PeerStatus, RouteEntry};
+
+/// The prefixes whose export to one peer must be recomputed. Producers add
+/// to the set and wake the peer task; the task takes the whole set. Changes
+/// to one prefix coalesce, so a slow peer costs at most one entry per
+/// prefix, never a growing queue.
+#[derive(Debug, Default)]
+pub struct OutQueue {
+    pending: Mutex<HashSet<IpNet>>,
+    pub notify: tokio::sync::Notify,
+}
+
+impl OutQueue {
+    pub fn add(&self, prefixes: &[IpNet]) {
+        if prefixes.is_empty() {
+            return;
+        }
+        lock(&self.pending).extend(prefixes.iter().copied());
+        self.notify.notify_one();
+    }
+
+    pub fn take(&self) -> Vec<IpNet> {
+        lock(&self.pending).drain().collect()
+    }
+}
 
 #[derive(Debug)]
 pub struct Shared {
@@ -16,6 +41,8 @@ pub struct Shared {
     pub listen: String,
     rib: Mutex<Rib>,
     peers: Mutex<BTreeMap<IpAddr, PeerStatus>>,
+    /// The export queues of the Established peers.
+    exports: Mutex<HashMap<IpAddr, Arc<OutQueue>>>,
 }
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it:
@@ -25,8 +52,41 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub fn new(name: String, router_id: std::net::Ipv4Addr, as_number: u32, listen: String) -> Self {
-        Self { name, router_id, as_number, listen, rib: Mutex::new(Rib::default()), peers: Mutex::new(BTreeMap::new()) }
+    pub fn new(
+        name: String,
+        router_id: std::net::Ipv4Addr,
+        as_number: u32,
+        listen: String,
+        opts: DecisionOptions,
+    ) -> Self {
+        Self {
+            name,
+            router_id,
+            as_number,
+            listen,
+            rib: Mutex::new(Rib::new(opts)),
+            peers: Mutex::new(BTreeMap::new()),
+            exports: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn register_export(&self, peer: IpAddr, q: Arc<OutQueue>) {
+        lock(&self.exports).insert(peer, q);
+    }
+
+    pub fn unregister_export(&self, peer: IpAddr) {
+        lock(&self.exports).remove(&peer);
+    }
+
+    /// Tells every Established peer that these prefixes' best paths
+    /// changed.
+    pub fn notify_export(&self, prefixes: &[IpNet]) {
+        if prefixes.is_empty() {
+            return;
+        }
+        for q in lock(&self.exports).values() {
+            q.add(prefixes);
+        }
     }
 
     pub fn rib(&self) -> MutexGuard<'_, Rib> {

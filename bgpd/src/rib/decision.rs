@@ -9,10 +9,18 @@ use super::{Path, PathSource};
 /// The default LOCAL_PREF for paths without one (as BIRD and FRR use).
 pub const DEFAULT_LOCAL_PREF: u32 = 100;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecisionOptions {
     /// Compare MED between paths from different neighbour ASes.
     pub always_compare_med: bool,
+    /// The largest ECMP set (1 = no multipath).
+    pub max_paths: usize,
+}
+
+impl Default for DecisionOptions {
+    fn default() -> Self {
+        Self { always_compare_med: false, max_paths: 8 }
+    }
 }
 
 /// The step at which a path lost, in decision order.
@@ -142,15 +150,38 @@ fn compare_keys(a: &Key, b: &Key) -> (Ordering, LossReason) {
 }
 
 /// Ranks the paths of one destination, best first. Returns, for each path
-/// after the first, the step at which it lost to the path before it.
-pub fn rank(paths: &mut [Path], opts: &DecisionOptions) -> Vec<LossReason> {
+/// after the first, the step at which it lost to the path before it, and the
+/// size of the ECMP set: the leading paths that tie with the best up to the
+/// router-ID step, from peers, with distinct next hops, at most
+/// `max_paths`.
+pub fn rank(paths: &mut [Path], opts: &DecisionOptions) -> (Vec<LossReason>, usize) {
     let keys: Vec<Key> = {
         let all: Vec<&Path> = paths.iter().collect();
         paths.iter().map(|p| key(p, &all, opts)).collect()
     };
     let mut order: Vec<usize> = (0..paths.len()).collect();
     order.sort_by(|&i, &j| compare_keys(&keys[i], &keys[j]).0);
-    let loss = order.windows(2).map(|w| compare_keys(&keys[w[0]], &keys[w[1]]).1).collect();
+    let loss: Vec<LossReason> = order.windows(2).map(|w| compare_keys(&keys[w[0]], &keys[w[1]]).1).collect();
+    let mut multipath = usize::from(!paths.is_empty());
+    if let Some(best) = order.first().map(|&i| keys[i]) {
+        let mut hops = vec![paths[order[0]].next_hop];
+        for &i in order.iter().skip(1) {
+            let k = keys[i];
+            let ties = !best.local
+                && (k.local, k.local_pref, k.path_len, k.origin, k.med_loser, k.ebgp)
+                    == (best.local, best.local_pref, best.path_len, best.origin, best.med_loser, best.ebgp);
+            if !ties || multipath >= opts.max_paths.max(1) {
+                break;
+            }
+            let nh = paths[i].next_hop;
+            if !hops.contains(&nh) {
+                hops.push(nh);
+                multipath += 1;
+            } else {
+                break;
+            }
+        }
+    }
     // Apply the permutation.
     let mut sorted: Vec<Option<Path>> = paths.iter().cloned().map(Some).collect();
     for (dst, src) in order.into_iter().enumerate() {
@@ -158,7 +189,7 @@ pub fn rank(paths: &mut [Path], opts: &DecisionOptions) -> Vec<LossReason> {
             paths[dst] = p;
         }
     }
-    loss
+    (loss, multipath)
 }
 
 /// Compares two paths as if they were a destination's only paths:
@@ -202,6 +233,7 @@ mod tests {
                 asn: 65001,
                 router_id: Ipv4Addr::new(1, 1, 1, last),
                 ebgp,
+                rr_client: false,
             }),
             path_id: 0,
             next_hop: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)),
@@ -263,7 +295,7 @@ mod tests {
         for perm in perms {
             let src = [a.clone(), b.clone(), c.clone()];
             let mut v: Vec<Path> = perm.iter().map(|&i| src[i].clone()).collect();
-            let loss = rank(&mut v, &opts);
+            let (loss, _) = rank(&mut v, &opts);
             results.push((v.iter().map(|p| p.next_hop).collect::<Vec<_>>(), loss));
         }
         assert!(results.windows(2).all(|w| w[0] == w[1]), "{results:?}");
@@ -271,6 +303,28 @@ mod tests {
         let (order, loss) = &results[0];
         assert_eq!(order, &vec![c.next_hop, a.next_hop, b.next_hop]);
         assert_eq!(loss, &vec![LossReason::RouterId, LossReason::Med]);
+    }
+
+    #[test]
+    fn multipath_is_the_tie_up_to_router_id() {
+        let opts = DecisionOptions::default();
+        // Two eBGP paths that differ only in router ID: ECMP of two.
+        let mut v = vec![path(1, true, |_| {}), path(2, true, |_| {})];
+        assert_eq!(rank(&mut v, &opts).1, 2);
+        // A third with a longer AS path is not part of it.
+        let mut v = vec![
+            path(1, true, |_| {}),
+            path(2, true, |_| {}),
+            path(3, true, |x| x.as_path = AsPath::sequence(vec![65001, 1])),
+        ];
+        assert_eq!(rank(&mut v, &opts).1, 2);
+        // iBGP loses to eBGP before the router-ID step: no multipath.
+        let mut v = vec![path(1, true, |_| {}), path(2, false, |_| {})];
+        assert_eq!(rank(&mut v, &opts).1, 1);
+        // The maximum caps it.
+        let mut v: Vec<Path> = (1..=5).map(|i| path(i, true, |_| {})).collect();
+        assert_eq!(rank(&mut v, &DecisionOptions { max_paths: 3, ..opts }).1, 3);
+        assert_eq!(rank(&mut v, &DecisionOptions { max_paths: 1, ..opts }).1, 1);
     }
 
     #[test]
@@ -284,7 +338,7 @@ mod tests {
                 })
             })
             .collect();
-        let loss = rank(&mut v, &DecisionOptions::default());
+        let (loss, _) = rank(&mut v, &DecisionOptions::default());
         assert_eq!(loss.len(), 59);
     }
 
@@ -308,7 +362,7 @@ mod tests {
         });
         let b = path(9, true, |a| a.med = Some(1));
         assert_eq!(wins(&a, &b), LossReason::RouterId);
-        let o = DecisionOptions { always_compare_med: true };
+        let o = DecisionOptions { always_compare_med: true, ..DecisionOptions::default() };
         assert_eq!(compare(&b, &a, &o), (Ordering::Less, LossReason::Med));
     }
 }

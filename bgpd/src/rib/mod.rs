@@ -1,11 +1,15 @@
 //! Route storage and best-path selection.
 //!
-//! [`Rib`] holds every path received from every peer (the union of the
-//! Adj-RIBs-In) plus locally originated routes, keyed by prefix. For each
-//! prefix, [`decision`] ranks the paths per RFC 4271 §9.1.2 and records, for
-//! every losing path, the step at which it lost.
+//! [`Rib`] is the Loc-RIB: every path received from every peer after import
+//! policy (so each peer's Adj-RIB-In is the set of paths with that source)
+//! plus locally originated routes, keyed by prefix. For each prefix,
+//! [`decision`] ranks the paths per RFC 4271 §9.1.2, records for every
+//! losing path the step at which it lost, and marks the ECMP multipath set.
+//! Attribute sets are interned by [`intern::AttrInterner`], so identical
+//! ones are stored once.
 
 pub mod decision;
+pub mod intern;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -25,13 +29,15 @@ pub enum PathSource {
     Peer(PeerRef),
 }
 
-/// The facts about a peer the decision process needs.
+/// The facts about a peer the decision process and export need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PeerRef {
     pub address: IpAddr,
     pub asn: u32,
     pub router_id: Ipv4Addr,
     pub ebgp: bool,
+    /// The peer is a route-reflector client of this node (RFC 4456).
+    pub rr_client: bool,
 }
 
 /// The attributes of a path that matter to routing, after AS4 merging.
@@ -66,6 +72,45 @@ pub struct Destination {
     pub paths: Vec<Path>,
     /// For each path after the first, why it lost to the one before it.
     pub loss: Vec<LossReason>,
+    /// How many leading paths form the ECMP set (at least 1).
+    pub multipath: usize,
+}
+
+impl Destination {
+    pub fn best(&self) -> Option<&Path> {
+        self.paths.first()
+    }
+
+    /// The ECMP set: the best path and those equal to it up to the
+    /// router-ID step, with distinct next hops.
+    pub fn multipath(&self) -> &[Path] {
+        &self.paths[..self.multipath.min(self.paths.len())]
+    }
+
+    /// What export and the FIB see: the best path's identity and the
+    /// multipath next hops.
+    fn fingerprint(&self) -> Option<(PathSource, u32, IpAddr, *const RouteAttrs, Vec<IpAddr>)> {
+        let b = self.paths.first()?;
+        Some((
+            b.source.clone(),
+            b.path_id,
+            b.next_hop,
+            Arc::as_ptr(&b.attrs),
+            self.multipath().iter().map(|p| p.next_hop).collect(),
+        ))
+    }
+}
+
+/// What a RIB change did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// A new path (not a replacement) was added.
+    pub added: bool,
+    /// A path was removed.
+    pub removed: bool,
+    /// The best path or the multipath set changed: export and the FIB must
+    /// look at this prefix again.
+    pub best_changed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -79,51 +124,66 @@ impl Rib {
         Self { dests: BTreeMap::new(), opts }
     }
 
-    /// Adds or replaces the path with the same source and path id. Returns
-    /// true when the path is new rather than a replacement.
-    pub fn insert(&mut self, prefix: IpNet, path: Path) -> bool {
+    /// Adds or replaces the path with the same source and path id.
+    pub fn insert(&mut self, prefix: IpNet, path: Path) -> Outcome {
         let d = self.dests.entry(prefix).or_default();
+        let old = d.fingerprint();
         let before = d.paths.len();
         d.paths.retain(|p| !(p.source == path.source && p.path_id == path.path_id));
-        let new = d.paths.len() == before;
+        let added = d.paths.len() == before;
         d.paths.push(path);
         Self::rank(d, &self.opts);
-        new
+        Outcome { added, removed: false, best_changed: d.fingerprint() != old }
     }
 
-    /// Removes one path. Returns whether it existed.
-    pub fn withdraw(&mut self, prefix: &IpNet, source: &PathSource, path_id: u32) -> bool {
-        let Some(d) = self.dests.get_mut(prefix) else { return false };
+    /// Removes one path.
+    pub fn withdraw(&mut self, prefix: &IpNet, source: &PathSource, path_id: u32) -> Outcome {
+        let Some(d) = self.dests.get_mut(prefix) else { return Outcome::default() };
+        let old = d.fingerprint();
         let before = d.paths.len();
         d.paths.retain(|p| !(&p.source == source && p.path_id == path_id));
         let removed = d.paths.len() != before;
         if d.paths.is_empty() {
             self.dests.remove(prefix);
-        } else if removed {
+            return Outcome { added: false, removed, best_changed: removed };
+        }
+        if removed {
             Self::rank(d, &self.opts);
         }
-        removed
+        Outcome { added: false, removed, best_changed: d.fingerprint() != old }
     }
 
-    /// Removes every path from `source`; returns how many. Only the
-    /// destinations that lost a path are ranked again.
-    pub fn remove_source(&mut self, source: &PathSource) -> usize {
+    /// Removes every path from `source`. Returns how many, and the prefixes
+    /// whose best path or multipath set changed. Only the destinations that
+    /// lost a path are ranked again.
+    pub fn remove_source(&mut self, source: &PathSource) -> (usize, Vec<IpNet>) {
         let mut n = 0;
+        let mut changed = Vec::new();
         let opts = self.opts;
-        self.dests.retain(|_, d| {
+        self.dests.retain(|prefix, d| {
             let before = d.paths.len();
+            let old = d.fingerprint();
             d.paths.retain(|p| &p.source != source);
             if d.paths.len() != before {
                 n += before - d.paths.len();
                 Self::rank(d, &opts);
+                if d.fingerprint() != old {
+                    changed.push(*prefix);
+                }
             }
             !d.paths.is_empty()
         });
-        n
+        (n, changed)
     }
 
     fn rank(d: &mut Destination, opts: &DecisionOptions) {
-        d.loss = decision::rank(&mut d.paths, opts);
+        let (loss, multipath) = decision::rank(&mut d.paths, opts);
+        d.loss = loss;
+        d.multipath = multipath;
+    }
+
+    pub fn options(&self) -> &DecisionOptions {
+        &self.opts
     }
 
     pub fn get(&self, prefix: &IpNet) -> Option<&Destination> {
