@@ -115,3 +115,36 @@ pub fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) -> anyhow::Result<()
     b.ip(&["link", "set", b_dev, "up"])?;
     Ok(())
 }
+
+/// A layer-2 segment: a "switch" namespace with a bridge, and hosts that
+/// each get a veth into it. Hosts are addressed `<prefix>.<index>/24`.
+#[derive(Debug)]
+pub struct Lan {
+    pub hosts: Vec<Netns>,
+    pub switch: Netns,
+}
+
+impl Lan {
+    /// `count` hosts on 10.0.0.0/24 (and fd00::/64): host i has 10.0.0.i
+    /// and fd00::i, for i in 1..=count; the switch has 10.0.0.254, the
+    /// hosts' default gateway.
+    pub fn new(tag: &str, count: u8) -> anyhow::Result<Self> {
+        let switch = Netns::new(&format!("{tag}-sw"))?;
+        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
+        switch.ip(&["link", "set", "br0", "up"])?;
+        switch.add_addr("br0", "10.0.0.254/24")?;
+        switch.add_addr("br0", "fd00::254/64")?;
+        let mut hosts = Vec::new();
+        for i in 1..=count {
+            let h = Netns::new(&format!("{tag}-{i}"))?;
+            let port = format!("p{i}");
+            veth(&h, "eth0", &switch, &port)?;
+            switch.ip(&["link", "set", &port, "master", "br0"])?;
+            h.add_addr("eth0", &format!("10.0.0.{i}/24"))?;
+            h.add_addr("eth0", &format!("fd00::{i}/64"))?;
+            h.ip(&["route", "add", "default", "via", "10.0.0.254"])?;
+            hosts.push(h);
+        }
+        Ok(Self { hosts, switch })
+    }
+}

@@ -85,4 +85,9 @@ pub struct RouteEntry {
     pub communities: Vec<String>,
     pub large_communities: Vec<String>,
     pub ext_communities: Vec<String>,
+    /// RFC 4456 attributes, when the route was reflected.
+    pub originator_id: Option<String>,
+    pub cluster_list: Vec<String>,
+    /// Part of the ECMP set of the prefix.
+    pub multipath: bool,
 }

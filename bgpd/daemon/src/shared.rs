@@ -142,6 +142,9 @@ impl Shared {
                     communities: a.communities.iter().map(ToString::to_string).collect(),
                     large_communities: a.large_communities.iter().map(ToString::to_string).collect(),
                     ext_communities: a.ext_communities.iter().map(ToString::to_string).collect(),
+                    originator_id: a.originator_id.map(|o| o.to_string()),
+                    cluster_list: a.cluster_list.iter().map(ToString::to_string).collect(),
+                    multipath: i < dest.multipath,
                 });
             }
         }

@@ -127,9 +127,10 @@ fn print_routes(routes: &[RouteEntry]) {
                 if r.as_path_text.is_empty() { "(empty)".into() } else { r.as_path_text.clone() },
                 r.origin.clone(),
                 r.peer.clone(),
-                match &r.lost_at {
-                    None => "*".into(),
-                    Some(step) => format!("lost: {step}"),
+                match (&r.lost_at, r.multipath) {
+                    (None, _) => "*".into(),
+                    (Some(_), true) => "= (multipath)".into(),
+                    (Some(step), false) => format!("lost: {step}"),
                 },
             ]
         })
