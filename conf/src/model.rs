@@ -148,10 +148,23 @@ pub struct Peer {
     /// default an eBGP peer only gets this node's own prefixes).
     #[serde(default)]
     pub export_learned: bool,
+    /// TCP MD5 signature key (RFC 2385), at most 80 characters.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// GTSM (RFC 5082): the peer is at most this many hops away (1-254).
+    #[serde(default)]
+    pub ttl_security: Option<u8>,
+    /// Tear the session down (Cease, subcode 1) when the peer sends more
+    /// prefixes than this.
+    #[serde(default)]
+    pub max_prefixes: Option<u32>,
+    /// Seconds before a session torn down by `max_prefixes` restarts.
+    #[serde(default = "default_max_prefixes_restart")]
+    pub max_prefixes_restart: u16,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum NextHopMode {
     /// eBGP: this node; iBGP: unchanged (ourselves for our own routes).
     #[default]
@@ -161,6 +174,18 @@ pub enum NextHopMode {
     SelfAddr,
     /// Always the route's next hop.
     Keep,
+}
+
+impl TryFrom<String> for NextHopMode {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "auto" => Ok(Self::Auto),
+            "self" => Ok(Self::SelfAddr),
+            "keep" => Ok(Self::Keep),
+            other => Err(format!("unknown next hop mode {other:?}: use auto, self or keep")),
+        }
+    }
 }
 
 /// One entry of the cluster's node list.
@@ -249,6 +274,9 @@ fn default_connect_retry() -> u16 {
     5
 }
 fn default_connect_retry_max() -> u16 {
+    60
+}
+fn default_max_prefixes_restart() -> u16 {
     60
 }
 fn default_max_paths() -> u16 {

@@ -106,6 +106,19 @@ pub fn validate(c: &Config) -> Result<(), Failure> {
         if let Some(h) = p.hold_time {
             check_hold(key("hold_time"), h)?;
         }
+        if let Some(pw) = &p.password {
+            if pw.is_empty() || pw.len() > 80 {
+                return Err((key("password"), "a TCP MD5 password has 1 to 80 characters".into()));
+            }
+        }
+        if let Some(t) = p.ttl_security {
+            if t == 0 || t == 255 {
+                return Err((key("ttl_security"), format!("hop count {t} is out of range 1..=254")));
+            }
+        }
+        if p.max_prefixes == Some(0) {
+            return Err((key("max_prefixes"), "must be at least 1 (leave it out for no limit)".into()));
+        }
     }
 
     if b.max_paths == 0 {

@@ -26,8 +26,10 @@ fn example_config_loads() {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/merled.toml");
     let c = conf::load(&p).unwrap();
     assert_eq!(c.node.as_number, 64512);
-    assert_eq!(c.bgp.peers.len(), 2);
+    assert_eq!(c.bgp.peers.len(), 1);
     assert_eq!(c.advertise.len(), 2);
+    assert_eq!(c.nodes.len(), 2);
+    assert_eq!(c.services.cluster_ips.len(), 1);
 }
 
 #[test]
@@ -69,6 +71,15 @@ fn bad_values_are_named_by_key() {
         ("[bgp]\nlisten_port = 70000\n", "bgp.listen_port", "unsigned 16 bit"),
         ("[control]\nsocket = \"relative.sock\"\n", "control.socket", "absolute"),
         ("[log]\nlevel = \"loud\"\n", "log.level", "unknown level"),
+        ("[[advertise]]\nprefix = \"10.244.1.0/26\"\ncommunities = [\"70000:1\"]\n", "advertise[0].communities[0]", "invalid community"),
+        ("[services]\ncluster_ips = [\"10.96.0.1/12\"]\n", "services.cluster_ips[0]", "host bits"),
+        ("[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 1\npassword = \"\"\n", "bgp.peers[0].password", "1 to 80"),
+        ("[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 1\nttl_security = 0\n", "bgp.peers[0].ttl_security", "out of range"),
+        ("[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 1\nnext_hop_mode = \"maybe\"\n", "bgp.peers[0].next_hop_mode", "use auto, self or keep"),
+        ("[bgp]\nmax_paths = 0\n", "bgp.max_paths", "at least 1"),
+        ("[[nodes]]\nname = \"a\"\naddress = \"10.0.0.2/24\"\n[[nodes]]\nname = \"a\"\naddress = \"10.0.0.3/24\"\n", "nodes[1].name", "duplicate node"),
+        ("[[nodes]]\nname = \"n1\"\naddress = \"10.0.0.9/24\"\n", "nodes[0].address", "this node's entry"),
+        ("[[nodes]]\nname = \"b\"\naddress = \"10.0.0.2/24\"\n[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 64512\n", "bgp.peers[0].address", "already covers"),
     ];
     for (extra, key, what) in cases {
         let (e, shown) = error_of(&format!("{MINIMAL}{extra}"));

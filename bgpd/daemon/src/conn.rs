@@ -48,12 +48,35 @@ pub enum WriterCmd {
     Close,
 }
 
-pub fn spawn_connect(id: ConnId, addr: SocketAddr, timeout: Duration, tx: mpsc::Sender<PeerInput>) {
+/// Session-security settings for a connection.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    pub password: Option<String>,
+    pub ttl_security: Option<u8>,
+}
+
+/// A socket for connecting to `addr`, with the MD5 key and GTSM set before
+/// the SYN goes out.
+fn outbound_socket(addr: SocketAddr, sec: &Security) -> std::io::Result<tokio::net::TcpSocket> {
+    let s = if addr.is_ipv6() { tokio::net::TcpSocket::new_v6()? } else { tokio::net::TcpSocket::new_v4()? };
+    if let Some(pw) = &sec.password {
+        crate::sockopt::set_md5(&s, addr.is_ipv6(), addr.ip(), Some(pw))?;
+    }
+    if let Some(hops) = sec.ttl_security {
+        crate::sockopt::set_gtsm(&s, addr.is_ipv6(), hops)?;
+    }
+    Ok(s)
+}
+
+pub fn spawn_connect(id: ConnId, addr: SocketAddr, timeout: Duration, sec: Security, tx: mpsc::Sender<PeerInput>) {
     tokio::spawn(async move {
-        let ev = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => ConnEvent::Connected(s),
-            Ok(Err(e)) => ConnEvent::ConnectFailed(e.to_string()),
-            Err(_) => ConnEvent::ConnectFailed("connect timed out".into()),
+        let ev = match outbound_socket(addr, &sec) {
+            Err(e) => ConnEvent::ConnectFailed(format!("socket setup: {e}")),
+            Ok(s) => match tokio::time::timeout(timeout, s.connect(addr)).await {
+                Ok(Ok(s)) => ConnEvent::Connected(s),
+                Ok(Err(e)) => ConnEvent::ConnectFailed(e.to_string()),
+                Err(_) => ConnEvent::ConnectFailed("connect timed out".into()),
+            },
         };
         let _ = tx.send(PeerInput::Conn(id, ev)).await;
     });

@@ -89,7 +89,17 @@ pub async fn run(cfg: conf::Config) -> anyhow::Result<()> {
 
     let directory: PeerDirectory = Arc::new(RwLock::new(HashMap::new()));
     let mut peers = Vec::new();
-    for pc in crate::plan::plan(&cfg) {
+    let plan = crate::plan::plan(&cfg);
+    // RFC 2385: the listening socket needs every peer's key before the
+    // peer's SYN arrives.
+    let listen_v6 = bgp_listener.local_addr().is_ok_and(|a| a.is_ipv6());
+    for pc in &plan {
+        if let Some(pw) = &pc.password {
+            crate::sockopt::set_md5(&bgp_listener, listen_v6, pc.address, Some(pw))
+                .with_context(|| format!("cannot set the TCP MD5 key for {}", pc.address))?;
+        }
+    }
+    for pc in plan {
         let addr = pc.address;
         let (task, tx) = PeerTask::new(pc, node.clone(), shared.clone());
         directory.write().unwrap_or_else(|p| p.into_inner()).insert(addr, tx.clone());

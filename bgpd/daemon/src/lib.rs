@@ -29,3 +29,4 @@ pub mod listener;
 pub mod peer;
 pub mod plan;
 pub mod shared;
+pub mod sockopt;

@@ -214,6 +214,14 @@ impl PeerTask {
     fn attach(&mut self, id: ConnId, stream: TcpStream) -> bool {
         let _ = stream.set_nodelay(true);
         let Ok(local) = stream.local_addr() else { return false };
+        if let Some(hops) = self.cfg.ttl_security {
+            // Inbound connections come from the shared listener: apply GTSM
+            // to this one before any of its messages is read.
+            if let Err(e) = crate::sockopt::set_gtsm(&stream, local.is_ipv6(), hops) {
+                warn!(peer = %self.cfg.address, "cannot set GTSM: {e}");
+                return false;
+            }
+        }
         let (rd, wr) = stream.into_split();
         let (wtx, wrx) = mpsc::channel(WRITE_QUEUE);
         let reader = spawn_reader(id, rd, self.tx.clone());
@@ -264,7 +272,9 @@ impl PeerTask {
         match a {
             Action::Connect(id) => {
                 let addr = SocketAddr::new(self.cfg.address, self.cfg.port);
-                spawn_connect(id, addr, self.cfg.connect_retry.max(Duration::from_secs(1)), self.tx.clone());
+                let sec =
+                    crate::conn::Security { password: self.cfg.password.clone(), ttl_security: self.cfg.ttl_security };
+                spawn_connect(id, addr, self.cfg.connect_retry.max(Duration::from_secs(1)), sec, self.tx.clone());
             }
             Action::Send(id, m) => self.send(id, &m),
             Action::Close(id) => {
@@ -495,6 +505,39 @@ impl PeerTask {
             }
         }
         self.shared.notify_export(&changed);
+        if let Some(max) = self.cfg.max_prefixes {
+            if self.prefixes_received > max as usize {
+                self.max_prefixes_exceeded(max, u);
+            }
+        }
+    }
+
+    /// RFC 4486: Cease, Maximum Number of Prefixes Reached, with the family
+    /// and the limit as data; the session comes back after a delay.
+    fn max_prefixes_exceeded(&mut self, max: u32, u: &UpdateMsg) {
+        let family = u.announcements().first().map_or(Family::Ipv4Unicast, |(n, _)| n.family()).afi_safi();
+        let mut data = Vec::with_capacity(7);
+        data.extend_from_slice(&family.afi.to_be_bytes());
+        data.push(family.safi);
+        data.extend_from_slice(&max.to_be_bytes());
+        let n = NotificationMsg::new(
+            bgpd::packet::error::code::CEASE,
+            cease_sub::MAXIMUM_PREFIXES_REACHED,
+            bytes::Bytes::from(data),
+        );
+        warn!(
+            peer = %self.cfg.address,
+            received = self.prefixes_received,
+            max,
+            restart_in = ?self.cfg.max_prefixes_restart,
+            "maximum prefixes exceeded; closing the session"
+        );
+        let restart = Some(self.cfg.max_prefixes_restart);
+        self.event(Event::Stop { notification: Some(n), restart_after: restart });
+        self.last_error = Some(format!(
+            "maximum prefixes ({max}) exceeded; restarting in {}s",
+            self.cfg.max_prefixes_restart.as_secs()
+        ));
     }
 
     async fn shutdown(&mut self, text: Option<String>) {

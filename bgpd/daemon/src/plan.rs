@@ -53,6 +53,12 @@ pub struct PeerConfig {
     pub export_learned: bool,
     pub next_hop_mode: NextHopMode,
     pub allow_local_as: u8,
+    /// TCP MD5 key.
+    pub password: Option<String>,
+    /// GTSM hop count.
+    pub ttl_security: Option<u8>,
+    pub max_prefixes: Option<u32>,
+    pub max_prefixes_restart: Duration,
 }
 
 impl PeerConfig {
@@ -90,6 +96,10 @@ pub fn plan(cfg: &conf::Config) -> Vec<PeerConfig> {
         export_learned: false,
         next_hop_mode: NextHopMode::Auto,
         allow_local_as: 0,
+        password: None,
+        ttl_security: None,
+        max_prefixes: None,
+        max_prefixes_restart: Duration::from_secs(60),
     };
     let others: Vec<&conf::NodeEntry> =
         cfg.nodes.iter().filter(|e| e.name != me.name && e.address.addr() != my_ip).collect();
@@ -138,6 +148,10 @@ pub fn plan(cfg: &conf::Config) -> Vec<PeerConfig> {
                 conf::NextHopMode::Keep => NextHopMode::Keep,
             },
             allow_local_as: p.allow_local_as,
+            password: p.password.clone(),
+            ttl_security: p.ttl_security,
+            max_prefixes: p.max_prefixes,
+            max_prefixes_restart: Duration::from_secs(u64::from(p.max_prefixes_restart)),
         });
     }
     out

@@ -18,7 +18,15 @@ impl Speaker {
     /// Connects from `src` (which must be an address of the current
     /// namespace) to `dst`.
     pub fn connect(src: IpAddr, dst: SocketAddr) -> std::io::Result<Self> {
+        Self::connect_ttl(src, dst, None)
+    }
+
+    /// Connects with the given IP TTL on outgoing packets.
+    pub fn connect_ttl(src: IpAddr, dst: SocketAddr, ttl: Option<u32>) -> std::io::Result<Self> {
         let s = socket2::Socket::new(socket2::Domain::for_address(dst), socket2::Type::STREAM, None)?;
+        if let Some(t) = ttl {
+            s.set_ttl_v4(t)?;
+        }
         s.bind(&SocketAddr::new(src, 0).into())?;
         s.connect_timeout(&dst.into(), Duration::from_secs(5))?;
         let stream: TcpStream = s.into();

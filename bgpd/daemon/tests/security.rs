@@ -1,0 +1,163 @@
+//! Session security against real peers: TCP MD5 (RFC 2385) with BIRD,
+//! GTSM (RFC 5082), and the max-prefix limit (RFC 4486 Cease subcode 1).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bgpd::packet::Message;
+use common::speaker::Speaker;
+use common::*;
+use testbed::bird::Bird;
+use testbed::wait;
+
+const T: Duration = Duration::from_secs(30);
+
+fn bird(extra: &str) -> String {
+    format!(
+        r#"log stderr all;
+router id {PEER_V4};
+protocol device {{ scan time 10; }}
+protocol static s4 {{ ipv4; route 10.250.1.0/24 blackhole; }}
+protocol bgp merle4 {{
+  local {PEER_V4} as 65002;
+  neighbor {MERLE_V4} as 64512;
+  connect retry time 2;
+  error wait time 1, 2;
+  {extra}
+  ipv4 {{ import all; export all; }};
+}}
+"#
+    )
+}
+
+fn merled_with(peer_extra: &str) -> String {
+    merled_config(&[(PEER_V4, 65002)], 90).replace("as_number = 65002\n", &format!("as_number = 65002\n{peer_extra}"))
+}
+
+/// Asserts the session stays down for `d`.
+fn never_established(m: &testbed::merled::Merled, d: Duration) {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        assert_ne!(m.peer_state(PEER_V4).as_deref(), Some("Established"), "session must not come up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn md5_right_password_establishes() {
+    if testbed::skip_unless_root("md5_right_password_establishes") {
+        return;
+    }
+    require("bird");
+    let p = pair("md");
+    let _b = Bird::start(&p.peer, "md5", &bird("password \"s3cr3t-key\";")).unwrap();
+    let m = start_merled(&p, &merled_with("password = \"s3cr3t-key\"\n"));
+    wait_established(&m, PEER_V4, T);
+    wait_route(&m, "10.250.1.0/24", PEER_V4, T);
+}
+
+#[test]
+fn md5_wrong_password_means_no_session() {
+    if testbed::skip_unless_root("md5_wrong_password_means_no_session") {
+        return;
+    }
+    require("bird");
+    let p = pair("mw");
+    let b = Bird::start(&p.peer, "md5w", &bird("password \"other-key\";")).unwrap();
+    let m = start_merled(&p, &merled_with("password = \"s3cr3t-key\"\n"));
+    never_established(&m, Duration::from_secs(8));
+    assert!(!b.established("merle4"));
+    // And without any password on merled's side, BIRD's signed SYNs are
+    // dropped too.
+    drop(m);
+    let m = start_merled(&p, &merled_with(""));
+    never_established(&m, Duration::from_secs(5));
+}
+
+#[test]
+fn gtsm_with_bird_and_a_far_away_speaker() {
+    if testbed::skip_unless_root("gtsm_with_bird_and_a_far_away_speaker") {
+        return;
+    }
+    require("bird");
+    // BIRD with TTL security: both sides send TTL 255 and require it.
+    let p = pair("gt");
+    let _b = Bird::start(&p.peer, "gtsm", &bird("ttl security on;")).unwrap();
+    let m = start_merled(&p, &merled_with("ttl_security = 1\n"));
+    wait_established(&m, PEER_V4, T);
+    drop(m);
+    drop(_b);
+
+    // A speaker whose packets arrive with TTL 64 never gets a session.
+    let p = pair("gf");
+    let m = start_merled(&p, &merled_with("ttl_security = 1\npassive = true\n"));
+    let dst: SocketAddr = format!("{MERLE_V4}:179").parse().unwrap();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let h = p
+        .peer
+        .spawn(move || {
+            let mut s = Speaker::connect_ttl(PEER_V4.parse().unwrap(), dst, Some(64)).unwrap();
+            // merled's OPEN comes after it set the minimum TTL on this
+            // connection; everything we send from then on is dropped.
+            assert!(matches!(s.recv(Duration::from_secs(10)), Some(Message::Open(_))));
+            let open = bgpd::packet::OpenMsg::new(65002, 90, Ipv4Addr::new(10, 1, 0, 2), vec![]);
+            s.send(&Message::Open(open));
+            let _ = stop_rx.recv_timeout(Duration::from_secs(30));
+        })
+        .unwrap();
+    never_established(&m, Duration::from_secs(4));
+    assert_eq!(m.peer_state(PEER_V4).as_deref(), Some("OpenSent"), "the OPEN with TTL 64 must be dropped");
+    stop_tx.send(()).unwrap();
+    h.join().unwrap().unwrap();
+}
+
+#[test]
+fn max_prefixes_sends_cease_1_and_restarts_later() {
+    if testbed::skip_unless_root("max_prefixes_sends_cease_1_and_restarts_later") {
+        return;
+    }
+    let p = pair("mp");
+    let m = start_merled(&p, &merled_with("passive = true\nmax_prefixes = 2\nmax_prefixes_restart = 2\n"));
+    let dst: SocketAddr = format!("{MERLE_V4}:179").parse().unwrap();
+    let h = p
+        .peer
+        .spawn(move || {
+            let mut s = Speaker::connect(PEER_V4.parse().unwrap(), dst).unwrap();
+            s.handshake(65002, Ipv4Addr::new(10, 1, 0, 2), 90);
+            let attrs =
+                [&[0x40, 1, 1, 0][..], &[0x40, 2, 6, 2, 1, 0, 0, 0xfd, 0xea], &[0x40, 3, 4, 10, 1, 0, 2]].concat();
+            s.send_update_raw(&attrs, &[24, 10, 9, 1, 24, 10, 9, 2, 24, 10, 9, 3]);
+            loop {
+                match s.recv(Duration::from_secs(10)) {
+                    Some(Message::Notification(n)) => return (n.code, n.subcode, n.data.to_vec()),
+                    Some(_) => continue,
+                    None => panic!("no NOTIFICATION"),
+                }
+            }
+        })
+        .unwrap();
+    let (code, sub, data) = h.join().unwrap().unwrap();
+    assert_eq!((code, sub), (6, 1), "Cease / Maximum Number of Prefixes Reached");
+    assert_eq!(data, vec![0, 1, 1, 0, 0, 0, 2], "AFI 1, SAFI 1, limit 2");
+    let st = m.peer(PEER_V4).unwrap();
+    assert!(st["last_error"].as_str().unwrap().contains("maximum prefixes (2) exceeded"), "{st}");
+    assert!(m.route("10.9.1.0/24", PEER_V4).is_none());
+    // While the restart delay runs, the peer is refused; afterwards it is
+    // accepted again.
+    wait::poll("session accepted again after the delay", T, || {
+        (m.peer_state(PEER_V4).as_deref() == Some("Active")).then_some(())
+    })
+    .unwrap();
+    let h = p
+        .peer
+        .spawn(move || {
+            let mut s = Speaker::connect(PEER_V4.parse().unwrap(), dst).unwrap();
+            s.handshake(65002, Ipv4Addr::new(10, 1, 0, 2), 90);
+        })
+        .unwrap();
+    h.join().unwrap().unwrap();
+}
