@@ -12,6 +12,7 @@
 //! - [`fsm`]: the RFC 4271 §8 session state machine, driven as
 //!   `handle(event) -> actions`. Timers, sockets and randomness seeds come from
 //!   the caller (the `merled` driver), so the machine is deterministic.
+//! - [`policy`]: route filters with Calico BGPFilter semantics.
 //! - [`rib`]: Adj-RIB-In storage and the RFC 4271 §9.1.2 decision process that
 //!   picks the best path per prefix and says why every other path lost.
 //!
@@ -19,4 +20,5 @@
 
 pub mod fsm;
 pub mod packet;
+pub mod policy;
 pub mod rib;

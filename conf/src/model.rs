@@ -26,6 +26,9 @@ pub struct Config {
     pub nodes: Vec<NodeEntry>,
     #[serde(default)]
     pub services: Services,
+    /// Named route filters (Calico BGPFilter), used by peers' `filters`.
+    #[serde(default)]
+    pub filters: Vec<Filter>,
     #[serde(default)]
     pub control: Control,
     #[serde(default)]
@@ -161,6 +164,65 @@ pub struct Peer {
     /// Seconds before a session torn down by `max_prefixes` restarts.
     #[serde(default = "default_max_prefixes_restart")]
     pub max_prefixes_restart: u16,
+    /// Names of `[[filters]]` applied to this peer, in order.
+    #[serde(default)]
+    pub filters: Vec<String>,
+}
+
+/// A named filter with Calico BGPFilter's four rule lists.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    pub name: String,
+    #[serde(default)]
+    pub import_v4: Vec<FilterRule>,
+    #[serde(default)]
+    pub import_v6: Vec<FilterRule>,
+    #[serde(default)]
+    pub export_v4: Vec<FilterRule>,
+    #[serde(default)]
+    pub export_v6: Vec<FilterRule>,
+}
+
+/// One rule: every field given must match; the first matching rule decides.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterRule {
+    #[serde(default)]
+    pub cidr: Option<IpNet>,
+    /// Equal, NotEqual, In or NotIn; required with `cidr`.
+    #[serde(default)]
+    pub match_operator: Option<String>,
+    #[serde(default)]
+    pub prefix_length: Option<PrefixLength>,
+    /// "RemotePeers": only routes learned from BGP peers.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// "iBGP" or "eBGP": the type of the session the filter is attached to.
+    #[serde(default)]
+    pub peer_type: Option<String>,
+    /// `aa:nn` or `aa:nn:mm`.
+    #[serde(default)]
+    pub community: Option<String>,
+    #[serde(default)]
+    pub as_path_prefix: Vec<u32>,
+    /// Accept or Reject.
+    pub action: String,
+    /// Accept only: a community to add.
+    #[serde(default)]
+    pub add_community: Option<String>,
+    /// Accept only: AS numbers to prepend.
+    #[serde(default)]
+    pub prepend_as_path: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefixLength {
+    #[serde(default)]
+    pub min: Option<u8>,
+    #[serde(default)]
+    pub max: Option<u8>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -41,6 +41,66 @@ fn check_community(key: String, c: &str) -> Result<(), Failure> {
     }
 }
 
+fn check_rule(key: &str, r: &crate::model::FilterRule, v6: bool) -> Result<(), Failure> {
+    let k = |f: &str| format!("{key}.{f}");
+    match (&r.cidr, &r.match_operator) {
+        (Some(c), Some(op)) => {
+            check_prefix(k("cidr"), c)?;
+            if c.addr().is_ipv6() != v6 {
+                return Err((k("cidr"), format!("{c} is not an IPv{} prefix", if v6 { 6 } else { 4 })));
+            }
+            if !["Equal", "NotEqual", "In", "NotIn"].contains(&op.as_str()) {
+                return Err((
+                    k("match_operator"),
+                    format!("unknown operator {op:?}: use Equal, NotEqual, In or NotIn"),
+                ));
+            }
+        }
+        (Some(_), None) => return Err((k("match_operator"), "required with cidr".into())),
+        (None, Some(_)) => return Err((k("cidr"), "required with match_operator".into())),
+        (None, None) => {}
+    }
+    if let Some(pl) = r.prefix_length {
+        let top = if v6 { 128 } else { 32 };
+        let (min, max) = (pl.min.unwrap_or(0), pl.max.unwrap_or(top));
+        if min > max || max > top {
+            return Err((k("prefix_length"), format!("range {min}..{max} is not within 0..{top}")));
+        }
+    }
+    if let Some(src) = &r.source {
+        if src != "RemotePeers" {
+            return Err((k("source"), format!("unknown source {src:?}: the only source is RemotePeers")));
+        }
+    }
+    if let Some(t) = &r.peer_type {
+        if t != "iBGP" && t != "eBGP" {
+            return Err((k("peer_type"), format!("unknown peer type {t:?}: use iBGP or eBGP")));
+        }
+    }
+    if let Some(c) = &r.community {
+        check_community(k("community"), c)?;
+    }
+    for (n, asn) in r.as_path_prefix.iter().enumerate() {
+        check_as(format!("{key}.as_path_prefix[{n}]"), *asn)?;
+    }
+    match r.action.as_str() {
+        "Accept" => {}
+        "Reject" => {
+            if r.add_community.is_some() || !r.prepend_as_path.is_empty() {
+                return Err((k("action"), "add_community and prepend_as_path need action Accept".into()));
+            }
+        }
+        other => return Err((k("action"), format!("unknown action {other:?}: use Accept or Reject"))),
+    }
+    if let Some(c) = &r.add_community {
+        check_community(k("add_community"), c)?;
+    }
+    for (n, asn) in r.prepend_as_path.iter().enumerate() {
+        check_as(format!("{key}.prepend_as_path[{n}]"), *asn)?;
+    }
+    Ok(())
+}
+
 fn check_prefix(key: String, p: &IpNet) -> Result<(), Failure> {
     if p.trunc() != *p {
         return Err((key, format!("prefix {p} has host bits set; did you mean {}?", p.trunc())));
@@ -187,6 +247,30 @@ pub fn validate(c: &Config) -> Result<(), Failure> {
                 format!("bgp.peers[{i}].address"),
                 format!("{} is in [[nodes]]: the mesh or route-reflector session already covers it", p.address),
             ));
+        }
+    }
+
+    let mut filter_names = HashSet::new();
+    for (i, f) in c.filters.iter().enumerate() {
+        if !filter_names.insert(f.name.as_str()) {
+            return Err((format!("filters[{i}].name"), format!("duplicate filter {:?}", f.name)));
+        }
+        for (list, rules, v6) in [
+            ("import_v4", &f.import_v4, false),
+            ("import_v6", &f.import_v6, true),
+            ("export_v4", &f.export_v4, false),
+            ("export_v6", &f.export_v6, true),
+        ] {
+            for (j, r) in rules.iter().enumerate() {
+                check_rule(&format!("filters[{i}].{list}[{j}]"), r, v6)?;
+            }
+        }
+    }
+    for (i, p) in b.peers.iter().enumerate() {
+        for (j, name) in p.filters.iter().enumerate() {
+            if !filter_names.contains(name.as_str()) {
+                return Err((format!("bgp.peers[{i}].filters[{j}]"), format!("no [[filters]] named {name:?}")));
+            }
         }
     }
 

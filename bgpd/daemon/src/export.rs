@@ -46,6 +46,8 @@ pub struct Target {
     /// Send routes learned from other peers to this eBGP peer.
     pub export_learned: bool,
     pub next_hop_mode: NextHopMode,
+    /// Export filter rules for this peer, per family.
+    pub rules: std::sync::Arc<crate::plan::PeerRules>,
 }
 
 /// This node, as export sees it.
@@ -66,8 +68,7 @@ pub struct OutRoute {
 }
 
 /// What `p` looks like to `t`, or `None` if `t` must not get it.
-pub fn export_path(p: &Path, t: &Target, node: &NodeExport, n: &Negotiated) -> Option<OutRoute> {
-    let a = &p.attrs;
+pub fn export_path(prefix: &IpNet, p: &Path, t: &Target, node: &NodeExport, n: &Negotiated) -> Option<OutRoute> {
     let (learned, reflect) = match &p.source {
         PathSource::Local => (false, false),
         PathSource::Peer(src) => {
@@ -87,6 +88,24 @@ pub fn export_path(p: &Path, t: &Target, node: &NodeExport, n: &Negotiated) -> O
                 }
                 _ => (true, false),
             }
+        }
+    };
+
+    // Export filters see the route as it is in the Loc-RIB.
+    let rules = &t.rules.export[family_of(prefix).index()];
+    let subject = bgpd::policy::Subject {
+        prefix,
+        attrs: &p.attrs,
+        learned,
+        peer_type: if t.ebgp { bgpd::policy::PeerType::Ebgp } else { bgpd::policy::PeerType::Ibgp },
+    };
+    let modified;
+    let a: &bgpd::rib::RouteAttrs = match bgpd::policy::evaluate(rules, &subject) {
+        bgpd::policy::Verdict::Reject => return None,
+        bgpd::policy::Verdict::Accept => &p.attrs,
+        bgpd::policy::Verdict::Modified(m) => {
+            modified = m;
+            &modified
         }
     };
 
@@ -321,7 +340,12 @@ mod tests {
             rr_client,
             export_learned: false,
             next_hop_mode: NextHopMode::Auto,
+            rules: Default::default(),
         }
+    }
+
+    fn pfx() -> IpNet {
+        "10.244.1.0/26".parse().unwrap()
     }
 
     fn local_path() -> Path {
@@ -358,16 +382,26 @@ mod tests {
 
     #[test]
     fn own_routes_go_everywhere_with_their_communities() {
-        let ebgp =
-            export_path(&local_path(), &target("10.0.0.254", true, false), &node(false), &session(true, true, false))
-                .unwrap();
+        let ebgp = export_path(
+            &pfx(),
+            &local_path(),
+            &target("10.0.0.254", true, false),
+            &node(false),
+            &session(true, true, false),
+        )
+        .unwrap();
         assert!(find(&ebgp, |v| *v == AttrValue::AsPath(AsPath::sequence(vec![LOCAL_AS]))).is_some());
         assert!(find(&ebgp, |v| matches!(v, AttrValue::LocalPref(_))).is_none());
         assert!(find(&ebgp, |v| matches!(v, AttrValue::Communities(c) if c[0] == Community::new(65000, 100))).is_some());
         assert_eq!(ebgp.next_hop, None);
-        let ibgp =
-            export_path(&local_path(), &target("10.0.0.2", false, false), &node(false), &session(false, true, false))
-                .unwrap();
+        let ibgp = export_path(
+            &pfx(),
+            &local_path(),
+            &target("10.0.0.2", false, false),
+            &node(false),
+            &session(false, true, false),
+        )
+        .unwrap();
         assert!(find(&ibgp, |v| *v == AttrValue::LocalPref(100)).is_some());
         assert!(find(&ibgp, |v| *v == AttrValue::AsPath(AsPath::default())).is_some());
     }
@@ -377,25 +411,49 @@ mod tests {
         let n_i = session(false, true, false);
         let n_e = session(true, true, false);
         // eBGP-learned → iBGP: yes, next hop kept, MED and LOCAL_PREF kept.
-        let r = export_path(&learned("10.0.0.254", true, false), &target("10.0.0.2", false, false), &node(false), &n_i)
-            .unwrap();
+        let r = export_path(
+            &pfx(),
+            &learned("10.0.0.254", true, false),
+            &target("10.0.0.2", false, false),
+            &node(false),
+            &n_i,
+        )
+        .unwrap();
         assert_eq!(r.next_hop, Some("10.0.0.254".parse().unwrap()));
         assert!(find(&r, |v| *v == AttrValue::MultiExitDisc(7)).is_some());
         // eBGP-learned → eBGP: not unless export_learned; MED dropped then.
-        assert!(export_path(&learned("10.0.0.254", true, false), &target("10.9.0.1", true, false), &node(false), &n_e)
-            .is_none());
+        assert!(export_path(
+            &pfx(),
+            &learned("10.0.0.254", true, false),
+            &target("10.9.0.1", true, false),
+            &node(false),
+            &n_e
+        )
+        .is_none());
         let mut t = target("10.9.0.1", true, false);
         t.export_learned = true;
-        let r = export_path(&learned("10.0.0.254", true, false), &t, &node(false), &n_e).unwrap();
+        let r = export_path(&pfx(), &learned("10.0.0.254", true, false), &t, &node(false), &n_e).unwrap();
         assert!(find(&r, |v| matches!(v, AttrValue::MultiExitDisc(_))).is_none());
         assert!(find(&r, |v| *v == AttrValue::AsPath(AsPath::sequence(vec![LOCAL_AS, 65001]))).is_some());
         assert_eq!(r.next_hop, None);
         // iBGP-learned → iBGP: not without reflection.
-        assert!(export_path(&learned("10.0.0.3", false, false), &target("10.0.0.2", false, false), &node(false), &n_i)
-            .is_none());
+        assert!(export_path(
+            &pfx(),
+            &learned("10.0.0.3", false, false),
+            &target("10.0.0.2", false, false),
+            &node(false),
+            &n_i
+        )
+        .is_none());
         // Never back to the source.
-        assert!(export_path(&learned("10.0.0.2", false, true), &target("10.0.0.2", false, true), &node(true), &n_i)
-            .is_none());
+        assert!(export_path(
+            &pfx(),
+            &learned("10.0.0.2", false, true),
+            &target("10.0.0.2", false, true),
+            &node(true),
+            &n_i
+        )
+        .is_none());
     }
 
     #[test]
@@ -405,21 +463,24 @@ mod tests {
         // Client → non-client and client → client: reflected.
         for to_client in [false, true] {
             let r =
-                export_path(&learned("10.0.0.3", false, true), &target("10.0.0.2", false, to_client), &rr, &n).unwrap();
+                export_path(&pfx(), &learned("10.0.0.3", false, true), &target("10.0.0.2", false, to_client), &rr, &n)
+                    .unwrap();
             assert!(find(&r, |v| *v == AttrValue::OriginatorId("10.0.0.3".parse().unwrap())).is_some());
             assert!(find(&r, |v| *v == AttrValue::ClusterList(vec!["1.0.0.1".parse().unwrap()])).is_some());
             assert_eq!(r.next_hop, Some("10.0.0.3".parse().unwrap()));
             assert!(find(&r, |v| *v == AttrValue::LocalPref(200)).is_some());
         }
         // Non-client → client: reflected; non-client → non-client: not.
-        assert!(export_path(&learned("10.0.0.3", false, false), &target("10.0.0.2", false, true), &rr, &n).is_some());
-        assert!(export_path(&learned("10.0.0.3", false, false), &target("10.0.0.2", false, false), &rr, &n).is_none());
+        assert!(export_path(&pfx(), &learned("10.0.0.3", false, false), &target("10.0.0.2", false, true), &rr, &n)
+            .is_some());
+        assert!(export_path(&pfx(), &learned("10.0.0.3", false, false), &target("10.0.0.2", false, false), &rr, &n)
+            .is_none());
         // An existing ORIGINATOR_ID is kept and the CLUSTER_LIST grows.
         let mut p = learned("10.0.0.3", false, true);
         let a = Arc::make_mut(&mut p.attrs);
         a.originator_id = Some("10.0.0.9".parse().unwrap());
         a.cluster_list = vec!["2.0.0.2".parse().unwrap()];
-        let r = export_path(&p, &target("10.0.0.2", false, true), &rr, &n).unwrap();
+        let r = export_path(&pfx(), &p, &target("10.0.0.2", false, true), &rr, &n).unwrap();
         assert!(find(&r, |v| *v == AttrValue::OriginatorId("10.0.0.9".parse().unwrap())).is_some());
         assert!(find(&r, |v| *v
             == AttrValue::ClusterList(vec!["1.0.0.1".parse().unwrap(), "2.0.0.2".parse().unwrap()]))
@@ -432,11 +493,14 @@ mod tests {
         let p = learned("10.0.0.254", true, false);
         let mut t = target("10.0.0.2", false, false);
         t.next_hop_mode = NextHopMode::SelfAddr;
-        assert_eq!(export_path(&p, &t, &node(false), &n).unwrap().next_hop, None);
+        assert_eq!(export_path(&pfx(), &p, &t, &node(false), &n).unwrap().next_hop, None);
         let mut t = target("10.9.0.1", true, false);
         t.export_learned = true;
         t.next_hop_mode = NextHopMode::Keep;
-        assert_eq!(export_path(&p, &t, &node(false), &session(true, true, false)).unwrap().next_hop, Some(p.next_hop));
+        assert_eq!(
+            export_path(&pfx(), &p, &t, &node(false), &session(true, true, false)).unwrap().next_hop,
+            Some(p.next_hop)
+        );
     }
 
     fn addrs(local: &str, v6: Option<&str>) -> SessionAddrs {
@@ -491,7 +555,7 @@ mod tests {
     #[test]
     fn two_octet_peer_gets_as_trans_and_as4_path() {
         let n = session(true, false, false);
-        let r = export_path(&local_path(), &target("10.0.0.254", true, false), &node(false), &n).unwrap();
+        let r = export_path(&pfx(), &local_path(), &target("10.0.0.254", true, false), &node(false), &n).unwrap();
         let (u, _) =
             build(Family::Ipv4Unicast, vec![(r, vec!["10.244.1.0/26".parse().unwrap()])], &addrs("10.0.0.1", None), &n);
         let b = Message::Update(u[0].clone()).encode(&n.encode_ctx());

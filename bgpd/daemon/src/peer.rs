@@ -351,6 +351,7 @@ impl PeerTask {
             rr_client: self.cfg.rr_client(),
             export_learned: self.cfg.export_learned,
             next_hop_mode: self.cfg.next_hop_mode,
+            rules: self.cfg.rules.clone(),
         }
     }
 
@@ -377,7 +378,7 @@ impl PeerTask {
                 if !n.families.contains(f) || family.is_some_and(|x| x != f) {
                     continue;
                 }
-                if let Some(r) = dest.best().and_then(|b| export::export_path(b, &target, &node, &n)) {
+                if let Some(r) = dest.best().and_then(|b| export::export_path(prefix, b, &target, &node, &n)) {
                     groups[f.index()].entry(r).or_default().push(*prefix);
                 }
             }
@@ -417,7 +418,11 @@ impl PeerTask {
                 if !n.families.contains(f) {
                     continue;
                 }
-                match rib.get(&prefix).and_then(|d| d.best()).and_then(|b| export::export_path(b, &target, &node, &n)) {
+                match rib
+                    .get(&prefix)
+                    .and_then(|d| d.best())
+                    .and_then(|b| export::export_path(&prefix, b, &target, &node, &n))
+                {
                     Some(r) => groups[f.index()].entry(r).or_default().push(prefix),
                     None => withdrawn[f.index()].push(prefix),
                 }
@@ -485,12 +490,37 @@ impl PeerTask {
             debug!(peer = %self.cfg.address, "announcement rejected: {r:?}");
         }
         let src = PathSource::Peer(*peer);
+        let peer_type = if n.ebgp { bgpd::policy::PeerType::Ebgp } else { bgpd::policy::PeerType::Ibgp };
         let mut changed = Vec::new();
         {
             let mut rib = self.shared.rib();
+            // All NLRI of one UPDATE share one attribute set: intern it once.
+            let mut interned: Option<(*const bgpd::rib::RouteAttrs, Arc<bgpd::rib::RouteAttrs>)> = None;
             for c in changes {
                 let (prefix, o) = match c {
-                    RibChange::Announce(prefix, path) => (prefix, rib.insert(prefix, path)),
+                    RibChange::Announce(prefix, mut path) => {
+                        let rules = &self.cfg.rules.import[export::family_of(&prefix).index()];
+                        let subject =
+                            bgpd::policy::Subject { prefix: &prefix, attrs: &path.attrs, learned: true, peer_type };
+                        match bgpd::policy::evaluate(rules, &subject) {
+                            bgpd::policy::Verdict::Reject => (prefix, rib.withdraw(&prefix, &src, path.path_id)),
+                            verdict => {
+                                path.attrs = match verdict {
+                                    bgpd::policy::Verdict::Modified(m) => rib.intern(*m),
+                                    _ => match &interned {
+                                        Some((ptr, a)) if *ptr == Arc::as_ptr(&path.attrs) => a.clone(),
+                                        _ => {
+                                            let ptr = Arc::as_ptr(&path.attrs);
+                                            let a = rib.intern((*path.attrs).clone());
+                                            interned = Some((ptr, a.clone()));
+                                            a
+                                        }
+                                    },
+                                };
+                                (prefix, rib.insert(prefix, path))
+                            }
+                        }
+                    }
                     RibChange::Withdraw(prefix, id) => (prefix, rib.withdraw(&prefix, &src, id)),
                 };
                 if o.added {

@@ -3,7 +3,10 @@
 //! or the route-reflector sessions, as Calico builds them. Pure.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::Duration;
+
+use bgpd::policy::{Action, AnyCommunity, MatchOperator, PeerType, Rule};
 
 use crate::export::NextHopMode;
 
@@ -59,6 +62,63 @@ pub struct PeerConfig {
     pub ttl_security: Option<u8>,
     pub max_prefixes: Option<u32>,
     pub max_prefixes_restart: Duration,
+    /// Import and export filters, per family.
+    pub rules: Arc<PeerRules>,
+}
+
+/// A peer's filter rules, indexed by [`bgpd::packet::Family::index`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerRules {
+    pub import: [Vec<Rule>; 2],
+    pub export: [Vec<Rule>; 2],
+}
+
+fn community(c: &str) -> Option<AnyCommunity> {
+    c.parse().map(AnyCommunity::Standard).or_else(|_| c.parse().map(AnyCommunity::Large)).ok()
+}
+
+/// Turns a validated config rule into a policy rule.
+fn compile(r: &conf::FilterRule, v6: bool) -> Rule {
+    let op = match r.match_operator.as_deref() {
+        Some("Equal") => MatchOperator::Equal,
+        Some("NotEqual") => MatchOperator::NotEqual,
+        Some("NotIn") => MatchOperator::NotIn,
+        _ => MatchOperator::In,
+    };
+    Rule {
+        cidr: r.cidr.map(|c| (c, op)),
+        prefix_length: r.prefix_length.map(|p| (p.min.unwrap_or(0), p.max.unwrap_or(if v6 { 128 } else { 32 }))),
+        remote_peers_only: r.source.is_some(),
+        peer_type: match r.peer_type.as_deref() {
+            Some("iBGP") => Some(PeerType::Ibgp),
+            Some("eBGP") => Some(PeerType::Ebgp),
+            _ => None,
+        },
+        community: r.community.as_deref().and_then(community),
+        as_path_prefix: r.as_path_prefix.clone(),
+        action: if r.action == "Reject" {
+            Action::Reject
+        } else {
+            Action::Accept {
+                add_community: r.add_community.as_deref().and_then(community),
+                prepend_as_path: r.prepend_as_path.clone(),
+            }
+        },
+    }
+}
+
+/// The rules of the named filters, in order.
+fn rules(cfg: &conf::Config, names: &[String]) -> PeerRules {
+    let mut out = PeerRules::default();
+    for name in names {
+        if let Some(f) = cfg.filters.iter().find(|f| &f.name == name) {
+            out.import[0].extend(f.import_v4.iter().map(|r| compile(r, false)));
+            out.import[1].extend(f.import_v6.iter().map(|r| compile(r, true)));
+            out.export[0].extend(f.export_v4.iter().map(|r| compile(r, false)));
+            out.export[1].extend(f.export_v6.iter().map(|r| compile(r, true)));
+        }
+    }
+    out
 }
 
 impl PeerConfig {
@@ -100,6 +160,7 @@ pub fn plan(cfg: &conf::Config) -> Vec<PeerConfig> {
         ttl_security: None,
         max_prefixes: None,
         max_prefixes_restart: Duration::from_secs(60),
+        rules: Arc::new(PeerRules::default()),
     };
     let others: Vec<&conf::NodeEntry> =
         cfg.nodes.iter().filter(|e| e.name != me.name && e.address.addr() != my_ip).collect();
@@ -152,6 +213,7 @@ pub fn plan(cfg: &conf::Config) -> Vec<PeerConfig> {
             ttl_security: p.ttl_security,
             max_prefixes: p.max_prefixes,
             max_prefixes_restart: Duration::from_secs(u64::from(p.max_prefixes_restart)),
+            rules: Arc::new(rules(cfg, &p.filters)),
         });
     }
     out

@@ -224,3 +224,56 @@ fn bird_failure_and_recovery() {
     wait_route(&m, "10.250.1.0/24", PEER_V4, T);
     wait::poll("merled's route back in BIRD", T, || bird_route(&bird, "10.244.1.0/26")).unwrap();
 }
+
+#[test]
+fn bird_filters_import_and_export() {
+    if testbed::skip_unless_root("bird_filters_import_and_export") {
+        return;
+    }
+    require("bird");
+    let p = pair("bx");
+    let bird = Bird::start(&p.peer, "filters", &bird_config(65002, true, 90)).unwrap();
+    let filters = r#"
+[[advertise]]
+prefix = "10.244.2.0/26"
+
+[[filters]]
+name = "tor"
+[[filters.export_v4]]
+cidr = "10.244.2.0/26"
+match_operator = "Equal"
+action = "Reject"
+[[filters.export_v4]]
+cidr = "10.244.0.0/16"
+match_operator = "In"
+prefix_length = { min = 26, max = 26 }
+action = "Accept"
+add_community = "64512:7"
+prepend_as_path = [64512, 64512]
+[[filters.import_v4]]
+cidr = "10.250.2.0/24"
+match_operator = "Equal"
+action = "Reject"
+[[filters.import_v4]]
+community = "65002:100"
+action = "Accept"
+add_community = "64512:99"
+"#;
+    let cfg = merled_config(&[(PEER_V4, 65002)], 90)
+        .replace("as_number = 65002\n", "as_number = 65002\nfilters = [\"tor\"]\n")
+        .replace("[control]", &format!("{filters}\n[control]"));
+    let m = start_merled(&p, &cfg);
+    wait_established(&m, PEER_V4, T);
+    // Import: 10.250.2.0/24 rejected; 10.250.1.0/24 (community 65002:100)
+    // gets 64512:99 added.
+    let r = wait_route(&m, "10.250.1.0/24", PEER_V4, T);
+    assert!(r["communities"].as_array().unwrap().iter().any(|c| c == "64512:99"), "{r}");
+    assert!(m.route("10.250.2.0/24", PEER_V4).is_none());
+    // Export: 10.244.2.0/26 rejected; 10.244.1.0/26 prepended and tagged.
+    let s = wait::poll("10.244.1.0/26 in BIRD", T, || bird_route(&bird, "10.244.1.0/26")).unwrap();
+    assert!(s.contains("BGP.as_path: 64512 64512 64512"), "{s}");
+    assert!(s.contains("(64512,7)"), "{s}");
+    assert!(bird_route(&bird, "10.244.2.0/26").is_none());
+    // IPv6 has no rules: accepted as is.
+    wait::poll("fd00:244:1::/122 in BIRD", T, || bird_route(&bird, "fd00:244:1::/122")).unwrap();
+}

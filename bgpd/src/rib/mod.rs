@@ -117,11 +117,22 @@ pub struct Outcome {
 pub struct Rib {
     dests: BTreeMap<IpNet, Destination>,
     opts: DecisionOptions,
+    interner: intern::AttrInterner,
 }
 
 impl Rib {
     pub fn new(opts: DecisionOptions) -> Self {
-        Self { dests: BTreeMap::new(), opts }
+        Self { dests: BTreeMap::new(), opts, interner: intern::AttrInterner::default() }
+    }
+
+    /// The shared copy of an attribute set (identical sets are stored once).
+    pub fn intern(&mut self, attrs: RouteAttrs) -> Arc<RouteAttrs> {
+        self.interner.intern(attrs)
+    }
+
+    /// How many distinct attribute sets are stored.
+    pub fn attr_sets(&self) -> usize {
+        self.interner.len()
     }
 
     /// Adds or replaces the path with the same source and path id.
