@@ -96,6 +96,10 @@ pub struct Bgp {
     /// Compare MED between routes from different neighbour ASes.
     #[serde(default)]
     pub always_compare_med: bool,
+    /// Graceful restart time (RFC 4724) advertised to peers, in seconds;
+    /// 0 turns graceful restart off.
+    #[serde(default = "default_graceful_restart_time")]
+    pub graceful_restart_time: u16,
     #[serde(default)]
     pub peers: Vec<Peer>,
 }
@@ -112,6 +116,7 @@ impl Default for Bgp {
             route_reflector_cluster_id: None,
             max_paths: default_max_paths(),
             always_compare_med: false,
+            graceful_restart_time: default_graceful_restart_time(),
             peers: Vec::new(),
         }
     }
@@ -167,6 +172,9 @@ pub struct Peer {
     /// Names of `[[filters]]` applied to this peer, in order.
     #[serde(default)]
     pub filters: Vec<String>,
+    /// Overrides `bgp.graceful_restart_time` for this peer; 0 turns it off.
+    #[serde(default)]
+    pub graceful_restart_time: Option<u16>,
 }
 
 /// A named filter with Calico BGPFilter's four rule lists.
@@ -340,6 +348,9 @@ fn default_connect_retry_max() -> u16 {
 }
 fn default_max_prefixes_restart() -> u16 {
     60
+}
+fn default_graceful_restart_time() -> u16 {
+    120
 }
 fn default_max_paths() -> u16 {
     8

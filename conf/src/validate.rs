@@ -181,6 +181,17 @@ pub fn validate(c: &Config) -> Result<(), Failure> {
         }
     }
 
+    if b.graceful_restart_time > 4095 {
+        return Err(("bgp.graceful_restart_time".into(), "at most 4095 seconds (12 bits, RFC 4724)".into()));
+    }
+    for (i, p) in b.peers.iter().enumerate() {
+        if p.graceful_restart_time.is_some_and(|t| t > 4095) {
+            return Err((
+                format!("bgp.peers[{i}].graceful_restart_time"),
+                "at most 4095 seconds (12 bits, RFC 4724)".into(),
+            ));
+        }
+    }
     if b.max_paths == 0 {
         return Err(("bgp.max_paths".into(), "must be at least 1 (1 turns multipath off)".into()));
     }

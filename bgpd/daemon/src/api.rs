@@ -90,4 +90,6 @@ pub struct RouteEntry {
     pub cluster_list: Vec<String>,
     /// Part of the ECMP set of the prefix.
     pub multipath: bool,
+    /// Kept through the peer's graceful restart, not yet refreshed.
+    pub stale: bool,
 }

@@ -19,6 +19,28 @@ use crate::peer::{NodeCtx, PeerTask};
 use crate::shared::Shared;
 use crate::{control, listener};
 
+/// Where a graceful shutdown leaves its mark for the next start.
+fn restart_marker(cfg: &conf::Config) -> std::path::PathBuf {
+    cfg.control.socket.with_extension("gr")
+}
+
+fn write_restart_marker(cfg: &conf::Config) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    if let Err(e) = std::fs::write(restart_marker(cfg), now.to_string()) {
+        warn!("cannot record the graceful shutdown: {e}");
+    }
+}
+
+/// Whether the previous merled shut down gracefully within the restart
+/// time; the mark is used once.
+fn take_restart_marker(cfg: &conf::Config) -> bool {
+    let path = restart_marker(cfg);
+    let Ok(text) = std::fs::read_to_string(&path) else { return false };
+    let _ = std::fs::remove_file(&path);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    text.trim().parse::<u64>().is_ok_and(|t| now.saturating_sub(t) <= u64::from(cfg.bgp.graceful_restart_time))
+}
+
 /// The prefixes this node originates: its `[[advertise]]` blocks (with
 /// their communities) and the service CIDRs.
 pub fn local_routes(cfg: &conf::Config) -> Vec<(IpNet, Vec<Community>, Vec<LargeCommunity>)> {
@@ -48,7 +70,7 @@ fn originate(shared: &Shared, node: &NodeCtx, routes: Vec<(IpNet, Vec<Community>
             IpNet::V6(_) => node.node_v6.map_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), IpAddr::V6),
         };
         let attrs = Arc::new(crate::export::local_attrs(std, large));
-        rib.insert(prefix, Path { source: PathSource::Local, path_id: 0, next_hop, attrs });
+        rib.insert(prefix, Path { source: PathSource::Local, path_id: 0, next_hop, attrs, stale: false });
     }
 }
 
@@ -79,7 +101,11 @@ pub async fn run(cfg: conf::Config) -> anyhow::Result<()> {
         },
         own: routes.iter().map(|(p, ..)| *p).collect(),
         cluster_id: crate::plan::cluster_id(&cfg),
+        restarting: take_restart_marker(&cfg),
     });
+    if node.restarting {
+        info!("restarting gracefully: peers are told with the R bit (RFC 4724)");
+    }
 
     originate(&shared, &node, routes);
 
@@ -127,7 +153,15 @@ pub async fn run(cfg: conf::Config) -> anyhow::Result<()> {
             _ = hup.recv() => warn!("SIGHUP: this version applies configuration changes on restart only"),
         }
     }
-    info!("shutting down: sending Cease to every peer");
+    if cfg.bgp.graceful_restart_time > 0 {
+        info!(
+            "shutting down with graceful restart: peers keep this node's routes for up to {}s",
+            cfg.bgp.graceful_restart_time
+        );
+        write_restart_marker(&cfg);
+    } else {
+        info!("shutting down: sending Cease to every peer");
+    }
     let mut waits = Vec::new();
     for tx in peers {
         let (rtx, rrx) = tokio::sync::oneshot::channel();

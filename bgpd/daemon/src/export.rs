@@ -354,6 +354,7 @@ mod tests {
             path_id: 0,
             next_hop: "10.0.0.1".parse().unwrap(),
             attrs: Arc::new(local_attrs(vec![Community::new(65000, 100)], vec![])),
+            stale: false,
         }
     }
 
@@ -373,6 +374,7 @@ mod tests {
             path_id: 0,
             next_hop: from.parse().unwrap(),
             attrs: Arc::new(a),
+            stale: false,
         }
     }
 

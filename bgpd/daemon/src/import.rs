@@ -105,7 +105,7 @@ pub fn import(u: &UpdateMsg, ctx: &ImportCtx<'_>) -> (Vec<RibChange>, Option<Rej
         };
         changes.push(RibChange::Announce(
             n.prefix,
-            Path { source: PathSource::Peer(ctx.peer), path_id, next_hop, attrs: attrs.clone() },
+            Path { source: PathSource::Peer(ctx.peer), path_id, next_hop, attrs: attrs.clone(), stale: false },
         ));
     }
     (changes, rejection)

@@ -39,10 +39,31 @@ pub struct NodeCtx {
     pub own: Vec<IpNet>,
     /// Set when this node is a route reflector.
     pub cluster_id: Option<Ipv4Addr>,
+    /// merled came back from a graceful shutdown (the R bit, RFC 4724).
+    pub restarting: bool,
 }
 
 /// The capabilities merled advertises: IPv4 and IPv6 unicast, route
 /// refresh, 4-octet AS, ADD-PATH receive and extended next hop for IPv4.
+/// RFC 4724: how long stale routes wait for End-of-RIB after the peer's
+/// session is back.
+pub const STALE_TIME: Duration = Duration::from_secs(360);
+
+/// Our graceful restart capability: the N bit (RFC 8538) always; the R bit
+/// after a graceful shutdown; the F bit for both families, because the
+/// forwarding state (the kernel's routes) outlives merled.
+pub fn graceful_restart_capability(restart_time: u16, restarting: bool) -> Capability {
+    Capability::GracefulRestart(bgpd::packet::GracefulRestart {
+        restart_state: restarting,
+        notification: true,
+        restart_time: restart_time.min(4095),
+        families: [AfiSafi::IPV4_UNICAST, AfiSafi::IPV6_UNICAST]
+            .into_iter()
+            .map(|afi_safi| bgpd::packet::GracefulRestartFamily { afi_safi, forwarding_preserved: true })
+            .collect(),
+    })
+}
+
 pub fn local_capabilities(local_as: u32) -> Vec<Capability> {
     vec![
         Capability::Multiprotocol(AfiSafi::IPV4_UNICAST),
@@ -83,6 +104,11 @@ pub struct PeerTask {
     pending: VecDeque<Event>,
     /// Prefixes whose export to this peer must be recomputed.
     out: Arc<OutQueue>,
+    /// The peer's routes are kept stale through its restart (RFC 4724).
+    gr_stale: bool,
+    /// When the stale routes go if not refreshed: the peer's restart time
+    /// while it is down, then STALE_TIME while waiting for End-of-RIB.
+    gr_deadline: Option<Instant>,
     last_state: State,
     since: SystemTime,
     last_error: Option<String>,
@@ -99,6 +125,9 @@ impl PeerTask {
         f.hold_time = cfg.hold_time;
         f.passive = cfg.passive;
         f.capabilities = local_capabilities(node.local_as);
+        if cfg.graceful_restart_time > 0 {
+            f.capabilities.push(graceful_restart_capability(cfg.graceful_restart_time, node.restarting));
+        }
         f.connect_retry = cfg.connect_retry;
         f.connect_retry_max = cfg.connect_retry_max;
         f.jitter_seed = std::collections::hash_map::RandomState::new().hash_one(cfg.address);
@@ -115,6 +144,8 @@ impl PeerTask {
             source: None,
             pending: VecDeque::new(),
             out: Arc::new(OutQueue::default()),
+            gr_stale: false,
+            gr_deadline: None,
             last_state: State::Idle,
             since: SystemTime::now(),
             last_error: None,
@@ -130,7 +161,7 @@ impl PeerTask {
     pub async fn run(mut self) {
         self.event(Event::ManualStart);
         loop {
-            let deadline = self.timers.values().min().copied();
+            let deadline = self.timers.values().copied().chain(self.gr_deadline).min();
             let sleep =
                 tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
             let out = self.out.clone();
@@ -156,6 +187,10 @@ impl PeerTask {
 
     fn fire_timers(&mut self) {
         let now = Instant::now();
+        if self.gr_deadline.is_some_and(|d| d <= now) {
+            self.gr_deadline = None;
+            self.purge_stale(None, "graceful restart timer expired");
+        }
         let due: Vec<Timer> = self.timers.iter().filter(|(_, at)| **at <= now).map(|(t, _)| *t).collect();
         for t in due {
             self.timers.remove(&t);
@@ -335,6 +370,26 @@ impl PeerTask {
             ebgp: n.ebgp,
             rr_client: self.cfg.rr_client(),
         }));
+        if self.gr_stale {
+            // RFC 4724 §4.2: families the restarted peer no longer lists,
+            // or lists without the F bit, lose their stale routes now; the
+            // rest wait for End-of-RIB.
+            let keep: Vec<Family> = n
+                .peer_graceful_restart
+                .iter()
+                .flat_map(|g| g.families.iter())
+                .filter(|f| f.forwarding_preserved)
+                .filter_map(|f| f.afi_safi.family())
+                .collect();
+            for f in Family::ALL {
+                if !keep.contains(&f) {
+                    self.purge_stale(Some(f), "forwarding state not preserved");
+                }
+            }
+            if self.gr_stale {
+                self.gr_deadline = Some(Instant::now() + STALE_TIME);
+            }
+        }
         self.session = Some((id, n));
         self.last_error = None;
         // Register for changes first, so nothing between the full export
@@ -448,17 +503,71 @@ impl PeerTask {
         }
     }
 
+    /// How long to keep the peer's routes after this session loss (RFC 4724
+    /// §4.2, RFC 8538 §3), or `None` to withdraw them now.
+    fn graceful_restart_hold(&self, reason: &DownReason) -> Option<Duration> {
+        let (_, n) = self.session.as_ref()?;
+        let g = n.peer_graceful_restart.as_ref()?;
+        if !n.graceful_restart || g.families.is_empty() || g.restart_time == 0 {
+            return None;
+        }
+        let both_n = g.notification && self.cfg.graceful_restart_time > 0;
+        let retain = match reason {
+            DownReason::ConnectionClosed | DownReason::PeerRestarted => true,
+            DownReason::HoldTimerExpired => both_n,
+            DownReason::NotificationSent(m) | DownReason::NotificationReceived(m) => {
+                both_n && !(m.code == bgpd::packet::error::code::CEASE && m.subcode == cease_sub::HARD_RESET)
+            }
+            DownReason::Stopped => false,
+        };
+        retain.then(|| Duration::from_secs(u64::from(g.restart_time)))
+    }
+
+    /// Drops the peer's stale routes (of one family, or all).
+    fn purge_stale(&mut self, family: Option<Family>, why: &str) {
+        if !self.gr_stale {
+            return;
+        }
+        let (n, changed) = self.shared.rib().purge_stale(self.cfg.address, family);
+        if n > 0 {
+            info!(peer = %self.cfg.address, purged = n, ?family, "stale routes removed: {why}");
+        }
+        self.prefixes_received = self.prefixes_received.saturating_sub(n);
+        self.shared.notify_export(&changed);
+        if family.is_none() {
+            self.gr_stale = false;
+            self.gr_deadline = None;
+        }
+    }
+
     fn session_down(&mut self, reason: &DownReason) {
         info!(peer = %self.cfg.address, "session down: {reason}");
         self.last_error = Some(reason.to_string());
         self.shared.unregister_export(self.cfg.address);
+        let hold = self.graceful_restart_hold(reason);
         if let Some(src) = self.source.take() {
-            let (removed, changed) = self.shared.rib().remove_source(&src);
-            debug!(peer = %self.cfg.address, removed, changed = changed.len(), "routes withdrawn");
-            self.shared.notify_export(&changed);
+            match hold {
+                Some(t) => {
+                    // Keep forwarding on the peer's routes while it restarts.
+                    let kept = self.shared.rib().mark_stale(self.cfg.address);
+                    info!(peer = %self.cfg.address, kept, restart_time = ?t, "graceful restart: keeping routes as stale");
+                    self.gr_stale = kept > 0;
+                    self.gr_deadline = self.gr_stale.then(|| Instant::now() + t);
+                    self.last_error = Some(format!("{reason} (graceful restart: {kept} routes kept)"));
+                }
+                None => {
+                    let (removed, changed) = self.shared.rib().remove_source(&src);
+                    debug!(peer = %self.cfg.address, removed, changed = changed.len(), "routes withdrawn");
+                    self.shared.notify_export(&changed);
+                    self.gr_stale = false;
+                    self.gr_deadline = None;
+                }
+            }
         }
         self.session = None;
-        self.prefixes_received = 0;
+        if !self.gr_stale {
+            self.prefixes_received = 0;
+        }
         self.prefixes_advertised = 0;
     }
 
@@ -473,6 +582,18 @@ impl PeerTask {
         }
         if let Some(f) = u.end_of_rib() {
             debug!(peer = %self.cfg.address, family = %f, "End-of-RIB");
+            if let Some(fam) = f.family() {
+                self.purge_stale(Some(fam), "End-of-RIB");
+                let any_stale = self.shared.rib().iter().any(|(_, d)| {
+                    d.paths
+                        .iter()
+                        .any(|p| p.stale && matches!(&p.source, PathSource::Peer(r) if r.address == self.cfg.address))
+                });
+                if !any_stale {
+                    self.gr_stale = false;
+                    self.gr_deadline = None;
+                }
+            }
             return;
         }
         let ctx = ImportCtx {
@@ -570,13 +691,23 @@ impl PeerTask {
         ));
     }
 
+    /// Stops the session. With graceful restart negotiated the peer must
+    /// keep our routes while merled is away: a peer with the N bit (RFC
+    /// 8538) gets a Cease, which it treats as a restart; any other just sees
+    /// the connection close. Without it, a Cease ends the session.
     async fn shutdown(&mut self, text: Option<String>) {
         let n = NotificationMsg::cease_with_communication(
             cease_sub::ADMINISTRATIVE_SHUTDOWN,
             text.as_deref().unwrap_or("merled shutting down"),
         );
+        let notification = match self.session.as_ref().map(|(_, n)| n) {
+            Some(neg) if neg.graceful_restart && self.cfg.graceful_restart_time > 0 => {
+                neg.peer_graceful_restart.as_ref().is_some_and(|g| g.notification).then_some(n)
+            }
+            _ => Some(n),
+        };
         let writers: Vec<mpsc::Sender<WriterCmd>> = self.conns.values().map(|h| h.writer.clone()).collect();
-        self.event(Event::Stop { notification: Some(n), restart_after: None });
+        self.event(Event::Stop { notification, restart_after: None });
         self.shared.unregister_export(self.cfg.address);
         // Wait (bounded) for the writers to flush the NOTIFICATION.
         let _ = tokio::time::timeout(Duration::from_secs(2), async {

@@ -64,6 +64,8 @@ pub struct PeerConfig {
     pub max_prefixes_restart: Duration,
     /// Import and export filters, per family.
     pub rules: Arc<PeerRules>,
+    /// Graceful restart time we advertise (RFC 4724); 0 turns it off.
+    pub graceful_restart_time: u16,
 }
 
 /// A peer's filter rules, indexed by [`bgpd::packet::Family::index`].
@@ -161,6 +163,7 @@ pub fn plan(cfg: &conf::Config) -> Vec<PeerConfig> {
         max_prefixes: None,
         max_prefixes_restart: Duration::from_secs(60),
         rules: Arc::new(PeerRules::default()),
+        graceful_restart_time: cfg.bgp.graceful_restart_time,
     };
     let others: Vec<&conf::NodeEntry> =
         cfg.nodes.iter().filter(|e| e.name != me.name && e.address.addr() != my_ip).collect();
@@ -214,6 +217,7 @@ pub fn plan(cfg: &conf::Config) -> Vec<PeerConfig> {
             max_prefixes: p.max_prefixes,
             max_prefixes_restart: Duration::from_secs(u64::from(p.max_prefixes_restart)),
             rules: Arc::new(rules(cfg, &p.filters)),
+            graceful_restart_time: p.graceful_restart_time.unwrap_or(cfg.bgp.graceful_restart_time),
         });
     }
     out

@@ -145,6 +145,7 @@ impl Shared {
                     originator_id: a.originator_id.map(|o| o.to_string()),
                     cluster_list: a.cluster_list.iter().map(ToString::to_string).collect(),
                     multipath: i < dest.multipath,
+                    stale: p.stale,
                 });
             }
         }

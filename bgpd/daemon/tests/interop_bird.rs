@@ -277,3 +277,48 @@ add_community = "64512:99"
     // IPv6 has no rules: accepted as is.
     wait::poll("fd00:244:1::/122 in BIRD", T, || bird_route(&bird, "fd00:244:1::/122")).unwrap();
 }
+
+#[test]
+fn bird_graceful_restart_both_roles() {
+    if testbed::skip_unless_root("bird_graceful_restart_both_roles") {
+        return;
+    }
+    require("bird");
+    let p = pair("bg");
+    let cfg = bird_config(65002, true, 30)
+        .replace("  connect retry time 2;\n", "  connect retry time 2;\n  graceful restart on;\n");
+    let mut bird = Bird::start(&p.peer, "gr", &cfg).unwrap();
+    let m = start_merled(&p, &merled_config(&[(PEER_V4, 65002)], 30));
+    wait_established(&m, PEER_V4, T);
+    wait_route(&m, "10.250.1.0/24", PEER_V4, T);
+    wait::poll("merled's route in BIRD", T, || bird_route(&bird, "10.244.1.0/26")).unwrap();
+
+    // merled as the helper: BIRD crashes; its routes stay, stale.
+    bird.daemon.kill();
+    wait::poll("BIRD's routes kept stale", T, || {
+        (m.peer_state(PEER_V4).as_deref() != Some("Established") && m.route("10.250.1.0/24", PEER_V4)?["stale"] == true)
+            .then_some(())
+    })
+    .unwrap();
+    bird = Bird::start(&p.peer, "gr2", &cfg).unwrap();
+    wait::poll("BIRD's routes refreshed", T, || {
+        (m.peer_state(PEER_V4).as_deref() == Some("Established")
+            && m.route("10.250.1.0/24", PEER_V4)?["stale"] == false)
+            .then_some(())
+    })
+    .unwrap();
+    wait::poll("merled's route back in BIRD", T, || bird_route(&bird, "10.244.1.0/26")).unwrap();
+
+    // BIRD as the helper: merled shuts down gracefully; BIRD keeps its
+    // route while the session is down, then gets it again.
+    drop(m);
+    wait::poll("session down in BIRD", T, || (!bird.established("merle4")).then_some(())).unwrap();
+    let kept = bird_route(&bird, "10.244.1.0/26");
+    assert!(kept.is_some(), "BIRD must keep merled's route through the restart");
+    let m = start_merled(&p, &merled_config(&[(PEER_V4, 65002)], 30));
+    wait_established(&m, PEER_V4, T);
+    wait::poll("merled's route refreshed in BIRD", T, || {
+        bird.established("merle4").then(|| bird_route(&bird, "10.244.1.0/26")).flatten()
+    })
+    .unwrap();
+}

@@ -112,15 +112,67 @@ fn two_reflectors_one_cluster_five_clients() {
     assert_eq!(clients, 5);
 
     // Stop one reflector: everything stays converged through the other.
+    // n1 shuts down gracefully (RFC 4724/8538): its paths are kept, stale,
+    // while it is away, and every block still has a fresh path through n2.
     ms[0].daemon.stop(Duration::from_secs(5));
-    let rest: Vec<u8> = (2..=7).collect();
     for (i, m) in ms.iter().enumerate().skip(2) {
-        let others: Vec<u8> = rest.iter().copied().filter(|b| *b != i as u8 + 1).collect();
+        let others: Vec<u8> = all.iter().copied().filter(|b| *b != i as u8 + 1).collect();
         wait_blocks(m, &others);
-        wait::poll("n1's block withdrawn", T, || {
-            m.routes().ok()?.iter().all(|r| r["prefix"] != "10.244.1.0/26").then_some(())
+        wait::poll("every block fresh through n2, n1's paths stale", T, || {
+            let routes = m.routes().ok()?;
+            let via_n2 = others.iter().all(|b| {
+                routes.iter().any(|r| {
+                    r["prefix"] == format!("10.244.{b}.0/26") && r["peer"] == "10.0.0.2" && r["stale"] == false
+                })
+            });
+            let n1_stale = routes.iter().filter(|r| r["peer"] == "10.0.0.1").all(|r| r["stale"] == true);
+            (via_n2 && n1_stale).then_some(())
         })
         .unwrap();
     }
     drop(ms.remove(0));
+}
+
+#[test]
+fn graceful_restart_keeps_routes_stale_then_refreshes_them() {
+    if testbed::skip_unless_root("graceful_restart_keeps_routes_stale_then_refreshes_them") {
+        return;
+    }
+    let lan = Lan::new("gr", 2).unwrap();
+    let mut ms = start(&lan, 2, &[]);
+    wait_blocks(&ms[1], &[1]);
+    let fresh = |m: &Merled| m.routes().ok().and_then(|r| r.into_iter().find(|r| r["prefix"] == "10.244.1.0/26"));
+    assert_eq!(fresh(&ms[1]).unwrap()["stale"], false);
+
+    // n1 restarts. n2 keeps n1's block, stale, the whole time.
+    let cfg = std::fs::read_to_string(&ms[0].config).unwrap();
+    ms[0].daemon.stop(Duration::from_secs(5));
+    wait::poll("n1's block stale on n2", T, || (fresh(&ms[1])?["stale"] == true).then_some(())).unwrap();
+    assert_ne!(ms[1].peer_state("10.0.0.1").as_deref(), Some("Established"));
+    let socket_dir = ms[0].socket.parent().unwrap().to_owned();
+    assert!(socket_dir.join("merled.gr").exists(), "a graceful shutdown leaves its mark");
+    let old = ms.remove(0);
+    // Start n1 again with the same config and control socket directory.
+    let conf_path = old.config.clone();
+    let log = socket_dir.join("merled.restart.log");
+    std::fs::write(&conf_path, cfg).unwrap();
+    let mut again = testbed::process::Daemon::spawn(
+        &lan.hosts[0],
+        "merled n1 again",
+        &[merled_bin().to_str().unwrap(), "--config", conf_path.to_str().unwrap()],
+        &log,
+        &[("MERLE_LOG", "debug")],
+    )
+    .unwrap();
+    wait::poll("n1's block refreshed on n2", T, || {
+        (ms[0].peer_state("10.0.0.1").as_deref() == Some("Established") && fresh(&ms[0])?["stale"] == false)
+            .then_some(())
+    })
+    .unwrap();
+    let restarted_log = std::fs::read_to_string(&log).unwrap();
+    assert!(restarted_log.contains("restarting gracefully"), "{restarted_log}");
+    let n2_log = ms[0].daemon.log_tail(200);
+    assert!(n2_log.contains("graceful restart: keeping routes as stale"), "{n2_log}");
+    again.stop(Duration::from_secs(5));
+    drop(old);
 }

@@ -238,6 +238,7 @@ mod tests {
             path_id: 0,
             next_hop: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)),
             attrs: Arc::new(a),
+            stale: false,
         }
     }
 

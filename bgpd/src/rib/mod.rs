@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::packet::{AsPath, Community, ExtCommunity, LargeCommunity, Origin, PathAttr};
+use crate::packet::{AsPath, Community, ExtCommunity, Family, LargeCommunity, Nlri, Origin, PathAttr};
 
 pub use decision::{compare, rank, DecisionOptions, LossReason};
 
@@ -64,6 +64,9 @@ pub struct Path {
     pub path_id: u32,
     pub next_hop: IpAddr,
     pub attrs: Arc<RouteAttrs>,
+    /// Kept through the peer's graceful restart (RFC 4724) and not yet
+    /// refreshed.
+    pub stale: bool,
 }
 
 /// One prefix's paths, best first after [`Rib::insert`]/[`Rib::withdraw`].
@@ -193,6 +196,46 @@ impl Rib {
         d.multipath = multipath;
     }
 
+    /// Marks every path from the peer at `addr` stale (RFC 4724 §4.2, the
+    /// receiving speaker). Returns how many.
+    pub fn mark_stale(&mut self, addr: IpAddr) -> usize {
+        let mut n = 0;
+        for d in self.dests.values_mut() {
+            for p in &mut d.paths {
+                if matches!(&p.source, PathSource::Peer(r) if r.address == addr) {
+                    p.stale = true;
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Removes the stale paths from the peer at `addr` (of one family, or
+    /// all). Returns how many, and the prefixes whose best path changed.
+    pub fn purge_stale(&mut self, addr: IpAddr, family: Option<Family>) -> (usize, Vec<IpNet>) {
+        let mut n = 0;
+        let mut changed = Vec::new();
+        let opts = self.opts;
+        self.dests.retain(|prefix, d| {
+            if family.is_some_and(|f| Nlri::new(*prefix).family() != f) {
+                return true;
+            }
+            let before = d.paths.len();
+            let old = d.fingerprint();
+            d.paths.retain(|p| !(p.stale && matches!(&p.source, PathSource::Peer(r) if r.address == addr)));
+            if d.paths.len() != before {
+                n += before - d.paths.len();
+                Self::rank(d, &opts);
+                if d.fingerprint() != old {
+                    changed.push(*prefix);
+                }
+            }
+            !d.paths.is_empty()
+        });
+        (n, changed)
+    }
+
     pub fn options(&self) -> &DecisionOptions {
         &self.opts
     }
@@ -216,5 +259,61 @@ impl Rib {
 
     pub fn is_empty(&self) -> bool {
         self.dests.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(addr: &str, stale: bool) -> Path {
+        Path {
+            source: PathSource::Peer(PeerRef {
+                address: addr.parse().unwrap(),
+                asn: 65001,
+                router_id: Ipv4Addr::new(1, 1, 1, 1),
+                ebgp: true,
+                rr_client: false,
+            }),
+            path_id: 0,
+            next_hop: addr.parse().unwrap(),
+            attrs: Arc::new(RouteAttrs {
+                origin: Origin::Igp,
+                as_path: AsPath::sequence(vec![65001]),
+                med: None,
+                local_pref: None,
+                communities: vec![],
+                ext_communities: vec![],
+                large_communities: vec![],
+                originator_id: None,
+                cluster_list: vec![],
+                atomic_aggregate: false,
+                other: vec![],
+            }),
+            stale,
+        }
+    }
+
+    #[test]
+    fn stale_paths_are_kept_refreshed_and_purged_per_family() {
+        let mut rib = Rib::default();
+        let v4: IpNet = "10.1.0.0/24".parse().unwrap();
+        let v4b: IpNet = "10.2.0.0/24".parse().unwrap();
+        let v6: IpNet = "fd00::/64".parse().unwrap();
+        for p in [v4, v4b, v6] {
+            assert!(rib.insert(p, path("10.0.0.2", false)).best_changed);
+        }
+        assert_eq!(rib.mark_stale("10.0.0.2".parse().unwrap()), 3);
+        // A refresh replaces the stale path.
+        let o = rib.insert(v4, path("10.0.0.2", false));
+        assert!(!o.added);
+        assert!(!rib.get(&v4).unwrap().paths[0].stale);
+        // End-of-RIB for IPv4 purges what was not refreshed, in IPv4 only.
+        let (n, changed) = rib.purge_stale("10.0.0.2".parse().unwrap(), Some(Family::Ipv4Unicast));
+        assert_eq!((n, changed), (1, vec![v4b]));
+        assert!(rib.get(&v6).unwrap().paths[0].stale);
+        let (n, _) = rib.purge_stale("10.0.0.2".parse().unwrap(), None);
+        assert_eq!(n, 1);
+        assert_eq!(rib.len(), 1);
     }
 }
