@@ -34,6 +34,10 @@ pub struct NodeStatus {
     pub as_number: u32,
     pub listen: String,
     pub peers: Vec<PeerStatus>,
+    /// Why the last configuration edit was rejected (the previous
+    /// configuration is still running), if it was.
+    #[serde(default)]
+    pub config_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -39,6 +39,11 @@ pub enum PeerInput {
     Conn(ConnId, ConnEvent),
     /// Stop the session with a Cease and end the task; reply when done.
     Shutdown(Option<String>, tokio::sync::oneshot::Sender<()>),
+    /// The peer was removed from the configuration: Cease (Peer
+    /// De-configured, as a Hard Reset where RFC 8538 applies) and end.
+    Deconfigure(tokio::sync::oneshot::Sender<()>),
+    /// A new configuration for this peer, or new node facts.
+    Reconfigure(Box<crate::plan::PeerConfig>, std::sync::Arc<crate::peer::NodeCtx>),
 }
 
 #[derive(Debug)]

@@ -14,10 +14,13 @@ use bgpd::packet::{Community, LargeCommunity};
 use bgpd::rib::DecisionOptions;
 use ipnet::IpNet;
 
+use crate::conn::PeerInput;
 use crate::listener::PeerDirectory;
 use crate::peer::{NodeCtx, PeerTask};
+use crate::plan::PeerConfig;
 use crate::shared::Shared;
 use crate::{control, listener};
+use bgpd::rib::PathSource;
 
 /// Where a graceful shutdown leaves its mark for the next start.
 fn restart_marker(cfg: &conf::Config) -> std::path::PathBuf {
@@ -74,17 +77,9 @@ fn originate(shared: &Shared, node: &NodeCtx, routes: Vec<(IpNet, Vec<Community>
     }
 }
 
-pub async fn run(cfg: conf::Config) -> anyhow::Result<()> {
+fn node_ctx(cfg: &conf::Config, own: Vec<IpNet>, restarting: bool) -> NodeCtx {
     let node_ip = cfg.node.address.addr();
-    let listen = match cfg.bgp.listen_address {
-        Some(a) => format!("{}", std::net::SocketAddr::new(a, cfg.bgp.listen_port)),
-        None => format!("*:{}", cfg.bgp.listen_port),
-    };
-    let opts =
-        DecisionOptions { always_compare_med: cfg.bgp.always_compare_med, max_paths: usize::from(cfg.bgp.max_paths) };
-    let shared = Arc::new(Shared::new(cfg.node.name.clone(), cfg.node.router_id(), cfg.node.as_number, listen, opts));
-    let routes = local_routes(&cfg);
-    let node = Arc::new(NodeCtx {
+    NodeCtx {
         local_as: cfg.node.as_number,
         router_id: cfg.node.router_id(),
         node_v4: match node_ip {
@@ -99,73 +94,258 @@ pub async fn run(cfg: conf::Config) -> anyhow::Result<()> {
             (IpAddr::V6(a), None) => Some(a),
             _ => None,
         },
-        own: routes.iter().map(|(p, ..)| *p).collect(),
-        cluster_id: crate::plan::cluster_id(&cfg),
-        restarting: take_restart_marker(&cfg),
-    });
+        own,
+        cluster_id: crate::plan::cluster_id(cfg),
+        restarting,
+    }
+}
+
+/// The settings a running merled cannot change: they name the node, its
+/// sockets or the decision process itself.
+fn restart_required(old: &conf::Config, new: &conf::Config) -> Option<&'static str> {
+    if old.node != new.node {
+        return Some("node");
+    }
+    if old.bgp.listen_address != new.bgp.listen_address || old.bgp.listen_port != new.bgp.listen_port {
+        return Some("bgp.listen_address / bgp.listen_port");
+    }
+    if old.bgp.max_paths != new.bgp.max_paths || old.bgp.always_compare_med != new.bgp.always_compare_med {
+        return Some("bgp.max_paths / bgp.always_compare_med");
+    }
+    if old.control != new.control {
+        return Some("control.socket");
+    }
+    if old.log != new.log {
+        return Some("log.level");
+    }
+    None
+}
+
+/// A running merled: what it was started with and the tasks it runs.
+struct Running {
+    cfg: conf::Config,
+    path: std::path::PathBuf,
+    shared: Arc<Shared>,
+    node: Arc<NodeCtx>,
+    directory: PeerDirectory,
+    peers: HashMap<IpAddr, (PeerConfig, tokio::sync::mpsc::Sender<PeerInput>)>,
+    /// The listening socket, for TCP MD5 keys of peers added later.
+    listener: std::os::fd::OwnedFd,
+    listen_v6: bool,
+    /// The file content last applied (or rejected), to notice edits.
+    last_text: String,
+}
+
+impl Running {
+    fn spawn_peer(&mut self, pc: PeerConfig) {
+        let addr = pc.address;
+        let (task, tx) = PeerTask::new(pc.clone(), self.node.clone(), self.shared.clone());
+        self.directory.write().unwrap_or_else(|p| p.into_inner()).insert(addr, tx.clone());
+        self.peers.insert(addr, (pc, tx));
+        tokio::spawn(task.run());
+    }
+
+    fn set_md5(&self, peer: IpAddr, key: Option<&str>) -> anyhow::Result<()> {
+        crate::sockopt::set_md5(&self.listener, self.listen_v6, peer, key)
+            .with_context(|| format!("cannot set the TCP MD5 key for {peer}"))
+    }
+
+    /// Re-reads the file and applies it if it changed; `force` applies it
+    /// even when unchanged (SIGHUP).
+    async fn check_file(&mut self, force: bool) {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) => {
+                if force || self.last_text != "\0unreadable" {
+                    let msg = format!("{}: cannot read: {e}", self.path.display());
+                    warn!("configuration not reloaded: {msg}");
+                    self.shared.set_config_error(Some(msg));
+                    self.last_text = "\0unreadable".into();
+                }
+                return;
+            }
+        };
+        if !force && text == self.last_text {
+            return;
+        }
+        self.last_text = text;
+        match conf::load(&self.path) {
+            Err(e) => {
+                warn!("configuration change rejected, the running configuration stays: {e}");
+                self.shared.set_config_error(Some(e.to_string()));
+            }
+            Ok(new) => match self.apply(new).await {
+                Ok(summary) => {
+                    info!("configuration reloaded: {summary}");
+                    self.shared.set_config_error(None);
+                }
+                Err(e) => {
+                    warn!("configuration change rejected, the running configuration stays: {e}");
+                    self.shared.set_config_error(Some(e));
+                }
+            },
+        }
+    }
+
+    /// Applies a validated configuration: peers added, removed or changed,
+    /// local routes updated. Sessions the edit does not touch are left
+    /// alone.
+    async fn apply(&mut self, new: conf::Config) -> Result<String, String> {
+        if let Some(what) = restart_required(&self.cfg, &new) {
+            return Err(format!("{}: changing {what} requires restarting merled", self.path.display()));
+        }
+        let old_routes = local_routes(&self.cfg);
+        let new_routes = local_routes(&new);
+        let plan: HashMap<IpAddr, PeerConfig> = crate::plan::plan(&new).into_iter().map(|p| (p.address, p)).collect();
+        // MD5 keys first: a failure here leaves everything as it was.
+        for (addr, pc) in &plan {
+            let old_key = self.peers.get(addr).and_then(|(o, _)| o.password.clone());
+            if pc.password != old_key {
+                self.set_md5(*addr, pc.password.as_deref()).map_err(|e| format!("{e:#}"))?;
+            }
+        }
+        self.node = Arc::new(node_ctx(&new, new_routes.iter().map(|(p, ..)| *p).collect(), self.node.restarting));
+        self.cfg = new;
+
+        let (mut added, mut removed, mut changed) = (0, 0, 0);
+        let gone: Vec<IpAddr> = self.peers.keys().filter(|a| !plan.contains_key(a)).copied().collect();
+        for addr in gone {
+            if let Some((pc, tx)) = self.peers.remove(&addr) {
+                self.directory.write().unwrap_or_else(|p| p.into_inner()).remove(&addr);
+                let (rtx, rrx) = tokio::sync::oneshot::channel();
+                if tx.send(PeerInput::Deconfigure(rtx)).await.is_ok() {
+                    let _ = tokio::time::timeout(Duration::from_secs(3), rrx).await;
+                }
+                if pc.password.is_some() {
+                    let _ = self.set_md5(addr, None);
+                }
+                removed += 1;
+            }
+        }
+        for (addr, pc) in plan {
+            match self.peers.get_mut(&addr) {
+                Some((old, tx)) => {
+                    if *old != pc {
+                        changed += 1;
+                    }
+                    *old = pc.clone();
+                    let _ = tx.send(PeerInput::Reconfigure(Box::new(pc), self.node.clone())).await;
+                }
+                None => {
+                    self.spawn_peer(pc);
+                    added += 1;
+                }
+            }
+        }
+
+        // Local routes: withdraw the ones gone, (re)insert the rest.
+        let mut touched = Vec::new();
+        {
+            let mut rib = self.shared.rib();
+            for (p, ..) in &old_routes {
+                if !new_routes.iter().any(|(q, ..)| q == p) && rib.withdraw(p, &PathSource::Local, 0).best_changed {
+                    touched.push(*p);
+                }
+            }
+        }
+        let fresh: Vec<_> = new_routes.into_iter().filter(|r| !old_routes.contains(r)).collect();
+        touched.extend(fresh.iter().map(|(p, ..)| *p));
+        originate(&self.shared, &self.node, fresh);
+        self.shared.notify_export(&touched);
+        Ok(format!(
+            "{added} peers added, {removed} removed, {changed} changed; {} local prefixes changed",
+            touched.len()
+        ))
+    }
+}
+
+pub async fn run(cfg: conf::Config, path: &std::path::Path) -> anyhow::Result<()> {
+    let listen = match cfg.bgp.listen_address {
+        Some(a) => format!("{}", std::net::SocketAddr::new(a, cfg.bgp.listen_port)),
+        None => format!("*:{}", cfg.bgp.listen_port),
+    };
+    let opts =
+        DecisionOptions { always_compare_med: cfg.bgp.always_compare_med, max_paths: usize::from(cfg.bgp.max_paths) };
+    let shared = Arc::new(Shared::new(cfg.node.name.clone(), cfg.node.router_id(), cfg.node.as_number, listen, opts));
+    let routes = local_routes(&cfg);
+    let node = Arc::new(node_ctx(&cfg, routes.iter().map(|(p, ..)| *p).collect(), take_restart_marker(&cfg)));
     if node.restarting {
         info!("restarting gracefully: peers are told with the R bit (RFC 4724)");
     }
-
     originate(&shared, &node, routes);
 
     let bgp_listener = listener::bind(cfg.bgp.listen_address, cfg.bgp.listen_port)?;
     let control_listener = control::bind(&cfg.control.socket).await?;
     let _socket_guard = control::SocketGuard(cfg.control.socket.clone());
-
-    let directory: PeerDirectory = Arc::new(RwLock::new(HashMap::new()));
-    let mut peers = Vec::new();
-    let plan = crate::plan::plan(&cfg);
+    use std::os::fd::AsFd;
+    let listener_fd = bgp_listener.as_fd().try_clone_to_owned().context("cannot duplicate the listening socket")?;
+    let listen_v6 = bgp_listener.local_addr().is_ok_and(|a| a.is_ipv6());
+    let mut running = Running {
+        last_text: std::fs::read_to_string(path).unwrap_or_default(),
+        cfg,
+        path: path.to_owned(),
+        shared: shared.clone(),
+        node,
+        directory: Arc::new(RwLock::new(HashMap::new())),
+        peers: HashMap::new(),
+        listener: listener_fd,
+        listen_v6,
+    };
+    let plan = crate::plan::plan(&running.cfg);
     // RFC 2385: the listening socket needs every peer's key before the
     // peer's SYN arrives.
-    let listen_v6 = bgp_listener.local_addr().is_ok_and(|a| a.is_ipv6());
     for pc in &plan {
         if let Some(pw) = &pc.password {
-            crate::sockopt::set_md5(&bgp_listener, listen_v6, pc.address, Some(pw))
-                .with_context(|| format!("cannot set the TCP MD5 key for {}", pc.address))?;
+            running.set_md5(pc.address, Some(pw))?;
         }
     }
     for pc in plan {
-        let addr = pc.address;
-        let (task, tx) = PeerTask::new(pc, node.clone(), shared.clone());
-        directory.write().unwrap_or_else(|p| p.into_inner()).insert(addr, tx.clone());
-        peers.push(tx);
-        tokio::spawn(task.run());
+        running.spawn_peer(pc);
     }
-    tokio::spawn(listener::run(bgp_listener, directory.clone()));
+    tokio::spawn(listener::run(bgp_listener, running.directory.clone()));
     tokio::spawn(control::run(control_listener, shared.clone()));
     info!(
-        node = %cfg.node.name,
-        router_id = %cfg.node.router_id(),
-        as_number = cfg.node.as_number,
-        peers = peers.len(),
-        socket = %cfg.control.socket.display(),
+        node = %running.cfg.node.name,
+        router_id = %running.cfg.node.router_id(),
+        as_number = running.cfg.node.as_number,
+        peers = running.peers.len(),
+        socket = %running.cfg.control.socket.display(),
         "merled started"
     );
 
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    // Edits are noticed by comparing the file's content once a second: this
+    // also catches Kubernetes ConfigMap updates, which swap symlinks rather
+    // than write the file.
+    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => warn!("SIGHUP: this version applies configuration changes on restart only"),
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading {}", running.path.display());
+                running.check_file(true).await;
+            }
+            _ = poll.tick() => running.check_file(false).await,
         }
     }
+    let cfg = &running.cfg;
     if cfg.bgp.graceful_restart_time > 0 {
         info!(
             "shutting down with graceful restart: peers keep this node's routes for up to {}s",
             cfg.bgp.graceful_restart_time
         );
-        write_restart_marker(&cfg);
+        write_restart_marker(cfg);
     } else {
         info!("shutting down: sending Cease to every peer");
     }
     let mut waits = Vec::new();
-    for tx in peers {
+    for (_, tx) in running.peers.values() {
         let (rtx, rrx) = tokio::sync::oneshot::channel();
-        if tx.send(crate::conn::PeerInput::Shutdown(None, rtx)).await.is_ok() {
+        if tx.send(PeerInput::Shutdown(None, rtx)).await.is_ok() {
             waits.push(rrx);
         }
     }

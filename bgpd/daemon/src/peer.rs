@@ -121,16 +121,7 @@ pub struct PeerTask {
 impl PeerTask {
     pub fn new(cfg: PeerConfig, node: Arc<NodeCtx>, shared: Arc<Shared>) -> (Self, mpsc::Sender<PeerInput>) {
         let (tx, rx) = mpsc::channel(1024);
-        let mut f = FsmConfig::new(node.local_as, node.router_id, cfg.as_number);
-        f.hold_time = cfg.hold_time;
-        f.passive = cfg.passive;
-        f.capabilities = local_capabilities(node.local_as);
-        if cfg.graceful_restart_time > 0 {
-            f.capabilities.push(graceful_restart_capability(cfg.graceful_restart_time, node.restarting));
-        }
-        f.connect_retry = cfg.connect_retry;
-        f.connect_retry_max = cfg.connect_retry_max;
-        f.jitter_seed = std::collections::hash_map::RandomState::new().hash_one(cfg.address);
+        let f = Self::fsm_config(&cfg, &node);
         let mut task = Self {
             fsm: Fsm::new(f),
             cfg,
@@ -170,6 +161,11 @@ impl PeerTask {
                     None => break,
                     Some(PeerInput::Shutdown(text, reply)) => {
                         self.shutdown(text).await;
+                        let _ = reply.send(());
+                        break;
+                    }
+                    Some(PeerInput::Deconfigure(reply)) => {
+                        self.deconfigure().await;
                         let _ = reply.send(());
                         break;
                     }
@@ -241,8 +237,170 @@ impl PeerTask {
                     }
                 }
             },
-            PeerInput::Shutdown(..) => {}
+            PeerInput::Reconfigure(cfg, node) => self.reconfigure(*cfg, node),
+            PeerInput::Shutdown(..) | PeerInput::Deconfigure(..) => {}
         }
+    }
+
+    /// RFC 8538 §3: with the N bit on both sides, a NOTIFICATION meant to end
+    /// the session for good travels inside Cease/Hard Reset.
+    fn hard_reset(&self, inner: NotificationMsg) -> NotificationMsg {
+        let both_n = self.cfg.graceful_restart_time > 0
+            && self
+                .session
+                .as_ref()
+                .and_then(|(_, n)| n.peer_graceful_restart.as_ref())
+                .is_some_and(|g| g.notification);
+        if !both_n {
+            return inner;
+        }
+        let mut data = vec![inner.code, inner.subcode];
+        data.extend_from_slice(&inner.data);
+        NotificationMsg::new(bgpd::packet::error::code::CEASE, cease_sub::HARD_RESET, bytes::Bytes::from(data))
+    }
+
+    fn fsm_config(cfg: &PeerConfig, node: &NodeCtx) -> FsmConfig {
+        let mut f = FsmConfig::new(node.local_as, node.router_id, cfg.as_number);
+        f.hold_time = cfg.hold_time;
+        f.passive = cfg.passive;
+        f.capabilities = local_capabilities(node.local_as);
+        if cfg.graceful_restart_time > 0 {
+            f.capabilities.push(graceful_restart_capability(cfg.graceful_restart_time, node.restarting));
+        }
+        f.connect_retry = cfg.connect_retry;
+        f.connect_retry_max = cfg.connect_retry_max;
+        f.jitter_seed = std::collections::hash_map::RandomState::new().hash_one(cfg.address);
+        f
+    }
+
+    /// Applies a configuration change. Settings the session negotiated or
+    /// its transport depends on reset it (Cease, Other Configuration
+    /// Change); policy settings apply in place: the export is recomputed and
+    /// re-sent, and new import rules are applied by asking the peer to send
+    /// its routes again (ROUTE-REFRESH) or, without route refresh, by a
+    /// reset.
+    fn reconfigure(&mut self, new: PeerConfig, node: Arc<NodeCtx>) {
+        let old = std::mem::replace(&mut self.cfg, new);
+        let old_node = std::mem::replace(&mut self.node, node);
+        let hard = old.as_number != self.cfg.as_number
+            || old.port != self.cfg.port
+            || old.passive != self.cfg.passive
+            || old.hold_time != self.cfg.hold_time
+            || old.password != self.cfg.password
+            || old.ttl_security != self.cfg.ttl_security
+            || old.graceful_restart_time != self.cfg.graceful_restart_time
+            || old.kind != self.cfg.kind
+            || old.enforce_first_as != self.cfg.enforce_first_as;
+        self.fsm.set_config(Self::fsm_config(&self.cfg, &self.node));
+        if hard {
+            info!(peer = %self.cfg.address, "configuration changed: resetting the session");
+            if self.session.is_some() || self.fsm.state() != State::Idle {
+                let n = self.hard_reset(NotificationMsg::cease_with_communication(
+                    cease_sub::OTHER_CONFIGURATION_CHANGE,
+                    "configuration changed",
+                ));
+                self.event(Event::Stop { notification: Some(n), restart_after: Some(Duration::ZERO) });
+            }
+            return;
+        }
+        let Some((id, n)) = self.session.clone() else { return };
+        if old.rules.export != self.cfg.rules.export
+            || old.export_learned != self.cfg.export_learned
+            || old.next_hop_mode != self.cfg.next_hop_mode
+            || old_node.own != self.node.own
+            || old_node.cluster_id != self.node.cluster_id
+        {
+            info!(peer = %self.cfg.address, "export policy changed: re-sending routes");
+            self.reexport(id, &old, &old_node, &n);
+        }
+        if old.rules.import != self.cfg.rules.import || old.allow_local_as != self.cfg.allow_local_as {
+            if n.route_refresh {
+                info!(peer = %self.cfg.address, "import policy changed: asking the peer for its routes (ROUTE-REFRESH)");
+                for f in n.families.iter() {
+                    self.send(id, &Message::RouteRefresh(bgpd::packet::RouteRefreshMsg::request(f.afi_safi())));
+                }
+            } else {
+                info!(peer = %self.cfg.address, "import policy changed and the peer has no route refresh: resetting");
+                let m = NotificationMsg::cease_with_communication(
+                    cease_sub::OTHER_CONFIGURATION_CHANGE,
+                    "import policy changed",
+                );
+                let m = self.hard_reset(m);
+                self.event(Event::Stop { notification: Some(m), restart_after: Some(Duration::ZERO) });
+            }
+        }
+    }
+
+    /// Sends the difference between the old and the new export of every
+    /// Loc-RIB route: withdrawals for routes the new policy drops, updates
+    /// for routes whose exported form changed.
+    fn reexport(&mut self, id: ConnId, old: &PeerConfig, old_node: &NodeCtx, n: &Negotiated) {
+        let Some(addrs) = self.session_addrs(id) else { return };
+        let old_target = Target {
+            address: old.address,
+            ebgp: n.ebgp,
+            rr_client: old.rr_client(),
+            export_learned: old.export_learned,
+            next_hop_mode: old.next_hop_mode,
+            rules: old.rules.clone(),
+        };
+        let old_node_export =
+            NodeExport { local_as: old_node.local_as, router_id: old_node.router_id, cluster_id: old_node.cluster_id };
+        let (target, node) = (self.target(n), self.node_export());
+        let mut groups: [HashMap<OutRoute, Vec<IpNet>>; 2] = Default::default();
+        let mut withdrawn: [Vec<IpNet>; 2] = Default::default();
+        {
+            let rib = self.shared.rib();
+            for (prefix, dest) in rib.iter() {
+                let f = export::family_of(prefix);
+                if !n.families.contains(f) {
+                    continue;
+                }
+                let Some(best) = dest.best() else { continue };
+                let before = export::export_path(prefix, best, &old_target, &old_node_export, n);
+                let after = export::export_path(prefix, best, &target, &node, n);
+                match (before, after) {
+                    (Some(_), None) => withdrawn[f.index()].push(*prefix),
+                    (b, Some(a)) if b.as_ref() != Some(&a) => groups[f.index()].entry(a).or_default().push(*prefix),
+                    _ => {}
+                }
+            }
+        }
+        for f in Family::ALL {
+            for u in export::withdraw(f, &withdrawn[f.index()], n) {
+                self.send(id, &Message::Update(u));
+            }
+            let g: Vec<(OutRoute, Vec<IpNet>)> = std::mem::take(&mut groups[f.index()]).into_iter().collect();
+            let (updates, skipped) = export::build(f, g, &addrs, n);
+            self.log_skipped(&skipped);
+            for u in updates {
+                self.send(id, &Message::Update(u));
+            }
+        }
+    }
+
+    /// The peer left the configuration.
+    async fn deconfigure(&mut self) {
+        info!(peer = %self.cfg.address, "peer removed from the configuration");
+        let n = self.hard_reset(NotificationMsg::new(
+            bgpd::packet::error::code::CEASE,
+            cease_sub::PEER_DECONFIGURED,
+            bytes::Bytes::new(),
+        ));
+        let writers: Vec<mpsc::Sender<WriterCmd>> = self.conns.values().map(|h| h.writer.clone()).collect();
+        self.gr_stale = false;
+        self.event(Event::Stop { notification: Some(n), restart_after: None });
+        // Stale routes kept from an earlier restart go too.
+        let (_, changed) = self.shared.rib().purge_stale(self.cfg.address, None);
+        self.shared.notify_export(&changed);
+        self.shared.unregister_export(self.cfg.address);
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            for w in writers {
+                w.closed().await;
+            }
+        })
+        .await;
+        self.shared.remove_peer(self.cfg.address);
     }
 
     /// Sets up the reader and writer of a new connection.
@@ -684,6 +842,7 @@ impl PeerTask {
             "maximum prefixes exceeded; closing the session"
         );
         let restart = Some(self.cfg.max_prefixes_restart);
+        let n = self.hard_reset(n);
         self.event(Event::Stop { notification: Some(n), restart_after: restart });
         self.last_error = Some(format!(
             "maximum prefixes ({max}) exceeded; restarting in {}s",
@@ -692,18 +851,16 @@ impl PeerTask {
     }
 
     /// Stops the session. With graceful restart negotiated the peer must
-    /// keep our routes while merled is away: a peer with the N bit (RFC
-    /// 8538) gets a Cease, which it treats as a restart; any other just sees
-    /// the connection close. Without it, a Cease ends the session.
+    /// keep our routes while merled is away, so it just sees the connection
+    /// close (RFC 4724 §4.2; RFC 8538 would make an Administrative Shutdown
+    /// a Hard Reset). Without it, a Cease ends the session.
     async fn shutdown(&mut self, text: Option<String>) {
         let n = NotificationMsg::cease_with_communication(
             cease_sub::ADMINISTRATIVE_SHUTDOWN,
             text.as_deref().unwrap_or("merled shutting down"),
         );
         let notification = match self.session.as_ref().map(|(_, n)| n) {
-            Some(neg) if neg.graceful_restart && self.cfg.graceful_restart_time > 0 => {
-                neg.peer_graceful_restart.as_ref().is_some_and(|g| g.notification).then_some(n)
-            }
+            Some(neg) if neg.graceful_restart && self.cfg.graceful_restart_time > 0 => None,
             _ => Some(n),
         };
         let writers: Vec<mpsc::Sender<WriterCmd>> = self.conns.values().map(|h| h.writer.clone()).collect();

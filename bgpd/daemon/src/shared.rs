@@ -43,6 +43,8 @@ pub struct Shared {
     peers: Mutex<BTreeMap<IpAddr, PeerStatus>>,
     /// The export queues of the Established peers.
     exports: Mutex<HashMap<IpAddr, Arc<OutQueue>>>,
+    /// Why the last configuration change was rejected, if it was.
+    config_error: Mutex<Option<String>>,
 }
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it:
@@ -67,7 +69,12 @@ impl Shared {
             rib: Mutex::new(Rib::new(opts)),
             peers: Mutex::new(BTreeMap::new()),
             exports: Mutex::new(HashMap::new()),
+            config_error: Mutex::new(None),
         }
+    }
+
+    pub fn set_config_error(&self, e: Option<String>) {
+        *lock(&self.config_error) = e;
     }
 
     pub fn register_export(&self, peer: IpAddr, q: Arc<OutQueue>) {
@@ -115,6 +122,7 @@ impl Shared {
             as_number: self.as_number,
             listen: self.listen.clone(),
             peers,
+            config_error: lock(&self.config_error).clone(),
         }
     }
 

@@ -176,3 +176,77 @@ fn graceful_restart_keeps_routes_stale_then_refreshes_them() {
     again.stop(Duration::from_secs(5));
     drop(old);
 }
+
+#[test]
+fn live_reload_changes_only_what_the_edit_touches() {
+    if testbed::skip_unless_root("live_reload_changes_only_what_the_edit_touches") {
+        return;
+    }
+    let lan = Lan::new("lr", 4).unwrap();
+    let ms = start(&lan, 4, &[]);
+    for (i, m) in ms.iter().enumerate() {
+        let others: Vec<u8> = (1..=4).filter(|b| *b != i as u8 + 1).collect();
+        wait_blocks(m, &others);
+    }
+    let since = |m: &Merled, peer: &str| m.peer(peer).map(|p| (p["since_unix"].clone(), p["state"].clone()));
+    let before: Vec<_> = (0..3)
+        .map(|i| {
+            (1..=3).filter(|j| *j != i + 1).map(|j| since(&ms[i as usize], &format!("10.0.0.{j}"))).collect::<Vec<_>>()
+        })
+        .collect();
+
+    // Remove n4 from the node list of n1, n2 and n3.
+    let without_n4 = nodes(3, &[]);
+    for i in 1..=3u8 {
+        let text =
+            node_config(i, &without_n4, false).replace("{socket}", ms[usize::from(i - 1)].socket.to_str().unwrap());
+        std::fs::write(&ms[usize::from(i - 1)].config, text).unwrap();
+    }
+    for m in &ms[..3] {
+        wait::poll("n4 gone", T, || {
+            let gone_route = m.routes().ok()?.iter().all(|r| r["prefix"] != "10.244.4.0/26");
+            (gone_route && m.peer("10.0.0.4").is_none()).then_some(())
+        })
+        .unwrap();
+    }
+    // No other session was reset.
+    let after: Vec<_> = (0..3)
+        .map(|i| {
+            (1..=3).filter(|j| *j != i + 1).map(|j| since(&ms[i as usize], &format!("10.0.0.{j}"))).collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(before, after);
+    assert!(ms[0].daemon.log_tail(200).contains("configuration reloaded"));
+
+    // An invalid edit is rejected as a whole and shown; nothing changes.
+    let good = std::fs::read_to_string(&ms[0].config).unwrap();
+    std::fs::write(&ms[0].config, good.replace("10.244.1.0/26", "10.244.1.0/99")).unwrap();
+    wait::poll("config error shown", T, || {
+        let e = ms[0].status().ok()?["config_error"].as_str()?.to_owned();
+        e.contains("advertise[0].prefix").then_some(())
+    })
+    .unwrap();
+    assert!(ms[0].merlectl(&["status"]).unwrap().contains("CONFIGURATION ERROR"));
+    assert!(ms[1].route("10.244.1.0/26", "10.0.0.1").is_some(), "the running config stays");
+
+    // A valid edit adds a prefix, picked up on SIGHUP without waiting.
+    std::fs::write(
+        &ms[0].config,
+        good.replacen("[[nodes]]", "[[advertise]]\nprefix = \"10.244.11.0/26\"\n\n[[nodes]]", 1),
+    )
+    .unwrap();
+    testbed::netns::run(std::process::Command::new("kill").args(["-HUP", &ms[0].daemon.pid().unwrap().to_string()]))
+        .unwrap();
+    wait::poll("new prefix on n2", T, || ms[1].route("10.244.11.0/26", "10.0.0.1")).unwrap();
+    assert!(ms[0].status().unwrap()["config_error"].is_null());
+    let after2: Vec<_> = (0..3)
+        .map(|i| {
+            (1..=3).filter(|j| *j != i + 1).map(|j| since(&ms[i as usize], &format!("10.0.0.{j}"))).collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(before, after2);
+    // Dropping the prefix again withdraws it.
+    std::fs::write(&ms[0].config, &good).unwrap();
+    wait::poll("prefix withdrawn on n2", T, || ms[1].route("10.244.11.0/26", "10.0.0.1").is_none().then_some(()))
+        .unwrap();
+}

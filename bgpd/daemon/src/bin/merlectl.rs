@@ -88,6 +88,9 @@ fn print_status(s: &NodeStatus) {
         "merled is running: node {} (router ID {}, AS {}), listening on {}",
         s.name, s.router_id, s.as_number, s.listen
     );
+    if let Some(e) = &s.config_error {
+        println!("CONFIGURATION ERROR (the previous configuration is still running): {e}");
+    }
     for (title, v6) in [("IPv4 BGP status", false), ("IPv6 BGP status", true)] {
         let rows: Vec<Vec<String>> = s
             .peers

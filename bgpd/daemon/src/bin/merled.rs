@@ -39,7 +39,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(merled::daemon::run(cfg)) {
+    match rt.block_on(merled::daemon::run(cfg, &args.config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("merled: {e:#}");
