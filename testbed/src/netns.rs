@@ -129,20 +129,26 @@ impl Lan {
     /// and fd00::i, for i in 1..=count; the switch has 10.0.0.254, the
     /// hosts' default gateway.
     pub fn new(tag: &str, count: u8) -> anyhow::Result<Self> {
+        Self::with_subnet(tag, count, "10.0.0", "fd00:")
+    }
+
+    /// Like [`Lan::new`] on `<v4>.0/24` and `<v6>:/64`, e.g. `"10.1.1"` and
+    /// `"fd00:1:"`.
+    pub fn with_subnet(tag: &str, count: u8, v4: &str, v6: &str) -> anyhow::Result<Self> {
         let switch = Netns::new(&format!("{tag}-sw"))?;
         switch.ip(&["link", "add", "br0", "type", "bridge"])?;
         switch.ip(&["link", "set", "br0", "up"])?;
-        switch.add_addr("br0", "10.0.0.254/24")?;
-        switch.add_addr("br0", "fd00::254/64")?;
+        switch.add_addr("br0", &format!("{v4}.254/24"))?;
+        switch.add_addr("br0", &format!("{v6}:254/64"))?;
         let mut hosts = Vec::new();
         for i in 1..=count {
             let h = Netns::new(&format!("{tag}-{i}"))?;
             let port = format!("p{i}");
             veth(&h, "eth0", &switch, &port)?;
             switch.ip(&["link", "set", &port, "master", "br0"])?;
-            h.add_addr("eth0", &format!("10.0.0.{i}/24"))?;
-            h.add_addr("eth0", &format!("fd00::{i}/64"))?;
-            h.ip(&["route", "add", "default", "via", "10.0.0.254"])?;
+            h.add_addr("eth0", &format!("{v4}.{i}/24"))?;
+            h.add_addr("eth0", &format!("{v6}:{i}/64"))?;
+            h.ip(&["route", "add", "default", "via", &format!("{v4}.254")])?;
             hosts.push(h);
         }
         Ok(Self { hosts, switch })
