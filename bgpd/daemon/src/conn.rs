@@ -1,6 +1,6 @@
 //! Per-connection I/O tasks: a connector for outbound attempts, a reader
 //! that frames the byte stream into BGP messages, and a writer that drains a
-//! bounded queue. They never decode or decide anything: frames go to the
+//! queue of encoded messages. They never decode or decide anything: frames go to the
 //! peer task, which decodes them with the session's negotiated context.
 
 use std::net::SocketAddr;
@@ -14,11 +14,12 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-/// How many encoded messages may wait for a slow peer before the
-/// connection is declared stuck and closed.
-pub const WRITE_QUEUE: usize = 4096;
 /// How long one write may block on a peer that does not read (a send hold
-/// timer, in the spirit of RFC 9687) before the connection is failed.
+/// timer, in the spirit of RFC 9687) before the connection is failed. The
+/// queue in front of the writer holds encoded UPDATEs; it is bounded by what
+/// the peer's Adj-RIB-Out can produce (changes to one prefix coalesce before
+/// they are encoded), and a peer that stops reading loses its connection
+/// after this long.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a closing connection may take to flush what is queued.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -122,7 +123,7 @@ pub fn spawn_reader(id: ConnId, mut rd: OwnedReadHalf, tx: mpsc::Sender<PeerInpu
 pub fn spawn_writer(
     id: ConnId,
     mut wr: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<WriterCmd>,
+    mut rx: mpsc::UnboundedReceiver<WriterCmd>,
     tx: mpsc::Sender<PeerInput>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {

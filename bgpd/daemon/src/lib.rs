@@ -6,7 +6,7 @@
 //!   frames its connections read, and applies UPDATEs to the shared RIB.
 //!   A slow or stuck peer only ever blocks its own task.
 //! - per TCP connection, a **reader** that cuts the stream into BGP messages
-//!   and a **writer** that drains a bounded queue to the socket ([`conn`]).
+//!   and a **writer** that drains encoded messages to the socket ([`conn`]).
 //!   Both report to their peer task over the peer's input channel.
 //! - the **listener** ([`listener`]) accepts connections and hands each to
 //!   the peer task whose address it comes from; others are closed.
@@ -16,8 +16,11 @@
 //! Shared state ([`shared::Shared`]) is the RIB and each peer's status,
 //! behind short-lived mutexes that are never held across an `.await`.
 //!
-//! [`import`] and [`export`] are pure: received UPDATE → RIB paths, and
-//! configured prefixes → UPDATEs for one session.
+//! [`import`], [`export`] and [`plan`] are pure: received UPDATE → RIB
+//! paths; Loc-RIB best path → what one peer is sent (the Adj-RIB-Out, as a
+//! function); configuration → the sessions to run. [`daemon`] starts
+//! everything and applies configuration edits; [`sockopt`] sets TCP MD5 and
+//! GTSM.
 
 pub mod api;
 pub mod conn;

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::api::PeerStatus;
-use crate::conn::{spawn_connect, spawn_reader, spawn_writer, ConnEvent, PeerInput, WriterCmd, WRITE_QUEUE};
+use crate::conn::{spawn_connect, spawn_reader, spawn_writer, ConnEvent, PeerInput, WriterCmd};
 use crate::export::{self, NodeExport, OutRoute, SessionAddrs, Target};
 use crate::import::{self, ImportCtx, RibChange};
 use crate::plan::PeerConfig;
@@ -83,7 +83,7 @@ pub fn local_capabilities(local_as: u32) -> Vec<Capability> {
 
 #[derive(Debug)]
 struct ConnHandle {
-    writer: mpsc::Sender<WriterCmd>,
+    writer: mpsc::UnboundedSender<WriterCmd>,
     writer_task: JoinHandle<()>,
     reader: JoinHandle<()>,
     local: SocketAddr,
@@ -387,7 +387,7 @@ impl PeerTask {
             cease_sub::PEER_DECONFIGURED,
             bytes::Bytes::new(),
         ));
-        let writers: Vec<mpsc::Sender<WriterCmd>> = self.conns.values().map(|h| h.writer.clone()).collect();
+        let writers: Vec<mpsc::UnboundedSender<WriterCmd>> = self.conns.values().map(|h| h.writer.clone()).collect();
         self.gr_stale = false;
         self.event(Event::Stop { notification: Some(n), restart_after: None });
         // Stale routes kept from an earlier restart go too.
@@ -416,7 +416,7 @@ impl PeerTask {
             }
         }
         let (rd, wr) = stream.into_split();
-        let (wtx, wrx) = mpsc::channel(WRITE_QUEUE);
+        let (wtx, wrx) = mpsc::unbounded_channel();
         let reader = spawn_reader(id, rd, self.tx.clone());
         let writer_task = spawn_writer(id, wr, wrx, self.tx.clone());
         self.conns.insert(id, ConnHandle { writer: wtx, writer_task, reader, local });
@@ -450,12 +450,9 @@ impl PeerTask {
     fn send(&mut self, id: ConnId, m: &Message) {
         let bytes = m.encode(&self.encode_ctx(id));
         let Some(h) = self.conns.get(&id) else { return };
-        if h.writer.try_send(WriterCmd::Send(bytes)).is_err() {
-            // The peer is not reading: treat the connection as failed
-            // rather than buffer without bound.
-            warn!(peer = %self.cfg.address, "send queue full; closing the connection");
-            self.last_error = Some("peer stopped reading (send queue full)".into());
-            self.pending.push_back(Event::TcpConnectionFails(id));
+        if h.writer.send(WriterCmd::Send(bytes)).is_err() {
+            // The writer ended (its socket failed); its Closed event follows.
+            debug!(peer = %self.cfg.address, "writer gone; message dropped");
         } else if matches!(m, Message::Update(_)) {
             self.updates_sent += 1;
         }
@@ -474,7 +471,7 @@ impl PeerTask {
                 if let Some(h) = self.conns.remove(&id) {
                     // Flush what is queued (a final NOTIFICATION) for a
                     // bounded time; a peer that does not read loses it.
-                    let _ = h.writer.try_send(WriterCmd::Close);
+                    let _ = h.writer.send(WriterCmd::Close);
                     h.reader.abort();
                     let writer = h.writer_task;
                     tokio::spawn(async move {
@@ -863,7 +860,7 @@ impl PeerTask {
             Some(neg) if neg.graceful_restart && self.cfg.graceful_restart_time > 0 => None,
             _ => Some(n),
         };
-        let writers: Vec<mpsc::Sender<WriterCmd>> = self.conns.values().map(|h| h.writer.clone()).collect();
+        let writers: Vec<mpsc::UnboundedSender<WriterCmd>> = self.conns.values().map(|h| h.writer.clone()).collect();
         self.event(Event::Stop { notification, restart_after: None });
         self.shared.unregister_export(self.cfg.address);
         // Wait (bounded) for the writers to flush the NOTIFICATION.
