@@ -17,6 +17,8 @@ pub const BGPD: &str = "/usr/lib/frr/bgpd";
 pub struct Frr {
     pub daemon: Daemon,
     pub vty_dir: PathBuf,
+    /// bgpd's pid, for its /var/tmp/frr/bgpd.<pid> directory.
+    pid: Option<u32>,
     _dir: TempDir,
 }
 
@@ -58,7 +60,8 @@ impl Frr {
             &[],
         )?;
         let vty_dir = dir.path().to_owned();
-        let mut f = Self { daemon, vty_dir, _dir: dir };
+        let pid = daemon.pid();
+        let mut f = Self { daemon, vty_dir, pid, _dir: dir };
         let sock = f.vty_dir.join("bgpd.vty");
         wait::poll("FRR bgpd vty socket", Duration::from_secs(20), || sock.exists().then_some(()))
             .with_context(|| format!("FRR bgpd did not start:\n{}", f.daemon.log_tail(20)))?;
@@ -91,9 +94,8 @@ impl Frr {
 
 impl Drop for Frr {
     fn drop(&mut self) {
-        let pid = self.daemon.pid();
         self.daemon.stop(Duration::from_secs(3));
-        if let Some(pid) = pid {
+        if let Some(pid) = self.pid {
             let _ = std::fs::remove_dir_all(format!("/var/tmp/frr/bgpd.{pid}"));
         }
     }

@@ -6,9 +6,11 @@
 //! - [`wait`]: bounded polling — tests never sleep for a fixed time.
 //! - [`bird`], [`frr`], [`merled`]: start BIRD 2, FRR's bgpd (without
 //!   zebra) and merled with generated configs, and query them.
+//! - [`bench`]: benchmarks against BIRD 2 (bgperf-style ingest).
 //! - [`demo`]: the README demo: two merled nodes, meshed over iBGP, each
 //!   peered over eBGP with an FRR ToR.
 
+pub mod bench;
 pub mod bird;
 pub mod demo;
 pub mod frr;

@@ -22,6 +22,24 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Benchmarks against BIRD 2.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// bgperf-style ingest: a BIRD tester sends peers x prefixes routes to
+    /// the target, which re-advertises them to a BIRD monitor. Target:
+    /// merled, then BIRD 2, alternating.
+    Ingest {
+        #[arg(long, default_value_t = 10)]
+        peers: u32,
+        #[arg(long, default_value_t = 100_000)]
+        prefixes: u32,
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +70,11 @@ fn main() -> anyhow::Result<()> {
             }
             drop(d);
             println!("Testbed torn down.");
+        }
+        Command::Bench(Bench::Ingest { peers, prefixes, runs }) => {
+            let merled = sibling_binary("merled")?;
+            let merlectl = sibling_binary("merlectl")?;
+            testbed::bench::ingest(peers, prefixes, runs, &merled, &merlectl)?;
         }
     }
     Ok(())

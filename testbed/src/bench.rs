@@ -1,0 +1,224 @@
+//! Benchmarks against BIRD 2, run in namespaces on one LAN.
+//!
+//! `ingest` is bgperf-style: one BIRD process, the *tester*, runs `peers`
+//! eBGP sessions to the *target*, each sending `prefixes` distinct IPv4
+//! prefixes; the target re-advertises everything to a *monitor* (BIRD). The
+//! clock starts when the tester's sessions are enabled and stops when the
+//! monitor holds every route. The target is merled, then BIRD, alternating,
+//! with the same tester and monitor configuration.
+//!
+//! ```text
+//!   tester (BIRD, 10.0.0.11-)  --eBGP x peers-->  target (10.0.0.100-)  --eBGP-->  monitor (BIRD, 10.0.0.3)
+//!                                                  target 10.0.0.2 ----------^
+//! ```
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::bird::Bird;
+use crate::merled::Merled;
+use crate::netns::Lan;
+
+use crate::{wait, TempDir};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Merled,
+    Bird,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Merled => "merled",
+            Self::Bird => "BIRD 2",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Figures {
+    pub elapsed: Duration,
+    pub peak_rss_kib: u64,
+}
+
+fn prefix(n: u32) -> String {
+    format!("{}.{}.{}.0/24", 20 + n / 65536, (n / 256) % 256, n % 256)
+}
+
+fn tester_config(peers: u32, prefixes: u32) -> String {
+    let mut s = String::from(
+        "log stderr { warning, error, fatal };\nrouter id 10.0.0.11;\nprotocol device { scan time 60; }\n",
+    );
+    for p in 0..peers {
+        let _ = writeln!(s, "ipv4 table t{p};\nprotocol static s{p} {{\n  ipv4 {{ table t{p}; }};");
+        for j in 0..prefixes {
+            let _ = writeln!(s, "  route {} blackhole;", prefix(p * prefixes + j));
+        }
+        let _ = writeln!(
+            s,
+            "}}\nprotocol bgp b{p} {{\n  disabled;\n  local 10.0.0.{} as {};\n  neighbor 10.0.0.{} as 64512;\n  connect delay time 1;\n  ipv4 {{ table t{p}; import none; export all; }};\n}}",
+            11 + p,
+            65101 + p,
+            100 + p
+        );
+    }
+    s
+}
+
+fn monitor_config() -> String {
+    "log stderr { warning, error, fatal };\nrouter id 10.0.0.3;\nprotocol device { scan time 60; }\n\
+     protocol bgp target { local 10.0.0.3 as 65200; neighbor 10.0.0.2 as 64512; ipv4 { import all; export none; }; }\n"
+        .into()
+}
+
+fn bird_target_config(peers: u32) -> String {
+    let mut s =
+        String::from("log stderr { warning, error, fatal };\nrouter id 10.0.0.2;\nprotocol device { scan time 60; }\n");
+    for p in 0..peers {
+        let _ = writeln!(
+            s,
+            "protocol bgp t{p} {{ local 10.0.0.{} as 64512; neighbor 10.0.0.{} as {}; passive on; ipv4 {{ import all; export none; }}; }}",
+            100 + p,
+            11 + p,
+            65101 + p
+        );
+    }
+    s.push_str("protocol bgp monitor { local 10.0.0.2 as 64512; neighbor 10.0.0.3 as 65200; ipv4 { import none; export all; }; }\n");
+    s
+}
+
+fn merled_target_config(peers: u32) -> String {
+    let mut s = String::from(
+        "[node]\nname = \"target\"\naddress = \"10.0.0.2/24\"\n\n[bgp]\nnode_mesh = false\nconnect_retry_time = 1\nconnect_retry_max = 2\n\n",
+    );
+    for p in 0..peers {
+        let _ =
+            writeln!(s, "[[bgp.peers]]\naddress = \"10.0.0.{}\"\nas_number = {}\npassive = true\n", 11 + p, 65101 + p);
+    }
+    s.push_str("[[bgp.peers]]\naddress = \"10.0.0.3\"\nas_number = 65200\nexport_learned = true\n\n");
+    s.push_str("[log]\nlevel = \"warn\"\n\n[control]\nsocket = \"{socket}\"\n");
+    s
+}
+
+/// Peak resident set of a process, from /proc (VmHWM), in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn route_count(b: &Bird) -> u64 {
+    // "N of N routes for N networks in table master4"
+    b.birdc(&["show", "route", "count"])
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.contains("routes for")).and_then(|l| l.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// One ingest run with `target`.
+pub fn ingest_once(
+    target: Target,
+    peers: u32,
+    prefixes: u32,
+    merled: &Path,
+    merlectl: &Path,
+    tester_conf: &str,
+) -> anyhow::Result<Figures> {
+    let lan = Lan::new("bn", 3)?;
+    // BIRD locks sessions per neighbor address, so each tester session
+    // goes to its own address of the target.
+    for p in 0..peers {
+        lan.hosts[0].add_addr("eth0", &format!("10.0.0.{}/24", 11 + p))?;
+        lan.hosts[1].add_addr("eth0", &format!("10.0.0.{}/24", 100 + p))?;
+    }
+    let monitor = Bird::start(&lan.hosts[2], "monitor", &monitor_config())?;
+    let (_merled, _bird_target, pid): (Option<Merled>, Option<Bird>, u32) = match target {
+        Target::Merled => {
+            let m = Merled::start(&lan.hosts[1], "target", merled, merlectl, &merled_target_config(peers))?;
+            let pid = m.daemon.pid().context("merled pid")?;
+            (Some(m), None, pid)
+        }
+        Target::Bird => {
+            let b = Bird::start(&lan.hosts[1], "target", &bird_target_config(peers))?;
+            let pid = b.daemon.pid().context("bird pid")?;
+            (None, Some(b), pid)
+        }
+    };
+    eprintln!("  [{}] target up; starting the tester", target.name());
+    let tester = Bird::start(&lan.hosts[0], "tester", tester_conf)?;
+    // Wait for the tester to have loaded its routes and the monitor session.
+    wait::poll("tester ready", Duration::from_secs(120), || {
+        tester.birdc(&["show", "route", "count"]).ok().filter(|s| s.contains("routes for")).map(|_| ())
+    })?;
+    wait::poll("monitor session", Duration::from_secs(60), || monitor.established("target").then_some(()))?;
+    let want = u64::from(peers) * u64::from(prefixes);
+    eprintln!("  [{}] tester ready; enabling {peers} sessions", target.name());
+    let start = Instant::now();
+    for p in 0..peers {
+        tester.birdc(&["enable", &format!("b{p}")])?;
+    }
+    wait::until("monitor holds every route", Duration::from_secs(600), Duration::from_millis(50), || {
+        (route_count(&monitor) >= want).then_some(())
+    })
+    .with_context(|| format!("monitor has {} of {want} routes", route_count(&monitor)))?;
+    let elapsed = start.elapsed();
+    Ok(Figures { elapsed, peak_rss_kib: peak_rss_kib(pid) })
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Runs `runs` rounds of merled then BIRD and prints the medians and ratios.
+pub fn ingest(peers: u32, prefixes: u32, runs: u32, merled: &Path, merlectl: &Path) -> anyhow::Result<()> {
+    let dir = TempDir::new("bench")?;
+    let _ = dir;
+    let tester_conf = tester_config(peers, prefixes);
+    let mut results: Vec<(Target, Figures)> = Vec::new();
+    for r in 0..runs {
+        for t in [Target::Merled, Target::Bird] {
+            let f = ingest_once(t, peers, prefixes, merled, merlectl, &tester_conf)?;
+            println!(
+                "run {}: {:>7} {:>8.2} s  peak RSS {:>7.1} MiB",
+                r + 1,
+                t.name(),
+                f.elapsed.as_secs_f64(),
+                f.peak_rss_kib as f64 / 1024.0
+            );
+            results.push((t, f));
+        }
+    }
+    let med = |t: Target, f: &dyn Fn(&Figures) -> f64| {
+        median(results.iter().filter(|(x, _)| *x == t).map(|(_, r)| f(r)).collect())
+    };
+    let (mt, bt) = (med(Target::Merled, &|f| f.elapsed.as_secs_f64()), med(Target::Bird, &|f| f.elapsed.as_secs_f64()));
+    let (mr, br) = (
+        med(Target::Merled, &|f| f.peak_rss_kib as f64 / 1024.0),
+        med(Target::Bird, &|f| f.peak_rss_kib as f64 / 1024.0),
+    );
+    println!(
+        "\ningest {peers} peers x {prefixes} prefixes = {} routes, {runs} runs, medians:",
+        u64::from(peers) * u64::from(prefixes)
+    );
+    println!("  merled: {mt:.2} s, peak RSS {mr:.1} MiB");
+    println!("  BIRD 2: {bt:.2} s, peak RSS {br:.1} MiB");
+    println!("  time ratio merled/BIRD: {:.2} (goal <= 1.00)", mt / bt);
+    println!("  RSS ratio merled/BIRD:  {:.2} (goal <= 2.00)", mr / br);
+    Ok(())
+}
