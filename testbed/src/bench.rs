@@ -168,8 +168,20 @@ pub fn ingest_once(
     for p in 0..peers {
         tester.birdc(&["enable", &format!("b{p}")])?;
     }
+    let trace = std::env::var_os("MERLE_BENCH_TRACE").is_some();
+    let mut last_print = Instant::now();
     wait::until("monitor holds every route", Duration::from_secs(600), Duration::from_millis(50), || {
-        (route_count(&monitor) >= want).then_some(())
+        let c = route_count(&monitor);
+        if trace && last_print.elapsed() >= Duration::from_millis(250) {
+            last_print = Instant::now();
+            let up = (0..peers)
+                .filter(|p| {
+                    tester.birdc(&["show", "protocols", &format!("b{p}")]).is_ok_and(|s| s.contains("Established"))
+                })
+                .count();
+            eprintln!("    t={:.2}s monitor={c} tester sessions up={up}", start.elapsed().as_secs_f64());
+        }
+        (c >= want).then_some(())
     })
     .with_context(|| format!("monitor has {} of {want} routes", route_count(&monitor)))?;
     let elapsed = start.elapsed();

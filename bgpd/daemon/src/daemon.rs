@@ -73,7 +73,10 @@ fn originate(shared: &Shared, node: &NodeCtx, routes: Vec<(IpNet, Vec<Community>
             IpNet::V6(_) => node.node_v6.map_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), IpAddr::V6),
         };
         let attrs = Arc::new(crate::export::local_attrs(std, large));
-        rib.insert(prefix, Path { source: PathSource::Local, path_id: 0, next_hop, attrs, stale: false });
+        rib.insert(
+            prefix,
+            Path { source: PathSource::Local, path_id: 0, next_hop, attrs, stale: false, lost_at: None },
+        );
     }
 }
 
@@ -244,12 +247,12 @@ impl Running {
             let mut rib = self.shared.rib();
             for (p, ..) in &old_routes {
                 if !new_routes.iter().any(|(q, ..)| q == p) && rib.withdraw(p, &PathSource::Local, 0).best_changed {
-                    touched.push(*p);
+                    touched.push((*p, PathSource::LOCAL));
                 }
             }
         }
         let fresh: Vec<_> = new_routes.into_iter().filter(|r| !old_routes.contains(r)).collect();
-        touched.extend(fresh.iter().map(|(p, ..)| *p));
+        touched.extend(fresh.iter().map(|(p, ..)| (*p, PathSource::LOCAL)));
         originate(&self.shared, &self.node, fresh);
         self.shared.notify_export(&touched);
         Ok(format!(

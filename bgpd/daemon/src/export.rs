@@ -59,6 +59,20 @@ pub struct NodeExport {
     pub cluster_id: Option<Ipv4Addr>,
 }
 
+/// Which kinds of best path ([`PathSource::kind_bit`]) `export_path` can
+/// ever send to `t`: the rest of a change need not be looked at for it.
+pub fn interest(t: &Target, node: &NodeExport) -> u8 {
+    const ALL: u8 = PathSource::LOCAL | PathSource::EBGP | PathSource::IBGP_CLIENT | PathSource::IBGP;
+    if t.ebgp {
+        return if t.export_learned { ALL } else { PathSource::LOCAL };
+    }
+    match node.cluster_id {
+        None => PathSource::LOCAL | PathSource::EBGP,
+        Some(_) if t.rr_client => ALL,
+        Some(_) => PathSource::LOCAL | PathSource::EBGP | PathSource::IBGP_CLIENT,
+    }
+}
+
 /// One route as it leaves towards a peer: its attributes except the next
 /// hop, and the next hop (`None`: our own address on the session).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -355,6 +369,7 @@ mod tests {
             next_hop: "10.0.0.1".parse().unwrap(),
             attrs: Arc::new(local_attrs(vec![Community::new(65000, 100)], vec![])),
             stale: false,
+            lost_at: None,
         }
     }
 
@@ -364,17 +379,18 @@ mod tests {
         a.med = Some(7);
         a.local_pref = (!ebgp).then_some(200);
         Path {
-            source: PathSource::Peer(PeerRef {
+            source: PathSource::Peer(Arc::new(PeerRef {
                 address: from.parse().unwrap(),
                 asn: if ebgp { 65001 } else { LOCAL_AS },
                 router_id: from.parse().unwrap(),
                 ebgp,
                 rr_client,
-            }),
+            })),
             path_id: 0,
             next_hop: from.parse().unwrap(),
             attrs: Arc::new(a),
             stale: false,
+            lost_at: None,
         }
     }
 
@@ -564,5 +580,54 @@ mod tests {
         let Message::Update(back) = Message::decode(&b, &n.decode_ctx(false)).unwrap() else { panic!() };
         assert_eq!(back.as_path().unwrap().flat(), vec![23456]);
         assert_eq!(back.effective_as_path(false).unwrap().flat(), vec![LOCAL_AS]);
+    }
+}
+
+/// Groups prefixes by what they look like to one peer, calling
+/// [`export_path`] once per distinct (attribute set, source, next hop) when
+/// the peer has no export rules for the family (rules can depend on the
+/// prefix itself). Routes of one UPDATE share their interned attributes, so
+/// a table of a million routes from ten peers costs about ten calls.
+#[derive(Debug, Default)]
+pub struct Grouper {
+    groups: Vec<(OutRoute, Vec<IpNet>)>,
+    index: std::collections::HashMap<OutRoute, usize>,
+    cache: std::collections::HashMap<(usize, usize, IpAddr), Option<usize>>,
+}
+
+impl Grouper {
+    /// Files `prefix` under its export, or returns false when `t` must not
+    /// get it (a withdrawal).
+    pub fn add(&mut self, prefix: &IpNet, p: &Path, t: &Target, node: &NodeExport, n: &Negotiated) -> bool {
+        let cacheable = t.rules.export[family_of(prefix).index()].is_empty();
+        let key = (std::sync::Arc::as_ptr(&p.attrs) as usize, p.source.identity(), p.next_hop);
+        let slot = match cacheable.then(|| self.cache.get(&key).copied()).flatten() {
+            Some(slot) => slot,
+            None => {
+                let slot = export_path(prefix, p, t, node, n).map(|r| match self.index.get(&r) {
+                    Some(&i) => i,
+                    None => {
+                        self.groups.push((r.clone(), Vec::new()));
+                        self.index.insert(r, self.groups.len() - 1);
+                        self.groups.len() - 1
+                    }
+                });
+                if cacheable {
+                    self.cache.insert(key, slot);
+                }
+                slot
+            }
+        };
+        match slot {
+            Some(i) => {
+                self.groups[i].1.push(*prefix);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn into_groups(self) -> Vec<(OutRoute, Vec<IpNet>)> {
+        self.groups.into_iter().filter(|(_, v)| !v.is_empty()).collect()
     }
 }

@@ -21,7 +21,7 @@ pub struct ImportCtx<'a> {
     /// How often our AS may appear in an eBGP AS path (Calico's
     /// `allowLocalAS`).
     pub allow_local_as: u8,
-    pub peer: PeerRef,
+    pub peer: Arc<PeerRef>,
     pub four_octet_as: bool,
     pub families: FamilySet,
 }
@@ -105,7 +105,14 @@ pub fn import(u: &UpdateMsg, ctx: &ImportCtx<'_>) -> (Vec<RibChange>, Option<Rej
         };
         changes.push(RibChange::Announce(
             n.prefix,
-            Path { source: PathSource::Peer(ctx.peer), path_id, next_hop, attrs: attrs.clone(), stale: false },
+            Path {
+                source: PathSource::Peer(ctx.peer.clone()),
+                path_id,
+                next_hop,
+                attrs: attrs.clone(),
+                stale: false,
+                lost_at: None,
+            },
         ));
     }
     (changes, rejection)
@@ -125,13 +132,13 @@ mod tests {
             cluster_id: None,
             own: OWN,
             allow_local_as: 0,
-            peer: PeerRef {
+            peer: Arc::new(PeerRef {
                 address: "10.0.0.254".parse().unwrap(),
                 asn: if ebgp { 65001 } else { 64512 },
                 router_id: Ipv4Addr::new(10, 0, 0, 254),
                 ebgp,
                 rr_client: false,
-            },
+            }),
             four_octet_as: true,
             families: [Family::Ipv4Unicast].into_iter().collect(),
         }

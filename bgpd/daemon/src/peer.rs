@@ -49,6 +49,9 @@ pub struct NodeCtx {
 /// session is back.
 pub const STALE_TIME: Duration = Duration::from_secs(360);
 
+/// How many changed prefixes one export round handles.
+const EXPORT_BATCH: usize = 50_000;
+
 /// Our graceful restart capability: the N bit (RFC 8538) always; the R bit
 /// after a graceful shutdown; the F bit for both families, because the
 /// forwarding state (the kernel's routes) outlives merled.
@@ -120,7 +123,8 @@ pub struct PeerTask {
 
 impl PeerTask {
     pub fn new(cfg: PeerConfig, node: Arc<NodeCtx>, shared: Arc<Shared>) -> (Self, mpsc::Sender<PeerInput>) {
-        let (tx, rx) = mpsc::channel(1024);
+        // Small: frames wait in the socket, not here (TCP back-pressure).
+        let (tx, rx) = mpsc::channel(64);
         let f = Self::fsm_config(&cfg, &node);
         let mut task = Self {
             fsm: Fsm::new(f),
@@ -173,7 +177,7 @@ impl PeerTask {
                 },
                 () = sleep, if deadline.is_some() => self.fire_timers(),
                 () = out.notify.notified(), if self.session.is_some() => {
-                    let prefixes = out.take();
+                    let prefixes = out.take_batch(EXPORT_BATCH);
                     self.export_changes(prefixes);
                 }
             }
@@ -304,6 +308,7 @@ impl PeerTask {
             return;
         }
         let Some((id, n)) = self.session.clone() else { return };
+        self.out.set_interest(export::interest(&self.target(&n), &self.node_export()));
         if old.rules.export != self.cfg.rules.export
             || old.export_learned != self.cfg.export_learned
             || old.next_hop_mode != self.cfg.next_hop_mode
@@ -518,13 +523,13 @@ impl PeerTask {
             kind = self.cfg.kind.label(),
             "session Established"
         );
-        self.source = Some(PathSource::Peer(PeerRef {
+        self.source = Some(PathSource::Peer(Arc::new(PeerRef {
             address: self.cfg.address,
             asn: n.remote_as,
             router_id: n.remote_id,
             ebgp: n.ebgp,
             rr_client: self.cfg.rr_client(),
-        }));
+        })));
         if self.gr_stale {
             // RFC 4724 §4.2: families the restarted peer no longer lists,
             // or lists without the F bit, lose their stale routes now; the
@@ -549,6 +554,9 @@ impl PeerTask {
         self.last_error = None;
         // Register for changes first, so nothing between the full export
         // and the registration is missed.
+        if let Some((_, n)) = &self.session {
+            self.out.set_interest(export::interest(&self.target(n), &self.node_export()));
+        }
         self.shared.register_export(self.cfg.address, self.out.clone());
         self.out.take();
         self.full_export(id, None);
@@ -580,7 +588,7 @@ impl PeerTask {
         let n = n.clone();
         let Some(addrs) = self.session_addrs(id) else { return };
         let (target, node) = (self.target(&n), self.node_export());
-        let mut groups: [HashMap<OutRoute, Vec<IpNet>>; 2] = Default::default();
+        let mut groups: [export::Grouper; 2] = Default::default();
         {
             let rib = self.shared.rib();
             for (prefix, dest) in rib.iter() {
@@ -588,8 +596,8 @@ impl PeerTask {
                 if !n.families.contains(f) || family.is_some_and(|x| x != f) {
                     continue;
                 }
-                if let Some(r) = dest.best().and_then(|b| export::export_path(prefix, b, &target, &node, &n)) {
-                    groups[f.index()].entry(r).or_default().push(*prefix);
+                if let Some(b) = dest.best() {
+                    groups[f.index()].add(prefix, b, &target, &node, &n);
                 }
             }
         }
@@ -598,7 +606,7 @@ impl PeerTask {
             if !n.families.contains(f) || family.is_some_and(|x| x != f) {
                 continue;
             }
-            let g: Vec<(OutRoute, Vec<IpNet>)> = std::mem::take(&mut groups[f.index()]).into_iter().collect();
+            let g: Vec<(OutRoute, Vec<IpNet>)> = std::mem::take(&mut groups[f.index()]).into_groups();
             count += g.iter().map(|(_, v)| v.len()).sum::<usize>();
             let (updates, skipped) = export::build(f, g, &addrs, &n);
             self.log_skipped(&skipped);
@@ -619,7 +627,7 @@ impl PeerTask {
         let (id, n) = (*id, n.clone());
         let Some(addrs) = self.session_addrs(id) else { return };
         let (target, node) = (self.target(&n), self.node_export());
-        let mut groups: [HashMap<OutRoute, Vec<IpNet>>; 2] = Default::default();
+        let mut groups: [export::Grouper; 2] = Default::default();
         let mut withdrawn: [Vec<IpNet>; 2] = Default::default();
         {
             let rib = self.shared.rib();
@@ -628,13 +636,12 @@ impl PeerTask {
                 if !n.families.contains(f) {
                     continue;
                 }
-                match rib
-                    .get(&prefix)
-                    .and_then(|d| d.best())
-                    .and_then(|b| export::export_path(&prefix, b, &target, &node, &n))
-                {
-                    Some(r) => groups[f.index()].entry(r).or_default().push(prefix),
-                    None => withdrawn[f.index()].push(prefix),
+                let sent = match rib.get(&prefix).and_then(|d| d.best()) {
+                    Some(b) => groups[f.index()].add(&prefix, b, &target, &node, &n),
+                    None => false,
+                };
+                if !sent {
+                    withdrawn[f.index()].push(prefix);
                 }
             }
         }
@@ -643,7 +650,7 @@ impl PeerTask {
             for u in export::withdraw(f, &withdrawn[f.index()], &n) {
                 self.send(id, &Message::Update(u));
             }
-            let g: Vec<(OutRoute, Vec<IpNet>)> = std::mem::take(&mut groups[f.index()]).into_iter().collect();
+            let g: Vec<(OutRoute, Vec<IpNet>)> = std::mem::take(&mut groups[f.index()]).into_groups();
             let (updates, skipped) = export::build(f, g, &addrs, &n);
             self.log_skipped(&skipped);
             for u in updates {
@@ -757,7 +764,7 @@ impl PeerTask {
             cluster_id: self.node.cluster_id,
             own: &self.node.own,
             allow_local_as: self.cfg.allow_local_as,
-            peer: *peer,
+            peer: peer.clone(),
             four_octet_as: n.four_octet_as,
             families: n.families,
         };
@@ -765,7 +772,7 @@ impl PeerTask {
         if let Some(r) = rejected {
             debug!(peer = %self.cfg.address, "announcement rejected: {r:?}");
         }
-        let src = PathSource::Peer(*peer);
+        let src = PathSource::Peer(peer.clone());
         let peer_type = if n.ebgp { bgpd::policy::PeerType::Ebgp } else { bgpd::policy::PeerType::Ibgp };
         let mut changed = Vec::new();
         {
@@ -806,7 +813,7 @@ impl PeerTask {
                     self.prefixes_received = self.prefixes_received.saturating_sub(1);
                 }
                 if o.best_changed {
-                    changed.push(prefix);
+                    changed.push((prefix, o.kinds));
                 }
             }
         }

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bgpd::rib::{DecisionOptions, PathSource, Rib};
+use bgpd::rib::{Changed, DecisionOptions, PathSource, Rib};
 use ipnet::IpNet;
 
 use crate::api::{NodeStatus, PeerStatus, RouteEntry};
@@ -17,19 +17,51 @@ use crate::api::{NodeStatus, PeerStatus, RouteEntry};
 pub struct OutQueue {
     pending: Mutex<HashSet<IpNet>>,
     pub notify: tokio::sync::Notify,
+    /// The [`PathSource::kind_bit`]s of best paths this peer can be sent;
+    /// changes involving no such kind are not queued at all.
+    interest: std::sync::atomic::AtomicU8,
 }
 
 impl OutQueue {
-    pub fn add(&self, prefixes: &[IpNet]) {
-        if prefixes.is_empty() {
-            return;
+    pub fn set_interest(&self, kinds: u8) {
+        self.interest.store(kinds, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn add(&self, changed: &[Changed]) {
+        let interest = self.interest.load(std::sync::atomic::Ordering::Relaxed);
+        let mut added = false;
+        {
+            let mut pending = lock(&self.pending);
+            for (p, kinds) in changed {
+                if kinds & interest != 0 {
+                    pending.insert(*p);
+                    added = true;
+                }
+            }
         }
-        lock(&self.pending).extend(prefixes.iter().copied());
-        self.notify.notify_one();
+        if added {
+            self.notify.notify_one();
+        }
     }
 
     pub fn take(&self) -> Vec<IpNet> {
         lock(&self.pending).drain().collect()
+    }
+
+    /// Takes at most `max` prefixes; if more wait, wakes the task again so
+    /// a huge backlog is exported in slices (bounding the memory of one
+    /// round, and letting the task serve its timers in between).
+    pub fn take_batch(&self, max: usize) -> Vec<IpNet> {
+        let mut pending = lock(&self.pending);
+        if pending.len() <= max {
+            return pending.drain().collect();
+        }
+        let batch: Vec<IpNet> = pending.iter().take(max).copied().collect();
+        for p in &batch {
+            pending.remove(p);
+        }
+        self.notify.notify_one();
+        batch
     }
 }
 
@@ -87,7 +119,7 @@ impl Shared {
 
     /// Tells every Established peer that these prefixes' best paths
     /// changed.
-    pub fn notify_export(&self, prefixes: &[IpNet]) {
+    pub fn notify_export(&self, prefixes: &[Changed]) {
         if prefixes.is_empty() {
             return;
         }
@@ -144,7 +176,7 @@ impl Shared {
                     },
                     path_id: p.path_id,
                     best: i == 0,
-                    lost_at: (i > 0).then(|| dest.loss[i - 1].as_str().to_owned()),
+                    lost_at: p.lost_at.map(|l| l.as_str().to_owned()),
                     local_pref: a.local_pref,
                     med: a.med,
                     communities: a.communities.iter().map(ToString::to_string).collect(),
@@ -152,7 +184,7 @@ impl Shared {
                     ext_communities: a.ext_communities.iter().map(ToString::to_string).collect(),
                     originator_id: a.originator_id.map(|o| o.to_string()),
                     cluster_list: a.cluster_list.iter().map(ToString::to_string).collect(),
-                    multipath: i < dest.multipath,
+                    multipath: i < usize::from(dest.multipath),
                     stale: p.stale,
                 });
             }

@@ -155,6 +155,10 @@ fn compare_keys(a: &Key, b: &Key) -> (Ordering, LossReason) {
 /// router-ID step, from peers, with distinct next hops, at most
 /// `max_paths`.
 pub fn rank(paths: &mut [Path], opts: &DecisionOptions) -> (Vec<LossReason>, usize) {
+    // Most prefixes have one path: nothing to rank.
+    if paths.len() <= 1 {
+        return (Vec::new(), paths.len());
+    }
     let keys: Vec<Key> = {
         let all: Vec<&Path> = paths.iter().collect();
         paths.iter().map(|p| key(p, &all, opts)).collect()
@@ -228,17 +232,18 @@ mod tests {
         let mut a = attrs();
         f(&mut a);
         Path {
-            source: PathSource::Peer(PeerRef {
+            source: PathSource::Peer(Arc::new(PeerRef {
                 address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)),
                 asn: 65001,
                 router_id: Ipv4Addr::new(1, 1, 1, last),
                 ebgp,
                 rr_client: false,
-            }),
+            })),
             path_id: 0,
             next_hop: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)),
             attrs: Arc::new(a),
             stale: false,
+            lost_at: None,
         }
     }
 
@@ -268,7 +273,7 @@ mod tests {
         );
         let mut same_rid = path(9, false, |_| {});
         if let PathSource::Peer(p) = &mut same_rid.source {
-            p.router_id = Ipv4Addr::new(1, 1, 1, 1);
+            Arc::make_mut(p).router_id = Ipv4Addr::new(1, 1, 1, 1);
         }
         assert_eq!(
             wins(&path(1, false, |_| {}), &{

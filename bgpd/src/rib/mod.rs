@@ -26,7 +26,9 @@ pub use decision::{compare, rank, DecisionOptions, LossReason};
 pub enum PathSource {
     /// Originated by this node.
     Local,
-    Peer(PeerRef),
+    /// Learned from a peer. Shared by all of that session's paths, so a
+    /// path costs a pointer, not a copy of the peer's facts.
+    Peer(Arc<PeerRef>),
 }
 
 /// The facts about a peer the decision process and export need.
@@ -67,16 +69,18 @@ pub struct Path {
     /// Kept through the peer's graceful restart (RFC 4724) and not yet
     /// refreshed.
     pub stale: bool,
+    /// For a path that is not best: the decision step at which it lost to
+    /// the path ranked just before it. (Fits in the struct's padding.)
+    pub lost_at: Option<LossReason>,
 }
 
 /// One prefix's paths, best first after [`Rib::insert`]/[`Rib::withdraw`].
 #[derive(Debug, Clone, Default)]
 pub struct Destination {
-    pub paths: Vec<Path>,
-    /// For each path after the first, why it lost to the one before it.
-    pub loss: Vec<LossReason>,
+    /// Inline for the common single-path case: no second allocation.
+    pub paths: smallvec::SmallVec<[Path; 1]>,
     /// How many leading paths form the ECMP set (at least 1).
-    pub multipath: usize,
+    pub multipath: u8,
 }
 
 impl Destination {
@@ -87,22 +91,60 @@ impl Destination {
     /// The ECMP set: the best path and those equal to it up to the
     /// router-ID step, with distinct next hops.
     pub fn multipath(&self) -> &[Path] {
-        &self.paths[..self.multipath.min(self.paths.len())]
+        &self.paths[..usize::from(self.multipath).min(self.paths.len())]
     }
 
-    /// What export and the FIB see: the best path's identity and the
-    /// multipath next hops.
-    fn fingerprint(&self) -> Option<(PathSource, u32, IpAddr, *const RouteAttrs, Vec<IpAddr>)> {
+    /// What export and the FIB see: the best path's identity and a digest
+    /// of the multipath next hops (no allocation: this runs per change).
+    fn fingerprint(&self) -> Option<(usize, u32, IpAddr, *const RouteAttrs, u128)> {
         let b = self.paths.first()?;
-        Some((
-            b.source.clone(),
-            b.path_id,
-            b.next_hop,
-            Arc::as_ptr(&b.attrs),
-            self.multipath().iter().map(|p| p.next_hop).collect(),
-        ))
+        // A cheap order-sensitive digest of the ECMP next hops.
+        let digest = self.multipath().iter().fold(self.multipath as u128, |acc, p| {
+            let v = match p.next_hop {
+                IpAddr::V4(a) => u128::from(u32::from(a)),
+                IpAddr::V6(a) => u128::from(a),
+            };
+            acc.rotate_left(7) ^ v
+        });
+        Some((b.source.identity(), b.path_id, b.next_hop, Arc::as_ptr(&b.attrs), digest))
+    }
+
+    /// The kind of the best path's source, for export fan-out.
+    pub fn best_kind(&self) -> u8 {
+        self.paths.first().map_or(0, |p| p.source.kind_bit())
     }
 }
+
+impl PathSource {
+    pub const LOCAL: u8 = 1;
+    pub const EBGP: u8 = 2;
+    pub const IBGP_CLIENT: u8 = 4;
+    pub const IBGP: u8 = 8;
+
+    /// Which session a path came from, as a number (0 for local routes):
+    /// one session's paths share one `PeerRef`.
+    pub fn identity(&self) -> usize {
+        match self {
+            Self::Local => 0,
+            Self::Peer(r) => Arc::as_ptr(r) as usize,
+        }
+    }
+
+    /// One bit naming the kind of source: which peers export can send a
+    /// path of this kind to depends only on it.
+    pub fn kind_bit(&self) -> u8 {
+        match self {
+            Self::Local => Self::LOCAL,
+            Self::Peer(r) if r.ebgp => Self::EBGP,
+            Self::Peer(r) if r.rr_client => Self::IBGP_CLIENT,
+            Self::Peer(_) => Self::IBGP,
+        }
+    }
+}
+
+/// A prefix whose best path changed, with the kinds of source involved
+/// ([`PathSource::kind_bit`] of the old and new best, or-ed).
+pub type Changed = (IpNet, u8);
 
 /// What a RIB change did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -114,6 +156,8 @@ pub struct Outcome {
     /// The best path or the multipath set changed: export and the FIB must
     /// look at this prefix again.
     pub best_changed: bool,
+    /// [`PathSource::kind_bit`] of the best path before and after, or-ed.
+    pub kinds: u8,
 }
 
 #[derive(Debug, Default)]
@@ -142,47 +186,50 @@ impl Rib {
     pub fn insert(&mut self, prefix: IpNet, path: Path) -> Outcome {
         let d = self.dests.entry(prefix).or_default();
         let old = d.fingerprint();
+        let old_kind = d.best_kind();
         let before = d.paths.len();
         d.paths.retain(|p| !(p.source == path.source && p.path_id == path.path_id));
         let added = d.paths.len() == before;
         d.paths.push(path);
         Self::rank(d, &self.opts);
-        Outcome { added, removed: false, best_changed: d.fingerprint() != old }
+        Outcome { added, removed: false, best_changed: d.fingerprint() != old, kinds: old_kind | d.best_kind() }
     }
 
     /// Removes one path.
     pub fn withdraw(&mut self, prefix: &IpNet, source: &PathSource, path_id: u32) -> Outcome {
         let Some(d) = self.dests.get_mut(prefix) else { return Outcome::default() };
         let old = d.fingerprint();
+        let old_kind = d.best_kind();
         let before = d.paths.len();
         d.paths.retain(|p| !(&p.source == source && p.path_id == path_id));
         let removed = d.paths.len() != before;
         if d.paths.is_empty() {
             self.dests.remove(prefix);
-            return Outcome { added: false, removed, best_changed: removed };
+            return Outcome { added: false, removed, best_changed: removed, kinds: old_kind };
         }
         if removed {
             Self::rank(d, &self.opts);
         }
-        Outcome { added: false, removed, best_changed: d.fingerprint() != old }
+        Outcome { added: false, removed, best_changed: d.fingerprint() != old, kinds: old_kind | d.best_kind() }
     }
 
     /// Removes every path from `source`. Returns how many, and the prefixes
     /// whose best path or multipath set changed. Only the destinations that
     /// lost a path are ranked again.
-    pub fn remove_source(&mut self, source: &PathSource) -> (usize, Vec<IpNet>) {
+    pub fn remove_source(&mut self, source: &PathSource) -> (usize, Vec<Changed>) {
         let mut n = 0;
         let mut changed = Vec::new();
         let opts = self.opts;
         self.dests.retain(|prefix, d| {
             let before = d.paths.len();
             let old = d.fingerprint();
+            let old_kind = d.best_kind();
             d.paths.retain(|p| &p.source != source);
             if d.paths.len() != before {
                 n += before - d.paths.len();
                 Self::rank(d, &opts);
                 if d.fingerprint() != old {
-                    changed.push(*prefix);
+                    changed.push((*prefix, old_kind | d.best_kind()));
                 }
             }
             !d.paths.is_empty()
@@ -192,8 +239,10 @@ impl Rib {
 
     fn rank(d: &mut Destination, opts: &DecisionOptions) {
         let (loss, multipath) = decision::rank(&mut d.paths, opts);
-        d.loss = loss;
-        d.multipath = multipath;
+        for (i, p) in d.paths.iter_mut().enumerate() {
+            p.lost_at = i.checked_sub(1).and_then(|j| loss.get(j).copied());
+        }
+        d.multipath = u8::try_from(multipath).unwrap_or(u8::MAX);
     }
 
     /// Marks every path from the peer at `addr` stale (RFC 4724 §4.2, the
@@ -213,7 +262,7 @@ impl Rib {
 
     /// Removes the stale paths from the peer at `addr` (of one family, or
     /// all). Returns how many, and the prefixes whose best path changed.
-    pub fn purge_stale(&mut self, addr: IpAddr, family: Option<Family>) -> (usize, Vec<IpNet>) {
+    pub fn purge_stale(&mut self, addr: IpAddr, family: Option<Family>) -> (usize, Vec<Changed>) {
         let mut n = 0;
         let mut changed = Vec::new();
         let opts = self.opts;
@@ -223,12 +272,13 @@ impl Rib {
             }
             let before = d.paths.len();
             let old = d.fingerprint();
+            let old_kind = d.best_kind();
             d.paths.retain(|p| !(p.stale && matches!(&p.source, PathSource::Peer(r) if r.address == addr)));
             if d.paths.len() != before {
                 n += before - d.paths.len();
                 Self::rank(d, &opts);
                 if d.fingerprint() != old {
-                    changed.push(*prefix);
+                    changed.push((*prefix, old_kind | d.best_kind()));
                 }
             }
             !d.paths.is_empty()
@@ -268,13 +318,13 @@ mod tests {
 
     fn path(addr: &str, stale: bool) -> Path {
         Path {
-            source: PathSource::Peer(PeerRef {
+            source: PathSource::Peer(Arc::new(PeerRef {
                 address: addr.parse().unwrap(),
                 asn: 65001,
                 router_id: Ipv4Addr::new(1, 1, 1, 1),
                 ebgp: true,
                 rr_client: false,
-            }),
+            })),
             path_id: 0,
             next_hop: addr.parse().unwrap(),
             attrs: Arc::new(RouteAttrs {
@@ -291,6 +341,7 @@ mod tests {
                 other: vec![],
             }),
             stale,
+            lost_at: None,
         }
     }
 
@@ -310,7 +361,7 @@ mod tests {
         assert!(!rib.get(&v4).unwrap().paths[0].stale);
         // End-of-RIB for IPv4 purges what was not refreshed, in IPv4 only.
         let (n, changed) = rib.purge_stale("10.0.0.2".parse().unwrap(), Some(Family::Ipv4Unicast));
-        assert_eq!((n, changed), (1, vec![v4b]));
+        assert_eq!((n, changed), (1, vec![(v4b, PathSource::EBGP)]));
         assert!(rib.get(&v6).unwrap().paths[0].stale);
         let (n, _) = rib.purge_stale("10.0.0.2".parse().unwrap(), None);
         assert_eq!(n, 1);
