@@ -157,22 +157,9 @@ pub enum Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::Origin;
 
     fn attrs(path: Vec<u32>, communities: Vec<Community>) -> RouteAttrs {
-        RouteAttrs {
-            origin: Origin::Igp,
-            as_path: AsPath::sequence(path),
-            med: None,
-            local_pref: None,
-            communities,
-            ext_communities: vec![],
-            large_communities: vec![],
-            originator_id: None,
-            cluster_list: vec![],
-            atomic_aggregate: false,
-            other: vec![],
-        }
+        RouteAttrs { communities, ..RouteAttrs::with_path(AsPath::sequence(path)) }
     }
 
     fn rule(action: Action) -> Rule {

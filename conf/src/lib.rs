@@ -40,28 +40,27 @@ impl fmt::Display for ConfigError {
 
 /// Reads, parses and validates a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let err = |key: String, message: String| ConfigError { file: path.to_owned(), key, message };
     if !path.is_file() {
-        return Err(err(String::new(), "file not found or not a regular file".into()));
+        return Err(ConfigError {
+            file: path.to_owned(),
+            key: String::new(),
+            message: "file not found or not a regular file".into(),
+        });
     }
-    let raw = config::Config::builder()
-        .add_source(config::File::from(path).format(config::FileFormat::Toml).required(true))
-        .build()
-        .map_err(|e| err(String::new(), format!("cannot parse TOML: {e}")))?;
-    let cfg: Config = serde_path_to_error::deserialize(raw).map_err(|e| {
-        let key = e.path().to_string();
-        let key = if key == "." { String::new() } else { key };
-        err(key, clean_serde_message(&e.inner().to_string()))
-    })?;
-    validate::validate(&cfg).map_err(|(key, message)| err(key, message))?;
-    Ok(cfg)
+    parse(config::File::from(path).format(config::FileFormat::Toml).required(true), path)
 }
 
 /// Parses and validates configuration text (for tests and `merled --check`).
 pub fn from_str(text: &str, name: &Path) -> Result<Config, ConfigError> {
-    let err = |key: String, message: String| ConfigError { file: name.to_owned(), key, message };
+    parse(config::File::from_str(text, config::FileFormat::Toml), name)
+}
+
+/// Builds the configuration from one `config` source, keeping the path of
+/// a key serde rejects, then validates it.
+fn parse<S: config::Source + Send + Sync + 'static>(source: S, file: &Path) -> Result<Config, ConfigError> {
+    let err = |key: String, message: String| ConfigError { file: file.to_owned(), key, message };
     let raw = config::Config::builder()
-        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .add_source(source)
         .build()
         .map_err(|e| err(String::new(), format!("cannot parse TOML: {e}")))?;
     let cfg: Config = serde_path_to_error::deserialize(raw).map_err(|e| {

@@ -18,7 +18,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use bgpd::fsm::Negotiated;
-use bgpd::packet::{AttrValue, Family, NextHop, Nlri, Origin, PathAttr, UpdateMsg};
+use bgpd::packet::{AttrValue, Family, NextHop, Nlri, PathAttr, UpdateMsg};
 use bgpd::rib::decision::DEFAULT_LOCAL_PREF;
 use bgpd::rib::{Path, PathSource};
 use ipnet::IpNet;
@@ -300,17 +300,9 @@ pub fn local_attrs(
     large: Vec<bgpd::packet::LargeCommunity>,
 ) -> bgpd::rib::RouteAttrs {
     bgpd::rib::RouteAttrs {
-        origin: Origin::Igp,
-        as_path: bgpd::packet::AsPath::default(),
-        med: None,
-        local_pref: None,
         communities,
-        ext_communities: vec![],
         large_communities: large,
-        originator_id: None,
-        cluster_list: vec![],
-        atomic_aggregate: false,
-        other: vec![],
+        ..bgpd::rib::RouteAttrs::with_path(bgpd::packet::AsPath::default())
     }
 }
 
@@ -320,7 +312,7 @@ mod tests {
 
     use super::*;
     use bgpd::fsm::negotiate;
-    use bgpd::packet::{AfiSafi, AsPath, Capability, Community, Message, OpenMsg};
+    use bgpd::packet::{AfiSafi, AsPath, Capability, Community, Message, OpenMsg, Origin};
     use bgpd::rib::PeerRef;
 
     const LOCAL_AS: u32 = 4_200_000_000;

@@ -392,12 +392,18 @@ impl PeerTask {
             cease_sub::PEER_DECONFIGURED,
             bytes::Bytes::new(),
         ));
-        let writers: Vec<mpsc::UnboundedSender<WriterCmd>> = self.conns.values().map(|h| h.writer.clone()).collect();
         self.gr_stale = false;
-        self.event(Event::Stop { notification: Some(n), restart_after: None });
         // Stale routes kept from an earlier restart go too.
         let (_, changed) = self.shared.rib().purge_stale(self.cfg.address, None);
         self.shared.notify_export(&changed);
+        self.stop_and_leave(Some(n)).await;
+    }
+
+    /// Stops the session (sending `notification` if given), waits a bounded
+    /// time for the writers to flush it, and removes the peer's status.
+    async fn stop_and_leave(&mut self, notification: Option<NotificationMsg>) {
+        let writers: Vec<mpsc::UnboundedSender<WriterCmd>> = self.conns.values().map(|h| h.writer.clone()).collect();
+        self.event(Event::Stop { notification, restart_after: None });
         self.shared.unregister_export(self.cfg.address);
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             for w in writers {
@@ -867,17 +873,7 @@ impl PeerTask {
             Some(neg) if neg.graceful_restart && self.cfg.graceful_restart_time > 0 => None,
             _ => Some(n),
         };
-        let writers: Vec<mpsc::UnboundedSender<WriterCmd>> = self.conns.values().map(|h| h.writer.clone()).collect();
-        self.event(Event::Stop { notification, restart_after: None });
-        self.shared.unregister_export(self.cfg.address);
-        // Wait (bounded) for the writers to flush the NOTIFICATION.
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            for w in writers {
-                w.closed().await;
-            }
-        })
-        .await;
-        self.shared.remove_peer(self.cfg.address);
+        self.stop_and_leave(notification).await;
     }
 
     fn publish(&mut self) {

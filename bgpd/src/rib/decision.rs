@@ -213,19 +213,7 @@ mod tests {
     use crate::rib::{PeerRef, RouteAttrs};
 
     fn attrs() -> RouteAttrs {
-        RouteAttrs {
-            origin: Origin::Igp,
-            as_path: AsPath::sequence(vec![65001]),
-            med: None,
-            local_pref: None,
-            communities: vec![],
-            ext_communities: vec![],
-            large_communities: vec![],
-            originator_id: None,
-            cluster_list: vec![],
-            atomic_aggregate: false,
-            other: vec![],
-        }
+        RouteAttrs::with_path(AsPath::sequence(vec![65001]))
     }
 
     fn path(last: u8, ebgp: bool, f: impl FnOnce(&mut RouteAttrs)) -> Path {

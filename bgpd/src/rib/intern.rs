@@ -47,22 +47,10 @@ impl AttrInterner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::{AsPath, Origin};
+    use crate::packet::AsPath;
 
     fn attrs(med: u32) -> RouteAttrs {
-        RouteAttrs {
-            origin: Origin::Igp,
-            as_path: AsPath::sequence(vec![65001]),
-            med: Some(med),
-            local_pref: None,
-            communities: vec![],
-            ext_communities: vec![],
-            large_communities: vec![],
-            originator_id: None,
-            cluster_list: vec![],
-            atomic_aggregate: false,
-            other: vec![],
-        }
+        RouteAttrs { med: Some(med), ..RouteAttrs::with_path(AsPath::sequence(vec![65001])) }
     }
 
     #[test]

@@ -59,6 +59,25 @@ pub struct RouteAttrs {
     pub other: Vec<PathAttr>,
 }
 
+impl RouteAttrs {
+    /// ORIGIN IGP, this AS path, nothing else.
+    pub fn with_path(as_path: AsPath) -> Self {
+        Self {
+            origin: Origin::Igp,
+            as_path,
+            med: None,
+            local_pref: None,
+            communities: vec![],
+            ext_communities: vec![],
+            large_communities: vec![],
+            originator_id: None,
+            cluster_list: vec![],
+            atomic_aggregate: false,
+            other: vec![],
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Path {
     pub source: PathSource,
@@ -217,14 +236,23 @@ impl Rib {
     /// whose best path or multipath set changed. Only the destinations that
     /// lost a path are ranked again.
     pub fn remove_source(&mut self, source: &PathSource) -> (usize, Vec<Changed>) {
+        self.remove_where(None, |p| &p.source == source)
+    }
+
+    /// Removes the paths `gone` selects, in every destination (or those of
+    /// one family), ranking again only where something went.
+    fn remove_where(&mut self, family: Option<Family>, gone: impl Fn(&Path) -> bool) -> (usize, Vec<Changed>) {
         let mut n = 0;
         let mut changed = Vec::new();
         let opts = self.opts;
         self.dests.retain(|prefix, d| {
+            if family.is_some_and(|f| Nlri::new(*prefix).family() != f) {
+                return true;
+            }
             let before = d.paths.len();
             let old = d.fingerprint();
             let old_kind = d.best_kind();
-            d.paths.retain(|p| &p.source != source);
+            d.paths.retain(|p| !gone(p));
             if d.paths.len() != before {
                 n += before - d.paths.len();
                 Self::rank(d, &opts);
@@ -263,27 +291,7 @@ impl Rib {
     /// Removes the stale paths from the peer at `addr` (of one family, or
     /// all). Returns how many, and the prefixes whose best path changed.
     pub fn purge_stale(&mut self, addr: IpAddr, family: Option<Family>) -> (usize, Vec<Changed>) {
-        let mut n = 0;
-        let mut changed = Vec::new();
-        let opts = self.opts;
-        self.dests.retain(|prefix, d| {
-            if family.is_some_and(|f| Nlri::new(*prefix).family() != f) {
-                return true;
-            }
-            let before = d.paths.len();
-            let old = d.fingerprint();
-            let old_kind = d.best_kind();
-            d.paths.retain(|p| !(p.stale && matches!(&p.source, PathSource::Peer(r) if r.address == addr)));
-            if d.paths.len() != before {
-                n += before - d.paths.len();
-                Self::rank(d, &opts);
-                if d.fingerprint() != old {
-                    changed.push((*prefix, old_kind | d.best_kind()));
-                }
-            }
-            !d.paths.is_empty()
-        });
-        (n, changed)
+        self.remove_where(family, |p| p.stale && matches!(&p.source, PathSource::Peer(r) if r.address == addr))
     }
 
     pub fn options(&self) -> &DecisionOptions {
@@ -327,19 +335,7 @@ mod tests {
             })),
             path_id: 0,
             next_hop: addr.parse().unwrap(),
-            attrs: Arc::new(RouteAttrs {
-                origin: Origin::Igp,
-                as_path: AsPath::sequence(vec![65001]),
-                med: None,
-                local_pref: None,
-                communities: vec![],
-                ext_communities: vec![],
-                large_communities: vec![],
-                originator_id: None,
-                cluster_list: vec![],
-                atomic_aggregate: false,
-                other: vec![],
-            }),
+            attrs: Arc::new(RouteAttrs::with_path(AsPath::sequence(vec![65001]))),
             stale,
             lost_at: None,
         }
