@@ -175,6 +175,10 @@ pub struct Peer {
     /// Overrides `bgp.graceful_restart_time` for this peer; 0 turns it off.
     #[serde(default)]
     pub graceful_restart_time: Option<u16>,
+    /// This node reflects routes to the peer as to a route-reflector client
+    /// (needs `bgp.route_reflector_cluster_id` and an iBGP peer).
+    #[serde(default)]
+    pub route_reflector_client: bool,
 }
 
 /// A named filter with Calico BGPFilter's four rule lists.

@@ -176,6 +176,20 @@ pub fn validate(c: &Config) -> Result<(), Failure> {
                 return Err((key("ttl_security"), format!("hop count {t} is out of range 1..=254")));
             }
         }
+        if p.route_reflector_client {
+            if b.route_reflector_cluster_id.is_none() {
+                return Err((
+                    key("route_reflector_client"),
+                    "needs bgp.route_reflector_cluster_id: only a route reflector has clients".into(),
+                ));
+            }
+            if p.as_number != n.as_number {
+                return Err((
+                    key("route_reflector_client"),
+                    "route-reflector clients are iBGP peers: as_number must be node.as_number".into(),
+                ));
+            }
+        }
         if p.max_prefixes == Some(0) {
             return Err((key("max_prefixes"), "must be at least 1 (leave it out for no limit)".into()));
         }

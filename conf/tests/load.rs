@@ -77,6 +77,8 @@ fn bad_values_are_named_by_key() {
         ("[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 1\nttl_security = 0\n", "bgp.peers[0].ttl_security", "out of range"),
         ("[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 1\nnext_hop_mode = \"maybe\"\n", "bgp.peers[0].next_hop_mode", "use auto, self or keep"),
         ("[bgp]\nmax_paths = 0\n", "bgp.max_paths", "at least 1"),
+        ("[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 64512\nroute_reflector_client = true\n", "bgp.peers[0].route_reflector_client", "needs bgp.route_reflector_cluster_id"),
+        ("[bgp]\nroute_reflector_cluster_id = \"1.0.0.1\"\n[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 65001\nroute_reflector_client = true\n", "bgp.peers[0].route_reflector_client", "iBGP"),
         ("[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 1\nfilters = [\"nope\"]\n", "bgp.peers[0].filters[0]", "no [[filters]] named"),
         ("[[filters]]\nname = \"f\"\n[[filters.export_v4]]\ncidr = \"10.0.0.0/8\"\naction = \"Accept\"\n", "filters[0].export_v4[0].match_operator", "required with cidr"),
         ("[[filters]]\nname = \"f\"\n[[filters.import_v6]]\ncidr = \"10.0.0.0/8\"\nmatch_operator = \"In\"\naction = \"Accept\"\n", "filters[0].import_v6[0].cidr", "not an IPv6 prefix"),

@@ -187,9 +187,10 @@ pub fn plan(cfg: &conf::Config) -> Vec<PeerConfig> {
     }
     for p in &cfg.bgp.peers {
         let kind = match p.node.as_deref() {
+            _ if p.node.as_deref().is_some_and(|n| n != me.name) => continue,
+            _ if p.route_reflector_client => PeerKind::RrClient,
             None => PeerKind::Global,
-            Some(n) if n == me.name => PeerKind::NodeSpecific,
-            Some(_) => continue,
+            Some(_) => PeerKind::NodeSpecific,
         };
         if out.iter().any(|o| o.address == p.address) {
             continue;
@@ -284,5 +285,15 @@ mod tests {
             p.iter().filter(|p| p.as_number != 64512).map(|p| (p.address.to_string(), p.kind)).collect();
         assert_eq!(ext, vec![("10.0.0.254".into(), PeerKind::Global), ("10.0.0.253".into(), PeerKind::NodeSpecific)]);
         assert_eq!(p.iter().find(|p| p.as_number == 65002).unwrap().next_hop_mode, NextHopMode::SelfAddr);
+    }
+
+    #[test]
+    fn explicit_route_reflector_clients() {
+        let extra = "[bgp]\nnode_mesh = false\nroute_reflector_cluster_id = \"1.0.0.1\"\n\
+                     [[bgp.peers]]\naddress = \"10.9.0.1\"\nas_number = 64512\nroute_reflector_client = true\n";
+        let p = plan(&cfg(extra, 2));
+        let c = p.iter().find(|p| p.address.to_string() == "10.9.0.1").unwrap();
+        assert!(c.rr_client());
+        assert_eq!(c.kind.label(), "route reflector client");
     }
 }
