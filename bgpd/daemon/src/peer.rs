@@ -45,6 +45,27 @@ pub struct NodeCtx {
 
 /// The capabilities merled advertises: IPv4 and IPv6 unicast, route
 /// refresh, 4-octet AS, ADD-PATH receive and extended next hop for IPv4.
+impl NodeCtx {
+    /// This node as export sees it.
+    pub fn export(&self) -> NodeExport {
+        NodeExport { local_as: self.local_as, router_id: self.router_id, cluster_id: self.cluster_id }
+    }
+}
+
+impl PeerConfig {
+    /// This peer as export sees it, for a session that negotiated `n`.
+    pub fn target(&self, n: &Negotiated) -> Target {
+        Target {
+            address: self.address,
+            ebgp: n.ebgp,
+            rr_client: self.rr_client(),
+            export_learned: self.export_learned,
+            next_hop_mode: self.next_hop_mode,
+            rules: self.rules.clone(),
+        }
+    }
+}
+
 /// RFC 4724: how long stale routes wait for End-of-RIB after the peer's
 /// session is back.
 pub const STALE_TIME: Duration = Duration::from_secs(360);
@@ -341,16 +362,7 @@ impl PeerTask {
     /// for routes whose exported form changed.
     fn reexport(&mut self, id: ConnId, old: &PeerConfig, old_node: &NodeCtx, n: &Negotiated) {
         let Some(addrs) = self.session_addrs(id) else { return };
-        let old_target = Target {
-            address: old.address,
-            ebgp: n.ebgp,
-            rr_client: old.rr_client(),
-            export_learned: old.export_learned,
-            next_hop_mode: old.next_hop_mode,
-            rules: old.rules.clone(),
-        };
-        let old_node_export =
-            NodeExport { local_as: old_node.local_as, router_id: old_node.router_id, cluster_id: old_node.cluster_id };
+        let (old_target, old_node_export) = (old.target(n), old_node.export());
         let (target, node) = (self.target(n), self.node_export());
         let mut groups: [HashMap<OutRoute, Vec<IpNet>>; 2] = Default::default();
         let mut withdrawn: [Vec<IpNet>; 2] = Default::default();
@@ -569,18 +581,11 @@ impl PeerTask {
     }
 
     fn target(&self, n: &Negotiated) -> Target {
-        Target {
-            address: self.cfg.address,
-            ebgp: n.ebgp,
-            rr_client: self.cfg.rr_client(),
-            export_learned: self.cfg.export_learned,
-            next_hop_mode: self.cfg.next_hop_mode,
-            rules: self.cfg.rules.clone(),
-        }
+        self.cfg.target(n)
     }
 
     fn node_export(&self) -> NodeExport {
-        NodeExport { local_as: self.node.local_as, router_id: self.node.router_id, cluster_id: self.node.cluster_id }
+        self.node.export()
     }
 
     fn session_addrs(&self, id: ConnId) -> Option<SessionAddrs> {

@@ -212,11 +212,7 @@ fn bird_failure_and_recovery() {
 
     // 2. The peer stops cleanly (Cease): routes go at once.
     bird.daemon.stop(Duration::from_secs(5));
-    wait::poll("routes withdrawn after BIRD stopped", Duration::from_secs(u64::from(hold)), || {
-        (m.peer_state(PEER_V4).as_deref() != Some("Established") && m.route("10.250.1.0/24", PEER_V4).is_none())
-            .then_some(())
-    })
-    .unwrap();
+    wait_down_and_withdrawn(&m, PEER_V4, "10.250.1.0/24", Duration::from_secs(u64::from(hold)));
 
     // 3. A new BIRD comes up: the session re-establishes with no help.
     bird = Bird::start(&p.peer, "fail2", &cfg).unwrap();

@@ -111,11 +111,7 @@ fn frr_failure_and_recovery() {
 
     // Crash (SIGKILL): the kernel closes the socket; routes go at once.
     frr.daemon.kill();
-    wait::poll("routes withdrawn after FRR crashed", Duration::from_secs(u64::from(hold)), || {
-        (m.peer_state(PEER_V4).as_deref() != Some("Established") && m.route("10.250.1.0/24", PEER_V4).is_none())
-            .then_some(())
-    })
-    .unwrap();
+    wait_down_and_withdrawn(&m, PEER_V4, "10.250.1.0/24", Duration::from_secs(u64::from(hold)));
     drop(frr);
 
     // FRR restarts: the session comes back on its own.
@@ -127,11 +123,7 @@ fn frr_failure_and_recovery() {
     // Freeze FRR: merled's hold timer expires and the routes go.
     let pid = frr.daemon.pid().unwrap().to_string();
     testbed::netns::run(std::process::Command::new("kill").args(["-STOP", &pid])).unwrap();
-    wait::poll("routes withdrawn after hold timer", Duration::from_secs(u64::from(hold) + 2), || {
-        (m.peer_state(PEER_V4).as_deref() != Some("Established") && m.route("10.250.1.0/24", PEER_V4).is_none())
-            .then_some(())
-    })
-    .unwrap();
+    wait_down_and_withdrawn(&m, PEER_V4, "10.250.1.0/24", Duration::from_secs(u64::from(hold) + 2));
     testbed::netns::run(std::process::Command::new("kill").args(["-CONT", &pid])).unwrap();
     wait_established(&m, PEER_V4, T);
 }

@@ -96,3 +96,12 @@ pub fn wait_route(m: &Merled, prefix: &str, peer: &str, timeout: Duration) -> Va
 pub fn as_path(r: &Value) -> Vec<u64> {
     r["as_path"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect()
 }
+
+/// Waits until the session with `peer` is not Established and `prefix`
+/// from it is gone.
+pub fn wait_down_and_withdrawn(m: &Merled, peer: &str, prefix: &str, timeout: Duration) {
+    wait::until(&format!("{prefix} from {peer} withdrawn"), timeout, Duration::from_millis(100), || {
+        (m.peer_state(peer).as_deref() != Some("Established") && m.route(prefix, peer).is_none()).then_some(())
+    })
+    .unwrap();
+}
