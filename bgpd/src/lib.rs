@@ -19,6 +19,7 @@
 //! There is no tokio in this crate: the async driver lives in `merled`.
 
 pub mod fsm;
+pub mod hash;
 pub mod packet;
 pub mod policy;
 pub mod rib;

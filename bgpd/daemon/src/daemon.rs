@@ -11,7 +11,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
 use bgpd::packet::{Community, LargeCommunity};
-use bgpd::rib::DecisionOptions;
+use bgpd::rib::{Changed, DecisionOptions, NO_SLOT};
 use ipnet::IpNet;
 
 use crate::conn::PeerInput;
@@ -246,13 +246,13 @@ impl Running {
         {
             let mut rib = self.shared.rib();
             for (p, ..) in &old_routes {
-                if !new_routes.iter().any(|(q, ..)| q == p) && rib.withdraw(p, &PathSource::Local, 0).best_changed {
-                    touched.push((*p, PathSource::LOCAL));
+                if !new_routes.iter().any(|(q, ..)| q == p) {
+                    touched.extend(rib.withdraw(p, &PathSource::Local, 0).changed(*p));
                 }
             }
         }
         let fresh: Vec<_> = new_routes.into_iter().filter(|r| !old_routes.contains(r)).collect();
-        touched.extend(fresh.iter().map(|(p, ..)| (*p, PathSource::LOCAL)));
+        touched.extend(fresh.iter().map(|(p, ..)| Changed { prefix: *p, kinds: PathSource::LOCAL, slot: NO_SLOT }));
         originate(&self.shared, &self.node, fresh);
         self.shared.notify_export(&touched);
         Ok(format!(

@@ -583,8 +583,8 @@ mod tests {
 #[derive(Debug, Default)]
 pub struct Grouper {
     groups: Vec<(OutRoute, Vec<IpNet>)>,
-    index: std::collections::HashMap<OutRoute, usize>,
-    cache: std::collections::HashMap<(usize, usize, IpAddr), Option<usize>>,
+    index: bgpd::hash::HashMap<OutRoute, usize>,
+    cache: bgpd::hash::HashMap<(usize, usize, IpAddr), Option<usize>>,
 }
 
 impl Grouper {

@@ -128,6 +128,10 @@ pub struct PeerTask {
     pending: VecDeque<Event>,
     /// Prefixes whose export to this peer must be recomputed.
     out: Arc<OutQueue>,
+    /// Taken from `out` and not yet exported: a big change (a full table
+    /// arriving) is exported EXPORT_BATCH prefixes per turn of the task
+    /// loop, so timers and input are served in between.
+    backlog: VecDeque<(IpNet, u32)>,
     /// The peer's routes are kept stale through its restart (RFC 4724).
     gr_stale: bool,
     /// When the stale routes go if not refreshed: the peer's restart time
@@ -160,6 +164,7 @@ impl PeerTask {
             source: None,
             pending: VecDeque::new(),
             out: Arc::new(OutQueue::default()),
+            backlog: VecDeque::new(),
             gr_stale: false,
             gr_deadline: None,
             last_state: State::Idle,
@@ -181,6 +186,7 @@ impl PeerTask {
             let sleep =
                 tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
             let out = self.out.clone();
+            let backlog = self.session.is_some() && !self.backlog.is_empty();
             tokio::select! {
                 input = self.rx.recv() => match input {
                     None => break,
@@ -198,9 +204,10 @@ impl PeerTask {
                 },
                 () = sleep, if deadline.is_some() => self.fire_timers(),
                 () = out.notify.notified(), if self.session.is_some() => {
-                    let prefixes = out.take_batch(EXPORT_BATCH);
-                    self.export_changes(prefixes);
+                    self.backlog.extend(out.take());
+                    self.export_backlog();
                 }
+                () = std::future::ready(()), if backlog => self.export_backlog(),
             }
             self.publish();
         }
@@ -364,7 +371,7 @@ impl PeerTask {
         let Some(addrs) = self.session_addrs(id) else { return };
         let (old_target, old_node_export) = (old.target(n), old_node.export());
         let (target, node) = (self.target(n), self.node_export());
-        let mut groups: [HashMap<OutRoute, Vec<IpNet>>; 2] = Default::default();
+        let mut groups: [bgpd::hash::HashMap<OutRoute, Vec<IpNet>>; 2] = Default::default();
         let mut withdrawn: [Vec<IpNet>; 2] = Default::default();
         {
             let rib = self.shared.rib();
@@ -577,6 +584,7 @@ impl PeerTask {
         }
         self.shared.register_export(self.cfg.address, self.out.clone());
         self.out.take();
+        self.backlog.clear();
         self.full_export(id, None);
     }
 
@@ -599,12 +607,15 @@ impl PeerTask {
         let n = n.clone();
         let Some(addrs) = self.session_addrs(id) else { return };
         let (target, node) = (self.target(&n), self.node_export());
+        let interest = export::interest(&target, &node);
         let mut groups: [export::Grouper; 2] = Default::default();
         {
             let rib = self.shared.rib();
             for (prefix, dest) in rib.iter() {
                 let f = export::family_of(prefix);
-                if !n.families.contains(f) || family.is_some_and(|x| x != f) {
+                // A bit test skips what this peer never gets (an eBGP peer
+                // and the learned routes) before any per-route work.
+                if dest.best_kind() & interest == 0 || !n.families.contains(f) || family.is_some_and(|x| x != f) {
                     continue;
                 }
                 if let Some(b) = dest.best() {
@@ -632,8 +643,15 @@ impl PeerTask {
         }
     }
 
+    /// Exports the next EXPORT_BATCH prefixes of the backlog.
+    fn export_backlog(&mut self) {
+        let n = self.backlog.len().min(EXPORT_BATCH);
+        let batch: Vec<(IpNet, u32)> = self.backlog.drain(..n).collect();
+        self.export_changes(batch);
+    }
+
     /// Recomputes and sends the export of prefixes whose best path changed.
-    fn export_changes(&mut self, prefixes: Vec<IpNet>) {
+    fn export_changes(&mut self, prefixes: Vec<(IpNet, u32)>) {
         let Some((id, n)) = &self.session else { return };
         let (id, n) = (*id, n.clone());
         let Some(addrs) = self.session_addrs(id) else { return };
@@ -642,12 +660,12 @@ impl PeerTask {
         let mut withdrawn: [Vec<IpNet>; 2] = Default::default();
         {
             let rib = self.shared.rib();
-            for prefix in prefixes {
+            for (prefix, slot) in prefixes {
                 let f = export::family_of(&prefix);
                 if !n.families.contains(f) {
                     continue;
                 }
-                let sent = match rib.get(&prefix).and_then(|d| d.best()) {
+                let sent = match rib.get_hinted(&prefix, slot).and_then(|d| d.best()) {
                     Some(b) => groups[f.index()].add(&prefix, b, &target, &node, &n),
                     None => false,
                 };
@@ -717,6 +735,7 @@ impl PeerTask {
         info!(peer = %self.cfg.address, "session down: {reason}");
         self.last_error = Some(reason.to_string());
         self.shared.unregister_export(self.cfg.address);
+        self.backlog.clear();
         let hold = self.graceful_restart_hold(reason);
         if let Some(src) = self.source.take() {
             match hold {
@@ -755,7 +774,9 @@ impl PeerTask {
         }
         if let Some(f) = u.end_of_rib() {
             debug!(peer = %self.cfg.address, family = %f, "End-of-RIB");
-            if let Some(fam) = f.family() {
+            // Only a peer we are helping through a restart has stale paths;
+            // for the others End-of-RIB costs nothing (no table scans).
+            if let Some(fam) = f.family().filter(|_| self.gr_stale) {
                 self.purge_stale(Some(fam), "End-of-RIB");
                 let any_stale = self.shared.rib().iter().any(|(_, d)| {
                     d.paths
@@ -823,9 +844,7 @@ impl PeerTask {
                 if o.removed {
                     self.prefixes_received = self.prefixes_received.saturating_sub(1);
                 }
-                if o.best_changed {
-                    changed.push((prefix, o.kinds));
-                }
+                changed.extend(o.changed(prefix));
             }
         }
         self.shared.notify_export(&changed);

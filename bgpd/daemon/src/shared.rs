@@ -1,9 +1,10 @@
 //! State shared between the peer tasks and the control server.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bgpd::hash::IndexMap;
 use bgpd::rib::{Changed, DecisionOptions, PathSource, Rib};
 use ipnet::IpNet;
 
@@ -12,10 +13,14 @@ use crate::api::{NodeStatus, PeerStatus, RouteEntry};
 /// The prefixes whose export to one peer must be recomputed. Producers add
 /// to the set and wake the peer task; the task takes the whole set. Changes
 /// to one prefix coalesce, so a slow peer costs at most one entry per
-/// prefix, never a growing queue.
+/// prefix, never a growing queue. The set keeps arrival order, so routes go
+/// out in the order they came in: the peer task's RIB lookups then walk the
+/// table's entries in the order they were stored, and the receiver sees the
+/// same order its upstream chose.
 #[derive(Debug, Default)]
 pub struct OutQueue {
-    pending: Mutex<HashSet<IpNet>>,
+    /// Each prefix with the latest slot hint for it.
+    pending: Mutex<IndexMap<IpNet, u32>>,
     pub notify: tokio::sync::Notify,
     /// The [`PathSource::kind_bit`]s of best paths this peer can be sent;
     /// changes involving no such kind are not queued at all.
@@ -27,14 +32,20 @@ impl OutQueue {
         self.interest.store(kinds, std::sync::atomic::Ordering::Relaxed);
     }
 
-    pub fn add(&self, changed: &[Changed]) {
+    /// Queues the changes of the kinds this peer cares about. `any_kind` is
+    /// the or of every change's kinds: a peer that wants none of them (an
+    /// eBGP peer, for learned routes) is skipped without a loop.
+    pub fn add(&self, changed: &[Changed], any_kind: u8) {
         let interest = self.interest.load(std::sync::atomic::Ordering::Relaxed);
+        if any_kind & interest == 0 {
+            return;
+        }
         let mut added = false;
         {
             let mut pending = lock(&self.pending);
-            for (p, kinds) in changed {
-                if kinds & interest != 0 {
-                    pending.insert(*p);
+            for c in changed {
+                if c.kinds & interest != 0 {
+                    pending.insert(c.prefix, c.slot);
                     added = true;
                 }
             }
@@ -44,24 +55,9 @@ impl OutQueue {
         }
     }
 
-    pub fn take(&self) -> Vec<IpNet> {
-        lock(&self.pending).drain().collect()
-    }
-
-    /// Takes at most `max` prefixes; if more wait, wakes the task again so
-    /// a huge backlog is exported in slices (bounding the memory of one
-    /// round, and letting the task serve its timers in between).
-    pub fn take_batch(&self, max: usize) -> Vec<IpNet> {
-        let mut pending = lock(&self.pending);
-        if pending.len() <= max {
-            return pending.drain().collect();
-        }
-        let batch: Vec<IpNet> = pending.iter().take(max).copied().collect();
-        for p in &batch {
-            pending.remove(p);
-        }
-        self.notify.notify_one();
-        batch
+    /// Takes everything queued, oldest first.
+    pub fn take(&self) -> Vec<(IpNet, u32)> {
+        lock(&self.pending).drain(..).collect()
     }
 }
 
@@ -123,8 +119,9 @@ impl Shared {
         if prefixes.is_empty() {
             return;
         }
+        let any_kind = prefixes.iter().fold(0, |k, c| k | c.kinds);
         for q in lock(&self.exports).values() {
-            q.add(prefixes);
+            q.add(prefixes, any_kind);
         }
     }
 
@@ -160,8 +157,11 @@ impl Shared {
 
     pub fn routes(&self) -> Vec<RouteEntry> {
         let rib = self.rib();
+        // The RIB is a hash table: show it in prefix order.
+        let mut dests: Vec<_> = rib.iter().collect();
+        dests.sort_unstable_by_key(|(p, _)| *p);
         let mut out = Vec::new();
-        for (prefix, dest) in rib.iter() {
+        for (prefix, dest) in dests {
             for (i, p) in dest.paths.iter().enumerate() {
                 let a = &p.attrs;
                 out.push(RouteEntry {

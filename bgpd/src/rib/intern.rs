@@ -2,8 +2,9 @@
 //! allocation, as BIRD's attribute cache does. Thousands of prefixes from
 //! one UPDATE, or from one peer with one policy, cost one `RouteAttrs`.
 
-use std::collections::HashSet;
 use std::sync::Arc;
+
+use crate::hash::HashSet;
 
 use super::RouteAttrs;
 
