@@ -47,6 +47,23 @@ impl Bird {
         run(Command::new("birdc").arg("-s").arg(&self.ctl).args(args))
     }
 
+    /// Runs the CLI commands of `script` (one per line) in one birdc call.
+    pub fn birdc_script(&self, script: &str) -> anyhow::Result<String> {
+        use std::io::Write as _;
+        let mut child = Command::new("birdc")
+            .arg("-s")
+            .arg(&self.ctl)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("cannot run birdc")?;
+        child.stdin.take().context("birdc stdin")?.write_all(script.as_bytes())?;
+        let out = child.wait_with_output()?;
+        anyhow::ensure!(out.status.success(), "birdc failed: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Whether protocol `proto` shows Established.
     pub fn established(&self, proto: &str) -> bool {
         self.birdc(&["show", "protocols", proto]).is_ok_and(|s| s.contains("Established"))

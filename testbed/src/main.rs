@@ -40,6 +40,17 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         runs: u32,
     },
+    /// Route-reflector fan-out: one reflector, `clients` iBGP clients (one
+    /// BIRD process) each advertising `prefixes` prefixes; time until every
+    /// client holds every route. Reflector: merled, then BIRD 2, alternating.
+    Fanout {
+        #[arg(long, default_value_t = 100)]
+        clients: u32,
+        #[arg(long, default_value_t = 100)]
+        prefixes: u32,
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -72,9 +83,16 @@ fn main() -> anyhow::Result<()> {
             println!("Testbed torn down.");
         }
         Command::Bench(Bench::Ingest { peers, prefixes, runs }) => {
+            testbed::wait::interrupt_waits_on_signal()?;
             let merled = sibling_binary("merled")?;
             let merlectl = sibling_binary("merlectl")?;
             testbed::bench::ingest(peers, prefixes, runs, &merled, &merlectl)?;
+        }
+        Command::Bench(Bench::Fanout { clients, prefixes, runs }) => {
+            testbed::wait::interrupt_waits_on_signal()?;
+            let merled = sibling_binary("merled")?;
+            let merlectl = sibling_binary("merlectl")?;
+            testbed::bench_rr::fanout(clients, prefixes, runs, &merled, &merlectl)?;
         }
     }
     Ok(())

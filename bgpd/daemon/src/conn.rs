@@ -88,6 +88,13 @@ pub fn spawn_connect(id: ConnId, addr: SocketAddr, timeout: Duration, sec: Secur
     });
 }
 
+/// How much one read asks for: a peer sending a full table fills many
+/// messages per system call.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// How many queued bytes one write gathers at most.
+const WRITE_COALESCE: usize = 256 * 1024;
+
 pub fn spawn_reader(id: ConnId, mut rd: OwnedReadHalf, tx: mpsc::Sender<PeerInput>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut buf = BytesMut::with_capacity(16 * 1024);
@@ -108,7 +115,7 @@ pub fn spawn_reader(id: ConnId, mut rd: OwnedReadHalf, tx: mpsc::Sender<PeerInpu
                     }
                 }
             }
-            buf.reserve(4096);
+            buf.reserve(READ_CHUNK);
             let ev = match rd.read_buf(&mut buf).await {
                 Ok(0) => ConnEvent::Closed("connection closed by peer".into()),
                 Ok(_) => continue,
@@ -127,19 +134,37 @@ pub fn spawn_writer(
     tx: mpsc::Sender<PeerInput>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        while let Some(cmd) = rx.recv().await {
-            match cmd {
-                WriterCmd::Send(b) => {
-                    let err = match tokio::time::timeout(SEND_TIMEOUT, wr.write_all(&b)).await {
-                        Ok(Ok(())) => continue,
-                        Ok(Err(e)) => e.to_string(),
-                        Err(_) => format!("peer accepted no data for {}s", SEND_TIMEOUT.as_secs()),
-                    };
-                    let _ = tx.send(PeerInput::Conn(id, ConnEvent::Closed(err))).await;
-                    return;
+        let mut out = BytesMut::new();
+        let mut closing = false;
+        while !closing {
+            let Some(cmd) = rx.recv().await else { break };
+            // Gather what else is already queued into one write: a table
+            // export is hundreds of 4 KiB messages, and one system call per
+            // message would cost more than building them.
+            let mut next = Some(cmd);
+            while let Some(cmd) = next {
+                match cmd {
+                    WriterCmd::Send(b) => out.extend_from_slice(&b),
+                    WriterCmd::Close => {
+                        closing = true;
+                        break;
+                    }
                 }
-                WriterCmd::Close => break,
+                next = if out.len() < WRITE_COALESCE { rx.try_recv().ok() } else { None };
             }
+            if out.is_empty() {
+                continue;
+            }
+            let err = match tokio::time::timeout(SEND_TIMEOUT, wr.write_all(&out)).await {
+                Ok(Ok(())) => {
+                    out.clear();
+                    continue;
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("peer accepted no data for {}s", SEND_TIMEOUT.as_secs()),
+            };
+            let _ = tx.send(PeerInput::Conn(id, ConnEvent::Closed(err))).await;
+            return;
         }
         // Bound the flush of a final NOTIFICATION to a peer that stopped reading.
         let _ = tokio::time::timeout(Duration::from_secs(2), wr.shutdown()).await;
