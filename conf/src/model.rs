@@ -26,6 +26,12 @@ pub struct Config {
     pub nodes: Vec<NodeEntry>,
     #[serde(default)]
     pub services: Services,
+    /// The cluster's IP pools (Calico IPPool): block size and encapsulation.
+    #[serde(default)]
+    pub pools: Vec<Pool>,
+    /// How learned routes are programmed into the kernel.
+    #[serde(default)]
+    pub fib: Fib,
     /// Named route filters (Calico BGPFilter), used by peers' `filters`.
     #[serde(default)]
     pub filters: Vec<Filter>,
@@ -295,6 +301,106 @@ impl Services {
     }
 }
 
+/// Calico's default block sizes.
+pub const DEFAULT_BLOCK_SIZE_V4: u8 = 26;
+pub const DEFAULT_BLOCK_SIZE_V6: u8 = 122;
+
+/// An IP pool, as Calico's IPPool: pods get addresses from its blocks, and
+/// routes to its blocks on other nodes may be encapsulated.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    pub cidr: IpNet,
+    /// Prefix length of the per-node blocks: default 26 (IPv4), 122 (IPv6).
+    #[serde(default)]
+    pub block_size: Option<u8>,
+    #[serde(default)]
+    pub ipip_mode: EncapMode,
+    #[serde(default)]
+    pub vxlan_mode: EncapMode,
+}
+
+impl Pool {
+    pub fn block_size(&self) -> u8 {
+        self.block_size.unwrap_or(if self.cidr.addr().is_ipv4() {
+            DEFAULT_BLOCK_SIZE_V4
+        } else {
+            DEFAULT_BLOCK_SIZE_V6
+        })
+    }
+}
+
+/// When routes to a pool's blocks are encapsulated (Calico's `ipipMode` and
+/// `vxlanMode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String")]
+pub enum EncapMode {
+    /// Never: plain routes to the next hop.
+    #[default]
+    Never,
+    /// For every remote block.
+    Always,
+    /// Only when the next hop is outside this node's subnet.
+    CrossSubnet,
+}
+
+impl TryFrom<String> for EncapMode {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "Never" => Ok(Self::Never),
+            "Always" => Ok(Self::Always),
+            "CrossSubnet" => Ok(Self::CrossSubnet),
+            other => Err(format!("unknown mode {other:?}: use Never, Always or CrossSubnet")),
+        }
+    }
+}
+
+/// merle's own `rtm_protocol` for the routes it installs, so it can tell
+/// them from everyone else's (`ip route show proto 198`).
+pub const DEFAULT_RT_PROTOCOL: u8 = 198;
+/// The main routing table.
+pub const RT_TABLE_MAIN: u32 = 254;
+/// Calico's VXLAN defaults.
+pub const DEFAULT_VXLAN_VNI: u32 = 4096;
+pub const DEFAULT_VXLAN_PORT: u16 = 4789;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fib {
+    /// Program the kernel at all; default true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Routing table for merle's routes; default 254 (main).
+    #[serde(default = "default_rt_table")]
+    pub table: u32,
+    /// `rtm_protocol` of merle's routes; default 198. merle only ever
+    /// changes or removes routes carrying it.
+    #[serde(default = "default_rt_protocol")]
+    pub protocol: u8,
+    #[serde(default = "default_vxlan_vni")]
+    pub vxlan_vni: u32,
+    #[serde(default = "default_vxlan_port")]
+    pub vxlan_port: u16,
+    /// MTU of the underlay interface; the VXLAN device gets this minus the
+    /// encapsulation overhead (50 octets over IPv4, 70 over IPv6).
+    #[serde(default = "default_underlay_mtu")]
+    pub underlay_mtu: u16,
+}
+
+impl Default for Fib {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            table: RT_TABLE_MAIN,
+            protocol: DEFAULT_RT_PROTOCOL,
+            vxlan_vni: DEFAULT_VXLAN_VNI,
+            vxlan_port: DEFAULT_VXLAN_PORT,
+            underlay_mtu: 1500,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Advertise {
@@ -358,6 +464,21 @@ fn default_graceful_restart_time() -> u16 {
 }
 fn default_max_paths() -> u16 {
     8
+}
+fn default_rt_table() -> u32 {
+    RT_TABLE_MAIN
+}
+fn default_rt_protocol() -> u8 {
+    DEFAULT_RT_PROTOCOL
+}
+fn default_vxlan_vni() -> u32 {
+    DEFAULT_VXLAN_VNI
+}
+fn default_vxlan_port() -> u16 {
+    DEFAULT_VXLAN_PORT
+}
+fn default_underlay_mtu() -> u16 {
+    1500
 }
 fn default_socket() -> PathBuf {
     PathBuf::from(DEFAULT_SOCKET)

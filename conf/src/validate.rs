@@ -299,6 +299,9 @@ pub fn validate(c: &Config) -> Result<(), Failure> {
         }
     }
 
+    check_pools(c)?;
+    check_fib(&c.fib)?;
+
     if !c.control.socket.is_absolute() {
         return Err(("control.socket".into(), "must be an absolute path".into()));
     }
@@ -307,6 +310,63 @@ pub fn validate(c: &Config) -> Result<(), Failure> {
             "log.level".into(),
             format!("unknown level {:?}: use trace, debug, info, warn or error", c.log.level),
         ));
+    }
+    Ok(())
+}
+
+fn check_pools(c: &Config) -> Result<(), Failure> {
+    use crate::model::EncapMode;
+    for (i, p) in c.pools.iter().enumerate() {
+        let k = |f: &str| format!("pools[{i}].{f}");
+        check_prefix(k("cidr"), &p.cidr)?;
+        let bs = p.block_size();
+        // Calico's limits: blocks of 2^0..2^12 addresses.
+        let (lo, hi) = if p.cidr.addr().is_ipv4() { (20, 32) } else { (116, 128) };
+        if !(lo..=hi).contains(&bs) {
+            return Err((k("block_size"), format!("{bs} is out of range: use {lo} to {hi}")));
+        }
+        if bs < p.cidr.prefix_len() {
+            return Err((k("block_size"), format!("/{bs} blocks do not fit in the /{} pool", p.cidr.prefix_len())));
+        }
+        if p.ipip_mode != EncapMode::Never && p.cidr.addr().is_ipv6() {
+            return Err((k("ipip_mode"), "IPIP carries IPv4 only: use Never for an IPv6 pool".into()));
+        }
+        if p.ipip_mode != EncapMode::Never && p.vxlan_mode != EncapMode::Never {
+            return Err((k("vxlan_mode"), "IPIP and VXLAN cannot both be on: set one of them to Never".into()));
+        }
+        for (j, q) in c.pools.iter().enumerate().take(i) {
+            if q.cidr.contains(&p.cidr) || p.cidr.contains(&q.cidr) {
+                return Err((k("cidr"), format!("{} overlaps pools[{j}] ({})", p.cidr, q.cidr)));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_fib(f: &crate::model::Fib) -> Result<(), Failure> {
+    // 0-4 are the kernel's own (unspec, redirect, kernel, boot, static).
+    if f.protocol <= 4 {
+        return Err((
+            "fib.protocol".into(),
+            format!("{} is reserved by the kernel (0-4): use 5-255, default 198", f.protocol),
+        ));
+    }
+    // 0 is unspecified and 253-255 are default, main and local; only main
+    // of those is allowed.
+    if f.table == 0 || (f.table != crate::model::RT_TABLE_MAIN && (253..=255).contains(&f.table)) {
+        return Err((
+            "fib.table".into(),
+            format!("table {} is reserved: use 254 (main) or 1-252, 256 and up", f.table),
+        ));
+    }
+    if f.vxlan_vni == 0 || f.vxlan_vni >= 1 << 24 {
+        return Err(("fib.vxlan_vni".into(), format!("{} is not a 24-bit VNI (1-16777215)", f.vxlan_vni)));
+    }
+    if f.vxlan_port == 0 {
+        return Err(("fib.vxlan_port".into(), "port 0 is not allowed".into()));
+    }
+    if f.underlay_mtu < 1280 {
+        return Err(("fib.underlay_mtu".into(), format!("{} is too small: at least 1280", f.underlay_mtu)));
     }
     Ok(())
 }

@@ -87,6 +87,19 @@ fn bad_values_are_named_by_key() {
         ("[[nodes]]\nname = \"a\"\naddress = \"10.0.0.2/24\"\n[[nodes]]\nname = \"a\"\naddress = \"10.0.0.3/24\"\n", "nodes[1].name", "duplicate node"),
         ("[[nodes]]\nname = \"n1\"\naddress = \"10.0.0.9/24\"\n", "nodes[0].address", "this node's entry"),
         ("[[nodes]]\nname = \"b\"\naddress = \"10.0.0.2/24\"\n[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 64512\n", "bgp.peers[0].address", "already covers"),
+        ("[[pools]]\ncidr = \"10.244.0.1/16\"\n", "pools[0].cidr", "host bits"),
+        ("[[pools]]\ncidr = \"10.244.0.0/16\"\nblock_size = 12\n", "pools[0].block_size", "use 20 to 32"),
+        ("[[pools]]\ncidr = \"10.244.0.0/28\"\nblock_size = 26\n", "pools[0].block_size", "do not fit"),
+        ("[[pools]]\ncidr = \"fd00:244::/56\"\nblock_size = 26\n", "pools[0].block_size", "use 116 to 128"),
+        ("[[pools]]\ncidr = \"fd00:244::/56\"\nipip_mode = \"Always\"\n", "pools[0].ipip_mode", "IPv4 only"),
+        ("[[pools]]\ncidr = \"10.244.0.0/16\"\nipip_mode = \"Always\"\nvxlan_mode = \"CrossSubnet\"\n", "pools[0].vxlan_mode", "cannot both"),
+        ("[[pools]]\ncidr = \"10.244.0.0/16\"\nvxlan_mode = \"Sometimes\"\n", "pools[0].vxlan_mode", "use Never, Always or CrossSubnet"),
+        ("[[pools]]\ncidr = \"10.244.0.0/16\"\n[[pools]]\ncidr = \"10.244.64.0/18\"\n", "pools[1].cidr", "overlaps pools[0]"),
+        ("[fib]\nprotocol = 4\n", "fib.protocol", "reserved by the kernel"),
+        ("[fib]\nprotocol = 256\n", "fib.protocol", "unsigned 8 bit"),
+        ("[fib]\ntable = 255\n", "fib.table", "reserved"),
+        ("[fib]\nvxlan_vni = 16777216\n", "fib.vxlan_vni", "24-bit"),
+        ("[fib]\nunderlay_mtu = 576\n", "fib.underlay_mtu", "at least 1280"),
     ];
     for (extra, key, what) in cases {
         let (e, shown) = error_of(&format!("{MINIMAL}{extra}"));
@@ -94,6 +107,20 @@ fn bad_values_are_named_by_key() {
         assert!(shown.contains(what), "expected {what:?} in: {shown}");
         assert!(shown.contains(&format!("key `{key}`")), "{shown}");
     }
+}
+
+#[test]
+fn pools_and_fib_defaults() {
+    let f = write(&format!(
+        "{MINIMAL}[[pools]]\ncidr = \"10.244.0.0/16\"\nvxlan_mode = \"CrossSubnet\"\n[[pools]]\ncidr = \"fd00:244::/56\"\n"
+    ));
+    let c = conf::load(f.path()).unwrap();
+    assert_eq!(c.pools[0].block_size(), 26);
+    assert_eq!(c.pools[0].vxlan_mode, conf::EncapMode::CrossSubnet);
+    assert_eq!(c.pools[0].ipip_mode, conf::EncapMode::Never);
+    assert_eq!(c.pools[1].block_size(), 122);
+    assert_eq!(c.fib, conf::Fib::default());
+    assert_eq!((c.fib.table, c.fib.protocol, c.fib.vxlan_vni, c.fib.vxlan_port), (254, 198, 4096, 4789));
 }
 
 #[test]
