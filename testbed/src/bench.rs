@@ -22,7 +22,7 @@ use crate::bird::Bird;
 use crate::merled::Merled;
 use crate::netns::Lan;
 
-use crate::{wait, TempDir};
+use crate::wait;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
@@ -226,15 +226,19 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Runs `runs` rounds of merled then BIRD and prints the medians and ratios.
-pub fn ingest(peers: u32, prefixes: u32, runs: u32, merled: &Path, merlectl: &Path) -> anyhow::Result<()> {
-    let dir = TempDir::new("bench")?;
-    let _ = dir;
-    let tester_conf = tester_config(peers, prefixes);
+/// Runs `runs` rounds of `once` with merled, then BIRD 2, as the target;
+/// prints each run, then under `title` the medians and the merled/BIRD
+/// ratios, with the goals (time, RSS) when there are some.
+pub fn alternate(
+    runs: u32,
+    title: &str,
+    goals: Option<(f64, f64)>,
+    mut once: impl FnMut(Target) -> anyhow::Result<Figures>,
+) -> anyhow::Result<()> {
     let mut results: Vec<(Target, Figures)> = Vec::new();
     for r in 0..runs {
         for t in [Target::Merled, Target::Bird] {
-            let f = ingest_once(t, peers, prefixes, merled, merlectl, &tester_conf)?;
+            let f = once(t)?;
             println!(
                 "run {}: {:>7} {:>8.2} s  peak RSS {:>7.1} MiB",
                 r + 1,
@@ -248,18 +252,23 @@ pub fn ingest(peers: u32, prefixes: u32, runs: u32, merled: &Path, merlectl: &Pa
     let med = |t: Target, f: &dyn Fn(&Figures) -> f64| {
         median(results.iter().filter(|(x, _)| *x == t).map(|(_, r)| f(r)).collect())
     };
-    let (mt, bt) = (med(Target::Merled, &|f| f.elapsed.as_secs_f64()), med(Target::Bird, &|f| f.elapsed.as_secs_f64()));
-    let (mr, br) = (
-        med(Target::Merled, &|f| f.peak_rss_kib as f64 / 1024.0),
-        med(Target::Bird, &|f| f.peak_rss_kib as f64 / 1024.0),
-    );
-    println!(
-        "\ningest {peers} peers x {prefixes} prefixes = {} routes, {runs} runs, medians:",
-        u64::from(peers) * u64::from(prefixes)
-    );
+    let secs = |f: &Figures| f.elapsed.as_secs_f64();
+    let mib = |f: &Figures| f.peak_rss_kib as f64 / 1024.0;
+    let (mt, bt) = (med(Target::Merled, &secs), med(Target::Bird, &secs));
+    let (mr, br) = (med(Target::Merled, &mib), med(Target::Bird, &mib));
+    let goal = |g: Option<f64>| g.map(|g| format!(" (goal <= {g:.2})")).unwrap_or_default();
+    println!("\n{title}, {runs} runs, medians:");
     println!("  merled: {mt:.2} s, peak RSS {mr:.1} MiB");
     println!("  BIRD 2: {bt:.2} s, peak RSS {br:.1} MiB");
-    println!("  time ratio merled/BIRD: {:.2} (goal <= 1.00)", mt / bt);
-    println!("  RSS ratio merled/BIRD:  {:.2} (goal <= 2.00)", mr / br);
+    println!("  time ratio merled/BIRD: {:.2}{}", mt / bt, goal(goals.map(|g| g.0)));
+    println!("  RSS ratio merled/BIRD:  {:.2}{}", mr / br, goal(goals.map(|g| g.1)));
     Ok(())
+}
+
+/// The ingest benchmark: `runs` rounds of merled then BIRD as the target.
+pub fn ingest(peers: u32, prefixes: u32, runs: u32, merled: &Path, merlectl: &Path) -> anyhow::Result<()> {
+    let tester_conf = tester_config(peers, prefixes);
+    let title =
+        format!("ingest {peers} peers x {prefixes} prefixes = {} routes", u64::from(peers) * u64::from(prefixes));
+    alternate(runs, &title, Some((1.0, 2.0)), |t| ingest_once(t, peers, prefixes, merled, merlectl, &tester_conf))
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::bench::{median, peak_rss_kib, Figures, Target};
+use crate::bench::{alternate, peak_rss_kib, Figures, Target};
 use crate::bird::Bird;
 use crate::merled::Merled;
 use crate::netns::Lan;
@@ -171,40 +171,15 @@ pub fn fanout_once(
     Ok(Figures { elapsed: start.elapsed(), peak_rss_kib: peak_rss_kib(pid) })
 }
 
-/// Runs `runs` rounds of merled then BIRD as the reflector and prints the
-/// medians and the ratio.
+/// The fan-out benchmark: `runs` rounds of merled then BIRD as the
+/// reflector.
 pub fn fanout(clients: u32, prefixes: u32, runs: u32, merled: &Path, merlectl: &Path) -> anyhow::Result<()> {
     anyhow::ensure!((1..=250).contains(&clients), "--clients must be 1 to 250");
     anyhow::ensure!(prefixes >= 1 && u64::from(clients) * u64::from(prefixes) <= 1 << 24, "too many prefixes");
     let conf = clients_config(clients, prefixes);
-    let mut results: Vec<(Target, Figures)> = Vec::new();
-    for r in 0..runs {
-        for t in [Target::Merled, Target::Bird] {
-            let f = fanout_once(t, clients, prefixes, merled, merlectl, &conf)?;
-            println!(
-                "run {}: {:>7} {:>8.2} s  peak RSS {:>7.1} MiB",
-                r + 1,
-                t.name(),
-                f.elapsed.as_secs_f64(),
-                f.peak_rss_kib as f64 / 1024.0
-            );
-            results.push((t, f));
-        }
-    }
-    let med = |t: Target, f: &dyn Fn(&Figures) -> f64| {
-        median(results.iter().filter(|(x, _)| *x == t).map(|(_, r)| f(r)).collect())
-    };
-    let secs = |f: &Figures| f.elapsed.as_secs_f64();
-    let mib = |f: &Figures| f.peak_rss_kib as f64 / 1024.0;
-    let (mt, bt) = (med(Target::Merled, &secs), med(Target::Bird, &secs));
-    let (mr, br) = (med(Target::Merled, &mib), med(Target::Bird, &mib));
-    println!(
-        "\nroute-reflector fan-out: {clients} clients x {prefixes} prefixes = {} routes per client, {runs} runs, medians:",
+    let title = format!(
+        "route-reflector fan-out: {clients} clients x {prefixes} prefixes = {} routes per client",
         u64::from(clients) * u64::from(prefixes)
     );
-    println!("  merled: {mt:.2} s, peak RSS {mr:.1} MiB");
-    println!("  BIRD 2: {bt:.2} s, peak RSS {br:.1} MiB");
-    println!("  time ratio merled/BIRD: {:.2}", mt / bt);
-    println!("  RSS ratio merled/BIRD:  {:.2}", mr / br);
-    Ok(())
+    alternate(runs, &title, None, |t| fanout_once(t, clients, prefixes, merled, merlectl, &conf))
 }
