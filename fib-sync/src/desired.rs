@@ -173,78 +173,114 @@ fn wants(mode: EncapMode, on_subnet: bool) -> bool {
     }
 }
 
-/// The kernel state for these inputs.
-pub fn desired(i: &Inputs<'_>) -> Desired {
-    let mut d = Desired::default();
-    // Devices exist while some pool of their family uses VXLAN.
-    let vxlan_family =
-        |v6: bool| i.pools.iter().any(|p| p.vxlan_mode != EncapMode::Never && p.cidr.addr().is_ipv6() == v6);
-    if let (true, Some(n)) = (vxlan_family(false), i.node.v4) {
-        let local = IpAddr::V4(n.addr());
-        let mtu = i.underlay_mtu.saturating_sub(VXLAN_OVERHEAD_V4);
-        d.devices.push(VxlanDevice { name: VXLAN_DEV_V4, local, mac: vtep_mac(local), mtu });
-    }
-    if let (true, Some(n)) = (vxlan_family(true), i.node.v6) {
-        let local = IpAddr::V6(n.addr());
-        let mtu = i.underlay_mtu.saturating_sub(VXLAN_OVERHEAD_V6);
-        d.devices.push(VxlanDevice { name: VXLAN_DEV_V6, local, mac: vtep_mac(local), mtu });
-    }
-    let has_device = |name: &str| d.devices.iter().any(|x| x.name == name);
-    let (has_v4_dev, has_v6_dev) = (has_device(VXLAN_DEV_V4), has_device(VXLAN_DEV_V6));
+/// What one learned prefix becomes in the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Route(RouteSpec),
+    /// The pool's mode cannot be honoured for any next hop; why.
+    Refused(String),
+    /// Nothing: the prefix is inside one of this node's blocks, or every
+    /// next hop is this node itself.
+    Nothing,
+}
 
-    for r in i.routes {
-        if i.own_blocks.iter().any(|b| b.contains(&r.prefix)) {
-            continue; // our own block (or part of it) is blackholed below
-        }
-        let pool = pool_of(i.pools, &r.prefix);
-        let mut hops = BTreeSet::new();
-        let mut refusal = None;
-        for &nh in &r.next_hops {
-            if nh.is_unspecified() || i.node.is_own(nh) {
-                continue;
-            }
-            let on_subnet = i.node.on_subnet(nh);
-            let hop = match pool {
-                Some(p) if wants(p.vxlan_mode, on_subnet) => {
-                    let has_dev = if nh.is_ipv4() { has_v4_dev } else { has_v6_dev };
-                    if !has_dev {
-                        refusal = Some(format!(
-                            "VXLAN to {nh} needs this node's IPv{} address (node.address{})",
-                            if nh.is_ipv4() { 4 } else { 6 },
-                            if nh.is_ipv4() { "" } else { "_v6" }
-                        ));
-                        continue;
-                    }
-                    Hop::Vxlan(nh)
-                }
-                Some(p) if wants(p.ipip_mode, on_subnet) => match nh {
-                    IpAddr::V4(a) if i.ipip_supported => Hop::Ipip(a),
-                    IpAddr::V4(_) => {
-                        refusal = Some(format!("pool {} uses IPIP, which this kernel does not have", p.cidr));
-                        continue;
-                    }
-                    IpAddr::V6(_) => {
-                        refusal = Some(format!("IPIP cannot reach the IPv6 next hop {nh}"));
-                        continue;
-                    }
-                },
-                _ => Hop::Direct(nh),
-            };
-            if let Hop::Vxlan(vtep) = hop {
-                let device = hop.device().unwrap_or(VXLAN_DEV_V4);
-                let mac = vtep_mac(vtep);
-                d.neighbours.insert(Neighbour { device, ip: vtep, mac });
-                d.fdb.insert(FdbEntry { device, mac, dst: vtep });
-            }
-            hops.insert(hop);
-        }
-        if hops.is_empty() {
-            if let Some(reason) = refusal {
-                d.refused.push(Refused { prefix: r.prefix, reason });
-            }
+/// The VXLAN devices these pools call for: one per underlay family that
+/// some VXLAN pool of that family needs and this node has an address in.
+pub fn devices(pools: &[Pool], node: NodeNet, underlay_mtu: u16) -> Vec<VxlanDevice> {
+    let vxlan_family =
+        |v6: bool| pools.iter().any(|p| p.vxlan_mode != EncapMode::Never && p.cidr.addr().is_ipv6() == v6);
+    let mut out = Vec::new();
+    if let (true, Some(n)) = (vxlan_family(false), node.v4) {
+        let local = IpAddr::V4(n.addr());
+        let mtu = underlay_mtu.saturating_sub(VXLAN_OVERHEAD_V4);
+        out.push(VxlanDevice { name: VXLAN_DEV_V4, local, mac: vtep_mac(local), mtu });
+    }
+    if let (true, Some(n)) = (vxlan_family(true), node.v6) {
+        let local = IpAddr::V6(n.addr());
+        let mtu = underlay_mtu.saturating_sub(VXLAN_OVERHEAD_V6);
+        out.push(VxlanDevice { name: VXLAN_DEV_V6, local, mac: vtep_mac(local), mtu });
+    }
+    out
+}
+
+/// The kernel route for one learned prefix and its ECMP next hops. `i`'s
+/// `routes` are not read.
+pub fn route_for(i: &Inputs<'_>, devices: &[VxlanDevice], prefix: IpNet, next_hops: &[IpAddr]) -> Outcome {
+    if i.own_blocks.iter().any(|b| b.contains(&prefix)) {
+        return Outcome::Nothing; // our own block (or part of it) is blackholed
+    }
+    let has_device = |name: &str| devices.iter().any(|x| x.name == name);
+    let pool = pool_of(i.pools, &prefix);
+    let mut hops = BTreeSet::new();
+    let mut refusal = None;
+    for &nh in next_hops {
+        if nh.is_unspecified() || i.node.is_own(nh) {
             continue;
         }
-        d.routes.insert(r.prefix, RouteSpec::Via(hops.into_iter().collect()));
+        if nh.is_ipv4() != prefix.addr().is_ipv4() {
+            refusal = Some(format!("next hop {nh} is of the other address family than {prefix}"));
+            continue;
+        }
+        let on_subnet = i.node.on_subnet(nh);
+        let hop = match pool {
+            Some(p) if wants(p.vxlan_mode, on_subnet) => {
+                if !has_device(if nh.is_ipv4() { VXLAN_DEV_V4 } else { VXLAN_DEV_V6 }) {
+                    refusal = Some(format!(
+                        "VXLAN to {nh} needs this node's IPv{} address (node.address{})",
+                        if nh.is_ipv4() { 4 } else { 6 },
+                        if nh.is_ipv4() { "" } else { "_v6" }
+                    ));
+                    continue;
+                }
+                Hop::Vxlan(nh)
+            }
+            Some(p) if wants(p.ipip_mode, on_subnet) => match nh {
+                IpAddr::V4(a) if i.ipip_supported => Hop::Ipip(a),
+                IpAddr::V4(_) => {
+                    refusal = Some(format!("pool {} uses IPIP, which this kernel does not have", p.cidr));
+                    continue;
+                }
+                IpAddr::V6(_) => {
+                    refusal = Some(format!("IPIP cannot reach the IPv6 next hop {nh}"));
+                    continue;
+                }
+            },
+            _ => Hop::Direct(nh),
+        };
+        hops.insert(hop);
+    }
+    match (hops.is_empty(), refusal) {
+        (false, _) => Outcome::Route(RouteSpec::Via(hops.into_iter().collect())),
+        (true, Some(reason)) => Outcome::Refused(reason),
+        (true, None) => Outcome::Nothing,
+    }
+}
+
+/// The permanent neighbour and FDB entries a VXLAN hop needs.
+pub fn vtep_entries(hop: &Hop) -> Option<(Neighbour, FdbEntry)> {
+    let Hop::Vxlan(vtep) = *hop else { return None };
+    let device = hop.device().unwrap_or(VXLAN_DEV_V4);
+    let mac = vtep_mac(vtep);
+    Some((Neighbour { device, ip: vtep, mac }, FdbEntry { device, mac, dst: vtep }))
+}
+
+/// The kernel state for these inputs.
+pub fn desired(i: &Inputs<'_>) -> Desired {
+    let mut d = Desired { devices: devices(i.pools, i.node, i.underlay_mtu), ..Desired::default() };
+    for r in i.routes {
+        match route_for(i, &d.devices, r.prefix, &r.next_hops) {
+            Outcome::Route(spec) => {
+                if let RouteSpec::Via(hops) = &spec {
+                    for (n, f) in hops.iter().filter_map(vtep_entries) {
+                        d.neighbours.insert(n);
+                        d.fdb.insert(f);
+                    }
+                }
+                d.routes.insert(r.prefix, spec);
+            }
+            Outcome::Refused(reason) => d.refused.push(Refused { prefix: r.prefix, reason }),
+            Outcome::Nothing => {}
+        }
     }
     for b in i.own_blocks {
         d.routes.insert(*b, RouteSpec::Blackhole);

@@ -1,12 +1,20 @@
 //! fib-sync: makes the routes merled learns real in the kernel.
 //!
-//! - [`desired`]: the kernel state merle wants (routes, VXLAN devices,
-//!   neighbour and FDB entries), a pure function of the Loc-RIB best paths,
-//!   the pools and this node. Tested without a kernel.
-//! - [`vtep`]: how a node's VXLAN tunnel endpoint is derived from its
-//!   address, so no node has to be told another's.
+//! - [`desired`]: the kernel state the Loc-RIB calls for, as pure functions.
+//! - [`kernel`]: that state as rtnetlink messages, and the kernel's reports
+//!   read back.
+//! - [`nl`]: a blocking rtnetlink socket that pipelines requests.
+//! - [`engine`]: the thread that diffs, applies, watches and repairs.
 
 pub mod desired;
+pub mod engine;
+pub mod kernel;
+pub mod monitor;
+pub mod nl;
+pub mod status;
 pub mod vtep;
 
 pub use desired::{desired, Desired, Hop, Inputs, LearnedRoute, NodeNet, RouteSpec};
+pub use engine::{Fib, Input, Settings};
+pub use kernel::Owner;
+pub use status::{FibStatus, Ipip, RouteState, RouteStatus};

@@ -1,0 +1,227 @@
+//! fib-sync against the real kernel, inside a namespace: installs, repairs,
+//! leaves foreign routes alone, keeps its routes over a restart and sweeps
+//! them only after convergence.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use conf::{EncapMode, Pool};
+use fib_sync::{Fib, NodeNet, Owner, RouteState, Settings};
+use ipnet::IpNet;
+use testbed::netns::Netns;
+use testbed::wait::poll;
+
+const PROTO: &str = "198";
+
+fn settings(own: &[&str], sweep_after: Duration) -> Settings {
+    Settings {
+        owner: Owner { table: 254, protocol: 198 },
+        vxlan_vni: 4096,
+        vxlan_port: 4789,
+        underlay_mtu: 1500,
+        pools: vec![Pool {
+            cidr: "10.244.0.0/16".parse().unwrap(),
+            block_size: None,
+            ipip_mode: EncapMode::Never,
+            vxlan_mode: EncapMode::CrossSubnet,
+        }],
+        node: NodeNet { v4: Some("10.0.0.1/24".parse().unwrap()), v6: None },
+        own_blocks: own.iter().map(|s| s.parse().unwrap()).collect(),
+        sweep_after,
+    }
+}
+
+fn start(ns: &Netns, s: Settings) -> Fib {
+    ns.spawn(move || Fib::start(s)).unwrap().join().unwrap().unwrap().unwrap()
+}
+
+fn routes(ns: &Netns) -> Vec<String> {
+    let out = ns.ip(&["-j", "route", "show", "proto", PROTO]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut r: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let mut s = r["dst"].as_str().unwrap().to_owned();
+            if let Some(t) = r["type"].as_str() {
+                s = format!("{t} {s}");
+            }
+            if let Some(g) = r["gateway"].as_str() {
+                s += &format!(" via {g} dev {}", r["dev"].as_str().unwrap());
+            }
+            if r["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "onlink")) {
+                s += " onlink";
+            }
+            if let Some(nh) = r["nexthops"].as_array() {
+                for h in nh {
+                    s += &format!(" nexthop via {}", h["gateway"].as_str().unwrap());
+                }
+            }
+            s
+        })
+        .collect();
+    r.sort();
+    r
+}
+
+fn hops(s: &[&str]) -> Vec<IpAddr> {
+    s.iter().map(|h| h.parse().unwrap()).collect()
+}
+
+fn p(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+fn node() -> Netns {
+    let ns = Netns::new("fib").unwrap();
+    // This kernel has no dummy module: a veth whose peer stays here.
+    ns.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]).unwrap();
+    ns.ip(&["link", "set", "eth0p", "up"]).unwrap();
+    ns.ip(&["link", "set", "eth0", "up"]).unwrap();
+    ns.add_addr("eth0", "10.0.0.1/24").unwrap();
+    ns
+}
+
+fn wait_routes(ns: &Netns, want: &[&str]) {
+    let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    poll("the kernel routes", Duration::from_secs(5), || (routes(ns) == want).then_some(())).unwrap_or_else(|e| {
+        panic!("{e}: have {:?}, want {want:?}", routes(ns));
+    });
+}
+
+#[test]
+fn installs_repairs_and_leaves_foreign_routes_alone() {
+    if testbed::skip_unless_root("installs_repairs_and_leaves_foreign_routes_alone") {
+        return;
+    }
+    let ns = node();
+    // A route someone else owns, at a key merle will want.
+    ns.ip(&["route", "add", "10.244.9.0/26", "via", "10.0.0.9", "proto", "static"]).unwrap();
+    let fib = start(&ns, settings(&["10.244.1.0/26"], Duration::from_secs(60)));
+    fib.routes(vec![
+        (p("10.244.2.0/26"), hops(&["10.0.0.2"])),
+        (p("10.244.3.0/26"), hops(&["10.1.0.3"])),
+        (p("10.96.0.10/32"), hops(&["10.0.0.3", "10.0.0.2"])),
+        (p("10.244.9.0/26"), hops(&["10.0.0.2"])),
+        // Unreachable next hop: fails, does not stall the others.
+        (p("10.50.0.0/24"), hops(&["192.0.2.1"])),
+    ]);
+    wait_routes(
+        &ns,
+        &[
+            "10.244.2.0/26 via 10.0.0.2 dev eth0",
+            "10.244.3.0/26 via 10.1.0.3 dev vxlan.merle onlink",
+            "10.96.0.10 nexthop via 10.0.0.2 nexthop via 10.0.0.3",
+            "blackhole 10.244.1.0/26",
+        ],
+    );
+    let neigh = ns.ip(&["neigh", "show", "dev", "vxlan.merle"]).unwrap();
+    assert_eq!(neigh.trim(), "10.1.0.3 lladdr 02:6d:0a:01:00:03 PERMANENT");
+    let fdb = ns.exec(&["bridge", "fdb", "show", "dev", "vxlan.merle"]).unwrap();
+    assert_eq!(fdb.trim(), "02:6d:0a:01:00:03 dst 10.1.0.3 self permanent");
+    let link = ns.ip(&["-d", "link", "show", "vxlan.merle"]).unwrap();
+    assert!(link.contains("mtu 1450") && link.contains("vxlan id 4096") && link.contains("dstport 4789"), "{link}");
+    assert!(link.contains("02:6d:0a:00:00:01") && link.contains("nolearning"), "{link}");
+
+    let status = fib.status();
+    let state = |pfx: &str| status.lock().unwrap().routes.get(&p(pfx)).map(|r| r.state.clone());
+    poll("failure states", Duration::from_secs(5), || {
+        matches!(state("10.50.0.0/24"), Some(RouteState::Failed { .. })).then_some(())
+    })
+    .unwrap();
+    let Some(RouteState::Failed { reason, .. }) = state("10.244.9.0/26") else {
+        panic!("{:?}", state("10.244.9.0/26"))
+    };
+    assert!(reason.contains("protocol 4"), "{reason}");
+    let Some(RouteState::Failed { reason, .. }) = state("10.50.0.0/24") else { panic!() };
+    assert!(reason.contains("unreachable"), "{reason}");
+    assert_eq!(state("10.244.2.0/26"), Some(RouteState::Installed));
+    // The foreign route is untouched.
+    assert!(ns.ip(&["route", "show", "10.244.9.0/26"]).unwrap().contains("proto static"));
+
+    // Deleted by hand: back within a second. Changed by hand: put back.
+    ns.ip(&["route", "del", "10.244.2.0/26", "proto", PROTO]).unwrap();
+    ns.ip(&["route", "replace", "10.244.3.0/26", "via", "10.0.0.7", "proto", PROTO]).unwrap();
+    ns.ip(&["route", "del", "blackhole", "10.244.1.0/26"]).unwrap();
+    let t = std::time::Instant::now();
+    wait_routes(
+        &ns,
+        &[
+            "10.244.2.0/26 via 10.0.0.2 dev eth0",
+            "10.244.3.0/26 via 10.1.0.3 dev vxlan.merle onlink",
+            "10.96.0.10 nexthop via 10.0.0.2 nexthop via 10.0.0.3",
+            "blackhole 10.244.1.0/26",
+        ],
+    );
+    assert!(t.elapsed() < Duration::from_secs(1), "repair took {:?}", t.elapsed());
+    // The device deleted by hand comes back with its routes and entries.
+    ns.ip(&["link", "del", "vxlan.merle"]).unwrap();
+    poll("vxlan.merle back", Duration::from_secs(5), || {
+        routes(&ns).iter().any(|r| r.contains("vxlan.merle")).then_some(())
+    })
+    .unwrap();
+    poll("the neighbour back", Duration::from_secs(5), || {
+        ns.ip(&["neigh", "show", "dev", "vxlan.merle"]).unwrap().contains("PERMANENT").then_some(())
+    })
+    .unwrap();
+
+    // When the foreign route goes, merle's takes its place.
+    ns.ip(&["route", "del", "10.244.9.0/26", "proto", "static"]).unwrap();
+    poll("10.244.9.0/26 installed", Duration::from_secs(40), || {
+        routes(&ns).iter().any(|r| r.starts_with("10.244.9.0/26 via 10.0.0.2")).then_some(())
+    })
+    .unwrap();
+
+    // Withdrawn: gone, and its VTEP entries with it.
+    fib.routes(vec![(p("10.244.3.0/26"), vec![]), (p("10.244.9.0/26"), vec![])]);
+    wait_routes(
+        &ns,
+        &[
+            "10.244.2.0/26 via 10.0.0.2 dev eth0",
+            "10.96.0.10 nexthop via 10.0.0.2 nexthop via 10.0.0.3",
+            "blackhole 10.244.1.0/26",
+        ],
+    );
+    poll("the VTEP entries gone", Duration::from_secs(5), || {
+        ns.ip(&["neigh", "show", "dev", "vxlan.merle"]).unwrap().trim().is_empty().then_some(())
+    })
+    .unwrap();
+    fib.stop();
+}
+
+#[test]
+fn routes_survive_a_restart_and_stale_ones_go_only_after_convergence() {
+    if testbed::skip_unless_root("routes_survive_a_restart_and_stale_ones_go_only_after_convergence") {
+        return;
+    }
+    let ns = node();
+    ns.ip(&["route", "add", "10.77.0.0/16", "via", "10.0.0.254"]).unwrap();
+    let fib = start(&ns, settings(&["10.244.1.0/26"], Duration::from_secs(60)));
+    fib.routes(vec![(p("10.244.2.0/26"), hops(&["10.0.0.2"])), (p("10.244.4.0/26"), hops(&["10.0.0.4"]))]);
+    let all = ["10.244.2.0/26 via 10.0.0.2 dev eth0", "10.244.4.0/26 via 10.0.0.4 dev eth0", "blackhole 10.244.1.0/26"];
+    wait_routes(&ns, &all);
+    fib.stop();
+    // Stopped: everything stays.
+    assert_eq!(routes(&ns), all);
+
+    let fib = start(&ns, settings(&["10.244.1.0/26"], Duration::from_secs(60)));
+    // Only one route is learned again; the other is stale but kept.
+    fib.routes(vec![(p("10.244.2.0/26"), hops(&["10.0.0.2"]))]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(routes(&ns), all);
+    let st = fib.status();
+    assert_eq!(st.lock().unwrap().routes.get(&p("10.244.4.0/26")).map(|r| r.state.clone()), Some(RouteState::Stale));
+    fib.converged();
+    wait_routes(&ns, &["10.244.2.0/26 via 10.0.0.2 dev eth0", "blackhole 10.244.1.0/26"]);
+    // The route merle never owned survived both starts.
+    assert!(ns.ip(&["route", "show", "10.77.0.0/16"]).unwrap().contains("via 10.0.0.254"));
+    fib.stop();
+
+    // Without a convergence signal the sweep waits for its timeout.
+    let fib = start(&ns, settings(&[], Duration::from_millis(700)));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(routes(&ns).len(), 2);
+    wait_routes(&ns, &[]);
+    fib.stop();
+}
