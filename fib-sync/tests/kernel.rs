@@ -1,6 +1,7 @@
 //! fib-sync against the real kernel, inside a namespace: installs, repairs,
 //! leaves foreign routes alone, keeps its routes over a restart and sweeps
 //! them only after convergence.
+#![allow(clippy::unwrap_used)]
 
 use std::net::IpAddr;
 use std::time::Duration;
