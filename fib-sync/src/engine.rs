@@ -237,6 +237,7 @@ impl Engine {
                 if !self.converged {
                     info!("routing converged: sweeping {} stale routes", self.stale.len());
                     self.converged = true;
+                    self.l2_dirty = true;
                     self.dirty.extend(self.stale.iter().copied());
                 }
             }
@@ -263,6 +264,7 @@ impl Engine {
                 self.stale.len()
             );
             self.converged = true;
+            self.l2_dirty = true;
             self.dirty.extend(self.stale.iter().copied());
         }
         if now >= self.resync_at {
@@ -694,7 +696,8 @@ impl Engine {
     }
 
     /// Neighbour and FDB entries: every VTEP in use gets a permanent entry
-    /// of each; other permanent entries on merle's devices go.
+    /// of each; other permanent entries on merle's devices go, once the
+    /// routing has converged.
     fn sync_l2(&mut self) -> Result<(), NlError> {
         self.l2_dirty = false;
         let mut want_neigh: HashSet<(u32, IpAddr, [u8; 6])> = HashSet::new();
@@ -722,7 +725,9 @@ impl Engine {
                 } else {
                     k.permanent && want_neigh.remove(&(k.ifindex, ip, mac))
                 };
-                if !kept && k.permanent {
+                // Before convergence the entries of stale routes stay, as
+                // the routes do.
+                if !kept && k.permanent && self.converged {
                     reqs.push(Request { message: RouteNetlinkMessage::DelNeighbour(m), flags: 0 });
                 }
             }

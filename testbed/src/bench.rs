@@ -100,7 +100,8 @@ fn merled_target_config(peers: u32) -> String {
             writeln!(s, "[[bgp.peers]]\naddress = \"10.0.0.{}\"\nas_number = {}\npassive = true\n", 11 + p, 65101 + p);
     }
     s.push_str("[[bgp.peers]]\naddress = \"10.0.0.3\"\nas_number = 65200\nexport_learned = true\n\n");
-    s.push_str("[log]\nlevel = \"warn\"\n\n[control]\nsocket = \"{socket}\"\n");
+    // BIRD here exports to no kernel table either: the bench is BGP only.
+    s.push_str("[log]\nlevel = \"warn\"\n\n[fib]\nenabled = false\n\n[control]\nsocket = \"{socket}\"\n");
     s
 }
 

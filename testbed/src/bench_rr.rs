@@ -87,7 +87,8 @@ fn merled_reflector_config(clients: u32) -> String {
             client_addr(c)
         );
     }
-    s.push_str("[log]\nlevel = \"warn\"\n\n[control]\nsocket = \"{socket}\"\n");
+    // BIRD here exports to no kernel table either: the bench is BGP only.
+    s.push_str("[log]\nlevel = \"warn\"\n\n[fib]\nenabled = false\n\n[control]\nsocket = \"{socket}\"\n");
     s
 }
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 pub enum Request {
     Status,
     Routes,
+    Fib,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -19,11 +20,13 @@ pub struct Response {
     pub status: Option<NodeStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routes: Option<Vec<RouteEntry>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fib: Option<Vec<FibRoute>>,
 }
 
 impl Response {
     pub fn error(msg: impl Into<String>) -> Self {
-        Self { ok: false, error: Some(msg.into()), status: None, routes: None }
+        Self { ok: false, error: Some(msg.into()), status: None, routes: None, fib: None }
     }
 }
 
@@ -38,6 +41,32 @@ pub struct NodeStatus {
     /// configuration is still running), if it was.
     #[serde(default)]
     pub config_error: Option<String>,
+    /// fib-sync's state; absent when `[fib] enabled = false`.
+    #[serde(default)]
+    pub fib: Option<FibSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FibSummary {
+    pub table: u32,
+    pub protocol: u8,
+    /// "available", "not needed (no IPIP pool)" or "UNAVAILABLE: why".
+    pub ipip: String,
+    pub devices: Vec<String>,
+    /// Whether stale routes from before the start have been swept.
+    pub converged: bool,
+    pub installed: usize,
+    pub failed: usize,
+}
+
+/// One prefix as fib-sync handles it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FibRoute {
+    pub prefix: String,
+    /// The kernel route in `ip route` words.
+    pub kernel: String,
+    #[serde(flatten)]
+    pub state: fib_sync::RouteState,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,4 +125,8 @@ pub struct RouteEntry {
     pub multipath: bool,
     /// Kept through the peer's graceful restart, not yet refreshed.
     pub stale: bool,
+    /// For the best path: the kernel route's state ("installed", "failed
+    /// …: reason"), when fib-sync handles the prefix.
+    #[serde(default)]
+    pub fib: Option<String>,
 }

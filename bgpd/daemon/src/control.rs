@@ -76,10 +76,14 @@ async fn serve(s: UnixStream, shared: Arc<Shared>) -> anyhow::Result<()> {
 }
 
 fn answer(req: Request, shared: &Shared) -> Response {
-    let mut r = Response { ok: true, error: None, status: None, routes: None };
+    let mut r = Response { ok: true, error: None, status: None, routes: None, fib: None };
     match req {
         Request::Status => r.status = Some(shared.status()),
         Request::Routes => r.routes = Some(shared.routes()),
+        Request::Fib => match shared.fib_routes() {
+            Some(f) => r.fib = Some(f),
+            None => return Response::error("fib-sync is not running ([fib] enabled = false)"),
+        },
     }
     r
 }

@@ -121,6 +121,9 @@ fn restart_required(old: &conf::Config, new: &conf::Config) -> Option<&'static s
     if old.log != new.log {
         return Some("log.level");
     }
+    if old.fib.enabled != new.fib.enabled || old.fib.table != new.fib.table || old.fib.protocol != new.fib.protocol {
+        return Some("fib.enabled / fib.table / fib.protocol");
+    }
     None
 }
 
@@ -137,6 +140,7 @@ struct Running {
     listen_v6: bool,
     /// The file content last applied (or rejected), to notice edits.
     last_text: String,
+    fib: Option<crate::fib::FibLink>,
 }
 
 impl Running {
@@ -208,6 +212,9 @@ impl Running {
             }
         }
         self.node = Arc::new(node_ctx(&new, new_routes.iter().map(|(p, ..)| *p).collect(), self.node.restarting));
+        if let Some(f) = &self.fib {
+            f.reconfigure(&new);
+        }
         self.cfg = new;
 
         let (mut added, mut removed, mut changed) = (0, 0, 0);
@@ -293,6 +300,7 @@ pub async fn run(cfg: conf::Config, path: &std::path::Path) -> anyhow::Result<()
         peers: HashMap::new(),
         listener: listener_fd,
         listen_v6,
+        fib: None,
     };
     let plan = crate::plan::plan(&running.cfg);
     // RFC 2385: the listening socket needs every peer's key before the
@@ -301,6 +309,10 @@ pub async fn run(cfg: conf::Config, path: &std::path::Path) -> anyhow::Result<()
         if let Some(pw) = &pc.password {
             running.set_md5(pc.address, Some(pw))?;
         }
+    }
+    if running.cfg.fib.enabled {
+        let peers = plan.iter().map(|p| p.address).collect();
+        running.fib = Some(crate::fib::FibLink::start(&running.cfg, &shared, peers)?);
     }
     for pc in plan {
         running.spawn_peer(pc);
@@ -334,6 +346,11 @@ pub async fn run(cfg: conf::Config, path: &std::path::Path) -> anyhow::Result<()
             }
             _ = poll.tick() => running.check_file(false).await,
         }
+    }
+    // The FIB first: closing the sessions withdraws their routes from the
+    // RIB, and those must not reach the kernel.
+    if let Some(f) = running.fib.take() {
+        f.stop(&shared);
     }
     let cfg = &running.cfg;
     if cfg.bgp.graceful_restart_time > 0 {

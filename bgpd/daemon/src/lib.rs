@@ -27,6 +27,7 @@ pub mod conn;
 pub mod control;
 pub mod daemon;
 pub mod export;
+pub mod fib;
 pub mod import;
 pub mod listener;
 pub mod peer;

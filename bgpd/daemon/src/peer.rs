@@ -134,6 +134,9 @@ pub struct PeerTask {
     backlog: VecDeque<(IpNet, u32)>,
     /// The peer's routes are kept stale through its restart (RFC 4724).
     gr_stale: bool,
+    /// Families whose End-of-RIB this session has not delivered yet; when
+    /// none are left the peer counts as converged for the FIB's sweep.
+    eor_waiting: bgpd::packet::FamilySet,
     /// When the stale routes go if not refreshed: the peer's restart time
     /// while it is down, then STALE_TIME while waiting for End-of-RIB.
     gr_deadline: Option<Instant>,
@@ -166,6 +169,7 @@ impl PeerTask {
             out: Arc::new(OutQueue::default()),
             backlog: VecDeque::new(),
             gr_stale: false,
+            eor_waiting: bgpd::packet::FamilySet::default(),
             gr_deadline: None,
             last_state: State::Idle,
             since: SystemTime::now(),
@@ -540,6 +544,7 @@ impl PeerTask {
     }
 
     fn established(&mut self, id: ConnId, n: Negotiated) {
+        self.eor_waiting = n.families;
         info!(
             peer = %self.cfg.address,
             remote_as = n.remote_as,
@@ -774,6 +779,14 @@ impl PeerTask {
         }
         if let Some(f) = u.end_of_rib() {
             debug!(peer = %self.cfg.address, family = %f, "End-of-RIB");
+            if let Some(fam) = f.family() {
+                if self.eor_waiting.contains(fam) {
+                    self.eor_waiting.remove(fam);
+                    if self.eor_waiting.is_empty() {
+                        self.shared.peer_converged(self.cfg.address);
+                    }
+                }
+            }
             // Only a peer we are helping through a restart has stale paths;
             // for the others End-of-RIB costs nothing (no table scans).
             if let Some(fam) = f.family().filter(|_| self.gr_stale) {

@@ -8,7 +8,7 @@ use bgpd::hash::IndexMap;
 use bgpd::rib::{Changed, DecisionOptions, PathSource, Rib};
 use ipnet::IpNet;
 
-use crate::api::{NodeStatus, PeerStatus, RouteEntry};
+use crate::api::{FibRoute, FibSummary, NodeStatus, PeerStatus, RouteEntry};
 
 /// The prefixes whose export to one peer must be recomputed. Producers add
 /// to the set and wake the peer task; the task takes the whole set. Changes
@@ -73,6 +73,13 @@ pub struct Shared {
     exports: Mutex<HashMap<IpAddr, Arc<OutQueue>>>,
     /// Why the last configuration change was rejected, if it was.
     config_error: Mutex<Option<String>>,
+    /// The FIB's queue of changed prefixes, when fib-sync runs.
+    fib_queue: Mutex<Option<Arc<OutQueue>>>,
+    /// fib-sync's report, when it runs.
+    fib_status: Mutex<Option<Arc<Mutex<fib_sync::FibStatus>>>>,
+    /// Peers that have sent End-of-RIB for every family since their
+    /// session came up.
+    converged: Mutex<std::collections::HashSet<IpAddr>>,
 }
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it:
@@ -98,6 +105,9 @@ impl Shared {
             peers: Mutex::new(BTreeMap::new()),
             exports: Mutex::new(HashMap::new()),
             config_error: Mutex::new(None),
+            fib_queue: Mutex::new(None),
+            fib_status: Mutex::new(None),
+            converged: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -123,6 +133,61 @@ impl Shared {
         for q in lock(&self.exports).values() {
             q.add(prefixes, any_kind);
         }
+        if let Some(q) = lock(&self.fib_queue).as_ref() {
+            q.add(prefixes, any_kind);
+        }
+    }
+
+    /// Connects fib-sync: from now on every best-path change is queued for
+    /// the FIB too.
+    pub fn attach_fib(&self, q: Arc<OutQueue>, status: Arc<Mutex<fib_sync::FibStatus>>) {
+        *lock(&self.fib_queue) = Some(q);
+        *lock(&self.fib_status) = Some(status);
+    }
+
+    /// Stops feeding the FIB (at shutdown, before the sessions close, so
+    /// the kernel routes stay).
+    pub fn detach_fib(&self) {
+        *lock(&self.fib_queue) = None;
+    }
+
+    pub fn peer_converged(&self, addr: IpAddr) {
+        lock(&self.converged).insert(addr);
+    }
+
+    pub fn all_converged(&self, peers: impl IntoIterator<Item = IpAddr>) -> bool {
+        let c = lock(&self.converged);
+        peers.into_iter().all(|p| c.contains(&p))
+    }
+
+    /// fib-sync's view of each prefix it handles, in prefix order.
+    pub fn fib_routes(&self) -> Option<Vec<FibRoute>> {
+        let st = lock(&self.fib_status).clone()?;
+        let st = lock(&st);
+        let mut out: Vec<FibRoute> = st
+            .routes
+            .iter()
+            .map(|(p, r)| FibRoute { prefix: p.to_string(), kernel: r.kernel.clone(), state: r.state.clone() })
+            .collect();
+        out.sort_unstable_by(|a, b| {
+            let pa: Option<IpNet> = a.prefix.parse().ok();
+            pa.cmp(&b.prefix.parse().ok())
+        });
+        Some(out)
+    }
+
+    fn fib_summary(&self) -> Option<FibSummary> {
+        let st = lock(&self.fib_status).clone()?;
+        let st = lock(&st);
+        Some(FibSummary {
+            table: st.table,
+            protocol: st.protocol,
+            ipip: st.ipip.to_string(),
+            devices: st.devices.clone(),
+            converged: st.converged,
+            installed: st.installed,
+            failed: st.failed,
+        })
     }
 
     pub fn rib(&self) -> MutexGuard<'_, Rib> {
@@ -152,10 +217,13 @@ impl Shared {
             listen: self.listen.clone(),
             peers,
             config_error: lock(&self.config_error).clone(),
+            fib: self.fib_summary(),
         }
     }
 
     pub fn routes(&self) -> Vec<RouteEntry> {
+        let fib = lock(&self.fib_status).clone();
+        let fib = fib.as_ref().map(|f| lock(f));
         let rib = self.rib();
         // The RIB is a hash table: show it in prefix order.
         let mut dests: Vec<_> = rib.iter().collect();
@@ -186,6 +254,11 @@ impl Shared {
                     cluster_list: a.cluster_list.iter().map(ToString::to_string).collect(),
                     multipath: i < usize::from(dest.multipath),
                     stale: p.stale,
+                    fib: if i == 0 {
+                        fib.as_ref().and_then(|f| f.routes.get(prefix)).map(|r| r.state.to_string())
+                    } else {
+                        None
+                    },
                 });
             }
         }

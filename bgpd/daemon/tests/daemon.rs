@@ -65,7 +65,8 @@ fn control_socket_is_private_and_survives_bad_requests() {
     let port = 20000 + (std::process::id() % 20000) as u16;
     let cfg = format!(
         "[node]\nname = \"ctl\"\naddress = \"127.0.0.1/8\"\nrouter_id = \"10.9.9.9\"\n[bgp]\nlisten_address = \"127.0.0.1\"\nlisten_port = {port}\n\
-         [[advertise]]\nprefix = \"10.244.7.0/26\"\n[control]\nsocket = \"{}\"\n",
+         [[advertise]]\nprefix = \"10.244.7.0/26\"\n[control]\nsocket = \"{}\"\n\
+         # This merled runs in the host's namespace: it must not touch its FIB.\n[fib]\nenabled = false\n",
         sock.display()
     );
     let path = write_config(&dir, &cfg);

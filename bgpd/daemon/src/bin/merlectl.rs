@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use merled::api::{NodeStatus, Request, Response, RouteEntry};
+use merled::api::{FibRoute, NodeStatus, Request, Response, RouteEntry};
 
 #[derive(Debug, Parser)]
 #[command(name = "merlectl", version, about = "Query a running merled")]
@@ -26,8 +26,11 @@ struct Args {
 enum Command {
     /// BGP sessions, one line per peer (as `calicoctl node status`).
     Status,
-    /// Received and local routes, with the best path marked.
+    /// Received and local routes, with the best path marked and its kernel
+    /// state.
     Routes,
+    /// The kernel routes fib-sync manages: installed, or why not.
+    Fib,
 }
 
 fn query(socket: &PathBuf, req: &Request) -> anyhow::Result<Response> {
@@ -91,6 +94,24 @@ fn print_status(s: &NodeStatus) {
     if let Some(e) = &s.config_error {
         println!("CONFIGURATION ERROR (the previous configuration is still running): {e}");
     }
+    match &s.fib {
+        Some(f) => {
+            println!(
+                "FIB: table {}, protocol {}, {} routes installed, {} failed{}",
+                f.table,
+                f.protocol,
+                f.installed,
+                f.failed,
+                if f.converged { "" } else { "; stale routes kept until the routing converges" }
+            );
+            if !f.devices.is_empty() {
+                println!("VXLAN devices: {}", f.devices.join(", "));
+            }
+            println!("IPIP: {}", f.ipip);
+        }
+        None => println!("FIB: disabled ([fib] enabled = false)"),
+    }
+    println!();
     for (title, v6) in [("IPv4 BGP status", false), ("IPv6 BGP status", true)] {
         let rows: Vec<Vec<String>> = s
             .peers
@@ -135,13 +156,24 @@ fn print_routes(routes: &[RouteEntry]) {
                     (Some(_), true) => "= (multipath)".into(),
                     (Some(step), false) => format!("lost: {step}"),
                 },
+                r.fib.clone().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
     if rows.is_empty() {
         println!("No routes.");
     } else {
-        print!("{}", table(&["PREFIX", "NEXT HOP", "AS PATH", "ORIGIN", "PEER", "BEST"], &rows));
+        print!("{}", table(&["PREFIX", "NEXT HOP", "AS PATH", "ORIGIN", "PEER", "BEST", "KERNEL"], &rows));
+    }
+}
+
+fn print_fib(routes: &[FibRoute]) {
+    let rows: Vec<Vec<String>> =
+        routes.iter().map(|r| vec![r.prefix.clone(), r.kernel.clone(), r.state.to_string()]).collect();
+    if rows.is_empty() {
+        println!("No FIB routes.");
+    } else {
+        print!("{}", table(&["PREFIX", "KERNEL ROUTE", "STATE"], &rows));
     }
 }
 
@@ -164,6 +196,15 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&routes)?);
             } else {
                 print_routes(&routes);
+            }
+        }
+        Command::Fib => {
+            let r = query(&args.socket, &Request::Fib)?;
+            let routes = r.fib.context("merled sent no FIB")?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&routes)?);
+            } else {
+                print_fib(&routes);
             }
         }
     }

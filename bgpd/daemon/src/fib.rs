@@ -1,0 +1,119 @@
+//! merled's side of fib-sync: the engine's settings from the config, the
+//! Loc-RIB changes fed to it, and the convergence signal that lets it sweep
+//! routes left from before a restart.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bgpd::rib::{Destination, PathSource};
+use fib_sync::{Fib, Input, NodeNet, Owner, Settings};
+use ipnet::IpNet;
+use tracing::info;
+
+use crate::shared::{OutQueue, Shared};
+
+/// Routes found at start are swept at the latest this long after it, even
+/// if some peer never sends End-of-RIB.
+fn sweep_after(cfg: &conf::Config) -> Duration {
+    Duration::from_secs(u64::from(cfg.bgp.graceful_restart_time).clamp(10, 600))
+}
+
+/// The node's blocks: its advertised prefixes that lie inside a pool.
+pub fn own_blocks(cfg: &conf::Config) -> Vec<IpNet> {
+    cfg.advertise.iter().map(|a| a.prefix).filter(|p| cfg.pools.iter().any(|pool| pool.cidr.contains(p))).collect()
+}
+
+pub fn settings(cfg: &conf::Config) -> Settings {
+    let v4 = match cfg.node.address {
+        IpNet::V4(n) => Some(n),
+        IpNet::V6(_) => None,
+    };
+    let v6 = match (cfg.node.address, cfg.node.address_v6) {
+        (_, Some(IpNet::V6(n))) | (IpNet::V6(n), None) => Some(n),
+        _ => None,
+    };
+    Settings {
+        owner: Owner { table: cfg.fib.table, protocol: cfg.fib.protocol },
+        vxlan_vni: cfg.fib.vxlan_vni,
+        vxlan_port: cfg.fib.vxlan_port,
+        underlay_mtu: cfg.fib.underlay_mtu,
+        pools: cfg.pools.clone(),
+        node: NodeNet { v4, v6 },
+        own_blocks: own_blocks(cfg),
+        sweep_after: sweep_after(cfg),
+    }
+}
+
+/// What the FIB should do for one destination: the next hops of its ECMP
+/// set, or none when the best path is this node's own.
+fn next_hops(d: Option<&Destination>) -> Vec<IpAddr> {
+    let Some(d) = d else { return Vec::new() };
+    if d.best().is_none_or(|b| matches!(b.source, PathSource::Local)) {
+        return Vec::new();
+    }
+    let mut hops: Vec<IpAddr> =
+        d.multipath().iter().filter(|p| !matches!(p.source, PathSource::Local)).map(|p| p.next_hop).collect();
+    hops.sort_unstable();
+    hops.dedup();
+    hops
+}
+
+/// fib-sync running for merled.
+#[derive(Debug)]
+pub struct FibLink {
+    fib: Fib,
+}
+
+impl FibLink {
+    /// Starts the engine and the tasks that feed it. `peers` are the
+    /// configured peers whose End-of-RIB means convergence.
+    pub fn start(cfg: &conf::Config, shared: &Arc<Shared>, peers: Vec<IpAddr>) -> anyhow::Result<Self> {
+        let fib = Fib::start(settings(cfg)).context("cannot start fib-sync (it needs CAP_NET_ADMIN)")?;
+        let queue = Arc::new(OutQueue::default());
+        queue.set_interest(u8::MAX);
+        shared.attach_fib(queue.clone(), fib.status());
+        // Whatever is in the RIB already (local routes) goes first.
+        let tx = fib.sender();
+        let shared2 = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                queue.notify.notified().await;
+                let batch = queue.take();
+                let routes: Vec<(IpNet, Vec<IpAddr>)> = {
+                    let rib = shared2.rib();
+                    batch.into_iter().map(|(p, slot)| (p, next_hops(rib.get_hinted(&p, slot)))).collect()
+                };
+                if tx.send(Input::Routes(routes)).is_err() {
+                    return;
+                }
+            }
+        });
+        let tx = fib.sender();
+        let shared3 = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                if shared3.all_converged(peers.iter().copied()) {
+                    info!("End-of-RIB from every peer: the FIB may sweep stale routes");
+                    let _ = tx.send(Input::Converged);
+                    return;
+                }
+            }
+        });
+        Ok(Self { fib })
+    }
+
+    pub fn reconfigure(&self, cfg: &conf::Config) {
+        self.fib.settings(settings(cfg));
+    }
+
+    /// Stops feeding and programming the kernel; merle's routes stay, so
+    /// forwarding goes on while merled is down.
+    pub fn stop(self, shared: &Shared) {
+        shared.detach_fib();
+        self.fib.stop();
+    }
+}
