@@ -14,7 +14,7 @@
 //! has converged (the owner says so, or the sweep timeout passes): until
 //! then they stay, so forwarding survives a restart.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -777,9 +777,8 @@ impl Engine {
                 st.routes.remove(&p);
                 continue;
             };
-            let spec = self.want.get(&p).or_else(|| self.have.get(&p).map(|k| &k.spec));
-            let kernel = spec.map(crate::status::describe).unwrap_or_default();
-            st.routes.insert(p, RouteStatus { kernel, state });
+            let spec = self.want.get(&p).or_else(|| self.have.get(&p).map(|k| &k.spec)).cloned();
+            st.routes.insert(p, RouteStatus { spec, state });
         }
         st.installed = self.have.len();
         st.failed = self.failed.len();

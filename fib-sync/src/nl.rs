@@ -73,7 +73,7 @@ pub struct Netlink {
 
 /// Raises a netlink socket's receive buffer past `rmem_max` when allowed
 /// (root), and to `rmem_max` otherwise.
-pub(crate) fn grow_rcvbuf(sock: &Socket, bytes: usize) {
+pub fn grow_rcvbuf(sock: &Socket, bytes: usize) {
     use nix::sys::socket::{setsockopt, sockopt};
     if setsockopt(sock, sockopt::RcvBufForce, &bytes).is_err() {
         let _ = setsockopt(sock, sockopt::RcvBuf, &bytes);
@@ -205,7 +205,7 @@ impl Netlink {
 }
 
 /// Splits a datagram into its netlink messages.
-pub(crate) fn parse_all(mut buf: &[u8]) -> Result<Vec<(NetlinkHeader, NetlinkMessage<RouteNetlinkMessage>)>, NlError> {
+pub fn parse_all(mut buf: &[u8]) -> Result<Vec<(NetlinkHeader, NetlinkMessage<RouteNetlinkMessage>)>, NlError> {
     let mut out = Vec::new();
     while buf.len() >= 16 {
         let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;

@@ -1,7 +1,7 @@
 //! What fib-sync reports: per route, installed or why not; and the node's
 //! tunnel capabilities.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -62,11 +62,10 @@ impl std::fmt::Display for RouteState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteStatus {
-    /// The kernel route, as `ip route` would print its tail.
-    pub kernel: String,
-    #[serde(flatten)]
+    /// The kernel route (see [`describe`]).
+    pub spec: Option<RouteSpec>,
     pub state: RouteState,
 }
 

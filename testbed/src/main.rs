@@ -51,6 +51,15 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         runs: u32,
     },
+    /// FIB programming: install and remove `routes` kernel routes in a
+    /// namespace through fib-sync, `ip -batch` and BIRD 2's kernel
+    /// protocol, alternating; and fib-sync's single-change latency.
+    Fib {
+        #[arg(long, default_value_t = 100_000)]
+        routes: u32,
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -93,6 +102,10 @@ fn main() -> anyhow::Result<()> {
             let merled = sibling_binary("merled")?;
             let merlectl = sibling_binary("merlectl")?;
             testbed::bench_rr::fanout(clients, prefixes, runs, &merled, &merlectl)?;
+        }
+        Command::Bench(Bench::Fib { routes, runs }) => {
+            testbed::wait::interrupt_waits_on_signal()?;
+            testbed::bench_fib::run(routes, runs)?;
         }
     }
     Ok(())

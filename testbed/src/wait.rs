@@ -13,6 +13,15 @@ pub fn interrupt_waits_on_signal() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot install the signal handler: {e}"))
 }
 
+/// An error once SIGINT or SIGTERM has arrived (see
+/// [`interrupt_waits_on_signal`]), for loops that wait some other way.
+pub fn check_interrupted() -> anyhow::Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        anyhow::bail!("interrupted");
+    }
+    Ok(())
+}
+
 /// Calls `f` every `every` until it returns `Some`, or fails after
 /// `timeout` with `what` in the error.
 pub fn until<T>(what: &str, timeout: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {

@@ -167,7 +167,11 @@ impl Shared {
         let mut out: Vec<FibRoute> = st
             .routes
             .iter()
-            .map(|(p, r)| FibRoute { prefix: p.to_string(), kernel: r.kernel.clone(), state: r.state.clone() })
+            .map(|(p, r)| FibRoute {
+                prefix: p.to_string(),
+                kernel: r.spec.as_ref().map(fib_sync::status::describe).unwrap_or_default(),
+                state: r.state.clone(),
+            })
             .collect();
         out.sort_unstable_by(|a, b| {
             let pa: Option<IpNet> = a.prefix.parse().ok();
