@@ -555,7 +555,8 @@ impl Engine {
                 let l = kernel::read_link(&l);
                 let ours = [desired::VXLAN_DEV_V4, desired::VXLAN_DEV_V6, IPIP_DEV].contains(&l.name.as_str());
                 let known = [self.devs.vxlan_v4, self.devs.vxlan_v6, self.devs.tunl0].contains(&Some(l.index));
-                if (ours || known) && (!present || !l.up) {
+                let prev = if present { self.links_up.insert(l.index, l.up) } else { self.links_up.remove(&l.index) };
+                if (ours || known) && (!present || (!l.up && prev == Some(true))) {
                     warn!(
                         "{}: was {} by someone else; repairing",
                         l.name,
@@ -564,7 +565,6 @@ impl Engine {
                 }
                 // A link going down or away takes its IPv4 routes with it,
                 // without a word: look again shortly.
-                let prev = if present { self.links_up.insert(l.index, l.up) } else { self.links_up.remove(&l.index) };
                 let flapped = match (present, prev) {
                     (_, None) => false,
                     (false, Some(_)) => true,
@@ -709,6 +709,14 @@ impl Engine {
             want_neigh.insert((idx, n.ip, n.mac));
             want_fdb.insert((idx, f.mac, f.dst));
         }
+        let mut stale_vteps: HashSet<IpAddr> = HashSet::new();
+        if !self.converged {
+            for p in &self.stale {
+                if let Some(RouteSpec::Via(hops)) = self.have.get(p).map(|k| &k.spec) {
+                    stale_vteps.extend(hops.iter().filter(|h| matches!(h, Hop::Vxlan(_))).map(Hop::gateway));
+                }
+            }
+        }
         let ours = [self.devs.vxlan_v4, self.devs.vxlan_v6];
         let mut reqs = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6, AddressFamily::Bridge] {
@@ -727,7 +735,7 @@ impl Engine {
                 };
                 // Before convergence the entries of stale routes stay, as
                 // the routes do.
-                if !kept && k.permanent && self.converged {
+                if !kept && k.permanent && !stale_vteps.contains(&ip) {
                     reqs.push(Request { message: RouteNetlinkMessage::DelNeighbour(m), flags: 0 });
                 }
             }

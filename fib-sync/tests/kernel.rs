@@ -37,7 +37,11 @@ fn start(ns: &Netns, s: Settings) -> Fib {
 }
 
 fn routes(ns: &Netns) -> Vec<String> {
-    let out = ns.ip(&["-j", "route", "show", "proto", PROTO]).unwrap();
+    routes_of(ns, "-4")
+}
+
+fn routes_of(ns: &Netns, family: &str) -> Vec<String> {
+    let out = ns.ip(&[family, "-j", "route", "show", "proto", PROTO]).unwrap();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let mut r: Vec<String> = v
         .as_array()
@@ -224,5 +228,51 @@ fn routes_survive_a_restart_and_stale_ones_go_only_after_convergence() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(routes(&ns).len(), 2);
     wait_routes(&ns, &[]);
+    fib.stop();
+}
+
+#[test]
+fn ipv6_plain_multipath_blackhole_and_vxlan_v6() {
+    if testbed::skip_unless_root("ipv6_plain_multipath_blackhole_and_vxlan_v6") {
+        return;
+    }
+    let ns = node();
+    ns.add_addr("eth0", "fd00::1/64").unwrap();
+    let mut s = settings(&["fd00:244:0:1::/122"], Duration::from_secs(60));
+    s.pools.push(Pool {
+        cidr: "fd00:244::/56".parse().unwrap(),
+        block_size: None,
+        ipip_mode: EncapMode::Never,
+        vxlan_mode: EncapMode::CrossSubnet,
+    });
+    s.node.v6 = Some("fd00::1/64".parse().unwrap());
+    let fib = start(&ns, s);
+    fib.routes(vec![
+        (p("fd00:244:0:2::/122"), hops(&["fd00::2"])),
+        (p("fd00:244:0:3::/122"), hops(&["fd00:1::3"])),
+        (p("fd00:96::/108"), hops(&["fd00::3", "fd00::2"])),
+    ]);
+    let want = [
+        "blackhole fd00:244:0:1::/122",
+        "fd00:244:0:2::/122 via fd00::2 dev eth0",
+        "fd00:244:0:3::/122 via fd00:1::3 dev vxlan-v6.merle onlink",
+        "fd00:96::/108 nexthop via fd00::2 nexthop via fd00::3",
+    ];
+    let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    poll("the IPv6 routes", Duration::from_secs(5), || (routes_of(&ns, "-6") == want).then_some(()))
+        .unwrap_or_else(|e| panic!("{e}: {:?}", routes_of(&ns, "-6")));
+    let link = ns.ip(&["-d", "link", "show", "vxlan-v6.merle"]).unwrap();
+    assert!(link.contains("mtu 1430") && link.contains("local fd00::1"), "{link}");
+    let neigh = ns.ip(&["-6", "neigh", "show", "dev", "vxlan-v6.merle"]).unwrap();
+    assert_eq!(
+        neigh.trim(),
+        format!(
+            "fd00:1::3 lladdr {} PERMANENT",
+            fib_sync::vtep::mac_string(fib_sync::vtep::vtep_mac("fd00:1::3".parse().unwrap()))
+        )
+    );
+    // A hand-deleted IPv6 multipath route comes back whole.
+    ns.ip(&["-6", "route", "del", "fd00:96::/108", "proto", PROTO]).unwrap();
+    poll("the multipath route back", Duration::from_secs(2), || (routes_of(&ns, "-6") == want).then_some(())).unwrap();
     fib.stop();
 }

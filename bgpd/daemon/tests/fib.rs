@@ -131,6 +131,15 @@ fn bed(tag: &str) -> Bed {
     lan2.switch.add_addr("rt0", "10.255.0.2/30").unwrap();
     lan1.switch.ip(&["route", "add", "10.0.1.0/24", "via", "10.255.0.2"]).unwrap();
     lan2.switch.ip(&["route", "add", "10.0.0.0/24", "via", "10.255.0.1"]).unwrap();
+    wait::poll("the underlay across the router", T, || lan1.hosts[0].exec(&["ping", "-c1", "-W1", "10.0.1.1"]).ok())
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}\nsw1: {}\nsw2: {}\n{}",
+                lan1.switch.ip(&["route"]).unwrap_or_default(),
+                lan2.switch.ip(&["route"]).unwrap_or_default(),
+                lan1.switch.ip(&["-br", "addr"]).unwrap_or_default()
+            )
+        });
     // Host 3 of LAN 1 is unused (C lives on LAN 2); keep the index = address.
     let c = lan2.hosts.remove(0);
     let mut hosts: Vec<Netns> = lan1.hosts.drain(..).collect();
@@ -166,7 +175,22 @@ fn pods_reach_each_other_natively_and_over_vxlan_and_survive_a_restart() {
         // B's copy of the service (A's own wins in A's RIB, so none here).
         "blackhole 10.244.1.0/26",
     ];
-    wait_routes(a, &ms[0], &a_routes);
+    // Known and not understood yet (see docs/benchmarks.md, test suite): in
+    // about one run in four, A's SYNs to C are dropped between the two
+    // switch namespaces for ~40 s after start-up, so the A-C session (and
+    // with it A's VXLAN route) can take that long.
+    if wait::poll("A's routes", Duration::from_secs(90), || (merle_routes(a) == a_routes).then_some(())).is_err() {
+        panic!(
+            "A's routes: {:?}\nA->C ping: {:?}\nA: {}\nC: {}\nC links: {}\nC log:\n{}\nA log:\n{}",
+            merle_routes(a),
+            a.exec(&["ping", "-c1", "-W1", "10.0.1.1"]),
+            a.ip(&["route"]).unwrap_or_default(),
+            c.ip(&["route"]).unwrap_or_default(),
+            c.ip(&["-br", "link"]).unwrap_or_default(),
+            ms[2].daemon.log_tail(60),
+            ms[0].daemon.log_tail(20),
+        );
+    }
     wait_routes(
         c,
         &ms[2],
