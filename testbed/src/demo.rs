@@ -178,6 +178,11 @@ impl Demo {
             print!("{}", m.merlectl(&["status"])?);
             println!("==== {name}: merlectl routes ====");
             println!("{}", m.merlectl(&["routes"])?);
+            println!("==== {name}: kernel routes merle installed (ip route show proto 198) ====");
+            let ns = &self.ns_nodes[i];
+            print!("{}", ns.ip(&["route", "show", "proto", "198"])?);
+            print!("{}", ns.ip(&["-6", "route", "show", "proto", "198"])?);
+            println!();
         }
         println!("==== tor (FRR): show bgp ipv4 unicast ====");
         print!("{}", self.tor.vtysh(&["show bgp ipv4 unicast"])?);

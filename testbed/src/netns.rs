@@ -137,6 +137,12 @@ impl Lan {
     pub fn with_subnet(tag: &str, count: u8, v4: &str, v6: &str) -> anyhow::Result<Self> {
         let switch = Netns::new(&format!("{tag}-sw"))?;
         switch.ip(&["link", "add", "br0", "type", "bridge"])?;
+        // A bridge takes the lowest MAC of its ports unless given one, and
+        // would change it when a port goes (a host namespace deleted, which
+        // the kernel finishes asynchronously): hosts that had resolved the
+        // gateway would then send to a MAC nobody owns until their ARP
+        // entry is re-validated, some 30-45 s later.
+        switch.ip(&["link", "set", "br0", "address", "02:00:00:00:00:fe"])?;
         switch.ip(&["link", "set", "br0", "up"])?;
         switch.add_addr("br0", &format!("{v4}.254/24"))?;
         switch.add_addr("br0", &format!("{v6}:254/64"))?;
