@@ -153,7 +153,7 @@ impl Engine {
             status,
             touched: HashSet::new(),
         };
-        e.configure(true)?;
+        e.configure()?;
         e.stale = e.have.keys().filter(|p| !e.want.contains_key(p)).copied().collect();
         if !e.stale.is_empty() {
             info!(
@@ -230,7 +230,7 @@ impl Engine {
                         warn!("fib-sync: the table and protocol cannot change while running; keeping the old ones");
                         self.s.owner = old_table;
                     }
-                    self.configure(false)?;
+                    self.configure()?;
                 }
             }
             Input::Converged => {
@@ -279,7 +279,7 @@ impl Engine {
     }
 
     /// Applies the settings: devices, IPIP, and every route recomputed.
-    fn configure(&mut self, first: bool) -> Result<(), NlError> {
+    fn configure(&mut self) -> Result<(), NlError> {
         self.vxlan = desired::devices(&self.s.pools, self.s.node, self.s.underlay_mtu);
         let needs_ipip = self.s.pools.iter().any(|p| p.ipip_mode != EncapMode::Never);
         if needs_ipip && !matches!(self.ipip, Ipip::Available) {
@@ -298,7 +298,6 @@ impl Engine {
             self.ipip = Ipip::NotNeeded;
         }
         self.resync()?;
-        let _ = first;
         let prefixes: Vec<IpNet> = self.learned.keys().chain(self.want.keys()).copied().collect();
         for p in prefixes {
             self.recompute(p);
@@ -769,7 +768,6 @@ impl Engine {
     fn publish(&mut self) {
         let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
         st.converged = self.converged;
-        st.ipip = self.ipip.clone();
         for p in self.touched.drain() {
             let state = if let Some(f) = self.failed.get(&p) {
                 RouteState::Failed { reason: f.reason.clone(), attempts: f.attempts }

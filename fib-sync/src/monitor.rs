@@ -115,19 +115,13 @@ pub const RESYNC_INTERVAL: Duration = Duration::from_secs(90);
 
 /// The messages of a datagram not sent on behalf of `own_port`, found from
 /// their headers alone.
-fn strip_own(mut buf: &[u8], own_port: u32) -> Vec<u8> {
+fn strip_own(buf: &[u8], own_port: u32) -> Vec<u8> {
     let mut out = Vec::new();
-    while buf.len() >= 16 {
-        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        if len < 16 || len > buf.len() {
-            break;
-        }
-        let port = u32::from_ne_bytes([buf[12], buf[13], buf[14], buf[15]]);
-        if own_port == 0 || port != own_port {
-            out.extend_from_slice(&buf[..len]);
+    for m in crate::nl::messages(buf).map_while(Result::ok) {
+        if own_port == 0 || m.port_number() != own_port {
+            out.extend_from_slice(m.into_inner());
             out.resize(out.len().next_multiple_of(4), 0);
         }
-        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
     }
     out
 }

@@ -11,8 +11,8 @@
 use std::io;
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_DUMP,
-    NLM_F_DUMP_INTR, NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator, NLM_F_ACK, NLM_F_ACK_TLVS,
+    NLM_F_CAPPED, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -204,24 +204,44 @@ impl Netlink {
     }
 }
 
-/// Splits a datagram into its netlink messages.
-pub fn parse_all(mut buf: &[u8]) -> Result<Vec<(NetlinkHeader, NetlinkMessage<RouteNetlinkMessage>)>, NlError> {
-    let mut out = Vec::new();
-    while buf.len() >= 16 {
-        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        if len < 16 || len > buf.len() {
-            return Err(NlError::Decode(format!("message length {len} in a {}-byte datagram", buf.len())));
+/// The raw netlink messages of a datagram, each checked against the
+/// datagram's length; a truncated message ends the walk with an error.
+pub fn messages(buf: &[u8]) -> impl Iterator<Item = Result<NetlinkBuffer<&[u8]>, NlError>> {
+    let mut rest = buf;
+    std::iter::from_fn(move || {
+        if rest.len() < 16 {
+            return None;
         }
-        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[..len]) {
+        match NetlinkBuffer::new_checked(rest) {
+            Ok(m) => {
+                let len = m.length() as usize;
+                let msg = NetlinkBuffer::new(&rest[..len]);
+                rest = &rest[len.next_multiple_of(4).min(rest.len())..];
+                Some(Ok(msg))
+            }
+            Err(e) => {
+                let n = rest.len();
+                rest = &[];
+                Some(Err(NlError::Decode(format!("{e} in a {n}-byte datagram"))))
+            }
+        }
+    })
+}
+
+/// Splits a datagram into its netlink messages and decodes them.
+pub fn parse_all(buf: &[u8]) -> Result<Vec<(NetlinkHeader, NetlinkMessage<RouteNetlinkMessage>)>, NlError> {
+    let mut out = Vec::new();
+    for raw in messages(buf) {
+        let bytes = raw?.into_inner();
+        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
             Ok(m) => out.push((m.header, m)),
             // A message type this crate does not know: skip it, the rest
             // of the datagram is still good.
-            Err(e) if u16::from_ne_bytes([buf[4], buf[5]]) >= 16 => {
+            Err(e) if NetlinkBuffer::new(bytes).message_type() >= 16 => {
                 tracing::trace!("skipping an undecodable netlink message: {e}");
             }
             Err(e) => return Err(NlError::Decode(e.to_string())),
         }
-        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
     }
     Ok(out)
 }
@@ -234,21 +254,11 @@ fn ext_ack_message(flags: u16, payload: &[u8]) -> Option<String> {
     }
     let orig_len = u32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]) as usize;
     let skip = if flags & NLM_F_CAPPED != 0 { 16 } else { orig_len.next_multiple_of(4) };
-    let mut tlvs = payload.get(skip..)?;
-    while tlvs.len() >= 4 {
-        let len = usize::from(u16::from_ne_bytes([tlvs[0], tlvs[1]]));
-        let kind = u16::from_ne_bytes([tlvs[2], tlvs[3]]) & 0x3fff;
-        if len < 4 || len > tlvs.len() {
-            return None;
-        }
-        if kind == NLMSGERR_ATTR_MSG {
-            let text = &tlvs[4..len];
-            let text = text.split(|&b| b == 0).next().unwrap_or(text);
-            return Some(String::from_utf8_lossy(text).into_owned());
-        }
-        tlvs = &tlvs[len.next_multiple_of(4).min(tlvs.len())..];
-    }
-    None
+    NlasIterator::new(payload.get(skip..)?).map_while(Result::ok).find(|a| a.kind() == NLMSGERR_ATTR_MSG).map(|a| {
+        let text = a.value();
+        let text = text.split(|&b| b == 0).next().unwrap_or(text);
+        String::from_utf8_lossy(text).into_owned()
+    })
 }
 
 #[cfg(test)]

@@ -41,33 +41,7 @@ fn routes(ns: &Netns) -> Vec<String> {
 }
 
 fn routes_of(ns: &Netns, family: &str) -> Vec<String> {
-    let out = ns.ip(&[family, "-j", "route", "show", "proto", PROTO]).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let mut r: Vec<String> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let mut s = r["dst"].as_str().unwrap().to_owned();
-            if let Some(t) = r["type"].as_str() {
-                s = format!("{t} {s}");
-            }
-            if let Some(g) = r["gateway"].as_str() {
-                s += &format!(" via {g} dev {}", r["dev"].as_str().unwrap());
-            }
-            if r["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "onlink")) {
-                s += " onlink";
-            }
-            if let Some(nh) = r["nexthops"].as_array() {
-                for h in nh {
-                    s += &format!(" nexthop via {}", h["gateway"].as_str().unwrap());
-                }
-            }
-            s
-        })
-        .collect();
-    r.sort();
-    r
+    ns.routes_of_proto(family, PROTO).unwrap()
 }
 
 fn hops(s: &[&str]) -> Vec<IpAddr> {
@@ -117,7 +91,7 @@ fn installs_repairs_and_leaves_foreign_routes_alone() {
         &[
             "10.244.2.0/26 via 10.0.0.2 dev eth0",
             "10.244.3.0/26 via 10.1.0.3 dev vxlan.merle onlink",
-            "10.96.0.10 nexthop via 10.0.0.2 nexthop via 10.0.0.3",
+            "10.96.0.10 nexthop via 10.0.0.2 dev eth0 nexthop via 10.0.0.3 dev eth0",
             "blackhole 10.244.1.0/26",
         ],
     );
@@ -155,7 +129,7 @@ fn installs_repairs_and_leaves_foreign_routes_alone() {
         &[
             "10.244.2.0/26 via 10.0.0.2 dev eth0",
             "10.244.3.0/26 via 10.1.0.3 dev vxlan.merle onlink",
-            "10.96.0.10 nexthop via 10.0.0.2 nexthop via 10.0.0.3",
+            "10.96.0.10 nexthop via 10.0.0.2 dev eth0 nexthop via 10.0.0.3 dev eth0",
             "blackhole 10.244.1.0/26",
         ],
     );
@@ -184,7 +158,7 @@ fn installs_repairs_and_leaves_foreign_routes_alone() {
         &ns,
         &[
             "10.244.2.0/26 via 10.0.0.2 dev eth0",
-            "10.96.0.10 nexthop via 10.0.0.2 nexthop via 10.0.0.3",
+            "10.96.0.10 nexthop via 10.0.0.2 dev eth0 nexthop via 10.0.0.3 dev eth0",
             "blackhole 10.244.1.0/26",
         ],
     );
@@ -256,7 +230,7 @@ fn ipv6_plain_multipath_blackhole_and_vxlan_v6() {
         "blackhole fd00:244:0:1::/122",
         "fd00:244:0:2::/122 via fd00::2 dev eth0",
         "fd00:244:0:3::/122 via fd00:1::3 dev vxlan-v6.merle onlink",
-        "fd00:96::/108 nexthop via fd00::2 nexthop via fd00::3",
+        "fd00:96::/108 nexthop via fd00::2 dev eth0 nexthop via fd00::3 dev eth0",
     ];
     let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
     poll("the IPv6 routes", Duration::from_secs(5), || (routes_of(&ns, "-6") == want).then_some(()))

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use fib_sync::{Fib, NodeNet, Owner, Settings};
 use ipnet::{IpNet, Ipv4Net};
+use netlink_packet_core::{NetlinkBuffer, NlasIterator};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use crate::bench::median;
@@ -72,25 +73,19 @@ const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
 const RTA_DST: u16 = 1;
 
-/// (type, protocol, dst_len, RTA_DST as IPv4) of one IPv4 route message.
+/// (type, protocol, dst_len, RTA_DST as IPv4) of one IPv4 route message,
+/// read from the header and attributes without decoding the rest.
 fn route_header(m: &[u8]) -> Option<(u16, u8, u8, Option<Ipv4Addr>)> {
-    let kind = u16::from_ne_bytes([*m.get(4)?, *m.get(5)?]);
+    let kind = NetlinkBuffer::new_checked(m).ok()?.message_type();
     if (kind != RTM_NEWROUTE && kind != RTM_DELROUTE) || m.len() < 28 || m[16] != libc::AF_INET as u8 {
         return None;
     }
     let (dst_len, protocol) = (m[17], m[21]);
-    let mut dst = None;
-    let mut a = &m[28..];
-    while a.len() >= 4 {
-        let len = usize::from(u16::from_ne_bytes([a[0], a[1]]));
-        if len < 4 || len > a.len() {
-            break;
-        }
-        if u16::from_ne_bytes([a[2], a[3]]) == RTA_DST && len == 8 {
-            dst = Some(Ipv4Addr::new(a[4], a[5], a[6], a[7]));
-        }
-        a = &a[len.next_multiple_of(4).min(a.len())..];
-    }
+    let dst = NlasIterator::new(&m[28..])
+        .map_while(Result::ok)
+        .find(|a| a.kind() == RTA_DST)
+        .and_then(|a| <[u8; 4]>::try_from(a.value()).ok())
+        .map(Ipv4Addr::from);
     Some((kind, protocol, dst_len, dst))
 }
 
@@ -136,14 +131,9 @@ impl Listener {
                     Err(_) => continue,
                 }
                 let at = Instant::now();
-                let mut b = buf.as_slice();
                 let mut seen = false;
-                while b.len() >= 16 {
-                    let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
-                    if len < 16 || len > b.len() {
-                        break;
-                    }
-                    if let Some((kind, proto, dst_len, dst)) = route_header(&b[..len]) {
+                for m in fib_sync::nl::messages(&buf).map_while(Result::ok) {
+                    if let Some((kind, proto, dst_len, dst)) = route_header(m.into_inner()) {
                         if proto == protocol {
                             seen = true;
                             let c = if kind == RTM_NEWROUTE { &counts2.new } else { &counts2.del };
@@ -153,7 +143,6 @@ impl Listener {
                             let _ = tx.send(Probe { new: kind == RTM_NEWROUTE, addr, at });
                         }
                     }
-                    b = &b[len.next_multiple_of(4).min(b.len())..];
                 }
                 if seen {
                     *counts2.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(at);

@@ -76,6 +76,38 @@ impl Netns {
         Ok(())
     }
 
+    /// The routes of one protocol (`ip -j <family> route show proto
+    /// <proto>`), each in `ip route` words — `[type ]dst[ via gw dev
+    /// d][ onlink][ nexthop via gw dev d]…` — sorted.
+    pub fn routes_of_proto(&self, family: &str, proto: &str) -> anyhow::Result<Vec<String>> {
+        let v: serde_json::Value = serde_json::from_str(&self.ip(&[family, "-j", "route", "show", "proto", proto])?)?;
+        let text = |r: &serde_json::Value, k: &str| r[k].as_str().unwrap_or_default().to_owned();
+        let mut out: Vec<String> = v
+            .as_array()
+            .context("ip -j route: not an array")?
+            .iter()
+            .map(|r| {
+                let mut s = String::new();
+                if let Some(t) = r["type"].as_str() {
+                    s += &format!("{t} ");
+                }
+                s += &text(r, "dst");
+                if r["gateway"].is_string() {
+                    s += &format!(" via {} dev {}", text(r, "gateway"), text(r, "dev"));
+                }
+                if r["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "onlink")) {
+                    s += " onlink";
+                }
+                for h in r["nexthops"].as_array().into_iter().flatten() {
+                    s += &format!(" nexthop via {} dev {}", text(h, "gateway"), text(h, "dev"));
+                }
+                s
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// Runs `f` on a new thread that has entered this namespace, so test
     /// code can open sockets inside it.
     pub fn spawn<T: Send + 'static>(

@@ -164,20 +164,18 @@ impl Shared {
     pub fn fib_routes(&self) -> Option<Vec<FibRoute>> {
         let st = lock(&self.fib_status).clone()?;
         let st = lock(&st);
-        let mut out: Vec<FibRoute> = st
-            .routes
-            .iter()
-            .map(|(p, r)| FibRoute {
-                prefix: p.to_string(),
-                kernel: r.spec.as_ref().map(fib_sync::status::describe).unwrap_or_default(),
-                state: r.state.clone(),
-            })
-            .collect();
-        out.sort_unstable_by(|a, b| {
-            let pa: Option<IpNet> = a.prefix.parse().ok();
-            pa.cmp(&b.prefix.parse().ok())
-        });
-        Some(out)
+        let mut routes: Vec<_> = st.routes.iter().collect();
+        routes.sort_unstable_by_key(|(p, _)| **p);
+        Some(
+            routes
+                .into_iter()
+                .map(|(p, r)| FibRoute {
+                    prefix: p.to_string(),
+                    kernel: r.spec.as_ref().map(fib_sync::status::describe).unwrap_or_default(),
+                    state: r.state.clone(),
+                })
+                .collect(),
+        )
     }
 
     fn fib_summary(&self) -> Option<FibSummary> {

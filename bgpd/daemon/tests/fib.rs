@@ -69,33 +69,9 @@ fn pod(host: &Netns, tag: &str, ip: &str) -> Netns {
     pod
 }
 
-/// `ip -j route show proto 198`, each route as one line in `ip route` words.
+/// merle's kernel routes on `ns`, in `ip route` words.
 fn merle_routes(ns: &Netns) -> Vec<String> {
-    let v: Value = serde_json::from_str(&ns.ip(&["-j", "route", "show", "proto", "198"]).unwrap()).unwrap();
-    let mut out: Vec<String> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let mut s = String::new();
-            if let Some(t) = r["type"].as_str() {
-                s += &format!("{t} ");
-            }
-            s += r["dst"].as_str().unwrap();
-            if let Some(g) = r["gateway"].as_str() {
-                s += &format!(" via {g} dev {}", r["dev"].as_str().unwrap());
-            }
-            if r["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "onlink")) {
-                s += " onlink";
-            }
-            for h in r["nexthops"].as_array().into_iter().flatten() {
-                s += &format!(" nexthop via {} dev {}", h["gateway"].as_str().unwrap(), h["dev"].as_str().unwrap());
-            }
-            s
-        })
-        .collect();
-    out.sort();
-    out
+    ns.routes_of_proto("-4", "198").unwrap()
 }
 
 fn wait_routes(ns: &Netns, m: &Merled, want: &[&str]) {
