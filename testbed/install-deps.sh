@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what merle's demo and tests need on Debian 12, idempotently:
-# BIRD 2 and FRR (interop peers), iproute2, ping and tcpdump.
+# BIRD 2 and FRR (interop peers), iproute2, ping and tcpdump, etcd (the
+# cluster store), the reference CNI plugins, and protoc (etcd-client builds
+# its gRPC stubs with it).
 set -euo pipefail
 
-need=(bird2 frr iproute2 iputils-ping tcpdump procps)
+need=(bird2 frr iproute2 iputils-ping tcpdump procps etcd-server containernetworking-plugins protobuf-compiler libprotobuf-dev)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -32,6 +32,12 @@ pub struct Config {
     /// How learned routes are programmed into the kernel.
     #[serde(default)]
     pub fib: Fib,
+    /// Address assignment from the pools (Calico IPAM).
+    #[serde(default)]
+    pub ipam: Ipam,
+    /// Where IPAM blocks (and, with etcd, the node registry) are kept.
+    #[serde(default)]
+    pub datastore: Datastore,
     /// Named route filters (Calico BGPFilter), used by peers' `filters`.
     #[serde(default)]
     pub filters: Vec<Filter>,
@@ -401,6 +407,68 @@ impl Default for Fib {
     }
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ipam {
+    /// Never borrow an address from another node's block (Calico's
+    /// StrictAffinity); a node whose blocks are full and finds no free block
+    /// then fails the ADD.
+    #[serde(default)]
+    pub strict_affinity: bool,
+    /// Give up a block affine to this node once it has been empty this many
+    /// seconds; unset keeps empty blocks (Calico's default).
+    #[serde(default)]
+    pub release_empty_blocks_after: Option<u64>,
+    /// Interface MTU of pods; defaults to `fib.underlay_mtu`. The pool's
+    /// encapsulation overhead is taken off either way.
+    #[serde(default)]
+    pub pod_mtu: Option<u16>,
+}
+
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/merle";
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatastoreKind {
+    /// A file under `path`, for this node alone.
+    #[default]
+    File,
+    /// etcd v3, shared by the cluster.
+    Etcd,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Datastore {
+    #[serde(default, rename = "type")]
+    pub kind: DatastoreKind,
+    /// The file store's directory; with etcd it holds only the lock that
+    /// serialises this node's plugin processes.
+    #[serde(default = "default_data_dir")]
+    pub path: PathBuf,
+    /// etcd client URLs, as `http://127.0.0.1:2379`.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// Key prefix of everything merle keeps in etcd.
+    #[serde(default = "default_etcd_prefix")]
+    pub prefix: String,
+    /// Per-request timeout towards etcd, in milliseconds.
+    #[serde(default = "default_etcd_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl Default for Datastore {
+    fn default() -> Self {
+        Self {
+            kind: DatastoreKind::File,
+            path: default_data_dir(),
+            endpoints: Vec::new(),
+            prefix: default_etcd_prefix(),
+            timeout_ms: default_etcd_timeout_ms(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Advertise {
@@ -479,6 +547,15 @@ fn default_vxlan_port() -> u16 {
 }
 fn default_underlay_mtu() -> u16 {
     1500
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_DATA_DIR)
+}
+fn default_etcd_prefix() -> String {
+    "/merle".into()
+}
+fn default_etcd_timeout_ms() -> u64 {
+    5000
 }
 fn default_socket() -> PathBuf {
     PathBuf::from(DEFAULT_SOCKET)

@@ -301,6 +301,7 @@ pub fn validate(c: &Config) -> Result<(), Failure> {
 
     check_pools(c)?;
     check_fib(&c.fib)?;
+    check_ipam(c)?;
 
     if !c.control.socket.is_absolute() {
         return Err(("control.socket".into(), "must be an absolute path".into()));
@@ -338,6 +339,45 @@ fn check_pools(c: &Config) -> Result<(), Failure> {
             if q.cidr.contains(&p.cidr) || p.cidr.contains(&q.cidr) {
                 return Err((k("cidr"), format!("{} overlaps pools[{j}] ({})", p.cidr, q.cidr)));
             }
+        }
+    }
+    Ok(())
+}
+
+fn check_ipam(c: &Config) -> Result<(), Failure> {
+    use crate::model::DatastoreKind;
+    if let Some(mtu) = c.ipam.pod_mtu {
+        if mtu < 1280 {
+            return Err(("ipam.pod_mtu".into(), format!("{mtu} is too small: at least 1280")));
+        }
+    }
+    let d = &c.datastore;
+    if !d.path.is_absolute() {
+        return Err(("datastore.path".into(), "must be an absolute path".into()));
+    }
+    if d.kind == DatastoreKind::Etcd {
+        if d.endpoints.is_empty() {
+            return Err(("datastore.endpoints".into(), "etcd needs at least one endpoint URL".into()));
+        }
+        for (i, e) in d.endpoints.iter().enumerate() {
+            let Some(rest) = e.strip_prefix("http://") else {
+                return Err((
+                    format!("datastore.endpoints[{i}]"),
+                    format!("{e:?} is not an http:// URL (TLS to etcd is not supported yet)"),
+                ));
+            };
+            if rest.is_empty() || rest.contains('/') {
+                return Err((
+                    format!("datastore.endpoints[{i}]"),
+                    format!("{e:?} is not of the form http://host:port"),
+                ));
+            }
+        }
+        if !d.prefix.starts_with('/') || d.prefix.len() < 2 {
+            return Err(("datastore.prefix".into(), format!("{:?} must start with '/' and name something", d.prefix)));
+        }
+        if d.timeout_ms == 0 {
+            return Err(("datastore.timeout_ms".into(), "must be at least 1".into()));
         }
     }
     Ok(())

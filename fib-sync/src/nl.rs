@@ -164,6 +164,36 @@ impl Netlink {
         Ok(r.pop().unwrap_or(Ok(())))
     }
 
+    /// A single-object `RTM_GET*` (no dump): the kernel's answer, or why it
+    /// refused (`ENODEV` for a link that does not exist, say).
+    pub fn get(&mut self, message: RouteNetlinkMessage) -> Result<Result<Vec<RouteNetlinkMessage>, Refusal>, NlError> {
+        self.tx.clear();
+        let seq = self.next_seq();
+        self.push(message, NLM_F_ACK, seq);
+        self.sock.send(&self.tx, 0)?;
+        let mut out = Vec::new();
+        loop {
+            self.recv()?;
+            for (hdr, msg) in parse_all(&self.rx)? {
+                if hdr.sequence_number != seq {
+                    continue;
+                }
+                match msg.payload {
+                    NetlinkPayload::InnerMessage(m) => out.push(m),
+                    NetlinkPayload::Error(e) => {
+                        return Ok(match e.code {
+                            None => Ok(out),
+                            Some(code) => {
+                                Err(Refusal { errno: -code.get(), message: ext_ack_message(hdr.flags, &e.header) })
+                            }
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
     /// A dump request (`NLM_F_DUMP`): every message of the answer.
     pub fn dump(&mut self, message: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>, NlError> {
         self.tx.clear();

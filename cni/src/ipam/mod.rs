@@ -1,0 +1,91 @@
+//! IPAM with Calico's block affinity. The rules are pure ([`alloc`]); a
+//! [`Store`] keeps the blocks, either in a local file ([`file`]) or in etcd
+//! ([`etcd`]), and commits each change atomically.
+
+pub mod alloc;
+pub mod block;
+pub mod etcd;
+pub mod file;
+pub mod report;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+pub use alloc::{Assign, Blocks, NodeBlocks};
+pub use block::{Allocation, Block};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IpamError {
+    #[error("no IP pool is configured ([[pools]] is empty)")]
+    NoPools,
+    #[error("no free {family} address: every block of the pools is full{}", if *strict { " and strict_affinity forbids borrowing from other nodes' blocks" } else { "" })]
+    Exhausted { family: &'static str, strict: bool },
+    /// The store cannot be reached or stayed contended: worth retrying.
+    #[error("IPAM store unavailable: {0}")]
+    Unavailable(String),
+    /// The store holds something unreadable; it is left as it is.
+    #[error("IPAM store is corrupt: {0}")]
+    Corrupt(String),
+    #[error("IPAM store: {0}")]
+    Io(String),
+}
+
+impl IpamError {
+    /// Whether a retry may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// A node as registered in a cluster store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    pub address: IpNet,
+    #[serde(default)]
+    pub address_v6: Option<IpNet>,
+    pub as_number: u32,
+}
+
+/// Where the blocks live. Implementations commit what `f` changed
+/// atomically, or nothing; `f` may run several times when a concurrent
+/// writer got there first.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    fn load(&self) -> Result<Blocks, IpamError>;
+    fn update(&self, f: &mut dyn FnMut(&mut Blocks) -> Result<(), IpamError>) -> Result<(), IpamError>;
+    /// The cluster's node registry, for stores shared between nodes.
+    fn registry(&self) -> Option<&dyn Registry> {
+        None
+    }
+}
+
+/// The node registry of a shared store.
+pub trait Registry: std::fmt::Debug {
+    fn register(&self, node: &NodeRecord) -> Result<(), IpamError>;
+    fn nodes(&self) -> Result<Vec<NodeRecord>, IpamError>;
+}
+
+/// Runs `f` in one atomic update and returns what it returned.
+pub fn transact<T>(store: &dyn Store, mut f: impl FnMut(&mut Blocks) -> Result<T, IpamError>) -> Result<T, IpamError> {
+    let mut out = None;
+    store.update(&mut |b| {
+        out = Some(f(b)?);
+        Ok(())
+    })?;
+    out.ok_or_else(|| IpamError::Io("the store did not run the update".into()))
+}
+
+/// Opens the store `cfg` names.
+pub fn open(cfg: &conf::Config) -> Result<Box<dyn Store>, IpamError> {
+    let ds = &cfg.datastore;
+    match ds.kind {
+        conf::DatastoreKind::File => Ok(Box::new(file::FileStore::open(&ds.path)?)),
+        conf::DatastoreKind::Etcd => Ok(Box::new(etcd::EtcdStore::connect(ds)?)),
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}

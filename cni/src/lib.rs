@@ -1,0 +1,14 @@
+//! merle's CNI plugin and IPAM.
+//!
+//! - [`spec`]: the CNI specification's environment, errors and results.
+//! - [`netconf`]: the network configuration on stdin.
+//! - [`ipam`]: block-affinity address management and its stores.
+//! - [`link`]: the pod's veth, addresses and routes.
+//! - [`plugin`]: the commands.
+
+pub mod ipam;
+pub mod link;
+pub mod netconf;
+pub mod notify;
+pub mod plugin;
+pub mod spec;

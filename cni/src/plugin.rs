@@ -1,0 +1,253 @@
+//! The plugin's commands: ADD, DEL, CHECK, VERSION, STATUS and GC.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+use ipnet::IpNet;
+use serde_json::Value;
+
+use crate::ipam::{self, alloc, IpamError, Store};
+use crate::link::{self, LinkError};
+use crate::netconf::{handle, NetConf};
+use crate::spec::{self, AddResult, Code, Command, Env, Error, Interface, IpConfig, Route};
+
+impl From<IpamError> for Error {
+    fn from(e: IpamError) -> Self {
+        let code = match &e {
+            IpamError::NoPools | IpamError::Exhausted { .. } => Code::NoAddress,
+            IpamError::Unavailable(_) => Code::TryAgainLater,
+            IpamError::Corrupt(_) | IpamError::Io(_) => Code::Io,
+        };
+        Error::new(code, e.to_string())
+    }
+}
+
+impl From<LinkError> for Error {
+    fn from(e: LinkError) -> Self {
+        let code = match &e {
+            LinkError::Netns(..) => Code::UnknownContainer,
+            LinkError::Mismatch(_) => Code::CheckFailed,
+            _ => Code::Io,
+        };
+        Error::new(code, e.to_string())
+    }
+}
+
+/// One invocation: what the runtime asked, with merle's configuration.
+#[derive(Debug)]
+struct Call {
+    env: Env,
+    conf: NetConf,
+    cfg: conf::Config,
+}
+
+/// Runs the command the environment names. `Ok(Some(v))` is printed on
+/// stdout; an error is printed as the spec's error JSON with `version`.
+pub fn run(get: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Option<Value>, (Error, String)> {
+    let fallback = spec::LATEST.to_string();
+    let cmd = match get("CNI_COMMAND") {
+        Some(c) => Command::parse(&c).map_err(|e| (e, fallback.clone()))?,
+        None => return Err((Error::new(Code::InvalidEnvironment, "CNI_COMMAND is not set"), fallback)),
+    };
+    if cmd == Command::Version {
+        let v: Option<String> = serde_json::from_slice::<Value>(stdin)
+            .ok()
+            .and_then(|v| v.get("cniVersion").and_then(|s| s.as_str().map(str::to_owned)));
+        let v = v.filter(|v| spec::SUPPORTED_VERSIONS.contains(&v.as_str())).unwrap_or(fallback);
+        return Ok(Some(spec::version_json(&v)));
+    }
+    let conf = NetConf::parse(stdin).map_err(|e| (e, fallback.clone()))?;
+    let version = conf.cni_version.clone();
+    let fail = |e: Error| (e, version.clone());
+    match cmd {
+        Command::Check if !conf.has_check() => {
+            return Err(fail(Error::new(Code::IncompatibleVersion, "CHECK needs cniVersion 0.4.0 or later")))
+        }
+        Command::Status | Command::Gc if !conf.has_gc() => {
+            return Err(fail(Error::new(Code::IncompatibleVersion, "STATUS and GC need cniVersion 1.1.0")))
+        }
+        _ => {}
+    }
+    let env = Env::read(cmd, &get).map_err(fail)?;
+    let path = conf.merle_config();
+    let cfg = conf::load(&path)
+        .map_err(|e| fail(Error::new(Code::InvalidConfig, format!("merle configuration {}: {e}", path.display()))))?;
+    let call = Call { env, conf, cfg };
+    let store = ipam::open(&call.cfg).map_err(|e| fail(e.into()))?;
+    let out = match cmd {
+        Command::Add => add(&call, store.as_ref()).map(|r| Some(r.to_json(&version))),
+        Command::Del => del(&call, store.as_ref()).map(|()| None),
+        Command::Check => check(&call, store.as_ref()).map(|()| None),
+        Command::Status => status(&call, store.as_ref()).map(|()| None),
+        Command::Gc => gc(&call, store.as_ref()).map(|()| None),
+        Command::Version => Ok(None),
+    };
+    out.map_err(fail)
+}
+
+fn handle_of(c: &Call) -> String {
+    handle(&c.conf.name, &c.env.container_id, &c.env.ifname)
+}
+
+/// The pod MTU: the configured one less the largest encapsulation overhead
+/// of the pools the pod's addresses come from.
+pub fn pod_mtu(cfg: &conf::Config, netconf_mtu: Option<u16>, addrs: &[IpAddr]) -> u32 {
+    let base = netconf_mtu.or(cfg.ipam.pod_mtu).unwrap_or(cfg.fib.underlay_mtu);
+    let overhead = cfg
+        .pools
+        .iter()
+        .filter(|p| addrs.iter().any(|a| p.cidr.contains(a)))
+        .map(|p| {
+            let v4 = p.cidr.addr().is_ipv4();
+            if p.vxlan_mode != conf::EncapMode::Never {
+                if v4 {
+                    fib_sync::desired::VXLAN_OVERHEAD_V4
+                } else {
+                    fib_sync::desired::VXLAN_OVERHEAD_V6
+                }
+            } else if p.ipip_mode != conf::EncapMode::Never {
+                20
+            } else {
+                0
+            }
+        })
+        .max()
+        .unwrap_or(0);
+    u32::from(base.saturating_sub(overhead))
+}
+
+fn now() -> u64 {
+    ipam::now()
+}
+
+fn add(c: &Call, store: &dyn Store) -> Result<AddResult, Error> {
+    let netns = Path::new(&c.env.netns);
+    if !netns.exists() {
+        return Err(Error::new(Code::UnknownContainer, format!("CNI_NETNS {} does not exist", netns.display())));
+    }
+    let h = handle_of(c);
+    let req = alloc::Assign {
+        handle: &h,
+        node: &c.cfg.node.name,
+        pools: &c.cfg.pools,
+        strict_affinity: c.cfg.ipam.strict_affinity,
+    };
+    let addrs = ipam::transact(store, |b| alloc::assign(b, &req))?;
+    let host = link::host_veth_name(&c.env.container_id, &c.env.ifname);
+    let mtu = pod_mtu(&c.cfg, c.conf.mtu, &addrs);
+    let a = link::Attachment { host: &host, ifname: &c.env.ifname, netns, addrs: &addrs, mtu };
+    let created = match link::setup(&a) {
+        Ok(x) => x,
+        Err(e) => {
+            // Roll the allocation back too: nothing of this ADD stays.
+            let undo = ipam::transact(store, |b| Ok(alloc::release(b, &h, now())));
+            let mut err: Error = e.into();
+            if let Err(u) = undo {
+                err = err.details(format!("and releasing {h} failed: {u}"));
+            }
+            return Err(err);
+        }
+    };
+    crate::notify::ipam_changed(&c.cfg.control.socket);
+    let mut routes = Vec::new();
+    if addrs.iter().any(|a| a.is_ipv4()) {
+        routes.push(Route {
+            dst: IpNet::from(IpAddr::V4(Ipv4Addr::UNSPECIFIED)).trunc_to(0),
+            gw: Some(IpAddr::V4(link::GATEWAY_V4)),
+        });
+    }
+    if addrs.iter().any(|a| a.is_ipv6()) {
+        routes.push(Route {
+            dst: IpNet::from(IpAddr::V6(Ipv6Addr::UNSPECIFIED)).trunc_to(0),
+            gw: Some(IpAddr::V6(link::GATEWAY_V6)),
+        });
+    }
+    Ok(AddResult {
+        interfaces: vec![
+            Interface { name: host.clone(), mac: link::mac_string(&link::HOST_MAC), mtu: Some(mtu), sandbox: None },
+            Interface {
+                name: c.env.ifname.clone(),
+                mac: link::mac_string(&created.pod_mac),
+                mtu: Some(mtu),
+                sandbox: Some(c.env.netns.clone()),
+            },
+        ],
+        ips: addrs.iter().map(|a| IpConfig { address: IpNet::from(*a), gateway: None, interface: Some(1) }).collect(),
+        routes,
+    })
+}
+
+trait TruncTo {
+    fn trunc_to(self, len: u8) -> IpNet;
+}
+
+impl TruncTo for IpNet {
+    fn trunc_to(self, len: u8) -> IpNet {
+        IpNet::new(self.addr(), len).map(|n| n.trunc()).unwrap_or(self)
+    }
+}
+
+fn del(c: &Call, store: &dyn Store) -> Result<(), Error> {
+    let host = link::host_veth_name(&c.env.container_id, &c.env.ifname);
+    link::teardown(&host)?;
+    let h = handle_of(c);
+    let freed = ipam::transact(store, |b| Ok(alloc::release(b, &h, now())))?;
+    if !freed.is_empty() {
+        crate::notify::ipam_changed(&c.cfg.control.socket);
+    }
+    Ok(())
+}
+
+fn check(c: &Call, store: &dyn Store) -> Result<(), Error> {
+    let h = handle_of(c);
+    let addrs = alloc::addresses_of(&store.load()?, &h);
+    if addrs.is_empty() {
+        return Err(Error::new(Code::CheckFailed, format!("IPAM has no addresses for {h}")));
+    }
+    if let Some(prev) = &c.conf.prev_result {
+        let mut listed: Vec<IpAddr> = prev
+            .get("ips")
+            .and_then(Value::as_array)
+            .map(|ips| {
+                ips.iter().filter_map(|i| i.get("address")?.as_str()?.parse::<IpNet>().ok()).map(|n| n.addr()).collect()
+            })
+            .unwrap_or_default();
+        listed.sort_by_key(|a| (a.is_ipv6(), *a));
+        if listed != addrs {
+            return Err(Error::new(
+                Code::CheckFailed,
+                format!("prevResult lists {listed:?} but IPAM holds {addrs:?} for {h}"),
+            ));
+        }
+    }
+    let host = link::host_veth_name(&c.env.container_id, &c.env.ifname);
+    let a = link::Attachment {
+        host: &host,
+        ifname: &c.env.ifname,
+        netns: Path::new(&c.env.netns),
+        addrs: &addrs,
+        mtu: pod_mtu(&c.cfg, c.conf.mtu, &addrs),
+    };
+    link::verify(&a)?;
+    Ok(())
+}
+
+fn status(c: &Call, store: &dyn Store) -> Result<(), Error> {
+    if c.cfg.pools.is_empty() {
+        return Err(Error::new(Code::NotAvailable, "no IP pool is configured ([[pools]] is empty)"));
+    }
+    store.load().map_err(|e| Error::new(Code::NotAvailable, e.to_string()))?;
+    Ok(())
+}
+
+fn gc(c: &Call, store: &dyn Store) -> Result<(), Error> {
+    let valid: HashSet<String> =
+        c.conf.valid_attachments.iter().flatten().map(|a| handle(&c.conf.name, &a.container_id, &a.ifname)).collect();
+    let node = &c.cfg.node.name;
+    let freed = ipam::transact(store, |b| Ok(alloc::gc(b, node, &c.conf.name, &valid, now())))?;
+    if !freed.is_empty() {
+        crate::notify::ipam_changed(&c.cfg.control.socket);
+    }
+    Ok(())
+}
