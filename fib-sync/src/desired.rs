@@ -206,8 +206,12 @@ pub fn devices(pools: &[Pool], node: NodeNet, underlay_mtu: u16) -> Vec<VxlanDev
 /// The kernel route for one learned prefix and its ECMP next hops. `i`'s
 /// `routes` are not read.
 pub fn route_for(i: &Inputs<'_>, devices: &[VxlanDevice], prefix: IpNet, next_hops: &[IpAddr]) -> Outcome {
-    if i.own_blocks.iter().any(|b| b.contains(&prefix)) {
-        return Outcome::Nothing; // our own block (or part of it) is blackholed
+    // Our own blocks are blackholed, and nothing learned inside them counts,
+    // except a single address another node borrowed from one of them: that
+    // pod lives there, so its host route must beat our blackhole.
+    let borrowed = prefix.prefix_len() == prefix.max_prefix_len();
+    if i.own_blocks.iter().any(|b| b.contains(&prefix) && (b == &prefix || !borrowed)) {
+        return Outcome::Nothing;
     }
     let has_device = |name: &str| devices.iter().any(|x| x.name == name);
     let pool = pool_of(i.pools, &prefix);
@@ -413,8 +417,11 @@ mod tests {
             route("10.244.1.32/27", &["10.0.0.2"]),
             route("10.244.4.0/26", &["10.0.0.1"]),
             route("10.244.5.0/26", &["10.0.0.1", "10.0.0.5"]),
+            route("10.244.1.7/32", &["10.0.0.3"]),
         ];
         let d = run(&routes, &["10.244.1.0/26"], &pools, false);
+        // An address borrowed from our block by another node is routed there.
+        assert_eq!(spec(&d, "10.244.1.7/32"), Some(RouteSpec::Via(vec![Hop::Direct(ip("10.0.0.3"))])));
         assert_eq!(spec(&d, "10.244.1.0/26"), Some(RouteSpec::Blackhole));
         assert_eq!(spec(&d, "10.244.1.32/27"), None);
         assert_eq!(spec(&d, "10.244.4.0/26"), None);

@@ -9,9 +9,15 @@ pub enum Request {
     Status,
     Routes,
     Fib,
+    /// From merle-cni: IPAM changed, re-read it.
+    IpamChanged,
+    IpamShow,
+    IpamRelease {
+        handle: String,
+    },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Response {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -22,11 +28,19 @@ pub struct Response {
     pub routes: Option<Vec<RouteEntry>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fib: Option<Vec<FibRoute>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipam: Option<merle_cni::ipam::report::Report>,
+    /// `ipam release`: the addresses freed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released: Option<Vec<std::net::IpAddr>>,
 }
 
 impl Response {
+    pub fn ok() -> Self {
+        Self { ok: true, ..Self::default() }
+    }
     pub fn error(msg: impl Into<String>) -> Self {
-        Self { ok: false, error: Some(msg.into()), status: None, routes: None, fib: None }
+        Self { ok: false, error: Some(msg.into()), ..Self::default() }
     }
 }
 

@@ -9,7 +9,10 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, warn};
 
+use tokio::sync::oneshot;
+
 use crate::api::{Request, Response};
+use crate::ipam::Cmd;
 use crate::shared::Shared;
 
 /// Longest request line accepted.
@@ -66,7 +69,7 @@ async fn serve(s: UnixStream, shared: Arc<Shared>) -> anyhow::Result<()> {
             return Ok(());
         }
         let resp = match serde_json::from_str::<Request>(line.trim()) {
-            Ok(req) => answer(req, &shared),
+            Ok(req) => answer(req, &shared).await,
             Err(e) => Response::error(format!("bad request: {e}")),
         };
         let mut out = serde_json::to_vec(&resp)?;
@@ -75,9 +78,35 @@ async fn serve(s: UnixStream, shared: Arc<Shared>) -> anyhow::Result<()> {
     }
 }
 
-fn answer(req: Request, shared: &Shared) -> Response {
-    let mut r = Response { ok: true, error: None, status: None, routes: None, fib: None };
+/// How long an IPAM request may take (etcd's own timeout is shorter).
+const IPAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+async fn ipam<T>(shared: &Shared, make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Cmd) -> Result<T, String> {
+    let (tx, rx) = oneshot::channel();
+    if !shared.ipam(make(tx)) {
+        return Err("IPAM is not running".into());
+    }
+    match tokio::time::timeout(IPAM_TIMEOUT, rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err("IPAM stopped".into()),
+        Err(_) => Err("IPAM did not answer in time".into()),
+    }
+}
+
+async fn answer(req: Request, shared: &Shared) -> Response {
+    let mut r = Response::ok();
     match req {
+        Request::IpamChanged => {
+            shared.ipam(Cmd::Changed);
+        }
+        Request::IpamShow => match ipam(shared, Cmd::Show).await {
+            Ok(rep) => r.ipam = Some(rep),
+            Err(e) => return Response::error(e),
+        },
+        Request::IpamRelease { handle } => match ipam(shared, |tx| Cmd::Release(handle, tx)).await {
+            Ok(freed) => r.released = Some(freed),
+            Err(e) => return Response::error(e),
+        },
         Request::Status => r.status = Some(shared.status()),
         Request::Routes => r.routes = Some(shared.routes()),
         Request::Fib => match shared.fib_routes() {

@@ -124,12 +124,20 @@ fn restart_required(old: &conf::Config, new: &conf::Config) -> Option<&'static s
     if old.fib.enabled != new.fib.enabled || old.fib.table != new.fib.table || old.fib.protocol != new.fib.protocol {
         return Some("fib.enabled / fib.table / fib.protocol");
     }
+    if old.datastore != new.datastore {
+        return Some("datastore");
+    }
     None
 }
 
 /// A running merled: what it was started with and the tasks it runs.
 struct Running {
+    /// The configuration in effect: the file's plus what IPAM adds.
     cfg: conf::Config,
+    /// The configuration file as last applied.
+    file_cfg: conf::Config,
+    ipam: crate::ipam::IpamLink,
+    ipam_view: crate::ipam::IpamView,
     path: std::path::PathBuf,
     shared: Arc<Shared>,
     node: Arc<NodeCtx>,
@@ -194,10 +202,11 @@ impl Running {
         }
     }
 
-    /// Applies a validated configuration: peers added, removed or changed,
-    /// local routes updated. Sessions the edit does not touch are left
-    /// alone.
-    async fn apply(&mut self, new: conf::Config) -> Result<String, String> {
+    /// Applies a validated configuration file, with IPAM's blocks and
+    /// nodes: peers added, removed or changed, local routes updated.
+    /// Sessions the edit does not touch are left alone.
+    async fn apply(&mut self, file: conf::Config) -> Result<String, String> {
+        let new = crate::ipam::effective(&file, &self.ipam_view);
         if let Some(what) = restart_required(&self.cfg, &new) {
             return Err(format!("{}: changing {what} requires restarting merled", self.path.display()));
         }
@@ -213,9 +222,13 @@ impl Running {
         }
         self.node = Arc::new(node_ctx(&new, new_routes.iter().map(|(p, ..)| *p).collect(), self.node.restarting));
         if let Some(f) = &self.fib {
-            f.reconfigure(&new);
+            f.reconfigure(&new, crate::fib::own_blocks(&file, &self.ipam_view));
+        }
+        if file != self.file_cfg {
+            let _ = self.ipam.tx.send(crate::ipam::Cmd::Reconfigure(Box::new(file.clone())));
         }
         self.cfg = new;
+        self.file_cfg = file;
 
         let (mut added, mut removed, mut changed) = (0, 0, 0);
         let gone: Vec<IpAddr> = self.peers.keys().filter(|a| !plan.contains_key(a)).copied().collect();
@@ -269,7 +282,16 @@ impl Running {
     }
 }
 
-pub async fn run(cfg: conf::Config, path: &std::path::Path) -> anyhow::Result<()> {
+pub async fn run(file_cfg: conf::Config, path: &std::path::Path) -> anyhow::Result<()> {
+    // IPAM first: the node's blocks are part of what it advertises from the
+    // start. A store that does not answer in time is followed later.
+    let ipam = crate::ipam::IpamLink::start(&file_cfg)?;
+    let mut ipam_rx = ipam.view.clone();
+    if tokio::time::timeout(Duration::from_secs(3), ipam_rx.changed()).await.is_err() {
+        warn!("IPAM store not read yet: starting without its blocks");
+    }
+    let ipam_view = ipam_rx.borrow_and_update().clone();
+    let cfg = crate::ipam::effective(&file_cfg, &ipam_view);
     let listen = match cfg.bgp.listen_address {
         Some(a) => format!("{}", std::net::SocketAddr::new(a, cfg.bgp.listen_port)),
         None => format!("*:{}", cfg.bgp.listen_port),
@@ -290,9 +312,14 @@ pub async fn run(cfg: conf::Config, path: &std::path::Path) -> anyhow::Result<()
     use std::os::fd::AsFd;
     let listener_fd = bgp_listener.as_fd().try_clone_to_owned().context("cannot duplicate the listening socket")?;
     let listen_v6 = bgp_listener.local_addr().is_ok_and(|a| a.is_ipv6());
+    shared.set_ipam(ipam.tx.clone());
+    let own_blocks = crate::fib::own_blocks(&file_cfg, &ipam_view);
     let mut running = Running {
         last_text: std::fs::read_to_string(path).unwrap_or_default(),
         cfg,
+        file_cfg,
+        ipam,
+        ipam_view,
         path: path.to_owned(),
         shared: shared.clone(),
         node,
@@ -312,7 +339,7 @@ pub async fn run(cfg: conf::Config, path: &std::path::Path) -> anyhow::Result<()
     }
     if running.cfg.fib.enabled {
         let peers = plan.iter().map(|p| p.address).collect();
-        running.fib = Some(crate::fib::FibLink::start(&running.cfg, &shared, peers)?);
+        running.fib = Some(crate::fib::FibLink::start(&running.cfg, own_blocks, &shared, peers)?);
     }
     for pc in plan {
         running.spawn_peer(pc);
@@ -345,8 +372,17 @@ pub async fn run(cfg: conf::Config, path: &std::path::Path) -> anyhow::Result<()
                 running.check_file(true).await;
             }
             _ = poll.tick() => running.check_file(false).await,
+            Ok(()) = ipam_rx.changed() => {
+                running.ipam_view = ipam_rx.borrow_and_update().clone();
+                let file = running.file_cfg.clone();
+                match running.apply(file).await {
+                    Ok(summary) => info!("IPAM changed: {summary}"),
+                    Err(e) => warn!("IPAM change not applied: {e}"),
+                }
+            }
         }
     }
+    running.ipam.stop();
     // The FIB first: closing the sessions withdraws their routes from the
     // RIB, and those must not reach the kernel.
     if let Some(f) = running.fib.take() {

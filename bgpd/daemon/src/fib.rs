@@ -20,12 +20,25 @@ fn sweep_after(cfg: &conf::Config) -> Duration {
     Duration::from_secs(u64::from(cfg.bgp.graceful_restart_time).clamp(10, 600))
 }
 
-/// The node's blocks: its advertised prefixes that lie inside a pool.
-pub fn own_blocks(cfg: &conf::Config) -> Vec<IpNet> {
-    cfg.advertise.iter().map(|a| a.prefix).filter(|p| cfg.pools.iter().any(|pool| pool.cidr.contains(p))).collect()
+/// The node's blocks, which get blackholes: its IPAM-affine blocks, and
+/// the `[[advertise]]` prefixes of the file that lie inside a pool.
+/// Borrowed addresses are not blocks: the pod's own host route serves them.
+pub fn own_blocks(file: &conf::Config, view: &crate::ipam::IpamView) -> Vec<IpNet> {
+    let mut out: Vec<IpNet> = file
+        .advertise
+        .iter()
+        .map(|a| a.prefix)
+        .filter(|p| file.pools.iter().any(|pool| pool.cidr.contains(p)))
+        .collect();
+    for b in &view.blocks.affine {
+        if !out.contains(b) {
+            out.push(*b);
+        }
+    }
+    out
 }
 
-pub fn settings(cfg: &conf::Config) -> Settings {
+pub fn settings(cfg: &conf::Config, own_blocks: Vec<IpNet>) -> Settings {
     let v4 = match cfg.node.address {
         IpNet::V4(n) => Some(n),
         IpNet::V6(_) => None,
@@ -41,7 +54,7 @@ pub fn settings(cfg: &conf::Config) -> Settings {
         underlay_mtu: cfg.fib.underlay_mtu,
         pools: cfg.pools.clone(),
         node: NodeNet { v4, v6 },
-        own_blocks: own_blocks(cfg),
+        own_blocks,
         sweep_after: sweep_after(cfg),
     }
 }
@@ -69,8 +82,13 @@ pub struct FibLink {
 impl FibLink {
     /// Starts the engine and the tasks that feed it. `peers` are the
     /// configured peers whose End-of-RIB means convergence.
-    pub fn start(cfg: &conf::Config, shared: &Arc<Shared>, peers: Vec<IpAddr>) -> anyhow::Result<Self> {
-        let fib = Fib::start(settings(cfg)).context("cannot start fib-sync (it needs CAP_NET_ADMIN)")?;
+    pub fn start(
+        cfg: &conf::Config,
+        own: Vec<IpNet>,
+        shared: &Arc<Shared>,
+        peers: Vec<IpAddr>,
+    ) -> anyhow::Result<Self> {
+        let fib = Fib::start(settings(cfg, own)).context("cannot start fib-sync (it needs CAP_NET_ADMIN)")?;
         let queue = Arc::new(OutQueue::default());
         queue.set_interest(u8::MAX);
         shared.attach_fib(queue.clone(), fib.status());
@@ -106,8 +124,8 @@ impl FibLink {
         Ok(Self { fib })
     }
 
-    pub fn reconfigure(&self, cfg: &conf::Config) {
-        self.fib.settings(settings(cfg));
+    pub fn reconfigure(&self, cfg: &conf::Config, own: Vec<IpNet>) {
+        self.fib.settings(settings(cfg, own));
     }
 
     /// Stops feeding and programming the kernel; merle's routes stay, so

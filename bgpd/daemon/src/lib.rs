@@ -29,6 +29,7 @@ pub mod daemon;
 pub mod export;
 pub mod fib;
 pub mod import;
+pub mod ipam;
 pub mod listener;
 pub mod peer;
 pub mod plan;

@@ -80,6 +80,8 @@ pub struct Shared {
     /// Peers that have sent End-of-RIB for every family since their
     /// session came up.
     converged: Mutex<std::collections::HashSet<IpAddr>>,
+    /// Requests to the IPAM thread.
+    ipam: Mutex<Option<std::sync::mpsc::Sender<crate::ipam::Cmd>>>,
 }
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it:
@@ -108,7 +110,17 @@ impl Shared {
             fib_queue: Mutex::new(None),
             fib_status: Mutex::new(None),
             converged: Mutex::new(std::collections::HashSet::new()),
+            ipam: Mutex::new(None),
         }
+    }
+
+    pub fn set_ipam(&self, tx: std::sync::mpsc::Sender<crate::ipam::Cmd>) {
+        *lock(&self.ipam) = Some(tx);
+    }
+
+    /// Sends a request to the IPAM thread; false when it is not running.
+    pub fn ipam(&self, cmd: crate::ipam::Cmd) -> bool {
+        lock(&self.ipam).as_ref().is_some_and(|tx| tx.send(cmd).is_ok())
     }
 
     pub fn set_config_error(&self, e: Option<String>) {

@@ -70,28 +70,6 @@ impl EtcdStore {
         }
         Ok(out)
     }
-
-    /// Calls `on_change` after every change under the prefix (blocks or
-    /// nodes), from a task of the store's runtime, until the store drops.
-    pub fn watch(&self, on_change: Box<dyn Fn() + Send + Sync>) {
-        let mut client = self.client.clone();
-        let key = format!("{}/", self.prefix);
-        self.rt.spawn(async move {
-            loop {
-                if let Ok(mut stream) = client.watch(key.clone(), Some(WatchOptions::new().with_prefix())).await {
-                    while let Ok(Some(m)) = stream.message().await {
-                        if !m.events().is_empty() || m.canceled() {
-                            on_change();
-                        }
-                    }
-                }
-                // The stream ended (etcd restarted, say): something may
-                // have changed meanwhile.
-                on_change();
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        });
-    }
 }
 
 /// A few milliseconds, different in each process, so that two losers of a
@@ -147,6 +125,28 @@ impl Store for EtcdStore {
 
     fn registry(&self) -> Option<&dyn Registry> {
         Some(self)
+    }
+
+    /// Calls `on_change` after every change under the prefix (blocks or
+    /// nodes), from a task of the store's runtime, until the store drops.
+    fn watch(&self, on_change: Box<dyn Fn() + Send + Sync>) {
+        let mut client = self.client.clone();
+        let key = format!("{}/", self.prefix);
+        self.rt.spawn(async move {
+            loop {
+                if let Ok(mut stream) = client.watch(key.clone(), Some(WatchOptions::new().with_prefix())).await {
+                    while let Ok(Some(m)) = stream.message().await {
+                        if !m.events().is_empty() || m.canceled() {
+                            on_change();
+                        }
+                    }
+                }
+                // The stream ended (etcd restarted, say): something may
+                // have changed meanwhile.
+                on_change();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
     }
 }
 

@@ -50,8 +50,9 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock, IpamError> {
 }
 
 impl FileStore {
+    /// The store in `dir`. Nothing is created until the first update, so
+    /// reading a store that was never written is an empty set of blocks.
     pub fn open(dir: &Path) -> Result<Self, IpamError> {
-        fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
         Ok(Self { dir: dir.to_owned() })
     }
 

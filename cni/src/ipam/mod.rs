@@ -59,6 +59,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn registry(&self) -> Option<&dyn Registry> {
         None
     }
+    /// Calls `on_change` whenever another writer changes the store. A
+    /// node-local store has no other writers but this node's plugin, which
+    /// tells merled over the control socket instead, so by default this
+    /// does nothing.
+    fn watch(&self, on_change: Box<dyn Fn() + Send + Sync>) {
+        let _ = on_change;
+    }
 }
 
 /// The node registry of a shared store.

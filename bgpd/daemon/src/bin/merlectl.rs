@@ -31,6 +31,21 @@ enum Command {
     Routes,
     /// The kernel routes fib-sync manages: installed, or why not.
     Fib,
+    /// IP address management: pools, blocks and handles.
+    #[command(subcommand)]
+    Ipam(IpamCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum IpamCommand {
+    /// Pools with their use, blocks with their affinity, and handles.
+    Show,
+    /// Frees every address a handle holds (as `calicoctl ipam release`).
+    Release {
+        /// `<network>.<container id>[.<ifname>]`
+        #[arg(long)]
+        handle: String,
+    },
 }
 
 fn query(socket: &PathBuf, req: &Request) -> anyhow::Result<Response> {
@@ -177,6 +192,53 @@ fn print_fib(routes: &[FibRoute]) {
     }
 }
 
+fn print_ipam(r: &merle_cni::ipam::report::Report) {
+    let pct = |used: u64, cap: u64| if cap == 0 { 0.0 } else { used as f64 * 100.0 / cap as f64 };
+    let rows: Vec<Vec<String>> = r
+        .pools
+        .iter()
+        .map(|p| {
+            vec![
+                p.cidr.to_string(),
+                format!("/{}", p.block_size),
+                p.blocks.to_string(),
+                format!("{} ({:.1}%)", p.used, pct(p.used, p.capacity)),
+                p.capacity.to_string(),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["POOL", "BLOCK SIZE", "BLOCKS", "IN USE", "ADDRESSES"], &rows));
+    let rows: Vec<Vec<String>> = r
+        .blocks
+        .iter()
+        .map(|b| {
+            vec![
+                b.cidr.to_string(),
+                b.affinity.clone().unwrap_or_else(|| "-".into()),
+                format!("{}/{}", b.used, b.size),
+                match b.empty_since {
+                    Some(t) => format!(
+                        "empty since {}",
+                        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(t))
+                    ),
+                    None if b.used == 0 => "never used".into(),
+                    None => "in use".into(),
+                },
+            ]
+        })
+        .collect();
+    print!("{}", table(&["BLOCK", "AFFINITY", "USED", "STATE"], &rows));
+    let rows: Vec<Vec<String>> = r
+        .handles
+        .iter()
+        .map(|h| {
+            let addrs: Vec<String> = h.addresses.iter().map(|a| a.to_string()).collect();
+            vec![h.handle.clone(), h.node.clone(), addrs.join(", "), if h.borrowed { "borrowed" } else { "" }.into()]
+        })
+        .collect();
+    print!("{}", table(&["HANDLE", "NODE", "ADDRESSES", ""], &rows));
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.command {
@@ -205,6 +267,27 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&routes)?);
             } else {
                 print_fib(&routes);
+            }
+        }
+        Command::Ipam(IpamCommand::Show) => {
+            let r = query(&args.socket, &Request::IpamShow)?;
+            let rep = r.ipam.context("merled sent no IPAM report")?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&rep)?);
+            } else {
+                print_ipam(&rep);
+            }
+        }
+        Command::Ipam(IpamCommand::Release { handle }) => {
+            let r = query(&args.socket, &Request::IpamRelease { handle: handle.clone() })?;
+            let freed = r.released.unwrap_or_default();
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&freed)?);
+            } else if freed.is_empty() {
+                println!("{handle}: no addresses held (nothing to release)");
+            } else {
+                let addrs: Vec<String> = freed.iter().map(|a| a.to_string()).collect();
+                println!("{handle}: released {}", addrs.join(", "));
             }
         }
     }
