@@ -15,6 +15,7 @@ pub mod bench_fib;
 pub mod bench_rr;
 pub mod bird;
 pub mod demo;
+pub mod etcd;
 pub mod frr;
 pub mod merled;
 pub mod netns;

@@ -21,9 +21,15 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `argv` in `ns`, with stdout and stderr in `log`.
     pub fn spawn(ns: &Netns, name: &str, argv: &[&str], log: &Path, env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let f = File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
         let mut c = ns.command(argv[0]);
-        c.args(&argv[1..]).stdin(Stdio::null()).stdout(f.try_clone()?).stderr(f);
+        c.args(&argv[1..]);
+        Self::spawn_command(c, name, log, env)
+    }
+
+    /// Starts a prepared command (in whatever namespace it enters).
+    pub fn spawn_command(mut c: Command, name: &str, log: &Path, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let f = File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+        c.stdin(Stdio::null()).stdout(f.try_clone()?).stderr(f);
         for (k, v) in env {
             c.env(k, v);
         }

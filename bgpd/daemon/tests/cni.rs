@@ -1,0 +1,151 @@
+//! Pods made by merle-cni, end to end: merled advertises the blocks IPAM
+//! gives its node (and the addresses it borrowed), fib-sync installs the
+//! routes learned from the other node, and pods on two nodes reach each
+//! other.
+//!
+//! ```text
+//!   LAN 10.0.0.0/24: A 10.0.0.1, B 10.0.0.2; pool 10.244.0.0/29 in /30 blocks
+//!   A: a0..a3 fill A's block 10.244.0.0/30; B: b0 claims 10.244.0.4/30;
+//!   A: a4 finds no free block and borrows 10.244.0.5 from B's block.
+//! ```
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use testbed::etcd::Etcd;
+use testbed::merled::{sibling_binary, Merled};
+use testbed::netns::{Lan, Netns};
+use testbed::{wait, TempDir};
+
+const T: Duration = Duration::from_secs(40);
+
+/// No `[[nodes]]`: the mesh comes from the nodes registered in etcd.
+fn config(name: &str, addr: &str, etcd: &str, lock_dir: &Path) -> String {
+    format!(
+        "[node]\nname = \"{name}\"\naddress = \"{addr}/24\"\n\n[bgp]\nhold_time = 9\nconnect_retry_time = 1\nconnect_retry_max = 2\n\n\
+         [[pools]]\ncidr = \"10.244.0.0/29\"\nblock_size = 30\n\n\
+         [datastore]\ntype = \"etcd\"\nendpoints = [\"{etcd}\"]\npath = \"{}\"\n\n[control]\nsocket = \"{{socket}}\"\n",
+        lock_dir.display()
+    )
+}
+
+/// Runs merle-cni in `node` for a pod netns; returns the parsed output.
+fn cni(node: &Netns, cmd: &str, merle_config: &Path, pod: &Netns, id: &str) -> anyhow::Result<Value> {
+    let netconf = serde_json::json!({
+        "cniVersion": "1.1.0", "name": "k8s-pod-network", "type": "merle-cni",
+        "merle_config": merle_config,
+    });
+    let mut c = node.command(sibling_binary("merle-cni")?.to_str().unwrap());
+    c.env("CNI_COMMAND", cmd)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", format!("/var/run/netns/{}", pod.name))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn()?;
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(netconf.to_string().as_bytes())?;
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        anyhow::bail!("merle-cni {cmd} {id} failed: {text} {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text)? })
+}
+
+fn pod_ip(result: &Value) -> String {
+    let a = result["ips"][0]["address"].as_str().unwrap();
+    a.split('/').next().unwrap().to_owned()
+}
+
+fn kernel(ns: &Netns) -> Vec<String> {
+    ns.routes_of_proto("-4", "198").unwrap()
+}
+
+fn wait_kernel(ns: &Netns, m: &Merled, want: &[&str]) {
+    let want: Vec<String> = want.iter().map(|s| (*s).to_owned()).collect();
+    if let Err(e) = wait::poll("merle's kernel routes", T, || (kernel(ns) == want).then_some(())) {
+        panic!("{e}:\nhave {:#?}\nwant {want:#?}\nlog:\n{}", kernel(ns), m.daemon.log_tail(40));
+    }
+}
+
+fn ping(from: &Netns, to: &str) {
+    let r = wait::poll(&format!("ping {to}"), T, || from.exec(&["ping", "-c", "1", "-W", "1", to]).ok());
+    if let Err(e) = r {
+        panic!("{e}\n{}", from.ip(&["route"]).unwrap_or_default());
+    }
+}
+
+#[test]
+fn pods_from_merle_cni_reach_each_other_across_nodes_with_blocks_and_a_borrowed_address() {
+    if testbed::skip_unless_root("pods_from_merle_cni_reach_each_other_across_nodes") {
+        return;
+    }
+    assert!(Etcd::installed(), "etcd is not installed; run the README test command, which installs etcd-server");
+    let lan = Lan::with_subnet("cni", 2, "10.0.0", "fd00:").unwrap();
+    let (na, nb) = (&lan.hosts[0], &lan.hosts[1]);
+    // etcd on the LAN, in the switch's namespace, where both nodes reach it.
+    let etcd = Etcd::start(Some(&lan.switch), "10.0.0.254".parse().unwrap()).unwrap();
+    let (da, db) = (TempDir::new("cni-a").unwrap(), TempDir::new("cni-b").unwrap());
+    let ma =
+        Merled::start(na, "a", &merled_bin(), &merlectl_bin(), &config("a", "10.0.0.1", &etcd.url, da.path())).unwrap();
+    let mb =
+        Merled::start(nb, "b", &merled_bin(), &merlectl_bin(), &config("b", "10.0.0.2", &etcd.url, db.path())).unwrap();
+    // Neither config lists the other node: each learns it from the registry.
+    wait::poll("the mesh from the node registry", T, || {
+        (ma.peer_state("10.0.0.2").as_deref() == Some("Established")
+            && mb.peer_state("10.0.0.1").as_deref() == Some("Established"))
+        .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\nA:\n{}\nB:\n{}", ma.daemon.log_tail(30), mb.daemon.log_tail(30)));
+
+    // A fills its block, B claims the other one, A borrows from B's.
+    let mut pods_a = Vec::new();
+    let mut ips_a = Vec::new();
+    for i in 0..4 {
+        let p = Netns::new(&format!("cpa{i}")).unwrap();
+        ips_a.push(pod_ip(&cni(na, "ADD", &ma.config, &p, &format!("a{i}")).unwrap()));
+        pods_a.push(p);
+    }
+    assert_eq!(ips_a, ["10.244.0.0", "10.244.0.1", "10.244.0.2", "10.244.0.3"]);
+    let pb = Netns::new("cpb0").unwrap();
+    assert_eq!(pod_ip(&cni(nb, "ADD", &mb.config, &pb, "b0").unwrap()), "10.244.0.4");
+    let pa4 = Netns::new("cpa4").unwrap();
+    assert_eq!(pod_ip(&cni(na, "ADD", &ma.config, &pa4, "a4").unwrap()), "10.244.0.5");
+
+    // Blocks are blackholed at home and routed elsewhere; the borrowed
+    // address is routed to its borrower, even on the block's owner.
+    wait_kernel(na, &ma, &["10.244.0.4/30 via 10.0.0.2 dev eth0", "blackhole 10.244.0.0/30"]);
+    wait_kernel(
+        nb,
+        &mb,
+        &["10.244.0.0/30 via 10.0.0.1 dev eth0", "10.244.0.5 via 10.0.0.1 dev eth0", "blackhole 10.244.0.4/30"],
+    );
+    ping(&pb, "10.244.0.0");
+    ping(&pb, "10.244.0.5");
+    ping(&pa4, "10.244.0.4");
+    ping(&pods_a[3], "10.244.0.4");
+
+    let show: Value = serde_json::from_str(&ma.merlectl(&["--json", "ipam", "show"]).unwrap()).unwrap();
+    let a4 = show["handles"].as_array().unwrap().iter().find(|h| h["handle"] == "k8s-pod-network.a4").unwrap();
+    assert_eq!(a4["borrowed"], true, "{show:#}");
+    assert_eq!(a4["node"], "a");
+
+    // The borrowed pod goes: A withdraws its /32 and B's route goes with it.
+    cni(na, "DEL", &ma.config, &pa4, "a4").unwrap();
+    wait_kernel(nb, &mb, &["10.244.0.0/30 via 10.0.0.1 dev eth0", "blackhole 10.244.0.4/30"]);
+    // A handle released by hand is gone from the store.
+    let out = ma.merlectl(&["ipam", "release", "--handle", "k8s-pod-network.a3"]).unwrap();
+    assert!(out.contains("10.244.0.3"), "{out}");
+    let show: Value = serde_json::from_str(&mb.merlectl(&["--json", "ipam", "show"]).unwrap()).unwrap();
+    assert!(show["handles"].as_array().unwrap().iter().all(|h| h["handle"] != "k8s-pod-network.a3"), "{show:#}");
+    drop(etcd);
+}

@@ -1,0 +1,95 @@
+//! A real etcd (Debian's etcd-server) for tests: one member, a temporary
+//! data directory, stopped and removed on drop.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::netns::Netns;
+use crate::process::Daemon;
+use crate::{wait, TempDir};
+
+pub const ETCD: &str = "/usr/bin/etcd";
+
+#[derive(Debug)]
+pub struct Etcd {
+    pub daemon: Daemon,
+    /// The client URL, `http://<ip>:<port>`.
+    pub url: String,
+    _dir: TempDir,
+}
+
+/// A free TCP port on the loopback of the current namespace.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Etcd {
+    /// Whether etcd is installed; tests that need it fail without it, as
+    /// the README test command installs it.
+    pub fn installed() -> bool {
+        std::path::Path::new(ETCD).is_file()
+    }
+
+    /// Starts etcd listening for clients on `ip` and loopback ports picked
+    /// free in the current namespace (`ns` unset) or fixed ones inside a
+    /// fresh `ns`, and waits until it accepts requests.
+    pub fn start(ns: Option<&Netns>, ip: IpAddr) -> anyhow::Result<Self> {
+        let dir = TempDir::new("etcd")?;
+        let (client, peer) = match ns {
+            None => (free_port()?, free_port()?),
+            Some(_) => (2379, 2380),
+        };
+        let url = format!("http://{ip}:{client}");
+        let peer_url = format!("http://{ip}:{peer}");
+        let data: PathBuf = dir.path().join("data");
+        let args: Vec<String> = vec![
+            "--name".into(),
+            "t".into(),
+            "--data-dir".into(),
+            data.to_string_lossy().into_owned(),
+            "--listen-client-urls".into(),
+            url.clone(),
+            "--advertise-client-urls".into(),
+            url.clone(),
+            "--listen-peer-urls".into(),
+            peer_url.clone(),
+            "--initial-advertise-peer-urls".into(),
+            peer_url.clone(),
+            "--initial-cluster".into(),
+            format!("t={peer_url}"),
+            "--log-level".into(),
+            "warn".into(),
+        ];
+        let mut c = match ns {
+            Some(ns) => ns.command(ETCD),
+            None => Command::new(ETCD),
+        };
+        c.args(&args);
+        let log = dir.path().join("etcd.log");
+        let mut daemon = Daemon::spawn_command(c, "etcd", &log, &[("ETCD_UNSUPPORTED_ARCH", "")])?;
+        // Ready once GET /health says so, asked from inside `ns`.
+        let addr = std::net::SocketAddr::new(ip, client);
+        let probe = move || -> bool {
+            let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else { return false };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+            let mut body = String::new();
+            s.write_all(b"GET /health HTTP/1.0\r\n\r\n").is_ok()
+                && s.read_to_string(&mut body).is_ok()
+                && body.contains("\"health\":\"true\"")
+        };
+        let up = wait::poll("etcd to answer", Duration::from_secs(30), || {
+            let ok = match ns {
+                Some(ns) => ns.spawn(probe).ok().and_then(|h| h.join().ok()).and_then(Result::ok).unwrap_or(false),
+                None => probe(),
+            };
+            ok.then_some(())
+        });
+        if up.is_err() || !daemon.alive() {
+            anyhow::bail!("etcd did not start:\n{}", daemon.log_tail(30));
+        }
+        Ok(Self { daemon, url, _dir: dir })
+    }
+}
