@@ -11,6 +11,7 @@
 //!   peered over eBGP with an FRR ToR.
 
 pub mod bench;
+pub mod bench_cni;
 pub mod bench_fib;
 pub mod bench_rr;
 pub mod bird;

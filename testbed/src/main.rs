@@ -60,6 +60,15 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         runs: u32,
     },
+    /// CNI: ADD and DEL latency (p50, p99) over `pods` pods one by one, and
+    /// `pods` ADDs then DELs all at once, for merle-cni and the reference
+    /// ptp + host-local plugins, alternating.
+    Cni {
+        #[arg(long, default_value_t = 200)]
+        pods: u32,
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -106,6 +115,10 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(Bench::Fib { routes, runs }) => {
             testbed::wait::interrupt_waits_on_signal()?;
             testbed::bench_fib::run(routes, runs)?;
+        }
+        Command::Bench(Bench::Cni { pods, runs }) => {
+            testbed::wait::interrupt_waits_on_signal()?;
+            testbed::bench_cni::run_bench(pods, runs, &sibling_binary("merle-cni")?)?;
         }
     }
     Ok(())

@@ -1,0 +1,329 @@
+//! merle-cni against a real etcd (Debian's etcd-server): two nodes sharing
+//! a pool small enough that they must borrow, strict affinity, the node
+//! registry, and etcd going away.
+//!
+//! etcd runs in a namespace of its own, listening on its loopback and on
+//! 10.99.0.1, on ports found free there: the plugins run inside node
+//! namespaces, which cannot reach the host's loopback, and the host's
+//! namespace stays untouched. Each simulated node is a namespace whose
+//! default route leads to etcd's. The tests read the store with the
+//! library, from a thread inside etcd's namespace.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use common::*;
+use merle_cni::ipam::etcd::EtcdStore;
+use merle_cni::ipam::{self, alloc, Blocks, NodeRecord, Store};
+use testbed::netns::Netns;
+use testbed::process::Daemon;
+use testbed::wait::{poll, until};
+use testbed::TempDir;
+
+const ETCD: &str = "/usr/bin/etcd";
+/// etcd's client address as the nodes see it.
+const ETCD_ADDR: &str = "10.99.0.1";
+
+/// One etcd member in its own namespace, stopped on drop.
+#[derive(Debug)]
+struct Etcd {
+    daemon: Option<Daemon>,
+    ns: Netns,
+    dir: TempDir,
+    port: u16,
+}
+
+impl Etcd {
+    /// Starts etcd and waits until a store can load from it; `None` (with a
+    /// printed reason) when etcd is not installed.
+    fn start(test: &str) -> Option<Self> {
+        if testbed::skip_unless_root(test) {
+            return None;
+        }
+        if !Path::new(ETCD).exists() {
+            eprintln!("SKIP {test}: {ETCD} is missing (Debian package etcd-server)");
+            return None;
+        }
+        let ns = Netns::new("etcd").unwrap();
+        ns.ip(&["addr", "add", &format!("{ETCD_ADDR}/32"), "dev", "lo"]).unwrap();
+        let dir = TempDir::new("etcd").unwrap();
+        // Free ports of etcd's namespace, found by binding to port 0.
+        let (port, peer) = ns
+            .spawn(|| {
+                let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+            .unwrap();
+        let data = dir.path().join("data");
+        let clients = format!("http://127.0.0.1:{port},http://{ETCD_ADDR}:{port}");
+        let advertise = format!("http://{ETCD_ADDR}:{port}");
+        let peers = format!("http://127.0.0.1:{peer}");
+        let cluster = format!("t={peers}");
+        let argv = [
+            ETCD,
+            "--name",
+            "t",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen-client-urls",
+            &clients,
+            "--advertise-client-urls",
+            &advertise,
+            "--listen-peer-urls",
+            &peers,
+            "--initial-advertise-peer-urls",
+            &peers,
+            "--initial-cluster",
+            &cluster,
+        ];
+        // etcd 3.4 refuses to run on other architectures than amd64 and
+        // ppc64le unless told this one is meant.
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        };
+        let log = dir.path().join("etcd.log");
+        let daemon = Daemon::spawn(&ns, "etcd", &argv, &log, &[("ETCD_UNSUPPORTED_ARCH", arch)]).unwrap();
+        let etcd = Self { daemon: Some(daemon), ns, dir, port };
+        let ds = etcd.datastore("/ready");
+        let t = Instant::now();
+        let answers = || {
+            let ds = ds.clone();
+            in_ns(&etcd.ns, move || load(&ds)).ok()
+        };
+        poll("etcd to answer", Duration::from_secs(20), answers)
+            .unwrap_or_else(|e| panic!("{e}: {}", etcd.daemon.as_ref().map(|d| d.log_tail(20)).unwrap_or_default()));
+        println!("etcd answers after {:?}", t.elapsed());
+        Some(etcd)
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{ETCD_ADDR}:{}", self.port)
+    }
+
+    fn ds(&self, prefix: &str) -> EtcdDs {
+        EtcdDs { endpoint: self.endpoint(), prefix: prefix.to_owned() }
+    }
+
+    /// A datastore for the library, with a lock directory of its own.
+    fn datastore(&self, prefix: &str) -> conf::Datastore {
+        conf::Datastore {
+            kind: conf::DatastoreKind::Etcd,
+            path: self.dir.path().join("lock"),
+            endpoints: vec![self.endpoint()],
+            prefix: prefix.to_owned(),
+            timeout_ms: 1000,
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            d.stop(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Runs `f` on a thread inside `ns`: the store's runtime threads, started
+/// from it, are there too.
+fn in_ns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, String> {
+    let thread = ns.spawn(f).map_err(|e| e.to_string())?;
+    until("the netns thread", Duration::from_secs(30), Duration::from_millis(5), || thread.is_finished().then_some(()))
+        .map_err(|e| e.to_string())?;
+    let entered = thread.join().map_err(|_| "the netns thread panicked".to_string())?;
+    entered.map_err(|e| e.to_string())?
+}
+
+fn load(ds: &conf::Datastore) -> Result<Blocks, String> {
+    let s = EtcdStore::connect(ds).map_err(|e| e.to_string())?;
+    s.load().map_err(|e| e.to_string())
+}
+
+/// The blocks, as node `cfg` sees them.
+fn blocks(etcd: &Etcd, cfg: conf::Config) -> Blocks {
+    in_ns(&etcd.ns, move || ipam::open(&cfg).and_then(|s| s.load()).map_err(|e| e.to_string())).unwrap()
+}
+
+#[test]
+fn two_nodes_share_a_small_pool_and_borrow() {
+    let Some(etcd) = Etcd::start("two_nodes_share_a_small_pool_and_borrow") else { return };
+    // 8 blocks of 8. 33 pods need 5 blocks and 27 need 4: 9 blocks, so
+    // however the ADDs interleave, some address must be borrowed.
+    const NA: usize = 33;
+    const NB: usize = 27;
+    let pools = [("10.250.0.0/26", Some(29))];
+    let ds = etcd.ds("/merle-share");
+    let a = Node::new("etcda", "node-a", &etcd.ns, 1);
+    let b = Node::new("etcdb", "node-b", &etcd.ns, 2);
+    a.configure(&pools, false, Some(&ds));
+    b.configure(&pools, false, Some(&ds));
+    let pods = PodSet::new("share", NA + NB);
+    let node_of = |i: usize| if i < NA { &a } else { &b };
+    let cid = |i: usize| format!("{}-{i}", node_of(i).name);
+    // Each node's plugin reads that node's configuration.
+    let conf = |i: usize| node_of(i).netconf("1.0.0");
+
+    let t = Instant::now();
+    let children: Vec<Child> =
+        (0..NA + NB).map(|i| node_of(i).spawn_cni("ADD", &cid(i), &pods.path(i), &conf(i))).collect();
+    let outs = wait_all(children, Duration::from_secs(90));
+    println!("{} parallel ADDs on two nodes: {:?}", NA + NB, t.elapsed());
+    let mut addrs = BTreeSet::new();
+    for (i, o) in outs.iter().enumerate() {
+        let r = o.result(&format!("ADD {}", cid(i)));
+        let ips = result_ips(&r);
+        assert_eq!(ips.len(), 1, "{r}");
+        assert!(addrs.insert(ips[0].addr()), "{} handed out twice", ips[0]);
+    }
+
+    let all = blocks(&etcd, a.config());
+    let held = assert_consistent(&all);
+    assert_eq!(held.len(), NA + NB);
+    let held_addrs: BTreeSet<IpAddr> = held.values().flatten().copied().collect();
+    assert_eq!(held_addrs, addrs, "the results and etcd disagree");
+    let allocs = taken(&all);
+    for i in 0..NA + NB {
+        let t = allocs.iter().find(|t| t.handle == handle(&cid(i))).unwrap();
+        assert_eq!(t.node, node_of(i).name, "{} allocated by the wrong node", t.handle);
+    }
+    assert!(all.values().all(|b| matches!(b.affinity.as_deref(), Some("node-a" | "node-b"))));
+    let borrowed: Vec<&Taken> = allocs.iter().filter(|t| t.borrowed()).collect();
+    println!(
+        "blocks: {:?}; borrowed: {:?}",
+        all.values().map(|b| (b.cidr.to_string(), b.affinity.clone(), b.used())).collect::<Vec<_>>(),
+        borrowed.iter().map(|t| (t.ip, &t.node)).collect::<Vec<_>>()
+    );
+    assert!(!borrowed.is_empty(), "nothing was borrowed");
+    assert_eq!(a.host_links().len(), NA);
+    assert_eq!(b.host_links().len(), NB);
+
+    let children: Vec<Child> =
+        (0..NA + NB).map(|i| node_of(i).spawn_cni("DEL", &cid(i), &pods.path(i), &conf(i))).collect();
+    for (i, o) in wait_all(children, Duration::from_secs(90)).iter().enumerate() {
+        o.empty(&format!("DEL {}", cid(i)));
+    }
+    assert!(taken(&blocks(&etcd, b.config())).is_empty(), "allocations left after DEL");
+    assert!(a.host_links().is_empty() && b.host_links().is_empty());
+}
+
+#[test]
+fn strict_affinity_with_an_exhausted_pool_is_code_100() {
+    let Some(etcd) = Etcd::start("strict_affinity_with_an_exhausted_pool_is_code_100") else { return };
+    // Two blocks of 8, both claimed by node-a, which uses 12 addresses.
+    let pools = [("10.250.0.0/28", Some(29))];
+    let ds = etcd.ds("/merle-strict");
+    let a = Node::new("stricta", "node-a", &etcd.ns, 1);
+    let b = Node::new("strictb", "node-b", &etcd.ns, 2);
+    a.configure(&pools, true, Some(&ds));
+    b.configure(&pools, true, Some(&ds));
+    let cfg = a.config();
+    let before = in_ns(&etcd.ns, move || {
+        let s = ipam::open(&cfg).map_err(|e| e.to_string())?;
+        for i in 0..12 {
+            let h = handle(&format!("seed-{i}"));
+            let req = alloc::Assign { handle: &h, node: "node-a", pools: &cfg.pools, strict_affinity: true };
+            ipam::transact(s.as_ref(), |b| alloc::assign(b, &req)).map_err(|e| e.to_string())?;
+        }
+        s.load().map_err(|e| e.to_string())
+    })
+    .unwrap();
+    assert_eq!(before.len(), 2);
+    assert!(before.values().all(|b| b.is_affine_to("node-a")));
+
+    let pod = Netns::new("strictpod").unwrap();
+    let netns = netns_path(&pod.name);
+    let links = b.links();
+    let out = b.cni("ADD", "strict-1", &netns, &b.netconf("1.0.0"));
+    let e = out.error("ADD on node-b with strict affinity", 100, &["IPv4", "strict_affinity"]);
+    println!("{e}");
+    assert_eq!(blocks(&etcd, b.config()), before, "the failed ADD changed the store");
+    assert_eq!(b.links(), links, "the failed ADD left a link");
+    assert_eq!(link_names(&pod.name), vec!["lo".to_string()]);
+
+    // Without strict affinity the same ADD borrows one of node-a's four
+    // free addresses: the 100 came from strict affinity alone.
+    b.configure(&pools, false, Some(&ds));
+    let r = b.cni("ADD", "strict-1", &netns, &b.netconf("1.0.0")).result("ADD on node-b, borrowing");
+    let ip = result_ips(&r)[0].addr();
+    let t = taken(&blocks(&etcd, b.config())).into_iter().find(|t| t.ip == ip).unwrap();
+    assert!(t.borrowed() && t.node == "node-b" && t.affinity.as_deref() == Some("node-a"), "{t:?}");
+}
+
+#[test]
+fn node_registry_round_trips() {
+    let Some(etcd) = Etcd::start("node_registry_round_trips") else { return };
+    let ds = etcd.datastore("/merle-registry");
+    let records = vec![
+        NodeRecord {
+            name: "node-a".into(),
+            address: "10.0.1.1/24".parse().unwrap(),
+            address_v6: Some("fd00:1::1/64".parse().unwrap()),
+            as_number: 64512,
+        },
+        NodeRecord {
+            name: "node-b".into(),
+            address: "10.0.2.1/24".parse().unwrap(),
+            address_v6: None,
+            as_number: 64513,
+        },
+    ];
+    let want = records.clone();
+    let (first, second) = in_ns(&etcd.ns, move || {
+        let s = EtcdStore::connect(&ds).map_err(|e| e.to_string())?;
+        let reg = s.registry().ok_or("the etcd store has no registry")?;
+        if !reg.nodes().map_err(|e| e.to_string())?.is_empty() {
+            return Err("a fresh prefix has nodes".into());
+        }
+        for r in &records {
+            reg.register(r).map_err(|e| e.to_string())?;
+        }
+        let mut first = reg.nodes().map_err(|e| e.to_string())?;
+        first.sort_by(|x, y| x.name.cmp(&y.name));
+        // Registering again replaces the record.
+        let mut moved = records[0].clone();
+        moved.address = "10.0.9.1/24".parse().unwrap();
+        reg.register(&moved).map_err(|e| e.to_string())?;
+        let mut second = reg.nodes().map_err(|e| e.to_string())?;
+        second.sort_by(|x, y| x.name.cmp(&y.name));
+        Ok((first, second))
+    })
+    .unwrap();
+    assert_eq!(first, want);
+    assert_eq!(second.len(), 2);
+    assert_eq!(second[0].address, "10.0.9.1/24".parse().unwrap());
+    assert_eq!(second[1], want[1]);
+}
+
+#[test]
+fn etcd_down_is_try_again_and_creates_nothing() {
+    let Some(mut etcd) = Etcd::start("etcd_down_is_try_again_and_creates_nothing") else { return };
+    let ds = etcd.ds("/merle-down");
+    let a = Node::new("downa", "node-a", &etcd.ns, 1);
+    a.configure(V4_ONLY, false, Some(&ds));
+    let up_pod = Netns::new("downpod").unwrap();
+    a.cni("ADD", "down-1", &netns_path(&up_pod.name), &a.netconf("1.0.0")).result("ADD with etcd up");
+
+    etcd.stop();
+    let pod = Netns::new("downpod").unwrap();
+    let links = a.links();
+    let t = Instant::now();
+    let out = a.cni("ADD", "down-2", &netns_path(&pod.name), &a.netconf("1.0.0"));
+    println!("ADD with etcd down took {:?}", t.elapsed());
+    let e = out.error("ADD with etcd down", 11, &["etcd"]);
+    println!("{e}");
+    assert_eq!(a.links(), links, "the failed ADD left a link");
+    assert_eq!(link_names(&pod.name), vec!["lo".to_string()]);
+    // STATUS says the plugin cannot serve ADDs.
+    let st = a.cni_raw(&[("CNI_COMMAND", "STATUS".to_string())], a.netconf("1.1.0").to_string().as_bytes());
+    st.error("STATUS with etcd down", 50, &["etcd"]);
+}

@@ -1,0 +1,601 @@
+//! merle-cni as a runtime runs it, against the file store: every command in
+//! every supported version, the errors runtimes get for bad input, 200
+//! parallel ADDs, the reference plugins chained after it, and ADDs killed
+//! half-way.
+//!
+//! Each test builds a node namespace (its default route through an
+//! upstream namespace) and runs the plugin inside it on pod namespaces of
+//! its own; nothing touches the host's namespace.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ipnet::IpNet;
+use merle_cni::link::host_veth_name;
+use rand::Rng;
+use serde_json::{json, Value};
+use testbed::netns::Netns;
+use testbed::wait::poll;
+
+/// A node with its upstream router.
+fn bed(tag: &str) -> (Node, Netns) {
+    let up = Netns::new(&format!("{tag}-up")).unwrap();
+    let node = Node::new(tag, "node-1", &up, 1);
+    (node, up)
+}
+
+fn ping(pod: &Netns, args: &[&str]) {
+    let mut argv = vec!["ping", "-c", "1", "-W", "1"];
+    argv.extend_from_slice(args);
+    poll(&format!("{argv:?} from the pod"), Duration::from_secs(10), || pod.exec(&argv).ok())
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn lifecycle(version: &str) {
+    let (node, _up) = bed("life");
+    node.configure(DUAL_STACK, false, None);
+    let pod = Netns::new("lifepod").unwrap();
+    let netns = netns_path(&pod.name);
+    let cid = format!("life-{}", version.replace('.', ""));
+    let conf = node.netconf(version);
+    let legacy = version.starts_with("0.");
+
+    // ADD, and the result's shape for this version.
+    let r = node.cni("ADD", &cid, &netns, &conf).result("ADD");
+    assert_eq!(r["cniVersion"], version, "{r}");
+    let ips = r["ips"].as_array().unwrap();
+    assert_eq!(ips.len(), 2, "dual stack gives two addresses: {r}");
+    let nets = result_ips(&r);
+    let (v4, v6) = (nets[0], nets[1]);
+    assert!(v4.addr().is_ipv4() && v4.prefix_len() == 32, "{r}");
+    assert!(v6.addr().is_ipv6() && v6.prefix_len() == 128, "{r}");
+    assert!("10.244.0.0/16".parse::<IpNet>().unwrap().contains(&v4.addr()), "{r}");
+    assert!("fd00:244::/64".parse::<IpNet>().unwrap().contains(&v6.addr()), "{r}");
+    for (ip, fam) in ips.iter().zip(["4", "6"]) {
+        if legacy {
+            assert_eq!(ip["version"], fam, "{version} results carry ips[].version: {r}");
+        } else {
+            assert!(ip.get("version").is_none(), "{version} results have no ips[].version: {r}");
+        }
+        assert_eq!(ip["interface"], 1, "{r}");
+    }
+    let host = host_veth_name(&cid, "eth0");
+    let ifs = r["interfaces"].as_array().unwrap();
+    assert_eq!(ifs.len(), 2, "{r}");
+    assert_eq!(ifs[0]["name"], host.as_str(), "{r}");
+    assert_eq!(ifs[0]["mac"], "ee:ee:ee:ee:ee:ee", "{r}");
+    assert!(ifs[0].get("sandbox").is_none(), "{r}");
+    assert_eq!(ifs[1]["name"], "eth0", "{r}");
+    assert_eq!(ifs[1]["sandbox"], netns.as_str(), "{r}");
+    for i in ifs {
+        assert_eq!(i.get("mtu").is_some(), version == "1.1.0", "interfaces[].mtu is 1.1.0's: {r}");
+    }
+    let routes = r["routes"].as_array().unwrap();
+    assert!(routes.contains(&json!({"dst": "0.0.0.0/0", "gw": "169.254.1.1"})), "{r}");
+    assert!(routes.contains(&json!({"dst": "::/0", "gw": "fe80::ecee:eeff:feee:eeee"})), "{r}");
+
+    // The plumbing: the pod's addresses, the host end and its routes.
+    let pod_addrs = pod.ip(&["addr", "show", "dev", "eth0"]).unwrap();
+    assert!(pod_addrs.contains(&format!("inet {v4} ")), "{pod_addrs}");
+    assert!(pod_addrs.contains(&format!("inet6 {v6} ")), "{pod_addrs}");
+    assert_eq!(node.host_links(), vec![host.clone()]);
+    assert!(node.routes_to(v4.addr()) && node.routes_to(v6.addr()));
+
+    // Traffic: the pod reaches the node over both families, and the
+    // gateway resolves to the host end's MAC by proxy ARP.
+    ping(&pod, &[&node.addr4()]);
+    let neigh = pod.ip(&["neigh", "show", "169.254.1.1"]).unwrap();
+    assert!(neigh.contains("lladdr ee:ee:ee:ee:ee:ee"), "the gateway did not resolve: {neigh:?}");
+    ping(&pod, &["-6", &node.addr6()]);
+
+    // CHECK: 0.4.0 and later; 0.3.1 has no CHECK.
+    let mut with_prev = conf.clone();
+    with_prev["prevResult"] = r.clone();
+    let out = node.cni("CHECK", &cid, &netns, &with_prev);
+    if version == "0.3.1" {
+        out.error("CHECK on 0.3.1", 1, &["CHECK"]);
+    } else {
+        out.empty("CHECK");
+    }
+
+    // DEL, twice: the second finds nothing and succeeds.
+    let del_conf = if version == "0.3.1" { conf.clone() } else { with_prev };
+    node.cni("DEL", &cid, &netns, &del_conf).empty("DEL");
+    node.cni("DEL", &cid, &netns, &del_conf).empty("second DEL");
+    // And once the sandbox is gone: no CNI_NETNS.
+    let env =
+        [("CNI_COMMAND", "DEL".to_string()), ("CNI_CONTAINERID", cid.clone()), ("CNI_IFNAME", "eth0".to_string())];
+    node.cni_raw(&env, del_conf.to_string().as_bytes()).empty("DEL without CNI_NETNS");
+
+    assert!(node.host_links().is_empty(), "host ends left: {:?}", node.host_links());
+    assert_eq!(link_names(&pod.name), vec!["lo".to_string()]);
+    assert!(!node.routes_to(v4.addr()), "host route to {v4} left");
+    assert!(!node.routes_to(v6.addr()), "host route to {v6} left");
+    let h = handle(&cid);
+    let blocks = node.file_blocks();
+    assert!(taken(&blocks).iter().all(|t| t.handle != h), "{h} still holds addresses");
+    let text = String::from_utf8(node.ipam_file().unwrap()).unwrap();
+    assert!(!text.contains(&h), "the IPAM file still names {h}: {text}");
+}
+
+#[test]
+fn add_check_del_0_3_1() {
+    if testbed::skip_unless_root("add_check_del_0_3_1") {
+        return;
+    }
+    lifecycle("0.3.1");
+}
+
+#[test]
+fn add_check_del_0_4_0() {
+    if testbed::skip_unless_root("add_check_del_0_4_0") {
+        return;
+    }
+    lifecycle("0.4.0");
+}
+
+#[test]
+fn add_check_del_1_0_0() {
+    if testbed::skip_unless_root("add_check_del_1_0_0") {
+        return;
+    }
+    lifecycle("1.0.0");
+}
+
+#[test]
+fn add_check_del_1_1_0() {
+    if testbed::skip_unless_root("add_check_del_1_1_0") {
+        return;
+    }
+    lifecycle("1.1.0");
+}
+
+fn attachments(cids: &[String]) -> Value {
+    Value::Array(cids.iter().map(|c| json!({"containerID": c, "ifname": "eth0"})).collect())
+}
+
+#[test]
+fn version_status_and_gc() {
+    if testbed::skip_unless_root("version_status_and_gc") {
+        return;
+    }
+    let (node, _up) = bed("vsg");
+    node.configure(V4_ONLY, false, None);
+    let version_env = [("CNI_COMMAND", "VERSION".to_string())];
+
+    let v = node.cni_raw(&version_env, br#"{"cniVersion":"1.0.0"}"#).result("VERSION");
+    assert_eq!(v, json!({"cniVersion": "1.0.0", "supportedVersions": SUPPORTED}));
+    let v = node.cni_raw(&version_env, b"").result("VERSION without stdin");
+    assert_eq!(v["cniVersion"], "1.1.0");
+    assert_eq!(v["supportedVersions"], json!(SUPPORTED));
+
+    let status_env = [("CNI_COMMAND", "STATUS".to_string())];
+    node.cni_raw(&status_env, node.netconf("1.1.0").to_string().as_bytes()).empty("STATUS");
+    node.cni_raw(&status_env, node.netconf("1.0.0").to_string().as_bytes()).error("STATUS on 1.0.0", 1, &["STATUS"]);
+
+    // Three attachments of this network and one of another; GC keeps the
+    // listed ones and the other network's.
+    let pods: Vec<Netns> = (0..4).map(|_| Netns::new("vsgpod").unwrap()).collect();
+    let cids: Vec<String> = (0..4).map(|i| format!("gc-{i}")).collect();
+    for i in 0..3 {
+        node.cni("ADD", &cids[i], &netns_path(&pods[i].name), &node.netconf("1.1.0")).result("ADD");
+    }
+    let mut other = node.netconf("1.1.0");
+    other["name"] = json!("othernet");
+    node.cni("ADD", &cids[3], &netns_path(&pods[3].name), &other).result("ADD on othernet");
+    let before = taken(&node.file_blocks());
+    assert_eq!(before.len(), 4);
+
+    let mut gc = node.netconf("1.1.0");
+    gc["cni.dev/valid-attachments"] = attachments(&[cids[0].clone(), cids[2].clone()]);
+    node.cni_raw(&[("CNI_COMMAND", "GC".to_string())], gc.to_string().as_bytes()).empty("GC");
+    let after: BTreeSet<String> = taken(&node.file_blocks()).into_iter().map(|t| t.handle).collect();
+    let want: BTreeSet<String> =
+        [handle(&cids[0]), handle(&cids[2]), merle_cni::netconf::handle("othernet", &cids[3], "eth0")].into();
+    assert_eq!(after, want, "GC must release exactly {}", handle(&cids[1]));
+
+    // GC needs 1.1.0.
+    let mut old = gc.clone();
+    old["cniVersion"] = json!("1.0.0");
+    node.cni_raw(&[("CNI_COMMAND", "GC".to_string())], old.to_string().as_bytes()).error("GC on 1.0.0", 1, &["GC"]);
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    if testbed::skip_unless_root("bad_input_is_refused_and_changes_nothing") {
+        return;
+    }
+    let (node, _up) = bed("bad");
+    node.configure(V4_ONLY, false, None);
+    // One good attachment, so the IPAM file exists and must stay as it is.
+    let good = Netns::new("badgood").unwrap();
+    node.cni("ADD", "good", &netns_path(&good.name), &node.netconf("1.0.0")).result("ADD");
+    let pod = Netns::new("badpod").unwrap();
+    let netns = netns_path(&pod.name);
+    let links = node.links();
+    let ipam = node.ipam_file().unwrap();
+
+    let bad_cidr = node.dir.path().join("bad-cidr.toml");
+    std::fs::write(&bad_cidr, node.config_text(&[("10.244.0.5/16", None)], false, None)).unwrap();
+    let bad_block = node.dir.path().join("bad-block.toml");
+    std::fs::write(&bad_block, node.config_text(&[("10.244.0.0/16", Some(8))], false, None)).unwrap();
+    let with_config = |p: &Path| {
+        let mut c = node.netconf("1.0.0");
+        c["merle_config"] = json!(p);
+        c.to_string().into_bytes()
+    };
+    let env = |cmd: Option<&str>, ns: Option<&str>| {
+        let mut e = vec![("CNI_CONTAINERID", "bad-1".to_string()), ("CNI_IFNAME", "eth0".to_string())];
+        if let Some(c) = cmd {
+            e.push(("CNI_COMMAND", c.to_string()));
+        }
+        if let Some(n) = ns {
+            e.push(("CNI_NETNS", n.to_string()));
+        }
+        e
+    };
+    let conf = node.netconf("1.0.0").to_string().into_bytes();
+    let mut v999 = node.netconf("1.0.0");
+    v999["cniVersion"] = json!("9.9.9");
+    let gone = "/var/run/netns/mrl-no-such-netns";
+
+    struct Case<'a> {
+        what: &'a str,
+        env: Vec<(&'a str, String)>,
+        stdin: Vec<u8>,
+        code: u64,
+        needles: &'a [&'a str],
+    }
+    let cases = [
+        Case {
+            what: "broken JSON",
+            env: env(Some("ADD"), Some(&netns)),
+            stdin: br#"{"cniVersion": "1.0.0", "name": "#.to_vec(),
+            code: 6,
+            needles: &["JSON"],
+        },
+        Case {
+            what: "cniVersion 9.9.9",
+            env: env(Some("ADD"), Some(&netns)),
+            stdin: v999.to_string().into_bytes(),
+            code: 1,
+            needles: &["9.9.9"],
+        },
+        Case {
+            what: "no CNI_NETNS",
+            env: env(Some("ADD"), None),
+            stdin: conf.clone(),
+            code: 4,
+            needles: &["CNI_NETNS"],
+        },
+        Case {
+            what: "CNI_NETNS that does not exist",
+            env: env(Some("ADD"), Some(gone)),
+            stdin: conf.clone(),
+            code: 3,
+            needles: &[gone],
+        },
+        Case {
+            what: "pool cidr with host bits",
+            env: env(Some("ADD"), Some(&netns)),
+            stdin: with_config(&bad_cidr),
+            code: 7,
+            needles: &["pools[0].cidr", "host bits"],
+        },
+        Case {
+            what: "block_size 8",
+            env: env(Some("ADD"), Some(&netns)),
+            stdin: with_config(&bad_block),
+            code: 7,
+            needles: &["pools[0].block_size", "8"],
+        },
+        Case {
+            what: "no CNI_COMMAND",
+            env: env(None, Some(&netns)),
+            stdin: conf.clone(),
+            code: 4,
+            needles: &["CNI_COMMAND"],
+        },
+        Case {
+            what: "unknown CNI_COMMAND",
+            env: env(Some("FROB"), Some(&netns)),
+            stdin: conf.clone(),
+            code: 4,
+            needles: &["FROB"],
+        },
+    ];
+    for c in &cases {
+        let out = node.cni_raw(&c.env, &c.stdin);
+        let e = out.error(c.what, c.code, c.needles);
+        println!("{}: {e}", c.what);
+        assert_eq!(node.links(), links, "{}: the node's links changed", c.what);
+        assert_eq!(node.ipam_file().as_ref(), Some(&ipam), "{}: the IPAM file changed", c.what);
+        assert_eq!(link_names(&pod.name), vec!["lo".to_string()], "{}: the pod got a link", c.what);
+    }
+}
+
+/// `ADD` (or another command) for every index at once; waits for all.
+fn all_at_once(node: &Node, cmd: &str, pods: &PodSet, cid: impl Fn(usize) -> String, conf: &Value) -> Vec<Out> {
+    let children: Vec<Child> = (0..pods.len()).map(|i| node.spawn_cni(cmd, &cid(i), &pods.path(i), conf)).collect();
+    wait_all(children, Duration::from_secs(90))
+}
+
+#[test]
+fn two_hundred_parallel_adds_then_dels() {
+    if testbed::skip_unless_root("two_hundred_parallel_adds_then_dels") {
+        return;
+    }
+    const N: usize = 200;
+    let (node, _up) = bed("par");
+    node.configure(V4_ONLY, false, None);
+    let pods = PodSet::new("par", N);
+    let cid = |i: usize| format!("par-{i}");
+    let conf = node.netconf("1.0.0");
+
+    let t = Instant::now();
+    let outs = all_at_once(&node, "ADD", &pods, cid, &conf);
+    println!("{N} parallel ADDs: {:?}", t.elapsed());
+    let mut addrs = BTreeSet::new();
+    for (i, o) in outs.iter().enumerate() {
+        let r = o.result(&format!("ADD {i}"));
+        let ips = result_ips(&r);
+        assert_eq!(ips.len(), 1, "{r}");
+        assert!(addrs.insert(ips[0].addr()), "{} handed out twice", ips[0]);
+    }
+    assert_eq!(addrs.len(), N);
+    let held = assert_consistent(&node.file_blocks());
+    let want: BTreeSet<String> = (0..N).map(|i| handle(&cid(i))).collect();
+    assert_eq!(held.keys().cloned().collect::<BTreeSet<_>>(), want);
+    let held_addrs: BTreeSet<IpAddr> = held.values().flatten().copied().collect();
+    assert_eq!(held_addrs, addrs, "the results and the IPAM file disagree");
+    assert_eq!(node.host_links().len(), N);
+
+    let t = Instant::now();
+    for (i, o) in all_at_once(&node, "DEL", &pods, cid, &conf).iter().enumerate() {
+        o.empty(&format!("DEL {i}"));
+    }
+    println!("{N} parallel DELs: {:?}", t.elapsed());
+    assert!(taken(&node.file_blocks()).is_empty(), "allocations left after DEL");
+    assert!(node.host_links().is_empty(), "host ends left after DEL");
+}
+
+#[test]
+fn chained_portmap_and_bandwidth() {
+    if testbed::skip_unless_root("chained_portmap_and_bandwidth") {
+        return;
+    }
+    let portmap = format!("{CNI_PATH}/portmap");
+    let bandwidth = format!("{CNI_PATH}/bandwidth");
+    if !Path::new(&portmap).exists() {
+        eprintln!("SKIP chained_portmap_and_bandwidth: {portmap} is absent (containernetworking-plugins)");
+        return;
+    }
+    let (node, _up) = bed("chain");
+    node.configure(V4_ONLY, false, None);
+    let pod = Netns::new("chainpod").unwrap();
+    let netns = netns_path(&pod.name);
+    let cid = "chained-1";
+    let host = host_veth_name(cid, "eth0");
+
+    let merle = node.cni("ADD", cid, &netns, &node.netconf("1.0.0")).result("merle-cni ADD");
+    let pm_conf = |prev: &Value| {
+        json!({
+            "cniVersion": "1.0.0", "name": NETWORK, "type": "portmap",
+            "capabilities": {"portMappings": true},
+            "runtimeConfig": {"portMappings": [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}]},
+            "prevResult": prev,
+        })
+    };
+    let bw_conf = |prev: &Value| {
+        json!({
+            "cniVersion": "1.0.0", "name": NETWORK, "type": "bandwidth",
+            "capabilities": {"bandwidth": true},
+            "runtimeConfig": {"bandwidth": {
+                "ingressRate": 10_000_000, "ingressBurst": 800_000,
+                "egressRate": 10_000_000, "egressBurst": 800_000,
+            }},
+            "prevResult": prev,
+        })
+    };
+    let pm = wait_one(node.spawn_plugin(&portmap, "ADD", cid, &netns, &pm_conf(&merle)));
+    let pm_result = pm.result("portmap ADD");
+    assert_eq!(result_ips(&pm_result), result_ips(&merle), "portmap must pass merle's result on");
+    let pod_ip = result_ips(&merle)[0].addr().to_string();
+    let nat = node.ns.exec(&["iptables", "-t", "nat", "-S"]).unwrap();
+    assert!(nat.contains("18080") && nat.contains(&pod_ip), "no DNAT for 18080 to {pod_ip}:\n{nat}");
+
+    let bw = wait_one(node.spawn_plugin(&bandwidth, "ADD", cid, &netns, &bw_conf(&pm_result)));
+    let final_result = bw.result("bandwidth ADD");
+    assert_eq!(result_ips(&final_result), result_ips(&merle));
+    let qdisc = node.ns.exec(&["tc", "qdisc", "show", "dev", &host]).unwrap();
+    assert!(qdisc.contains("tbf"), "no tbf on {host}: {qdisc}");
+
+    // DEL in reverse order, each with the chain's result.
+    wait_one(node.spawn_plugin(&bandwidth, "DEL", cid, &netns, &bw_conf(&final_result))).empty("bandwidth DEL");
+    wait_one(node.spawn_plugin(&portmap, "DEL", cid, &netns, &pm_conf(&final_result))).empty("portmap DEL");
+    let mut del = node.netconf("1.0.0");
+    del["prevResult"] = final_result;
+    node.cni("DEL", cid, &netns, &del).empty("merle-cni DEL");
+
+    let nat = node.ns.exec(&["iptables", "-t", "nat", "-S"]).unwrap();
+    assert!(!nat.contains("18080"), "portmap's DNAT left:\n{nat}");
+    assert_eq!(node.links(), vec!["eth0".to_string(), "lo".to_string()], "links left in the node");
+    assert!(taken(&node.file_blocks()).is_empty());
+}
+
+#[test]
+fn killed_adds_leave_a_sound_store_and_gc_reclaims_leaks() {
+    if testbed::skip_unless_root("killed_adds_leave_a_sound_store_and_gc_reclaims_leaks") {
+        return;
+    }
+    const N: usize = 100;
+    const BATCH: usize = 10;
+    let (node, _up) = bed("crash");
+    node.configure(DUAL_STACK, false, None);
+    let mut pods = PodSet::new("crash", N);
+    let cid = |i: usize| format!("crash-{i}");
+    let conf = node.netconf("1.1.0");
+    let mut rng = rand::rng();
+
+    let mut done: Vec<usize> = Vec::new();
+    let mut killed: Vec<usize> = Vec::new();
+    let mut results = Vec::new();
+    for start in (0..N).step_by(BATCH) {
+        let t0 = Instant::now();
+        let mut children: Vec<Child> =
+            (start..start + BATCH).map(|i| node.spawn_cni("ADD", &cid(i), &pods.path(i), &conf)).collect();
+        let mut kills: Vec<(Duration, usize)> = Vec::new();
+        for k in 0..BATCH {
+            if rng.random_bool(0.5) {
+                kills.push((Duration::from_micros(rng.random_range(0..=8000)), k));
+            }
+        }
+        kills.sort();
+        for (at, k) in kills {
+            if let Some(left) = at.checked_sub(t0.elapsed()) {
+                std::thread::sleep(left);
+            }
+            let _ = children[k].kill();
+        }
+        for (k, o) in wait_all(children, PLUGIN_TIMEOUT).into_iter().enumerate() {
+            let i = start + k;
+            if o.ok() {
+                results.push((i, o.result("ADD")));
+                done.push(i);
+            } else {
+                assert_eq!(o.signal, Some(libc::SIGKILL), "ADD {i} failed without being killed: {o:?}");
+                killed.push(i);
+            }
+        }
+    }
+
+    // The file parses, and no address is held twice.
+    let held = assert_consistent(&node.file_blocks());
+    for (i, r) in &results {
+        let mut want: Vec<IpAddr> = result_ips(r).iter().map(IpNet::addr).collect();
+        want.sort_by_key(|a| (a.is_ipv6(), *a));
+        assert_eq!(held.get(&handle(&cid(*i))), Some(&want), "ADD {i} succeeded but IPAM disagrees");
+    }
+    let valid: HashSet<String> = done.iter().map(|&i| handle(&cid(i))).collect();
+    let leaked: Vec<&String> = held.keys().filter(|h| !valid.contains(*h)).collect();
+    println!(
+        "{} ADDs completed, {} killed; {} killed ADDs had committed addresses: {leaked:?}",
+        done.len(),
+        killed.len(),
+        leaked.len()
+    );
+
+    // GC with the completed ADDs as the valid attachments reclaims every leak.
+    let mut gc = node.netconf("1.1.0");
+    gc["cni.dev/valid-attachments"] = attachments(&done.iter().map(|&i| cid(i)).collect::<Vec<_>>());
+    node.cni_raw(&[("CNI_COMMAND", "GC".to_string())], gc.to_string().as_bytes()).empty("GC");
+    let after = assert_consistent(&node.file_blocks());
+    let left: HashSet<String> = after.keys().cloned().collect();
+    assert_eq!(left, valid, "after GC exactly the completed attachments hold addresses");
+    for h in &valid {
+        assert_eq!(after[h].len(), 2, "{h} lost addresses to GC");
+    }
+
+    // The completed attachments are intact.
+    let checks: Vec<Child> = results
+        .iter()
+        .map(|(i, r)| {
+            let mut c = conf.clone();
+            c["prevResult"] = r.clone();
+            node.spawn_cni("CHECK", &cid(*i), &pods.path(*i), &c)
+        })
+        .collect();
+    for (o, i) in wait_all(checks, Duration::from_secs(60)).iter().zip(&done) {
+        o.empty(&format!("CHECK {i}"));
+    }
+
+    // Host ends that killed ADDs left go with their pods' namespaces.
+    pods.remove(&killed);
+    let orphans = || {
+        let links = node.host_links();
+        killed.iter().map(|&i| host_veth_name(&cid(i), "eth0")).filter(|h| links.contains(h)).collect::<Vec<_>>()
+    };
+    poll("the killed ADDs' host ends to go", Duration::from_secs(10), || orphans().is_empty().then_some(()))
+        .unwrap_or_else(|e| panic!("{e}: {:?}", orphans()));
+    assert_eq!(node.host_links().len(), done.len());
+
+    // The store serves new pods, some with the reclaimed addresses.
+    let fresh = PodSet::new("crashnew", BATCH);
+    let new_cid = |i: usize| format!("fresh-{i}");
+    let mut in_use: HashSet<IpAddr> = after.values().flatten().copied().collect();
+    for (i, o) in all_at_once(&node, "ADD", &fresh, new_cid, &conf).iter().enumerate() {
+        for ip in result_ips(&o.result(&format!("fresh ADD {i}"))) {
+            assert!(in_use.insert(ip.addr()), "{ip} handed out twice");
+        }
+    }
+}
+
+fn with_name(mut conf: Value, name: &str) -> Value {
+    conf["name"] = json!(name);
+    conf
+}
+
+// The next three tests show bugs of cni/src (see each reason); they pass
+// once those are fixed. Run them with `--ignored`.
+
+#[test]
+#[ignore = "bug: GC of network N releases attachments of network N.<x> (handle prefix match, alloc::gc)"]
+fn gc_releases_only_its_own_network() {
+    if testbed::skip_unless_root("gc_releases_only_its_own_network") {
+        return;
+    }
+    let (node, _up) = bed("gcnet");
+    node.configure(V4_ONLY, false, None);
+    let (p1, p2) = (Netns::new("gcnet1").unwrap(), Netns::new("gcnet2").unwrap());
+    node.cni("ADD", "c1", &netns_path(&p1.name), &node.netconf("1.1.0")).result("ADD on merlenet");
+    let v2 = with_name(node.netconf("1.1.0"), "merlenet.v2");
+    node.cni("ADD", "c2", &netns_path(&p2.name), &v2).result("ADD on merlenet.v2");
+    let mut gc = node.netconf("1.1.0");
+    gc["cni.dev/valid-attachments"] = attachments(&["c1".to_string()]);
+    node.cni_raw(&[("CNI_COMMAND", "GC".to_string())], gc.to_string().as_bytes()).empty("GC");
+    let left: BTreeSet<String> = taken(&node.file_blocks()).into_iter().map(|t| t.handle).collect();
+    assert!(left.contains("merlenet.v2.c2"), "GC of merlenet released merlenet.v2's live attachment: {left:?}");
+}
+
+#[test]
+#[ignore = "bug: handles are ambiguous (network \"a\" + container \"b.c\" = network \"a.b\" + container \"c\")"]
+fn handles_of_distinct_attachments_do_not_collide() {
+    if testbed::skip_unless_root("handles_of_distinct_attachments_do_not_collide") {
+        return;
+    }
+    let (node, _up) = bed("coll");
+    node.configure(V4_ONLY, false, None);
+    let (p1, p2) = (Netns::new("coll1").unwrap(), Netns::new("coll2").unwrap());
+    let first = node.cni("ADD", "b.c", &netns_path(&p1.name), &with_name(node.netconf("1.1.0"), "a")).result("ADD 1");
+    let second = node.cni("ADD", "c", &netns_path(&p2.name), &with_name(node.netconf("1.1.0"), "a.b"));
+    let first_ip = result_ips(&first)[0].addr();
+    let held: Vec<IpAddr> = taken(&node.file_blocks()).into_iter().map(|t| t.ip).collect();
+    assert!(held.contains(&first_ip), "the first attachment lost {first_ip} to the second's failed ADD: {second:?}");
+    let second = second.result("ADD 2");
+    assert_ne!(result_ips(&second)[0].addr(), first_ip);
+}
+
+#[test]
+#[ignore = "bug: GC frees an address whose host route stays; every later ADD given it fails with EEXIST"]
+fn gc_of_a_live_attachment_does_not_wedge_later_adds() {
+    if testbed::skip_unless_root("gc_of_a_live_attachment_does_not_wedge_later_adds") {
+        return;
+    }
+    let (node, _up) = bed("wedge");
+    node.configure(V4_ONLY, false, None);
+    let (p1, p2) = (Netns::new("wedge1").unwrap(), Netns::new("wedge2").unwrap());
+    // c1 as a killed ADD leaves it: plumbed, but unknown to the runtime.
+    node.cni("ADD", "c1", &netns_path(&p1.name), &node.netconf("1.1.0")).result("ADD c1");
+    let mut gc = node.netconf("1.1.0");
+    gc["cni.dev/valid-attachments"] = json!([]);
+    node.cni_raw(&[("CNI_COMMAND", "GC".to_string())], gc.to_string().as_bytes()).empty("GC");
+    node.cni("ADD", "c2", &netns_path(&p2.name), &node.netconf("1.1.0")).result("ADD c2 after GC");
+    ping(&p2, &[&node.addr4()]);
+}
