@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use fib_sync::nl::{Netlink, NlError, Refusal, Request};
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
@@ -214,7 +214,12 @@ fn setup_in(host: &mut Netlink, pod: &mut Netlink, ns: &File, a: &Attachment<'_>
 
     let mut reqs =
         vec![Request { message: RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(hi).up().build()), flags: 0 }];
-    reqs.extend(a.addrs.iter().map(|ip| new(RouteNetlinkMessage::NewRoute(device_route(*ip, hi)))));
+    // REPLACE: IPAM says the address is this pod's, so a host route left by
+    // an attachment that is gone must not block it.
+    reqs.extend(a.addrs.iter().map(|ip| Request {
+        message: RouteNetlinkMessage::NewRoute(device_route(*ip, hi)),
+        flags: NLM_F_CREATE | NLM_F_REPLACE,
+    }));
     for (i, r) in host.execute(reqs)?.into_iter().enumerate() {
         check(if i == 0 { format!("bringing {} up", a.host) } else { format!("host route to {}", a.addrs[i - 1]) }, r)?;
     }

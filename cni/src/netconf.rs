@@ -89,14 +89,13 @@ impl NetConf {
     }
 }
 
-/// The IPAM handle of one attachment: `<network>.<container id>`, and the
-/// interface name after another dot when it is not `eth0`.
-pub fn handle(network: &str, container_id: &str, ifname: &str) -> String {
-    if ifname == "eth0" {
-        format!("{network}.{container_id}")
-    } else {
-        format!("{network}.{container_id}.{ifname}")
-    }
+/// The IPAM attachment of one plugin call.
+pub fn attachment(network: &str, container_id: &str, ifname: &str) -> crate::ipam::Holder {
+    crate::ipam::Holder::of(crate::ipam::Attachment {
+        network: network.to_owned(),
+        container_id: container_id.to_owned(),
+        ifname: ifname.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -124,7 +123,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.valid_attachments.unwrap()[0].container_id, "c1");
-        assert_eq!(handle("k8s", "c1", "eth0"), "k8s.c1");
-        assert_eq!(handle("k8s", "c1", "net1"), "k8s.c1.net1");
+        assert_eq!(attachment("k8s", "c1", "eth0").handle, "k8s.c1");
+        assert_eq!(attachment("k8s", "c1", "net1").handle, "k8s.c1.net1");
     }
 }

@@ -7,9 +7,9 @@ use std::path::Path;
 use ipnet::IpNet;
 use serde_json::Value;
 
-use crate::ipam::{self, alloc, IpamError, Store};
+use crate::ipam::{self, alloc, Holder, IpamError, Store};
 use crate::link::{self, LinkError};
-use crate::netconf::{handle, NetConf};
+use crate::netconf::{attachment, NetConf};
 use crate::spec::{self, AddResult, Code, Command, Env, Error, Interface, IpConfig, Route};
 
 impl From<IpamError> for Error {
@@ -86,8 +86,8 @@ pub fn run(get: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Option<
     out.map_err(fail)
 }
 
-fn handle_of(c: &Call) -> String {
-    handle(&c.conf.name, &c.env.container_id, &c.env.ifname)
+fn holder_of(c: &Call) -> Holder {
+    attachment(&c.conf.name, &c.env.container_id, &c.env.ifname)
 }
 
 /// The pod MTU: the configured one less the largest encapsulation overhead
@@ -126,25 +126,28 @@ fn add(c: &Call, store: &dyn Store) -> Result<AddResult, Error> {
     if !netns.exists() {
         return Err(Error::new(Code::UnknownContainer, format!("CNI_NETNS {} does not exist", netns.display())));
     }
-    let h = handle_of(c);
+    let h = holder_of(c);
     let req = alloc::Assign {
-        handle: &h,
+        holder: &h,
         node: &c.cfg.node.name,
         pools: &c.cfg.pools,
         strict_affinity: c.cfg.ipam.strict_affinity,
     };
-    let addrs = ipam::transact(store, |b| alloc::assign(b, &req))?;
+    let (addrs, fresh) = ipam::transact(store, |b| alloc::assign(b, &req))?;
     let host = link::host_veth_name(&c.env.container_id, &c.env.ifname);
     let mtu = pod_mtu(&c.cfg, c.conf.mtu, &addrs);
     let a = link::Attachment { host: &host, ifname: &c.env.ifname, netns, addrs: &addrs, mtu };
     let created = match link::setup(&a) {
         Ok(x) => x,
         Err(e) => {
-            // Roll the allocation back too: nothing of this ADD stays.
-            let undo = ipam::transact(store, |b| Ok(alloc::release(b, &h, now())));
+            // Roll the allocation back too: nothing of this ADD stays. An
+            // attachment that already held its addresses keeps them: the
+            // runtime's DEL releases those.
             let mut err: Error = e.into();
-            if let Err(u) = undo {
-                err = err.details(format!("and releasing {h} failed: {u}"));
+            if fresh {
+                if let Err(u) = ipam::transact(store, |b| Ok(alloc::release(b, &h, now()))) {
+                    err = err.details(format!("and releasing {} failed: {u}", h.handle));
+                }
             }
             return Err(err);
         }
@@ -191,7 +194,7 @@ impl TruncTo for IpNet {
 fn del(c: &Call, store: &dyn Store) -> Result<(), Error> {
     let host = link::host_veth_name(&c.env.container_id, &c.env.ifname);
     link::teardown(&host)?;
-    let h = handle_of(c);
+    let h = holder_of(c);
     let freed = ipam::transact(store, |b| Ok(alloc::release(b, &h, now())))?;
     if !freed.is_empty() {
         crate::notify::ipam_changed(&c.cfg.control.socket);
@@ -200,10 +203,10 @@ fn del(c: &Call, store: &dyn Store) -> Result<(), Error> {
 }
 
 fn check(c: &Call, store: &dyn Store) -> Result<(), Error> {
-    let h = handle_of(c);
+    let h = holder_of(c);
     let addrs = alloc::addresses_of(&store.load()?, &h);
     if addrs.is_empty() {
-        return Err(Error::new(Code::CheckFailed, format!("IPAM has no addresses for {h}")));
+        return Err(Error::new(Code::CheckFailed, format!("IPAM has no addresses for {}", h.handle)));
     }
     if let Some(prev) = &c.conf.prev_result {
         let mut listed: Vec<IpAddr> = prev
@@ -217,7 +220,7 @@ fn check(c: &Call, store: &dyn Store) -> Result<(), Error> {
         if listed != addrs {
             return Err(Error::new(
                 Code::CheckFailed,
-                format!("prevResult lists {listed:?} but IPAM holds {addrs:?} for {h}"),
+                format!("prevResult lists {listed:?} but IPAM holds {addrs:?} for {}", h.handle),
             ));
         }
     }
@@ -242,12 +245,23 @@ fn status(c: &Call, store: &dyn Store) -> Result<(), Error> {
 }
 
 fn gc(c: &Call, store: &dyn Store) -> Result<(), Error> {
-    let valid: HashSet<String> =
-        c.conf.valid_attachments.iter().flatten().map(|a| handle(&c.conf.name, &a.container_id, &a.ifname)).collect();
+    let valid: HashSet<ipam::Attachment> = c
+        .conf
+        .valid_attachments
+        .iter()
+        .flatten()
+        .filter_map(|a| attachment(&c.conf.name, &a.container_id, &a.ifname).attachment)
+        .collect();
     let node = &c.cfg.node.name;
     let freed = ipam::transact(store, |b| Ok(alloc::gc(b, node, &c.conf.name, &valid, now())))?;
     if !freed.is_empty() {
         crate::notify::ipam_changed(&c.cfg.control.socket);
+    }
+    // What the runtime forgot may still be wired (an ADD killed midway):
+    // its host end would hold the address's host route against the next
+    // pod that gets the address.
+    for a in &freed {
+        link::teardown(&link::host_veth_name(&a.container_id, &a.ifname))?;
     }
     Ok(())
 }

@@ -230,8 +230,8 @@ fn strict_affinity_with_an_exhausted_pool_is_code_100() {
     let before = in_ns(&etcd.ns, move || {
         let s = ipam::open(&cfg).map_err(|e| e.to_string())?;
         for i in 0..12 {
-            let h = handle(&format!("seed-{i}"));
-            let req = alloc::Assign { handle: &h, node: "node-a", pools: &cfg.pools, strict_affinity: true };
+            let h = merle_cni::netconf::attachment(common::NETWORK, &format!("seed-{i}"), "eth0");
+            let req = alloc::Assign { holder: &h, node: "node-a", pools: &cfg.pools, strict_affinity: true };
             ipam::transact(s.as_ref(), |b| alloc::assign(b, &req)).map_err(|e| e.to_string())?;
         }
         s.load().map_err(|e| e.to_string())

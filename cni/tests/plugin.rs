@@ -198,7 +198,8 @@ fn version_status_and_gc() {
     node.cni_raw(&[("CNI_COMMAND", "GC".to_string())], gc.to_string().as_bytes()).empty("GC");
     let after: BTreeSet<String> = taken(&node.file_blocks()).into_iter().map(|t| t.handle).collect();
     let want: BTreeSet<String> =
-        [handle(&cids[0]), handle(&cids[2]), merle_cni::netconf::handle("othernet", &cids[3], "eth0")].into();
+        [handle(&cids[0]), handle(&cids[2]), merle_cni::netconf::attachment("othernet", &cids[3], "eth0").handle]
+            .into();
     assert_eq!(after, want, "GC must release exactly {}", handle(&cids[1]));
 
     // GC needs 1.1.0.
@@ -546,7 +547,6 @@ fn with_name(mut conf: Value, name: &str) -> Value {
 // once those are fixed. Run them with `--ignored`.
 
 #[test]
-#[ignore = "bug: GC of network N releases attachments of network N.<x> (handle prefix match, alloc::gc)"]
 fn gc_releases_only_its_own_network() {
     if testbed::skip_unless_root("gc_releases_only_its_own_network") {
         return;
@@ -565,7 +565,6 @@ fn gc_releases_only_its_own_network() {
 }
 
 #[test]
-#[ignore = "bug: handles are ambiguous (network \"a\" + container \"b.c\" = network \"a.b\" + container \"c\")"]
 fn handles_of_distinct_attachments_do_not_collide() {
     if testbed::skip_unless_root("handles_of_distinct_attachments_do_not_collide") {
         return;
@@ -583,7 +582,6 @@ fn handles_of_distinct_attachments_do_not_collide() {
 }
 
 #[test]
-#[ignore = "bug: GC frees an address whose host route stays; every later ADD given it fails with EEXIST"]
 fn gc_of_a_live_attachment_does_not_wedge_later_adds() {
     if testbed::skip_unless_root("gc_of_a_live_attachment_does_not_wedge_later_adds") {
         return;

@@ -114,11 +114,8 @@ impl Setup {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let conf = self.netconf(p);
-        let mut child = self
-            .node
-            .spawn(move || c.spawn())?
-            .join()
-            .map_err(|_| anyhow::anyhow!("spawn thread panicked"))???;
+        let mut child =
+            self.node.spawn(move || c.spawn())?.join().map_err(|_| anyhow::anyhow!("spawn thread panicked"))???;
         child.stdin.take().context("stdin")?.write_all(conf.as_bytes())?;
         Ok(child)
     }

@@ -111,8 +111,9 @@ impl Worker {
                     continue;
                 }
                 Some(Cmd::Release(handle, reply)) => {
-                    let r =
-                        self.store().and_then(|s| ipam::transact(s, |b| Ok(alloc::release(b, &handle, ipam::now()))));
+                    let r = self.store().and_then(|s| {
+                        ipam::transact(s, |b| Ok(alloc::release(b, &ipam::Holder::handle(&handle), ipam::now())))
+                    });
                     if let Ok(freed) = &r {
                         info!(%handle, ?freed, "IPAM handle released by hand");
                     }

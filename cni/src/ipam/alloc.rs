@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use conf::Pool;
 use ipnet::IpNet;
 
-use super::block::Block;
+use super::block::{Attachment, Block, Holder};
 use super::IpamError;
 
 /// Every block in the store, by CIDR.
@@ -17,29 +17,29 @@ pub type Blocks = BTreeMap<IpNet, Block>;
 /// One ADD's request for addresses.
 #[derive(Debug, Clone, Copy)]
 pub struct Assign<'a> {
-    pub handle: &'a str,
+    pub holder: &'a Holder,
     pub node: &'a str,
     pub pools: &'a [Pool],
     pub strict_affinity: bool,
 }
 
-/// The addresses `handle` holds, IPv4 first.
-pub fn addresses_of(blocks: &Blocks, handle: &str) -> Vec<IpAddr> {
+/// The addresses `who` holds, IPv4 first.
+pub fn addresses_of(blocks: &Blocks, who: &Holder) -> Vec<IpAddr> {
     let mut out: Vec<IpAddr> = blocks
         .values()
-        .flat_map(|b| b.allocations.iter().filter(|(_, a)| a.handle == handle).map(|(o, _)| b.addr(*o)))
+        .flat_map(|b| b.allocations.iter().filter(|(_, a)| who.holds(a)).map(|(o, _)| b.addr(*o)))
         .collect();
     out.sort_by_key(|a| (a.is_ipv6(), *a));
     out
 }
 
-/// Gives `handle` one address of each family the pools offer. A handle that
-/// already holds addresses gets them back unchanged. On error nothing in
-/// `blocks` has changed.
-pub fn assign(blocks: &mut Blocks, r: &Assign<'_>) -> Result<Vec<IpAddr>, IpamError> {
-    let held = addresses_of(blocks, r.handle);
+/// Gives the holder one address of each family the pools offer, and says
+/// whether they are new: a holder that already has addresses gets them
+/// back unchanged. On error nothing in `blocks` has changed.
+pub fn assign(blocks: &mut Blocks, r: &Assign<'_>) -> Result<(Vec<IpAddr>, bool), IpamError> {
+    let held = addresses_of(blocks, r.holder);
     if !held.is_empty() {
-        return Ok(held);
+        return Ok((held, false));
     }
     if r.pools.is_empty() {
         return Err(IpamError::NoPools);
@@ -61,7 +61,7 @@ pub fn assign(blocks: &mut Blocks, r: &Assign<'_>) -> Result<Vec<IpAddr>, IpamEr
                 }
             }
             None => {
-                undo(blocks, r.handle, &touched);
+                undo(blocks, r.holder, &touched);
                 return Err(IpamError::Exhausted {
                     family: if v6 { "IPv6" } else { "IPv4" },
                     strict: r.strict_affinity,
@@ -69,17 +69,17 @@ pub fn assign(blocks: &mut Blocks, r: &Assign<'_>) -> Result<Vec<IpAddr>, IpamEr
             }
         }
     }
-    Ok(out)
+    Ok((out, true))
 }
 
 /// Rolls back a half-done dual-stack assignment.
-fn undo(blocks: &mut Blocks, handle: &str, touched: &[IpNet]) {
+fn undo(blocks: &mut Blocks, who: &Holder, touched: &[IpNet]) {
     for cidr in touched {
         let claimed = touched.iter().filter(|c| *c == cidr).count() > 1;
         if claimed {
             blocks.remove(cidr);
         } else if let Some(b) = blocks.get_mut(cidr) {
-            b.allocations.retain(|_, a| a.handle != handle);
+            b.allocations.retain(|_, a| !who.holds(a));
         }
     }
 }
@@ -94,13 +94,13 @@ fn assign_family(blocks: &mut Blocks, r: &Assign<'_>, pools: &[&Pool]) -> Option
     // 1. This node's blocks.
     let affine = blocks.values().find(|b| b.is_affine_to(r.node) && !b.is_full() && in_pools(pools, &b.cidr));
     if let Some(cidr) = affine.map(|b| b.cidr) {
-        let ip = blocks.get_mut(&cidr)?.allocate(r.handle, r.node)?;
+        let ip = blocks.get_mut(&cidr)?.allocate(r.holder.allocation(r.node))?;
         return Some((ip, cidr, false));
     }
     // 2. A free block, claimed for this node.
     if let Some(cidr) = free_block(blocks, pools) {
         let mut b = Block::new(cidr, Some(r.node.to_owned()));
-        let ip = b.allocate(r.handle, r.node)?;
+        let ip = b.allocate(r.holder.allocation(r.node))?;
         blocks.insert(cidr, b);
         return Some((ip, cidr, true));
     }
@@ -110,7 +110,7 @@ fn assign_family(blocks: &mut Blocks, r: &Assign<'_>, pools: &[&Pool]) -> Option
     }
     let other = blocks.values().find(|b| !b.is_affine_to(r.node) && !b.is_full() && in_pools(pools, &b.cidr))?;
     let cidr = other.cidr;
-    let ip = blocks.get_mut(&cidr)?.allocate(r.handle, r.node)?;
+    let ip = blocks.get_mut(&cidr)?.allocate(r.holder.allocation(r.node))?;
     Some((ip, cidr, false))
 }
 
@@ -133,28 +133,29 @@ fn free_block(blocks: &Blocks, pools: &[&Pool]) -> Option<IpNet> {
     None
 }
 
-/// Frees every address of `handle`; returns them. Unknown handles free
+/// Frees every address of `who`; returns them. An unknown holder frees
 /// nothing, which is success.
-pub fn release(blocks: &mut Blocks, handle: &str, now: u64) -> Vec<IpAddr> {
-    let mut out: Vec<IpAddr> = blocks.values_mut().flat_map(|b| b.release(handle, now)).collect();
+pub fn release(blocks: &mut Blocks, who: &Holder, now: u64) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = blocks.values_mut().flat_map(|b| b.release(who, now)).collect();
     out.sort_by_key(|a| (a.is_ipv6(), *a));
     out
 }
 
-/// CNI GC: frees every handle of `network` allocated by `node` that is not
-/// in `valid`. Returns the freed handles.
-pub fn gc(blocks: &mut Blocks, node: &str, network: &str, valid: &HashSet<String>, now: u64) -> Vec<String> {
-    let prefix = format!("{network}.");
-    let mut stale: Vec<String> = blocks
+/// CNI GC: frees every attachment of `network` allocated by `node` that is
+/// not in `valid`. Returns the freed attachments.
+pub fn gc(blocks: &mut Blocks, node: &str, network: &str, valid: &HashSet<Attachment>, now: u64) -> Vec<Attachment> {
+    let mut stale: Vec<Attachment> = blocks
         .values()
         .flat_map(|b| b.allocations.values())
-        .filter(|a| a.node == node && a.handle.starts_with(&prefix) && !valid.contains(&a.handle))
-        .map(|a| a.handle.clone())
+        .filter(|a| a.node == node)
+        .filter_map(|a| a.attachment.as_ref())
+        .filter(|x| x.network == network && !valid.contains(*x))
+        .cloned()
         .collect();
     stale.sort();
     stale.dedup();
-    for h in &stale {
-        release(blocks, h, now);
+    for x in &stale {
+        release(blocks, &Holder::of(x.clone()), now);
     }
     stale
 }
@@ -211,8 +212,15 @@ mod tests {
         }
     }
 
-    fn req<'a>(handle: &'a str, node: &'a str, pools: &'a [Pool], strict: bool) -> Assign<'a> {
-        Assign { handle, node, pools, strict_affinity: strict }
+    /// "net.cid" as the attachment (net, cid, eth0); the last dot splits.
+    fn holder(s: &str) -> Holder {
+        let (network, cid) = s.rsplit_once('.').unwrap();
+        Holder::of(Attachment { network: network.into(), container_id: cid.into(), ifname: "eth0".into() })
+    }
+
+    fn go(b: &mut Blocks, h: &str, node: &str, pools: &[Pool], strict: bool) -> Result<Vec<IpAddr>, IpamError> {
+        let holder = holder(h);
+        assign(b, &Assign { holder: &holder, node, pools, strict_affinity: strict }).map(|(a, _)| a)
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -223,23 +231,23 @@ mod tests {
     fn affine_then_claim_then_borrow() {
         let pools = [pool("10.1.0.0/29", 30)];
         let mut b = Blocks::new();
-        let a1 = assign(&mut b, &req("n.a1", "a", &pools, false)).unwrap();
+        let a1 = go(&mut b, "n.a1", "a", &pools, false).unwrap();
         assert_eq!(a1, vec![ip("10.1.0.0")]);
         assert!(b[&"10.1.0.0/30".parse().unwrap()].is_affine_to("a"));
-        let b1 = assign(&mut b, &req("n.b1", "b", &pools, false)).unwrap();
+        let b1 = go(&mut b, "n.b1", "b", &pools, false).unwrap();
         assert_eq!(b1, vec![ip("10.1.0.4")]);
         for i in 2..=4 {
-            assign(&mut b, &req(&format!("n.a{i}"), "a", &pools, false)).unwrap();
+            go(&mut b, &format!("n.a{i}"), "a", &pools, false).unwrap();
         }
         // a's block is full and no block is free: a borrows from b's.
-        let a5 = assign(&mut b, &req("n.a5", "a", &pools, false)).unwrap();
+        let a5 = go(&mut b, "n.a5", "a", &pools, false).unwrap();
         assert_eq!(a5, vec![ip("10.1.0.5")]);
         let nb = node_blocks(&b, "a", &pools);
         assert_eq!(nb.affine, vec!["10.1.0.0/30".parse::<IpNet>().unwrap()]);
         assert_eq!(nb.borrowed, vec!["10.1.0.5/32".parse::<IpNet>().unwrap()]);
         // Strict affinity refuses to borrow.
         let before = b.clone();
-        let e = assign(&mut b, &req("n.a6", "a", &pools, true)).unwrap_err();
+        let e = go(&mut b, "n.a6", "a", &pools, true).unwrap_err();
         assert!(matches!(e, IpamError::Exhausted { strict: true, .. }), "{e}");
         assert_eq!(b, before);
     }
@@ -248,11 +256,11 @@ mod tests {
     fn same_handle_same_address_and_release() {
         let pools = [pool("10.1.0.0/24", 26), pool("fd00::/120", 122)];
         let mut b = Blocks::new();
-        let first = assign(&mut b, &req("k8s.c1", "a", &pools, false)).unwrap();
+        let first = go(&mut b, "k8s.c1", "a", &pools, false).unwrap();
         assert_eq!(first, vec![ip("10.1.0.0"), ip("fd00::")]);
-        assert_eq!(assign(&mut b, &req("k8s.c1", "a", &pools, false)).unwrap(), first);
-        assert_eq!(release(&mut b, "k8s.c1", 9), first);
-        assert!(release(&mut b, "k8s.c1", 9).is_empty());
+        assert_eq!(go(&mut b, "k8s.c1", "a", &pools, false).unwrap(), first);
+        assert_eq!(release(&mut b, &holder("k8s.c1"), 9), first);
+        assert!(release(&mut b, &holder("k8s.c1"), 9).is_empty());
         assert_eq!(b.values().filter_map(|x| x.empty_since).collect::<Vec<_>>(), vec![9, 9]);
     }
 
@@ -260,17 +268,17 @@ mod tests {
     fn dual_stack_failure_rolls_back_both() {
         let pools = [pool("10.1.0.0/24", 26), pool("fd00::/127", 127)];
         let mut b = Blocks::new();
-        assign(&mut b, &req("x.1", "a", &pools, true)).unwrap();
-        assign(&mut b, &req("x.2", "a", &pools, true)).unwrap();
+        go(&mut b, "x.1", "a", &pools, true).unwrap();
+        go(&mut b, "x.2", "a", &pools, true).unwrap();
         let before = b.clone();
-        assert!(assign(&mut b, &req("x.3", "a", &pools, true)).is_err());
+        assert!(go(&mut b, "x.3", "a", &pools, true).is_err());
         assert_eq!(b, before);
         // A claim made for the failed request is dropped too.
         let mut fresh = Blocks::new();
         let v6_full = [pool("10.1.0.0/24", 26), pool("fd00::/128", 128)];
-        assign(&mut fresh, &req("y.1", "b", &v6_full, true)).unwrap();
+        go(&mut fresh, "y.1", "b", &v6_full, true).unwrap();
         let before = fresh.clone();
-        assert!(assign(&mut fresh, &req("y.2", "a", &v6_full, true)).is_err());
+        assert!(go(&mut fresh, "y.2", "a", &v6_full, true).is_err());
         assert_eq!(fresh, before);
     }
 
@@ -279,13 +287,17 @@ mod tests {
         let pools = [pool("10.1.0.0/24", 26)];
         let mut b = Blocks::new();
         for h in ["net.keep", "net.stale", "other.x"] {
-            assign(&mut b, &req(h, "a", &pools, false)).unwrap();
+            go(&mut b, h, "a", &pools, false).unwrap();
         }
-        assign(&mut b, &req("net.remote", "b", &pools, false)).unwrap();
-        let valid: HashSet<String> = ["net.keep".to_string()].into();
-        assert_eq!(gc(&mut b, "a", "net", &valid, 1), vec!["net.stale".to_string()]);
-        for h in ["net.keep", "other.x", "net.remote"] {
-            assert_eq!(addresses_of(&b, h).len(), 1, "{h}");
+        go(&mut b, "net.remote", "b", &pools, false).unwrap();
+        // A network whose name extends ours is another network.
+        go(&mut b, "net.v2.x", "a", &pools, false).unwrap();
+        let keep = holder("net.keep").attachment.unwrap();
+        let valid: HashSet<Attachment> = [keep].into();
+        let stale = holder("net.stale").attachment.unwrap();
+        assert_eq!(gc(&mut b, "a", "net", &valid, 1), vec![stale]);
+        for h in ["net.keep", "other.x", "net.remote", "net.v2.x"] {
+            assert_eq!(addresses_of(&b, &holder(h)).len(), 1, "{h}");
         }
     }
 
@@ -293,8 +305,8 @@ mod tests {
     fn empty_blocks_released_after_grace_only() {
         let pools = [pool("10.1.0.0/24", 26)];
         let mut b = Blocks::new();
-        assign(&mut b, &req("n.1", "a", &pools, false)).unwrap();
-        release(&mut b, "n.1", 100);
+        go(&mut b, "n.1", "a", &pools, false).unwrap();
+        release(&mut b, &holder("n.1"), 100);
         assert!(release_empty(&mut b, "a", 60, 159).is_empty());
         assert!(release_empty(&mut b, "b", 60, 160).is_empty());
         assert_eq!(release_empty(&mut b, "a", 60, 160), vec!["10.1.0.0/26".parse::<IpNet>().unwrap()]);
@@ -307,16 +319,17 @@ mod tests {
         let mut b = Blocks::new();
         let odd: IpNet = "10.1.0.0/25".parse().unwrap();
         b.insert(odd, Block::new(odd, Some("z".into())));
-        b.get_mut(&odd).unwrap().allocations.extend(
-            (0..128).map(|o| (o, super::super::block::Allocation { handle: format!("h{o}"), node: "z".into() })),
-        );
-        let got = assign(&mut b, &req("n.1", "a", &pools, true)).unwrap();
+        b.get_mut(&odd)
+            .unwrap()
+            .allocations
+            .extend((0..128).map(|o| (o, Holder::handle(&format!("h{o}")).allocation("z"))));
+        let got = go(&mut b, "n.1", "a", &pools, true).unwrap();
         assert_eq!(got, vec![ip("10.1.0.128")]);
     }
 
     #[test]
     fn no_pools_is_an_error() {
         let mut b = Blocks::new();
-        assert!(matches!(assign(&mut b, &req("n.1", "a", &[], false)), Err(IpamError::NoPools)));
+        assert!(matches!(go(&mut b, "n.1", "a", &[], false), Err(IpamError::NoPools)));
     }
 }

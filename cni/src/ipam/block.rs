@@ -7,6 +7,16 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+/// The CNI attachment an address was given to. Handles are for people;
+/// this is what the plugin matches on, since `<network>.<container id>`
+/// alone can be ambiguous (network names and container IDs may hold dots).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Attachment {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+}
+
 /// Who holds one address of a block.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Allocation {
@@ -15,6 +25,45 @@ pub struct Allocation {
     /// The node that made the allocation; differs from the block's affinity
     /// when the address was borrowed.
     pub node: String,
+    /// Set for allocations made by merle-cni.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<Attachment>,
+}
+
+/// Whom an operation is for: a CNI attachment, or (by hand) a handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub handle: String,
+    pub attachment: Option<Attachment>,
+}
+
+impl Holder {
+    /// The holder of `attachment`, whose handle is `<network>.<container
+    /// id>`, with `.<ifname>` when the interface is not `eth0`.
+    pub fn of(attachment: Attachment) -> Self {
+        let handle = if attachment.ifname == "eth0" {
+            format!("{}.{}", attachment.network, attachment.container_id)
+        } else {
+            format!("{}.{}.{}", attachment.network, attachment.container_id, attachment.ifname)
+        };
+        Self { handle, attachment: Some(attachment) }
+    }
+
+    /// Every allocation with this handle (`merlectl ipam release`).
+    pub fn handle(handle: &str) -> Self {
+        Self { handle: handle.to_owned(), attachment: None }
+    }
+
+    pub fn holds(&self, a: &Allocation) -> bool {
+        match &self.attachment {
+            Some(x) => a.attachment.as_ref() == Some(x),
+            None => a.handle == self.handle,
+        }
+    }
+
+    pub fn allocation(&self, node: &str) -> Allocation {
+        Allocation { handle: self.handle.clone(), node: node.to_owned(), attachment: self.attachment.clone() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,17 +124,17 @@ impl Block {
         u32::try_from(off).ok()
     }
 
-    /// Takes the lowest free address for `handle`.
-    pub fn allocate(&mut self, handle: &str, node: &str) -> Option<IpAddr> {
+    /// Takes the lowest free address for `a`.
+    pub fn allocate(&mut self, a: Allocation) -> Option<IpAddr> {
         let ordinal = (0..self.size()).find(|o| !self.allocations.contains_key(o))?;
-        self.allocations.insert(ordinal, Allocation { handle: handle.to_owned(), node: node.to_owned() });
+        self.allocations.insert(ordinal, a);
         self.empty_since = None;
         Some(self.addr(ordinal))
     }
 
-    /// Frees every address `handle` holds here; returns them.
-    pub fn release(&mut self, handle: &str, now: u64) -> Vec<IpAddr> {
-        let gone: Vec<u32> = self.allocations.iter().filter(|(_, a)| a.handle == handle).map(|(o, _)| *o).collect();
+    /// Frees every address `who` holds here; returns them.
+    pub fn release(&mut self, who: &Holder, now: u64) -> Vec<IpAddr> {
+        let gone: Vec<u32> = self.allocations.iter().filter(|(_, a)| who.holds(a)).map(|(o, _)| *o).collect();
         for o in &gone {
             self.allocations.remove(o);
         }
@@ -110,24 +159,38 @@ mod tests {
     fn allocates_lowest_free_and_reuses_freed() {
         let mut b = Block::new("10.0.0.64/30".parse().unwrap(), Some("a".into()));
         assert_eq!(b.size(), 4);
-        let got: Vec<_> = (0..4).map(|i| b.allocate(&format!("h{i}"), "a").unwrap()).collect();
+        let h = |i: u32| Holder::handle(&format!("h{i}"));
+        let got: Vec<_> = (0..4).map(|i| b.allocate(h(i).allocation("a")).unwrap()).collect();
         assert_eq!(got[0], "10.0.0.64".parse::<IpAddr>().unwrap());
         assert_eq!(got[3], "10.0.0.67".parse::<IpAddr>().unwrap());
-        assert!(b.allocate("h5", "a").is_none());
-        assert_eq!(b.release("h2", 7), vec!["10.0.0.66".parse::<IpAddr>().unwrap()]);
+        assert!(b.allocate(h(5).allocation("a")).is_none());
+        assert_eq!(b.release(&h(2), 7), vec!["10.0.0.66".parse::<IpAddr>().unwrap()]);
         assert_eq!(b.empty_since, None);
-        assert_eq!(b.allocate("h6", "a"), Some("10.0.0.66".parse().unwrap()));
+        assert_eq!(b.allocate(h(6).allocation("a")), Some("10.0.0.66".parse().unwrap()));
     }
 
     #[test]
     fn empty_since_set_when_last_address_goes() {
         let mut b = Block::new("fd00::/126".parse().unwrap(), None);
-        b.allocate("x", "n").unwrap();
-        b.allocate("x", "n").unwrap();
-        assert_eq!(b.release("x", 42).len(), 2);
+        let x = Holder::handle("x");
+        b.allocate(x.allocation("n")).unwrap();
+        b.allocate(x.allocation("n")).unwrap();
+        assert_eq!(b.release(&x, 42).len(), 2);
         assert_eq!(b.empty_since, Some(42));
-        assert!(b.release("x", 43).is_empty());
+        assert!(b.release(&x, 43).is_empty());
         assert_eq!(b.empty_since, Some(42));
+    }
+
+    #[test]
+    fn attachments_are_told_apart_even_when_handles_collide() {
+        let att =
+            |n: &str, c: &str, i: &str| Attachment { network: n.into(), container_id: c.into(), ifname: i.into() };
+        let one = Holder::of(att("a", "b.c", "eth0"));
+        let two = Holder::of(att("a.b", "c", "eth0"));
+        assert_eq!(one.handle, two.handle);
+        assert!(!two.holds(&one.allocation("n")));
+        assert!(Holder::handle("a.b.c").holds(&one.allocation("n")));
+        assert_eq!(Holder::of(att("k8s", "c1", "net1")).handle, "k8s.c1.net1");
     }
 
     #[test]

@@ -139,6 +139,7 @@ mod tests {
     fn corrupt_file_is_reported_and_kept() {
         let dir = temp_dir("corrupt");
         let s = FileStore::open(&dir).unwrap();
+        fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join(STATE), b"{\"format\":1,\"blocks\":[").unwrap();
         let e = super::super::transact(&s, |_| Ok(())).unwrap_err();
         assert!(matches!(e, IpamError::Corrupt(_)), "{e}");

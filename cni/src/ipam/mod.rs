@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use alloc::{Assign, Blocks, NodeBlocks};
-pub use block::{Allocation, Block};
+pub use block::{Allocation, Attachment, Block, Holder};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IpamError {

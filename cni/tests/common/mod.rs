@@ -391,7 +391,7 @@ impl Node {
 
 /// The IPAM handle of container `cid` on `eth0`.
 pub fn handle(cid: &str) -> String {
-    merle_cni::netconf::handle(NETWORK, cid, "eth0")
+    merle_cni::netconf::attachment(NETWORK, cid, "eth0").handle
 }
 
 /// Many pod namespaces made with one `ip -batch` (fast), deleted the same
