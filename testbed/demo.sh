@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# merle demo: two merled nodes meshed over iBGP, each peered over eBGP with
-# an FRR top-of-rack router, in network namespaces. Prints the sessions and
-# routes, then tears everything down. Pass --keep to keep it up until Ctrl-C.
+# merle demo: two merled nodes meshed over iBGP (found in etcd's node
+# registry), each peered over eBGP with an FRR top-of-rack router, and pods
+# wired by merle-cni, in network namespaces. Prints the sessions, routes,
+# IPAM and a pod-to-pod ping, then tears everything down. Pass --keep to
+# keep it up until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -265,3 +265,34 @@ fn gc(c: &Call, store: &dyn Store) -> Result<(), Error> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> conf::Config {
+        conf::from_str(
+            &format!(
+                "[node]\nname = \"n\"\naddress = \"10.0.0.1/24\"\n\
+                 [[pools]]\ncidr = \"10.244.0.0/16\"\nvxlan_mode = \"Always\"\n\
+                 [[pools]]\ncidr = \"10.245.0.0/16\"\n\
+                 [[pools]]\ncidr = \"fd00:244::/56\"\nvxlan_mode = \"CrossSubnet\"\n{extra}"
+            ),
+            Path::new("t.toml"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn pod_mtu_takes_off_the_overhead_of_the_pods_pools() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let c = cfg("");
+        assert_eq!(pod_mtu(&c, None, &[ip("10.244.0.1")]), 1450);
+        assert_eq!(pod_mtu(&c, None, &[ip("10.245.0.1")]), 1500);
+        assert_eq!(pod_mtu(&c, None, &[ip("10.245.0.1"), ip("fd00:244::1")]), 1430);
+        assert_eq!(pod_mtu(&c, Some(9000), &[ip("10.244.0.1")]), 8950);
+        let c = cfg("[ipam]\npod_mtu = 1400\n[fib]\nunderlay_mtu = 9000\n");
+        assert_eq!(pod_mtu(&c, None, &[ip("10.244.0.1")]), 1350);
+    }
+}

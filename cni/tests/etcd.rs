@@ -14,7 +14,6 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -22,80 +21,37 @@ use common::*;
 use merle_cni::ipam::etcd::EtcdStore;
 use merle_cni::ipam::{self, alloc, Blocks, NodeRecord, Store};
 use testbed::netns::Netns;
-use testbed::process::Daemon;
 use testbed::wait::{poll, until};
 use testbed::TempDir;
 
-const ETCD: &str = "/usr/bin/etcd";
 /// etcd's client address as the nodes see it.
 const ETCD_ADDR: &str = "10.99.0.1";
 
 /// One etcd member in its own namespace, stopped on drop.
 #[derive(Debug)]
 struct Etcd {
-    daemon: Option<Daemon>,
+    server: testbed::etcd::Etcd,
     ns: Netns,
     dir: TempDir,
-    port: u16,
 }
 
 impl Etcd {
     /// Starts etcd and waits until a store can load from it; `None` (with a
-    /// printed reason) when etcd is not installed.
+    /// printed reason) when not root. A missing etcd fails the test: the
+    /// README test command installs it.
     fn start(test: &str) -> Option<Self> {
         if testbed::skip_unless_root(test) {
             return None;
         }
-        if !Path::new(ETCD).exists() {
-            eprintln!("SKIP {test}: {ETCD} is missing (Debian package etcd-server)");
-            return None;
-        }
+        assert!(
+            testbed::etcd::Etcd::installed(),
+            "{} is missing: run the README test command, which installs etcd-server",
+            testbed::etcd::ETCD
+        );
         let ns = Netns::new("etcd").unwrap();
         ns.ip(&["addr", "add", &format!("{ETCD_ADDR}/32"), "dev", "lo"]).unwrap();
-        let dir = TempDir::new("etcd").unwrap();
-        // Free ports of etcd's namespace, found by binding to port 0.
-        let (port, peer) = ns
-            .spawn(|| {
-                let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
-            })
-            .unwrap()
-            .join()
-            .unwrap()
-            .unwrap();
-        let data = dir.path().join("data");
-        let clients = format!("http://127.0.0.1:{port},http://{ETCD_ADDR}:{port}");
-        let advertise = format!("http://{ETCD_ADDR}:{port}");
-        let peers = format!("http://127.0.0.1:{peer}");
-        let cluster = format!("t={peers}");
-        let argv = [
-            ETCD,
-            "--name",
-            "t",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen-client-urls",
-            &clients,
-            "--advertise-client-urls",
-            &advertise,
-            "--listen-peer-urls",
-            &peers,
-            "--initial-advertise-peer-urls",
-            &peers,
-            "--initial-cluster",
-            &cluster,
-        ];
-        // etcd 3.4 refuses to run on other architectures than amd64 and
-        // ppc64le unless told this one is meant.
-        let arch = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            other => other,
-        };
-        let log = dir.path().join("etcd.log");
-        let daemon = Daemon::spawn(&ns, "etcd", &argv, &log, &[("ETCD_UNSUPPORTED_ARCH", arch)]).unwrap();
-        let etcd = Self { daemon: Some(daemon), ns, dir, port };
+        let server = testbed::etcd::Etcd::start(Some(&ns), ETCD_ADDR.parse().unwrap()).unwrap();
+        let etcd = Self { server, ns, dir: TempDir::new("etcd-lock").unwrap() };
         let ds = etcd.datastore("/ready");
         let t = Instant::now();
         let answers = || {
@@ -103,13 +59,13 @@ impl Etcd {
             in_ns(&etcd.ns, move || load(&ds)).ok()
         };
         poll("etcd to answer", Duration::from_secs(20), answers)
-            .unwrap_or_else(|e| panic!("{e}: {}", etcd.daemon.as_ref().map(|d| d.log_tail(20)).unwrap_or_default()));
+            .unwrap_or_else(|e| panic!("{e}: {}", etcd.server.daemon.log_tail(20)));
         println!("etcd answers after {:?}", t.elapsed());
         Some(etcd)
     }
 
     fn endpoint(&self) -> String {
-        format!("http://{ETCD_ADDR}:{}", self.port)
+        self.server.url.clone()
     }
 
     fn ds(&self, prefix: &str) -> EtcdDs {
@@ -128,9 +84,7 @@ impl Etcd {
     }
 
     fn stop(&mut self) {
-        if let Some(mut d) = self.daemon.take() {
-            d.stop(Duration::from_secs(5));
-        }
+        self.server.stop();
     }
 }
 
@@ -157,11 +111,12 @@ fn blocks(etcd: &Etcd, cfg: conf::Config) -> Blocks {
 #[test]
 fn two_nodes_share_a_small_pool_and_borrow() {
     let Some(etcd) = Etcd::start("two_nodes_share_a_small_pool_and_borrow") else { return };
-    // 8 blocks of 8. 33 pods need 5 blocks and 27 need 4: 9 blocks, so
-    // however the ADDs interleave, some address must be borrowed.
-    const NA: usize = 33;
-    const NB: usize = 27;
-    let pools = [("10.250.0.0/26", Some(29))];
+    // 200 ADDs, as against the file store. 4 blocks of 64: 130 pods need 3
+    // blocks and 70 need 2, 5 in all, so however the ADDs interleave, some
+    // address must be borrowed.
+    const NA: usize = 130;
+    const NB: usize = 70;
+    let pools = [("10.250.0.0/24", Some(26))];
     let ds = etcd.ds("/merle-share");
     let a = Node::new("etcda", "node-a", &etcd.ns, 1);
     let b = Node::new("etcdb", "node-b", &etcd.ns, 2);

@@ -1,36 +1,37 @@
 //! The README demo.
 //!
 //! ```text
-//!                    +-----------------------+
-//!                    |  tor  (FRR, AS 65001) |
-//!                    |  br0 10.0.0.254/24    |
-//!                    |      fd00::254/64     |
-//!                    +----+-------------+----+
-//!                    eth-a|             |eth-b
-//!                         |             |
-//!       +-----------------+--+       +--+-----------------+
-//!       | node-a (merled)    |  iBGP | node-b (merled)    |
-//!       | 10.0.0.1  fd00::1  |<----->| 10.0.0.2  fd00::2  |
-//!       | AS 64512           |       | AS 64512           |
-//!       | 10.244.1.0/26      |       | 10.244.2.0/26      |
-//!       | fd00:244:1::/122   |       | fd00:244:2::/122   |
-//!       +--------------------+       +--------------------+
+//!                    +-------------------------------+
+//!                    |  tor  (FRR, AS 65001; etcd)   |
+//!                    |  br0 10.0.0.254/24 fd00::254  |
+//!                    +----+---------------------+----+
+//!                    eth-a|                     |eth-b
+//!       +-----------------+--+               +--+-----------------+
+//!       | node-a (merled)    |  iBGP mesh    | node-b (merled)    |
+//!       | 10.0.0.1  fd00::1  |<------------->| 10.0.0.2  fd00::2  |
+//!       | pods a0, a1        |               | pod b0             |
+//!       +--------------------+               +--------------------+
+//!   pools 10.244.0.0/16 (/26 blocks), fd00:244::/56 (/122 blocks)
 //! ```
 //!
-//! Both nodes peer over eBGP with the ToR and over iBGP with each other. The
-//! ToR originates a default route. The demo waits (bounded) until every
-//! session is Established and the routes have spread, prints what each
-//! speaker sees, and tears everything down unless asked to keep it.
+//! Both nodes peer over eBGP with the ToR; they find each other in etcd's
+//! node registry and mesh over iBGP. merle-cni wires three pods and gives
+//! them addresses from per-node blocks, which the nodes advertise. The ToR
+//! originates a default route. The demo waits (bounded) until every
+//! session is Established and every block has spread, prints what each
+//! speaker sees and a pod-to-pod ping across the nodes, and tears
+//! everything down unless asked to keep it.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::etcd::Etcd;
 use crate::frr::Frr;
 use crate::merled::Merled;
 use crate::netns::{veth, Netns};
-use crate::wait;
+use crate::{wait, TempDir};
 
 pub const TOR_AS: u32 = 65001;
 
@@ -67,7 +68,9 @@ route-map V6-NH permit 10
     )
 }
 
-pub fn node_config(name: &str, me: u8, other: u8) -> String {
+/// A node's configuration: the ToR as its only configured peer; the other
+/// node comes from the registry in etcd.
+pub fn node_config(name: &str, me: u8, etcd: &str, lock_dir: &Path) -> String {
     format!(
         r#"[node]
 name = "{name}"
@@ -82,21 +85,31 @@ address = "10.0.0.254"
 as_number = {TOR_AS}
 description = "ToR"
 
-[[bgp.peers]]
-address = "10.0.0.{other}"
-as_number = 64512
-description = "node-to-node"
+[[pools]]
+cidr = "10.244.0.0/16"
 
-[[advertise]]
-prefix = "10.244.{me}.0/26"
+[[pools]]
+cidr = "fd00:244::/56"
 
-[[advertise]]
-prefix = "fd00:244:{me}::/122"
+[datastore]
+type = "etcd"
+endpoints = ["{etcd}"]
+path = "{}"
 
 [control]
 socket = "{{socket}}"
-"#
+"#,
+        lock_dir.display()
     )
+}
+
+/// A pod: its node, namespace and addresses.
+#[derive(Debug)]
+pub struct Pod {
+    pub name: String,
+    pub node: usize,
+    pub ns: Netns,
+    pub addrs: Vec<String>,
 }
 
 /// The running demo. Dropping it tears everything down.
@@ -104,9 +117,12 @@ socket = "{{socket}}"
 pub struct Demo {
     pub nodes: Vec<Merled>,
     pub tor: Frr,
+    pub etcd: Etcd,
+    pub pods: Vec<Pod>,
     // Namespaces last: they are removed after the daemons stop.
     pub ns_nodes: Vec<Netns>,
     pub ns_tor: Netns,
+    _dir: TempDir,
 }
 
 pub fn start(merled: &Path, merlectl: &Path) -> anyhow::Result<Demo> {
@@ -127,42 +143,60 @@ pub fn start(merled: &Path, merlectl: &Path) -> anyhow::Result<Demo> {
         ns_nodes.push(ns);
     }
     let tor = Frr::start(&ns_tor, "tor", &tor_config())?;
+    let etcd = Etcd::start(Some(&ns_tor), "10.0.0.254".parse()?).context("starting etcd on the ToR")?;
+    let dir = TempDir::new("demo")?;
     let mut nodes = Vec::new();
     for (i, ns) in ns_nodes.iter().enumerate() {
-        let me = i as u8 + 1;
-        let other = if me == 1 { 2 } else { 1 };
-        nodes.push(Merled::start(
-            ns,
-            &format!("node-{}", ["a", "b"][i]),
-            merled,
-            merlectl,
-            &node_config(&ns.name, me, other),
-        )?);
+        let name = format!("node-{}", ["a", "b"][i]);
+        let lock = dir.path().join(&name);
+        nodes.push(Merled::start(ns, &name, merled, merlectl, &node_config(&name, i as u8 + 1, &etcd.url, &lock))?);
     }
-    Ok(Demo { nodes, tor, ns_nodes, ns_tor })
+    Ok(Demo { nodes, tor, etcd, pods: Vec::new(), ns_nodes, ns_tor, _dir: dir })
+}
+
+/// The block (/26 or /122) an address of the demo's pools lies in.
+fn block_of(addr: &str) -> anyhow::Result<String> {
+    let ip: std::net::IpAddr = addr.parse()?;
+    let len = if ip.is_ipv4() { 26 } else { 122 };
+    Ok(ipnet::IpNet::new(ip, len)?.trunc().to_string())
 }
 
 impl Demo {
-    /// Waits until both nodes have both sessions up and see each other's
-    /// block over iBGP and the ToR's default route.
+    /// Creates pods a0 and a1 on node-a and b0 on node-b with merle-cni.
+    pub fn add_pods(&mut self, cni: &Path) -> anyhow::Result<()> {
+        for (name, node) in [("a0", 0usize), ("a1", 0), ("b0", 1)] {
+            let ns = Netns::new(&format!("pod-{name}"))?;
+            let r = crate::cni::run(cni, &self.ns_nodes[node], "ADD", &self.nodes[node].config, &ns, name)?;
+            self.pods.push(Pod { name: name.into(), node, ns, addrs: crate::cni::addresses(&r) });
+        }
+        Ok(())
+    }
+
+    /// Waits until both nodes have both sessions up (the iBGP one from the
+    /// node registry), the ToR's default routes, and every other node's
+    /// pod blocks.
     pub fn converge(&self, timeout: Duration) -> anyhow::Result<()> {
-        let checks = [
-            (0usize, "10.0.0.254", "0.0.0.0/0"),
-            (0, "10.0.0.254", "::/0"),
-            (0, "10.0.0.2", "10.244.2.0/26"),
-            (0, "10.0.0.2", "fd00:244:2::/122"),
-            (1, "10.0.0.254", "0.0.0.0/0"),
-            (1, "10.0.0.254", "::/0"),
-            (1, "10.0.0.1", "10.244.1.0/26"),
-            (1, "10.0.0.1", "fd00:244:1::/122"),
-        ];
+        let mut checks: Vec<(usize, String, String)> = Vec::new();
+        for n in 0..2 {
+            checks.push((n, "10.0.0.254".into(), "0.0.0.0/0".into()));
+            checks.push((n, "10.0.0.254".into(), "::/0".into()));
+        }
+        for p in &self.pods {
+            let other = 1 - p.node;
+            for a in &p.addrs {
+                checks.push((other, format!("10.0.0.{}", p.node + 1), block_of(a)?));
+            }
+        }
         wait::poll("demo sessions Established and routes exchanged", timeout, || {
-            let ok = checks.iter().all(|(n, peer, prefix)| {
-                let m = &self.nodes[*n];
-                m.peer_state(peer).as_deref() == Some("Established") && m.route(prefix, peer).is_some()
-            }) && ["10.0.0.1", "10.0.0.2"]
-                .iter()
-                .all(|p| self.tor.neighbor_state(p).as_deref() == Some("Established"));
+            let mesh = self.nodes[0].peer_state("10.0.0.2").as_deref() == Some("Established")
+                && self.nodes[1].peer_state("10.0.0.1").as_deref() == Some("Established");
+            let ok =
+                mesh && checks.iter().all(|(n, peer, prefix)| {
+                    let m = &self.nodes[*n];
+                    m.peer_state(peer).as_deref() == Some("Established") && m.route(prefix, peer).is_some()
+                }) && ["10.0.0.1", "10.0.0.2"]
+                    .iter()
+                    .all(|p| self.tor.neighbor_state(p).as_deref() == Some("Established"));
             ok.then_some(())
         })
         .with_context(|| {
@@ -182,8 +216,27 @@ impl Demo {
             let ns = &self.ns_nodes[i];
             print!("{}", ns.ip(&["route", "show", "proto", "198"])?);
             print!("{}", ns.ip(&["-6", "route", "show", "proto", "198"])?);
+            println!("==== {name}: merlectl ipam show ====");
+            print!("{}", m.merlectl(&["ipam", "show"])?);
             println!();
         }
+        println!("==== pods (merle-cni) ====");
+        for p in &self.pods {
+            println!("  {} on node-{}: {}", p.name, ["a", "b"][p.node], p.addrs.join(", "));
+        }
+        if let (Some(a0), Some(b0)) =
+            (self.pods.iter().find(|p| p.name == "a0"), self.pods.iter().find(|p| p.name == "b0"))
+        {
+            for (src, dst) in a0.addrs.iter().zip(&b0.addrs) {
+                let out = a0.ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", dst]);
+                let summary = match &out {
+                    Ok(o) => o.lines().find(|l| l.contains("packets transmitted")).unwrap_or("").to_owned(),
+                    Err(e) => format!("FAILED: {e}"),
+                };
+                println!("==== ping from pod a0 ({src}) to pod b0 ({dst}): {summary}");
+            }
+        }
+        println!();
         println!("==== tor (FRR): show bgp ipv4 unicast ====");
         print!("{}", self.tor.vtysh(&["show bgp ipv4 unicast"])?);
         println!("==== tor (FRR): show bgp ipv6 unicast ====");

@@ -33,6 +33,11 @@ impl Etcd {
         std::path::Path::new(ETCD).is_file()
     }
 
+    /// Stops the server (a test of what clients do when etcd is down).
+    pub fn stop(&mut self) {
+        self.daemon.stop(Duration::from_secs(5));
+    }
+
     /// Starts etcd listening for clients on `ip` and loopback ports picked
     /// free in the current namespace (`ns` unset) or fixed ones inside a
     /// fresh `ns`, and waits until it accepts requests.
@@ -69,7 +74,14 @@ impl Etcd {
         };
         c.args(&args);
         let log = dir.path().join("etcd.log");
-        let mut daemon = Daemon::spawn_command(c, "etcd", &log, &[("ETCD_UNSUPPORTED_ARCH", "")])?;
+        // etcd 3.4 refuses to run on architectures other than amd64 and
+        // ppc64le unless told this one is meant.
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        };
+        let mut daemon = Daemon::spawn_command(c, "etcd", &log, &[("ETCD_UNSUPPORTED_ARCH", arch)])?;
         // Ready once GET /health says so, asked from inside `ns`.
         let addr = std::net::SocketAddr::new(ip, client);
         let probe = move || -> bool {

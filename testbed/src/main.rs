@@ -80,13 +80,14 @@ fn main() -> anyhow::Result<()> {
         Command::Demo { keep } => {
             let merled = sibling_binary("merled")?;
             let merlectl = sibling_binary("merlectl")?;
-            let d = demo::start(&merled, &merlectl).context("starting the demo testbed")?;
+            let mut d = demo::start(&merled, &merlectl).context("starting the demo testbed")?;
             println!(
                 "Testbed up: namespaces {}, {} (merled) and {} (FRR ToR).",
                 d.ns_nodes[0].name, d.ns_nodes[1].name, d.ns_tor.name
             );
+            d.add_pods(&sibling_binary("merle-cni")?).context("creating pods with merle-cni")?;
             d.converge(Duration::from_secs(60))?;
-            println!("All sessions Established.\n");
+            println!("All sessions Established, every pod block routed.\n");
             d.print()?;
             if keep {
                 println!("\nKeeping the testbed up. Try:");

@@ -13,7 +13,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -37,33 +36,11 @@ fn config(name: &str, addr: &str, etcd: &str, lock_dir: &Path) -> String {
 
 /// Runs merle-cni in `node` for a pod netns; returns the parsed output.
 fn cni(node: &Netns, cmd: &str, merle_config: &Path, pod: &Netns, id: &str) -> anyhow::Result<Value> {
-    let netconf = serde_json::json!({
-        "cniVersion": "1.1.0", "name": "k8s-pod-network", "type": "merle-cni",
-        "merle_config": merle_config,
-    });
-    let mut c = node.command(sibling_binary("merle-cni")?.to_str().unwrap());
-    c.env("CNI_COMMAND", cmd)
-        .env("CNI_CONTAINERID", id)
-        .env("CNI_NETNS", format!("/var/run/netns/{}", pod.name))
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/usr/lib/cni")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn()?;
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(netconf.to_string().as_bytes())?;
-    let out = child.wait_with_output()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        anyhow::bail!("merle-cni {cmd} {id} failed: {text} {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text)? })
+    testbed::cni::run(&sibling_binary("merle-cni")?, node, cmd, merle_config, pod, id)
 }
 
 fn pod_ip(result: &Value) -> String {
-    let a = result["ips"][0]["address"].as_str().unwrap();
-    a.split('/').next().unwrap().to_owned()
+    testbed::cni::addresses(result).remove(0)
 }
 
 fn kernel(ns: &Netns) -> Vec<String> {
