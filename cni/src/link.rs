@@ -40,6 +40,9 @@ pub enum LinkError {
     /// CHECK: the attachment is not as ADD left it.
     #[error("{0}")]
     Mismatch(String),
+    /// ADD: the pod's interface name is taken by something else.
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// The host end's name: `mrl` and 12 hex digits of SHA-1 over the container
@@ -127,7 +130,17 @@ fn host_sysctls(host: &str, v6: bool) -> Result<(), LinkError> {
     // Answer ARP for the gateway at once, not after proxy_delay's jitter.
     sysctl(format!("/proc/sys/net/ipv4/neigh/{host}/proxy_delay"), "0")?;
     if v6 {
-        for (k, v) in [("proxy_ndp", "1"), ("accept_ra", "0"), ("forwarding", "1"), ("accept_dad", "0")] {
+        // The pods' gateway is the EUI-64 link-local of HOST_MAC, whatever
+        // the host's defaults for new links say (stable_privacy, none, or
+        // IPv6 off).
+        for (k, v) in [
+            ("disable_ipv6", "0"),
+            ("addr_gen_mode", "0"),
+            ("proxy_ndp", "1"),
+            ("accept_ra", "0"),
+            ("forwarding", "1"),
+            ("accept_dad", "0"),
+        ] {
             sysctl(format!("/proc/sys/net/ipv6/conf/{host}/{k}"), v)?;
         }
     }
@@ -168,14 +181,44 @@ fn new(m: RouteNetlinkMessage) -> Request {
     Request { message: m, flags: NLM_F_CREATE | NLM_F_EXCL }
 }
 
+/// A pod's network namespace, opened once for the whole command: a path
+/// that is not a netns fails here, before IPAM is touched.
+pub struct Sandbox {
+    ns: File,
+    nl: Netlink,
+    path: String,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").field("path", &self.path).finish()
+    }
+}
+
+impl Sandbox {
+    pub fn open(path: &Path) -> Result<Self, LinkError> {
+        let ns = open_netns(path)?;
+        let nl = netlink_in(&ns, path)?;
+        Ok(Self { ns, nl, path: path.display().to_string() })
+    }
+
+    /// Refuses an `ifname` that something other than this attachment (whose
+    /// host end is `host`) already holds in the pod.
+    pub fn ensure_free(&mut self, ifname: &str, host: &str) -> Result<(), LinkError> {
+        if link_by_name(&mut self.nl, ifname)?.is_some() && link_by_name(&mut Netlink::open()?, host)?.is_none() {
+            return Err(LinkError::Busy(format!("{ifname} already exists in {}", self.path)));
+        }
+        Ok(())
+    }
+}
+
 /// Creates the attachment. On error, whatever was created is removed.
-pub fn setup(a: &Attachment<'_>) -> Result<Created, LinkError> {
+pub fn setup(a: &Attachment<'_>, sb: &mut Sandbox) -> Result<Created, LinkError> {
     let mut host = Netlink::open()?;
-    let ns = open_netns(a.netns)?;
-    let mut pod = netlink_in(&ns, a.netns)?;
-    // A host end left by an earlier ADD of the same attachment goes first.
+    // A host end left by an earlier ADD of the same attachment goes first,
+    // and the pod end with it.
     teardown_with(&mut host, a.host)?;
-    let r = setup_in(&mut host, &mut pod, &ns, a);
+    let r = setup_in(&mut host, &mut sb.nl, &sb.ns, a);
     if r.is_err() {
         let _ = teardown_with(&mut host, a.host);
     }
@@ -304,10 +347,9 @@ fn mismatch(s: String) -> LinkError {
 
 /// CHECK: the host end, the pod's interface, its addresses and routes and
 /// the host routes are all as [`setup`] made them.
-pub fn verify(a: &Attachment<'_>) -> Result<(), LinkError> {
+pub fn verify(a: &Attachment<'_>, sb: &mut Sandbox) -> Result<Created, LinkError> {
     let mut host = Netlink::open()?;
-    let ns = open_netns(a.netns)?;
-    let mut pod = netlink_in(&ns, a.netns)?;
+    let pod = &mut sb.nl;
     let hl =
         link_by_name(&mut host, a.host)?.ok_or_else(|| mismatch(format!("host interface {} is missing", a.host)))?;
     if link_mac(&hl) != Some(HOST_MAC) {
@@ -316,7 +358,7 @@ pub fn verify(a: &Attachment<'_>) -> Result<(), LinkError> {
     if !hl.header.flags.contains(LinkFlags::Up) {
         return Err(mismatch(format!("{} is down", a.host)));
     }
-    let pl = link_by_name(&mut pod, a.ifname)?
+    let pl = link_by_name(pod, a.ifname)?
         .ok_or_else(|| mismatch(format!("{} is missing from {}", a.ifname, a.netns.display())))?;
     if !pl.header.flags.contains(LinkFlags::Up) {
         return Err(mismatch(format!("{} is down", a.ifname)));
@@ -348,7 +390,7 @@ pub fn verify(a: &Attachment<'_>) -> Result<(), LinkError> {
         if !a.addrs.iter().any(|ip| ip.is_ipv6() == v6) {
             continue;
         }
-        let ok = routes(&mut pod, v6)?
+        let ok = routes(pod, v6)?
             .iter()
             .any(|r| r.header.destination_prefix_length == 0 && gw_of(r) == Some(gw) && oif_of(r) == Some(pi));
         if !ok {
@@ -367,7 +409,25 @@ pub fn verify(a: &Attachment<'_>) -> Result<(), LinkError> {
             }
         }
     }
-    Ok(())
+    if a.addrs.iter().any(|ip| ip.is_ipv6())
+        && !addresses_of(&mut host, hl.header.index)?.contains(&IpAddr::V6(GATEWAY_V6))
+    {
+        return Err(mismatch(format!("{} lacks the pods' IPv6 gateway {GATEWAY_V6}", a.host)));
+    }
+    Ok(Created { pod_mac: link_mac(&pl).unwrap_or_default() })
+}
+
+/// The addresses on link `index`.
+fn addresses_of(nl: &mut Netlink, index: u32) -> Result<Vec<IpAddr>, LinkError> {
+    Ok(nl
+        .dump(RouteNetlinkMessage::GetAddress(AddressMessage::default()))?
+        .into_iter()
+        .filter_map(|m| if let RouteNetlinkMessage::NewAddress(a) = m { Some(a) } else { None })
+        .filter(|m| m.header.index == index)
+        .filter_map(|m| {
+            m.attributes.iter().find_map(|x| if let AddressAttribute::Address(ip) = x { Some(*ip) } else { None })
+        })
+        .collect())
 }
 
 fn is_link_local(ip: IpAddr) -> bool {

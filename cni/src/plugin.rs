@@ -28,6 +28,7 @@ impl From<LinkError> for Error {
         let code = match &e {
             LinkError::Netns(..) => Code::UnknownContainer,
             LinkError::Mismatch(_) => Code::CheckFailed,
+            LinkError::Busy(_) => Code::InvalidEnvironment,
             _ => Code::Io,
         };
         Error::new(code, e.to_string())
@@ -126,6 +127,11 @@ fn add(c: &Call, store: &dyn Store) -> Result<AddResult, Error> {
     if !netns.exists() {
         return Err(Error::new(Code::UnknownContainer, format!("CNI_NETNS {} does not exist", netns.display())));
     }
+    // Everything that can be checked before IPAM is: a bad netns or a taken
+    // interface name must not claim a block or rewrite the store.
+    let mut sandbox = link::Sandbox::open(netns)?;
+    let host = link::host_veth_name(&c.env.container_id, &c.env.ifname);
+    sandbox.ensure_free(&c.env.ifname, &host)?;
     let h = holder_of(c);
     let req = alloc::Assign {
         holder: &h,
@@ -134,25 +140,31 @@ fn add(c: &Call, store: &dyn Store) -> Result<AddResult, Error> {
         strict_affinity: c.cfg.ipam.strict_affinity,
     };
     let (addrs, fresh) = ipam::transact(store, |b| alloc::assign(b, &req))?;
-    let host = link::host_veth_name(&c.env.container_id, &c.env.ifname);
     let mtu = pod_mtu(&c.cfg, c.conf.mtu, &addrs);
     let a = link::Attachment { host: &host, ifname: &c.env.ifname, netns, addrs: &addrs, mtu };
-    let created = match link::setup(&a) {
-        Ok(x) => x,
-        Err(e) => {
-            // Roll the allocation back too: nothing of this ADD stays. An
-            // attachment that already held its addresses keeps them: the
-            // runtime's DEL releases those.
-            let mut err: Error = e.into();
-            if fresh {
-                if let Err(u) = ipam::transact(store, |b| Ok(alloc::release(b, &h, now()))) {
-                    err = err.details(format!("and releasing {} failed: {u}", h.handle));
+    // A repeated ADD of a working attachment leaves it alone.
+    let existing = if fresh { None } else { link::verify(&a, &mut sandbox).ok() };
+    let created = match existing {
+        Some(x) => x,
+        None => match link::setup(&a, &mut sandbox) {
+            Ok(x) => x,
+            Err(e) => {
+                // Roll the allocation back too: nothing of this ADD stays. An
+                // attachment that already held its addresses keeps them: the
+                // runtime's DEL releases those.
+                let mut err: Error = e.into();
+                if fresh {
+                    if let Err(u) = ipam::transact(store, |b| Ok(alloc::release(b, &h, now()))) {
+                        err = err.details(format!("and releasing {} failed: {u}", h.handle));
+                    }
                 }
+                return Err(err);
             }
-            return Err(err);
-        }
+        },
     };
-    crate::notify::ipam_changed(&c.cfg.control.socket);
+    if fresh {
+        crate::notify::ipam_changed(&c.cfg.control.socket);
+    }
     let mut routes = Vec::new();
     if addrs.iter().any(|a| a.is_ipv4()) {
         routes.push(Route {
@@ -225,14 +237,15 @@ fn check(c: &Call, store: &dyn Store) -> Result<(), Error> {
         }
     }
     let host = link::host_veth_name(&c.env.container_id, &c.env.ifname);
+    let netns = Path::new(&c.env.netns);
     let a = link::Attachment {
         host: &host,
         ifname: &c.env.ifname,
-        netns: Path::new(&c.env.netns),
+        netns,
         addrs: &addrs,
         mtu: pod_mtu(&c.cfg, c.conf.mtu, &addrs),
     };
-    link::verify(&a)?;
+    link::verify(&a, &mut link::Sandbox::open(netns)?)?;
     Ok(())
 }
 
@@ -245,23 +258,44 @@ fn status(c: &Call, store: &dyn Store) -> Result<(), Error> {
 }
 
 fn gc(c: &Call, store: &dyn Store) -> Result<(), Error> {
-    let valid: HashSet<ipam::Attachment> = c
-        .conf
-        .valid_attachments
-        .iter()
-        .flatten()
-        .filter_map(|a| attachment(&c.conf.name, &a.container_id, &a.ifname).attachment)
-        .collect();
+    // Without the list, "nothing is valid" would be a guess that frees
+    // every pod of the network: only an explicit empty list says that.
+    let listed = c.conf.valid_attachments.as_ref().ok_or_else(|| {
+        Error::new(Code::InvalidConfig, "GC needs cni.dev/valid-attachments (an empty list if nothing is valid)")
+    })?;
+    let valid: HashSet<ipam::Attachment> =
+        listed.iter().filter_map(|a| attachment(&c.conf.name, &a.container_id, &a.ifname).attachment).collect();
     let node = &c.cfg.node.name;
-    let freed = ipam::transact(store, |b| Ok(alloc::gc(b, node, &c.conf.name, &valid, now())))?;
+    // What the runtime forgot may still be wired (an ADD killed midway),
+    // and its host end would hold the address's host route against the
+    // next pod given the address. So the wiring goes first, and only what
+    // was unwired is released: a failure or a crash in between leaves the
+    // allocation for the next GC to find again.
+    let stale = alloc::stale(&store.load()?, node, &c.conf.name, &valid);
+    let mut unwired = HashSet::new();
+    let mut failed = Vec::new();
+    for a in stale {
+        match link::teardown(&link::host_veth_name(&a.container_id, &a.ifname)) {
+            Ok(_) => {
+                unwired.insert(a);
+            }
+            Err(e) => failed.push(format!("{}: {e}", Holder::of(a).handle)),
+        }
+    }
+    let freed = ipam::transact(store, |b| {
+        let now_stale = alloc::stale(b, node, &c.conf.name, &valid);
+        let mut out = Vec::new();
+        for a in now_stale.into_iter().filter(|a| unwired.contains(a)) {
+            out.extend(alloc::release(b, &Holder::of(a), now()));
+        }
+        Ok(out)
+    })?;
     if !freed.is_empty() {
         crate::notify::ipam_changed(&c.cfg.control.socket);
     }
-    // What the runtime forgot may still be wired (an ADD killed midway):
-    // its host end would hold the address's host route against the next
-    // pod that gets the address.
-    for a in &freed {
-        link::teardown(&link::host_veth_name(&a.container_id, &a.ifname))?;
+    if !failed.is_empty() {
+        return Err(Error::new(Code::Io, format!("GC could not remove {} stale attachment(s)", failed.len()))
+            .details(failed.join("; ")));
     }
     Ok(())
 }

@@ -282,3 +282,49 @@ fn etcd_down_is_try_again_and_creates_nothing() {
     let st = a.cni_raw(&[("CNI_COMMAND", "STATUS".to_string())], a.netconf("1.1.0").to_string().as_bytes());
     st.error("STATUS with etcd down", 50, &["etcd"]);
 }
+
+/// A node's pools, from merle's configuration.
+fn pools(cidr: &str, block_size: u8) -> Vec<conf::Pool> {
+    let text = format!(
+        "[node]\nname = \"n\"\naddress = \"10.0.0.1/24\"\n[[pools]]\ncidr = \"{cidr}\"\nblock_size = {block_size}\n"
+    );
+    conf::from_str(&text, std::path::Path::new("pools.toml")).unwrap().pools
+}
+
+/// Two nodes whose configurations disagree on the block size (a rollout
+/// half done) claim at the same moment: node B's /24 commits while node
+/// A's claim of a /26 inside it is between its read and its commit. A's
+/// commit must fail and its retry must see B's block, never overlap it.
+#[test]
+fn racing_claims_of_different_block_sizes_never_overlap() {
+    let Some(etcd) = Etcd::start("racing_claims_of_different_block_sizes_never_overlap") else { return };
+    let lock_b = TempDir::new("etcd-lock-b").unwrap();
+    let ds_a = etcd.datastore("/merle-race");
+    let ds_b = conf::Datastore { path: lock_b.path().to_owned(), ..ds_a.clone() };
+    let all = in_ns(&etcd.ns, move || {
+        let a = EtcdStore::connect(&ds_a).map_err(|e| e.to_string())?;
+        let b = EtcdStore::connect(&ds_b).map_err(|e| e.to_string())?;
+        let (pools_a, pools_b) = (pools("10.251.0.0/23", 26), pools("10.251.0.0/23", 24));
+        let (ha, hb) =
+            (merle_cni::netconf::attachment("net", "a", "eth0"), merle_cni::netconf::attachment("net", "b", "eth0"));
+        let mut attempts = 0;
+        let got = ipam::transact(&a, |blocks| {
+            attempts += 1;
+            if attempts == 1 {
+                let req = alloc::Assign { holder: &hb, node: "node-b", pools: &pools_b, strict_affinity: false };
+                ipam::transact(&b, |bb| alloc::assign(bb, &req)).expect("node B's claim");
+            }
+            let req = alloc::Assign { holder: &ha, node: "node-a", pools: &pools_a, strict_affinity: false };
+            alloc::assign(blocks, &req)
+        })
+        .map_err(|e| e.to_string())?;
+        if attempts < 2 {
+            return Err(format!("node A committed {got:?} on its first try, over node B's claim"));
+        }
+        a.load().map_err(|e| e.to_string())
+    })
+    .unwrap();
+    let held = assert_consistent(&all);
+    assert_eq!(held.len(), 2, "{all:?}");
+    println!("blocks: {:?}", all.values().map(|b| (b.cidr.to_string(), b.affinity.clone())).collect::<Vec<_>>());
+}

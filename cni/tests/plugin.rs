@@ -222,6 +222,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     let netns = netns_path(&pod.name);
     let links = node.links();
     let ipam = node.ipam_file().unwrap();
+    let inode = node.ipam_inode();
 
     let bad_cidr = node.dir.path().join("bad-cidr.toml");
     std::fs::write(&bad_cidr, node.config_text(&[("10.244.0.5/16", None)], false, None)).unwrap();
@@ -246,6 +247,12 @@ fn bad_input_is_refused_and_changes_nothing() {
     let mut v999 = node.netconf("1.0.0");
     v999["cniVersion"] = json!("9.9.9");
     let gone = "/var/run/netns/mrl-no-such-netns";
+    let not_netns = node.config_path().display().to_string();
+    let gc_unlisted = {
+        let mut c = node.netconf("1.1.0");
+        c.as_object_mut().unwrap().remove("cni.dev/valid-attachments");
+        c.to_string().into_bytes()
+    };
 
     struct Case<'a> {
         what: &'a str,
@@ -284,6 +291,20 @@ fn bad_input_is_refused_and_changes_nothing() {
             needles: &[gone],
         },
         Case {
+            what: "CNI_NETNS that is not a network namespace",
+            env: env(Some("ADD"), Some(&not_netns)),
+            stdin: conf.clone(),
+            code: 3,
+            needles: &[&not_netns, "not a network namespace"],
+        },
+        Case {
+            what: "GC without cni.dev/valid-attachments",
+            env: env(Some("GC"), None),
+            stdin: gc_unlisted,
+            code: 7,
+            needles: &["cni.dev/valid-attachments"],
+        },
+        Case {
             what: "pool cidr with host bits",
             env: env(Some("ADD"), Some(&netns)),
             stdin: with_config(&bad_cidr),
@@ -318,8 +339,59 @@ fn bad_input_is_refused_and_changes_nothing() {
         println!("{}: {e}", c.what);
         assert_eq!(node.links(), links, "{}: the node's links changed", c.what);
         assert_eq!(node.ipam_file().as_ref(), Some(&ipam), "{}: the IPAM file changed", c.what);
+        assert_eq!(node.ipam_inode(), inode, "{}: the IPAM file was rewritten", c.what);
         assert_eq!(link_names(&pod.name), vec!["lo".to_string()], "{}: the pod got a link", c.what);
     }
+
+    // An interface name the pod already uses for something else.
+    let busy = Netns::new("badbusy").unwrap();
+    busy.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "other0"]).unwrap();
+    let out = node.cni("ADD", "bad-busy", &netns_path(&busy.name), &node.netconf("1.0.0"));
+    println!("taken ifname: {}", out.error("taken ifname", 4, &["eth0", "already exists"]));
+    assert_eq!(node.links(), links, "taken ifname: the node's links changed");
+    assert_eq!(node.ipam_inode(), inode, "taken ifname: the IPAM file was rewritten");
+    assert_eq!(link_names(&busy.name), vec!["eth0".to_string(), "lo".to_string(), "other0".to_string()]);
+}
+
+/// A second ADD of a working attachment changes nothing; one of a broken
+/// attachment mends it with the same addresses. The host end's IPv6
+/// gateway does not depend on the node's defaults for new links.
+#[test]
+fn repeated_add_and_hostile_ipv6_defaults() {
+    if testbed::skip_unless_root("repeated_add_and_hostile_ipv6_defaults") {
+        return;
+    }
+    let (node, _up) = bed("again");
+    node.configure(DUAL_STACK, false, None);
+    for (k, v) in [("addr_gen_mode", "1"), ("disable_ipv6", "1"), ("accept_dad", "1")] {
+        node.ns.exec(&["sysctl", "-qw", &format!("net.ipv6.conf.default.{k}={v}")]).unwrap();
+    }
+    let pod = Netns::new("againpod").unwrap();
+    let netns = netns_path(&pod.name);
+    let conf = node.netconf("1.1.0");
+    let first = node.cni("ADD", "again", &netns, &conf).result("ADD");
+    ping(&pod, &["-6", &node.addr6()]);
+    let host = host_veth_name("again", "eth0");
+    let index = |ns: &Netns, dev: &str| -> u64 {
+        let v: Value = serde_json::from_str(&ns.ip(&["-j", "link", "show", "dev", dev]).unwrap()).unwrap();
+        v[0]["ifindex"].as_u64().unwrap()
+    };
+    let before = (index(&node.ns, &host), index(&pod, "eth0"));
+
+    let second = node.cni("ADD", "again", &netns, &conf).result("second ADD");
+    assert_eq!(result_ips(&second), result_ips(&first));
+    assert_eq!((index(&node.ns, &host), index(&pod, "eth0")), before, "a second ADD rebuilt a working pod");
+
+    pod.ip(&["route", "del", "default"]).unwrap();
+    let third = node.cni("ADD", "again", &netns, &conf).result("ADD of a broken attachment");
+    assert_eq!(result_ips(&third), result_ips(&first));
+    let mut check = conf.clone();
+    check["prevResult"] = third;
+    node.cni("CHECK", "again", &netns, &check).empty("CHECK after the mending ADD");
+    ping(&pod, &[&node.addr4()]);
+    ping(&pod, &["-6", &node.addr6()]);
+    node.cni("DEL", "again", &netns, &check).empty("DEL");
+    assert!(node.host_links().is_empty());
 }
 
 /// `ADD` (or another command) for every index at once; waits for all.

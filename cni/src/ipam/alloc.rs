@@ -141,9 +141,10 @@ pub fn release(blocks: &mut Blocks, who: &Holder, now: u64) -> Vec<IpAddr> {
     out
 }
 
-/// CNI GC: frees every attachment of `network` allocated by `node` that is
-/// not in `valid`. Returns the freed attachments.
-pub fn gc(blocks: &mut Blocks, node: &str, network: &str, valid: &HashSet<Attachment>, now: u64) -> Vec<Attachment> {
+/// CNI GC: the attachments of `network` allocated by `node` that are not
+/// in `valid`, each once, in order. The plugin unwires and then releases
+/// them.
+pub fn stale(blocks: &Blocks, node: &str, network: &str, valid: &HashSet<Attachment>) -> Vec<Attachment> {
     let mut stale: Vec<Attachment> = blocks
         .values()
         .flat_map(|b| b.allocations.values())
@@ -154,9 +155,6 @@ pub fn gc(blocks: &mut Blocks, node: &str, network: &str, valid: &HashSet<Attach
         .collect();
     stale.sort();
     stale.dedup();
-    for x in &stale {
-        release(blocks, &Holder::of(x.clone()), now);
-    }
     stale
 }
 
@@ -283,7 +281,7 @@ mod tests {
     }
 
     #[test]
-    fn gc_frees_only_this_nodes_stale_handles_of_the_network() {
+    fn gc_finds_only_this_nodes_stale_attachments_of_the_network() {
         let pools = [pool("10.1.0.0/24", 26)];
         let mut b = Blocks::new();
         for h in ["net.keep", "net.stale", "other.x"] {
@@ -295,7 +293,9 @@ mod tests {
         let keep = holder("net.keep").attachment.unwrap();
         let valid: HashSet<Attachment> = [keep].into();
         let stale = holder("net.stale").attachment.unwrap();
-        assert_eq!(gc(&mut b, "a", "net", &valid, 1), vec![stale]);
+        assert_eq!(super::stale(&b, "a", "net", &valid), vec![stale.clone()]);
+        release(&mut b, &Holder::of(stale), 1);
+        assert!(super::stale(&b, "a", "net", &valid).is_empty());
         for h in ["net.keep", "other.x", "net.remote", "net.v2.x"] {
             assert_eq!(addresses_of(&b, &holder(h)).len(), 1, "{h}");
         }

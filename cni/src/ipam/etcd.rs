@@ -5,6 +5,12 @@
 //! of them on revision (or on absence, for a newly claimed block). Two
 //! nodes can therefore never claim the same block or take the same address:
 //! the second commit fails its comparison, re-reads and tries again.
+//! A claim or a release of a block also compares the pool-wide claims key
+//! on "unchanged since the read" and touches it. Claims are therefore
+//! serialised across the cluster, so the overlap check against the blocks
+//! read stays true at commit even when two nodes run with different block
+//! sizes or pools (a config rollout); allocations inside existing blocks,
+//! the common case, do not contend on it.
 //! Processes on one node also take the data directory's lock, as Calico's
 //! plugin takes its host-wide IPAM lock, so only nodes contend in etcd.
 
@@ -19,6 +25,9 @@ use super::{Block, Blocks, IpamError, NodeRecord, Registry, Store};
 
 /// Transactions tried before giving up with a try-again error.
 const MAX_ATTEMPTS: u32 = 200;
+/// Bounds of the wait before re-opening a watch that ended.
+const WATCH_RETRY_MIN: Duration = Duration::from_secs(1);
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(30);
 
 pub struct EtcdStore {
     rt: tokio::runtime::Runtime,
@@ -43,6 +52,11 @@ fn block_key(prefix: &str, cidr: &IpNet) -> String {
     format!("{prefix}/ipam/blocks/{}", cidr.to_string().replace('/', "-"))
 }
 
+/// Touched by every block claim and release; see the module comment.
+fn claims_key(prefix: &str) -> String {
+    format!("{prefix}/ipam/claims")
+}
+
 impl EtcdStore {
     pub fn connect(ds: &conf::Datastore) -> Result<Self, IpamError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -57,7 +71,8 @@ impl EtcdStore {
         Ok(Self { rt, client, kv, prefix: ds.prefix.trim_end_matches('/').to_owned(), lock_dir: ds.path.clone() })
     }
 
-    async fn read(kv: &mut KvClient, prefix: &str) -> Result<BTreeMap<IpNet, (Block, i64)>, IpamError> {
+    /// Every block with its `mod_revision`, and the store revision of the read.
+    async fn read(kv: &mut KvClient, prefix: &str) -> Result<(BTreeMap<IpNet, (Block, i64)>, i64), IpamError> {
         let resp = kv
             .get(format!("{prefix}/ipam/blocks/"), Some(GetOptions::new().with_prefix()))
             .await
@@ -68,7 +83,8 @@ impl EtcdStore {
                 .map_err(|e| IpamError::Corrupt(format!("{}: {e}", String::from_utf8_lossy(item.key()))))?;
             out.insert(b.cidr, (b, item.mod_revision()));
         }
-        Ok(out)
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        Ok((out, revision))
     }
 }
 
@@ -82,7 +98,7 @@ fn jitter(attempt: u32) -> Duration {
 impl Store for EtcdStore {
     fn load(&self) -> Result<Blocks, IpamError> {
         let mut kv = self.kv.clone();
-        let got = self.rt.block_on(Self::read(&mut kv, &self.prefix))?;
+        let (got, _) = self.rt.block_on(Self::read(&mut kv, &self.prefix))?;
         Ok(got.into_iter().map(|(c, (b, _))| (c, b)).collect())
     }
 
@@ -90,17 +106,21 @@ impl Store for EtcdStore {
         let _lock = super::file::lock_dir(&self.lock_dir)?;
         let mut kv = self.kv.clone();
         for attempt in 0..MAX_ATTEMPTS {
-            let old = self.rt.block_on(Self::read(&mut kv, &self.prefix))?;
+            let (old, read_at) = self.rt.block_on(Self::read(&mut kv, &self.prefix))?;
             let mut blocks: Blocks = old.iter().map(|(c, (b, _))| (*c, b.clone())).collect();
             f(&mut blocks)?;
             let mut compares = Vec::new();
             let mut ops = Vec::new();
+            let mut claims = false;
             for (cidr, b) in &blocks {
                 let key = block_key(&self.prefix, cidr);
                 match old.get(cidr) {
                     Some((was, _)) if was == b => continue,
                     Some((_, rev)) => compares.push(Compare::mod_revision(key.clone(), CompareOp::Equal, *rev)),
-                    None => compares.push(Compare::version(key.clone(), CompareOp::Equal, 0)),
+                    None => {
+                        claims = true;
+                        compares.push(Compare::version(key.clone(), CompareOp::Equal, 0));
+                    }
                 }
                 let value = serde_json::to_vec(b).map_err(|e| IpamError::Io(e.to_string()))?;
                 ops.push(TxnOp::put(key, value, None));
@@ -109,9 +129,15 @@ impl Store for EtcdStore {
                 let key = block_key(&self.prefix, cidr);
                 compares.push(Compare::mod_revision(key.clone(), CompareOp::Equal, *rev));
                 ops.push(TxnOp::delete(key, None));
+                claims = true;
             }
             if ops.is_empty() {
                 return Ok(());
+            }
+            if claims {
+                let key = claims_key(&self.prefix);
+                compares.push(Compare::mod_revision(key.clone(), CompareOp::Less, read_at + 1));
+                ops.push(TxnOp::put(key, read_at.to_string(), None));
             }
             let txn = Txn::new().when(compares).and_then(ops);
             let resp = self.rt.block_on(kv.txn(txn)).map_err(unavailable)?;
@@ -133,18 +159,23 @@ impl Store for EtcdStore {
         let mut client = self.client.clone();
         let key = format!("{}/", self.prefix);
         self.rt.spawn(async move {
+            let mut backoff = WATCH_RETRY_MIN;
             loop {
                 if let Ok(mut stream) = client.watch(key.clone(), Some(WatchOptions::new().with_prefix())).await {
                     while let Ok(Some(m)) = stream.message().await {
+                        backoff = WATCH_RETRY_MIN;
                         if !m.events().is_empty() || m.canceled() {
                             on_change();
                         }
                     }
                 }
                 // The stream ended (etcd restarted, say): something may
-                // have changed meanwhile.
+                // have changed meanwhile. While etcd stays away, each retry
+                // waits twice as long, so the daemon is not woken every
+                // second to fail again.
                 on_change();
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(WATCH_RETRY_MAX);
             }
         });
     }

@@ -383,6 +383,12 @@ impl Node {
         std::fs::read(self.data_dir().join("ipam.json")).ok()
     }
 
+    /// The state file's inode: a new one means the store rewrote it.
+    pub fn ipam_inode(&self) -> Option<u64> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(self.data_dir().join("ipam.json")).ok().map(|m| m.ino())
+    }
+
     /// The file store's blocks.
     pub fn file_blocks(&self) -> Blocks {
         merle_cni::ipam::file::FileStore::open(&self.data_dir()).unwrap().load().unwrap()
