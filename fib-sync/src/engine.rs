@@ -727,14 +727,20 @@ impl Engine {
                     continue;
                 }
                 let (Some(ip), Some(mac)) = (k.ip, k.mac) else { continue };
+                // merle's entries are permanent and pair a VTEP address
+                // with the MAC merle derives from it; anything else on the
+                // device (a flood entry added by hand, say) is left alone.
+                if !k.permanent || mac != crate::vtep::vtep_mac(ip) {
+                    continue;
+                }
                 let kept = if k.fdb {
-                    k.permanent && want_fdb.remove(&(k.ifindex, mac, ip))
+                    want_fdb.remove(&(k.ifindex, mac, ip))
                 } else {
-                    k.permanent && want_neigh.remove(&(k.ifindex, ip, mac))
+                    want_neigh.remove(&(k.ifindex, ip, mac))
                 };
                 // Before convergence the entries of stale routes stay, as
                 // the routes do.
-                if !kept && k.permanent && !stale_vteps.contains(&ip) {
+                if !kept && !stale_vteps.contains(&ip) {
                     reqs.push(Request { message: RouteNetlinkMessage::DelNeighbour(m), flags: 0 });
                 }
             }

@@ -277,17 +277,30 @@ pub fn read_neighbour(m: &NeighbourMessage) -> Option<KernelNeighbour> {
         match a {
             NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => ip = Some(IpAddr::V4(*v4)),
             NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => ip = Some(IpAddr::V6(*v6)),
+            // An FDB entry's NDA_DST comes in an AF_BRIDGE message, whose
+            // family says nothing of the address's: the crate hands back
+            // the raw bytes, and their length tells the family.
+            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => ip = raw_ip(b),
             NeighbourAttribute::LinkLayerAddress(l) => mac = <[u8; 6]>::try_from(l.as_slice()).ok(),
             _ => {}
         }
     }
-    Some(KernelNeighbour {
-        ifindex: m.header.ifindex,
-        fdb,
-        ip,
-        mac,
-        permanent: m.header.state == NeighbourState::Permanent,
-    })
+    Some(KernelNeighbour { ifindex: m.header.ifindex, fdb, ip, mac, permanent: is_permanent(m.header.state) })
+}
+
+fn raw_ip(b: &[u8]) -> Option<IpAddr> {
+    if let Ok(a) = <[u8; 4]>::try_from(b) {
+        Some(IpAddr::from(a))
+    } else {
+        <[u8; 16]>::try_from(b).ok().map(IpAddr::from)
+    }
+}
+
+/// NUD states are bits: the kernel reports a static entry on a VXLAN
+/// device as `NOARP|PERMANENT`, which the crate cannot name.
+fn is_permanent(state: NeighbourState) -> bool {
+    const NUD_PERMANENT: u16 = 0x80;
+    u16::from(state) & NUD_PERMANENT != 0
 }
 
 /// The `RTM_NEWLINK` that creates a VXLAN device, up: learning off (every
@@ -405,6 +418,41 @@ mod tests {
         let m = route_message(p, &spec, OWNER, &devs()).unwrap();
         let k = read_route(&m, &devs()).unwrap();
         assert_eq!((k.prefix, k.table, k.protocol, k.spec), (p, 254, 198, spec));
+    }
+
+    /// What the kernel sends back for an entry merle wrote: the bytes of
+    /// the message, parsed as a dump reply is.
+    fn as_dumped(m: &NeighbourMessage, state: u16) -> NeighbourMessage {
+        use netlink_packet_core::{Emitable, Parseable};
+        let mut m = m.clone();
+        m.header.state = NeighbourState::from(state);
+        let mut buf = vec![0u8; m.buffer_len()];
+        m.emit(&mut buf);
+        NeighbourMessage::parse(&buf[..]).unwrap()
+    }
+
+    #[test]
+    fn fdb_and_neighbour_entries_read_back_with_their_address_and_as_permanent() {
+        const NOARP_PERMANENT: u16 = 0x40 | 0x80;
+        let mac = [0x02, 0x6d, 10, 1, 0, 3];
+        for dst in ["10.1.0.3", "fd00:1::3"] {
+            let dst: IpAddr = dst.parse().unwrap();
+            for state in [0x80, NOARP_PERMANENT] {
+                let k = read_neighbour(&as_dumped(&fdb_message(7, mac, dst), state)).unwrap();
+                assert_eq!(
+                    k,
+                    KernelNeighbour { ifindex: 7, fdb: true, ip: Some(dst), mac: Some(mac), permanent: true }
+                );
+                let k = read_neighbour(&as_dumped(&neighbour_message(7, dst, mac), state)).unwrap();
+                assert_eq!(
+                    k,
+                    KernelNeighbour { ifindex: 7, fdb: false, ip: Some(dst), mac: Some(mac), permanent: true }
+                );
+            }
+            // A learned (reachable) entry is not merle's.
+            let k = read_neighbour(&as_dumped(&fdb_message(7, mac, dst), 0x02)).unwrap();
+            assert!(!k.permanent);
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod bench_cni;
 pub mod bench_fib;
 pub mod bench_rr;
 pub mod bird;
+pub mod capture;
 pub mod cni;
 pub mod demo;
 pub mod etcd;

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum Request {
     Status,
-    Routes,
+    /// The routes the query selects (all of them by default), or their
+    /// counts. The answer streams: merled never builds it whole.
+    Routes(RouteQuery),
     Fib,
     /// From merle-cni: IPAM changed, re-read it.
     IpamChanged,
@@ -15,6 +17,44 @@ pub enum Request {
     IpamRelease {
         handle: String,
     },
+}
+
+/// What `merlectl routes` asks for. Every field is optional, so
+/// `{"command":"routes"}` asks for every route.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouteQuery {
+    /// A prefix (exact match, `10.0.0.0/24`) or an address (the longest
+    /// prefix holding it, `10.0.0.1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Only paths from this peer address, or `"local"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// Only best paths.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub best: bool,
+    /// Counts instead of routes.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub count: bool,
+}
+
+/// `merlectl routes --count`: how many of what the query selects.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteCounts {
+    pub prefixes: usize,
+    pub paths: usize,
+    /// Selected paths that are their prefix's best path.
+    pub best: usize,
+    /// Per source, in address order ("local" for originated routes).
+    pub peers: Vec<PeerCount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerCount {
+    pub peer: String,
+    pub paths: usize,
+    pub best: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -26,6 +66,8 @@ pub struct Response {
     pub status: Option<NodeStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routes: Option<Vec<RouteEntry>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_counts: Option<RouteCounts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fib: Option<Vec<FibRoute>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

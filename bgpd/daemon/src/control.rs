@@ -11,8 +11,9 @@ use tracing::{debug, warn};
 
 use tokio::sync::oneshot;
 
-use crate::api::{Request, Response};
+use crate::api::{Request, Response, RouteCounts};
 use crate::ipam::Cmd;
+use crate::routes::{self, Query};
 use crate::shared::Shared;
 
 /// Longest request line accepted.
@@ -69,12 +70,97 @@ async fn serve(s: UnixStream, shared: Arc<Shared>) -> anyhow::Result<()> {
             return Ok(());
         }
         let resp = match serde_json::from_str::<Request>(line.trim()) {
+            Ok(Request::Routes(q)) => match Query::parse(&q) {
+                Ok(query) if q.count => count_routes(query, &shared).await,
+                Ok(query) => {
+                    stream_routes(query, &shared, &mut wr).await?;
+                    continue;
+                }
+                Err(e) => Response::error(e),
+            },
+            Ok(Request::Fib) => match shared.fib_status() {
+                Some(st) => {
+                    stream(&mut wr, "fib", move |emit| {
+                        routes::walk_fib(&st, |slice| emit(json_items(&slice)));
+                    })
+                    .await?;
+                    continue;
+                }
+                None => Response::error("fib-sync is not running ([fib] enabled = false)"),
+            },
             Ok(req) => answer(req, &shared).await,
             Err(e) => Response::error(format!("bad request: {e}")),
         };
         let mut out = serde_json::to_vec(&resp)?;
         out.push(b'\n');
         wr.write_all(&out).await?;
+    }
+}
+
+/// Serialises a slice of items as the inside of a JSON array, each item
+/// with a leading comma (the first one's is dropped by [`stream`]).
+fn json_items<T: serde::Serialize>(items: &[T]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(items.len() * 256);
+    for i in items {
+        out.push(b',');
+        // Serialising these plain structs into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, i);
+    }
+    out
+}
+
+/// Answers `{"ok":true,"<field>":[...]}` with the items a walk produces on
+/// a blocking thread, each batch written as soon as it is ready. The walk
+/// is handed a sink that returns false once the client has gone, so it
+/// stops early; the event-loop thread only copies bytes to the socket.
+async fn stream<W, F>(wr: &mut W, field: &str, walk: F) -> anyhow::Result<()>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+    F: FnOnce(&mut dyn FnMut(Vec<u8>) -> bool) + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let walker = tokio::task::spawn_blocking(move || walk(&mut |b| tx.blocking_send(b).is_ok()));
+    wr.write_all(format!("{{\"ok\":true,\"{field}\":[").as_bytes()).await?;
+    let mut first = true;
+    while let Some(b) = rx.recv().await {
+        let b = if first { &b[1..] } else { &b[..] };
+        first = false;
+        wr.write_all(b).await?;
+    }
+    walker.await.context("route walk failed")?;
+    wr.write_all(b"]}\n").await?;
+    Ok(())
+}
+
+async fn stream_routes<W: tokio::io::AsyncWrite + Unpin>(
+    q: Query,
+    shared: &Arc<Shared>,
+    wr: &mut W,
+) -> anyhow::Result<()> {
+    let shared = shared.clone();
+    stream(wr, "routes", move |emit| {
+        routes::walk(&*shared, &q, |slice| {
+            let rows: Vec<_> = slice.iter().flat_map(routes::entries).collect();
+            emit(json_items(&rows))
+        });
+    })
+    .await
+}
+
+async fn count_routes(q: Query, shared: &Arc<Shared>) -> Response {
+    let shared = shared.clone();
+    let counted = tokio::task::spawn_blocking(move || {
+        let mut c = RouteCounts::default();
+        routes::walk(&*shared, &q, |slice| {
+            routes::count(&mut c, &slice);
+            true
+        });
+        c
+    })
+    .await;
+    match counted {
+        Ok(c) => Response { route_counts: Some(c), ..Response::ok() },
+        Err(e) => Response::error(format!("route count failed: {e}")),
     }
 }
 
@@ -108,11 +194,8 @@ async fn answer(req: Request, shared: &Shared) -> Response {
             Err(e) => return Response::error(e),
         },
         Request::Status => r.status = Some(shared.status()),
-        Request::Routes => r.routes = Some(shared.routes()),
-        Request::Fib => match shared.fib_routes() {
-            Some(f) => r.fib = Some(f),
-            None => return Response::error("fib-sync is not running ([fib] enabled = false)"),
-        },
+        // Streamed by `serve`.
+        Request::Routes(_) | Request::Fib => return Response::error("internal: streamed request"),
     }
     r
 }

@@ -33,5 +33,6 @@ pub mod ipam;
 pub mod listener;
 pub mod peer;
 pub mod plan;
+pub mod routes;
 pub mod shared;
 pub mod sockopt;

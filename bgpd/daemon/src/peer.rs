@@ -13,7 +13,7 @@ use bgpd::packet::{
     AddPathFamily, AddPathMode, AfiSafi, Capability, DecodeCtx, EncodeCtx, ExtendedNextHop, Family, Message,
     NotificationMsg, RefreshSubtype, UpdateMsg,
 };
-use bgpd::rib::{PathSource, PeerRef};
+use bgpd::rib::{Destination, PathSource, PeerRef};
 use ipnet::IpNet;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -72,6 +72,25 @@ pub const STALE_TIME: Duration = Duration::from_secs(360);
 
 /// How many changed prefixes one export round handles.
 const EXPORT_BATCH: usize = 50_000;
+
+/// Prefixes of a full export sent per turn of the task loop: a few
+/// milliseconds of work in a release build.
+const FULL_EXPORT_SLICE: usize = 16_384;
+
+/// A full export in progress. The prefixes to send are copied when it
+/// starts; each slice reads their best paths as they are then, and changes
+/// meanwhile go out through the change queue as usual (at worst a route is
+/// sent twice, never stale).
+#[derive(Debug)]
+struct FullExport {
+    id: ConnId,
+    /// One family (a route refresh), or all.
+    family: Option<Family>,
+    prefixes: Vec<IpNet>,
+    next: usize,
+    sent: usize,
+    started: Instant,
+}
 
 /// Our graceful restart capability: the N bit (RFC 8538) always; the R bit
 /// after a graceful shutdown; the F bit for both families, because the
@@ -132,6 +151,9 @@ pub struct PeerTask {
     /// arriving) is exported EXPORT_BATCH prefixes per turn of the task
     /// loop, so timers and input are served in between.
     backlog: VecDeque<(IpNet, u32)>,
+    /// The Adj-RIB-Out being sent whole (after Established or a route
+    /// refresh), FULL_EXPORT_SLICE prefixes per turn of the task loop.
+    full: Option<FullExport>,
     /// The peer's routes are kept stale through its restart (RFC 4724).
     gr_stale: bool,
     /// Families whose End-of-RIB this session has not delivered yet; when
@@ -168,6 +190,7 @@ impl PeerTask {
             pending: VecDeque::new(),
             out: Arc::new(OutQueue::default()),
             backlog: VecDeque::new(),
+            full: None,
             gr_stale: false,
             eor_waiting: bgpd::packet::FamilySet::default(),
             gr_deadline: None,
@@ -190,7 +213,7 @@ impl PeerTask {
             let sleep =
                 tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
             let out = self.out.clone();
-            let backlog = self.session.is_some() && !self.backlog.is_empty();
+            let backlog = self.session.is_some() && (!self.backlog.is_empty() || self.full.is_some());
             tokio::select! {
                 input = self.rx.recv() => match input {
                     None => break,
@@ -211,7 +234,15 @@ impl PeerTask {
                     self.backlog.extend(out.take());
                     self.export_backlog();
                 }
-                () = std::future::ready(()), if backlog => self.export_backlog(),
+                // Yield first, so the other sessions' timers and input run
+                // between slices of a big export.
+                () = tokio::task::yield_now(), if backlog => {
+                    if self.full.is_some() {
+                        self.full_export_slice();
+                    } else {
+                        self.export_backlog();
+                    }
+                }
             }
             self.publish();
         }
@@ -606,46 +637,82 @@ impl PeerTask {
         Some(SessionAddrs { local_addr: h.local.ip(), node_v4: self.node.node_v4, node_v6: self.node.node_v6 })
     }
 
-    /// Sends the whole Adj-RIB-Out (of one family, or all), then End-of-RIB.
+    /// Starts sending the whole Adj-RIB-Out (of one family, or all), then
+    /// End-of-RIB: the prefixes this peer can be sent are noted now (one
+    /// pass over the table), their routes are sent a slice at a time.
     fn full_export(&mut self, id: ConnId, family: Option<Family>) {
         let Some((_, n)) = &self.session else { return };
-        let n = n.clone();
-        let Some(addrs) = self.session_addrs(id) else { return };
-        let (target, node) = (self.target(&n), self.node_export());
-        let interest = export::interest(&target, &node);
-        let mut groups: [export::Grouper; 2] = Default::default();
-        {
-            let rib = self.shared.rib();
-            for (prefix, dest) in rib.iter() {
+        // A refresh during a full export widens it rather than racing it.
+        let family = match &self.full {
+            Some(f) if f.id == id && f.family != family => None,
+            _ => family,
+        };
+        let interest = export::interest(&self.target(n), &self.node_export());
+        let families = n.families;
+        let prefixes: Vec<IpNet> = self
+            .shared
+            .rib()
+            .iter()
+            .filter(|(prefix, dest)| {
                 let f = export::family_of(prefix);
                 // A bit test skips what this peer never gets (an eBGP peer
                 // and the learned routes) before any per-route work.
-                if dest.best_kind() & interest == 0 || !n.families.contains(f) || family.is_some_and(|x| x != f) {
-                    continue;
-                }
-                if let Some(b) = dest.best() {
-                    groups[f.index()].add(prefix, b, &target, &node, &n);
+                dest.best_kind() & interest != 0 && families.contains(f) && family.is_none_or(|x| x == f)
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        self.full = Some(FullExport { id, family, prefixes, next: 0, sent: 0, started: Instant::now() });
+        self.full_export_slice();
+    }
+
+    /// Sends the next FULL_EXPORT_SLICE prefixes of the full export, and
+    /// End-of-RIB after the last.
+    fn full_export_slice(&mut self) {
+        let Some(mut fe) = self.full.take() else { return };
+        let Some((id, n)) = &self.session else { return };
+        let n = n.clone();
+        if *id != fe.id {
+            return;
+        }
+        let Some(addrs) = self.session_addrs(fe.id) else { return };
+        let (target, node) = (self.target(&n), self.node_export());
+        let end = (fe.next + FULL_EXPORT_SLICE).min(fe.prefixes.len());
+        let mut groups: [export::Grouper; 2] = Default::default();
+        {
+            let rib = self.shared.rib();
+            for prefix in &fe.prefixes[fe.next..end] {
+                if let Some(b) = rib.get(prefix).and_then(Destination::best) {
+                    groups[export::family_of(prefix).index()].add(prefix, b, &target, &node, &n);
                 }
             }
         }
-        let mut count = 0;
+        fe.next = end;
         for f in Family::ALL {
-            if !n.families.contains(f) || family.is_some_and(|x| x != f) {
+            let g: Vec<(OutRoute, Vec<IpNet>)> = std::mem::take(&mut groups[f.index()]).into_groups();
+            if g.is_empty() {
                 continue;
             }
-            let g: Vec<(OutRoute, Vec<IpNet>)> = std::mem::take(&mut groups[f.index()]).into_groups();
-            count += g.iter().map(|(_, v)| v.len()).sum::<usize>();
+            fe.sent += g.iter().map(|(_, v)| v.len()).sum::<usize>();
             let (updates, skipped) = export::build(f, g, &addrs, &n);
             self.log_skipped(&skipped);
-            count -= skipped.len();
+            fe.sent -= skipped.len();
             for u in updates {
-                self.send(id, &Message::Update(u));
+                self.send(fe.id, &Message::Update(u));
             }
-            self.send(id, &Message::Update(UpdateMsg::end_of_rib_marker(f)));
         }
-        if family.is_none() {
-            self.prefixes_advertised = count;
+        if fe.next < fe.prefixes.len() {
+            self.full = Some(fe);
+            return;
         }
+        for f in Family::ALL {
+            if n.families.contains(f) && fe.family.is_none_or(|x| x == f) {
+                self.send(fe.id, &Message::Update(UpdateMsg::end_of_rib_marker(f)));
+            }
+        }
+        if fe.family.is_none() {
+            self.prefixes_advertised = fe.sent;
+        }
+        debug!(peer = %self.cfg.address, prefixes = fe.sent, took = ?fe.started.elapsed(), "full export sent");
     }
 
     /// Exports the next EXPORT_BATCH prefixes of the backlog.
@@ -741,6 +808,7 @@ impl PeerTask {
         self.last_error = Some(reason.to_string());
         self.shared.unregister_export(self.cfg.address);
         self.backlog.clear();
+        self.full = None;
         let hold = self.graceful_restart_hold(reason);
         if let Some(src) = self.source.take() {
             match hold {

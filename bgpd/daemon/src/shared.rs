@@ -5,10 +5,10 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bgpd::hash::IndexMap;
-use bgpd::rib::{Changed, DecisionOptions, PathSource, Rib};
+use bgpd::rib::{Changed, DecisionOptions, Rib};
 use ipnet::IpNet;
 
-use crate::api::{FibRoute, FibSummary, NodeStatus, PeerStatus, RouteEntry};
+use crate::api::{FibSummary, NodeStatus, PeerStatus};
 
 /// The prefixes whose export to one peer must be recomputed. Producers add
 /// to the set and wake the peer task; the task takes the whole set. Changes
@@ -172,22 +172,9 @@ impl Shared {
         peers.into_iter().all(|p| c.contains(&p))
     }
 
-    /// fib-sync's view of each prefix it handles, in prefix order.
-    pub fn fib_routes(&self) -> Option<Vec<FibRoute>> {
-        let st = lock(&self.fib_status).clone()?;
-        let st = lock(&st);
-        let mut routes: Vec<_> = st.routes.iter().collect();
-        routes.sort_unstable_by_key(|(p, _)| **p);
-        Some(
-            routes
-                .into_iter()
-                .map(|(p, r)| FibRoute {
-                    prefix: p.to_string(),
-                    kernel: r.spec.as_ref().map(fib_sync::status::describe).unwrap_or_default(),
-                    state: r.state.clone(),
-                })
-                .collect(),
-        )
+    /// fib-sync's report, when it runs.
+    pub fn fib_status(&self) -> Option<Arc<Mutex<fib_sync::FibStatus>>> {
+        lock(&self.fib_status).clone()
     }
 
     fn fib_summary(&self) -> Option<FibSummary> {
@@ -234,48 +221,13 @@ impl Shared {
             fib: self.fib_summary(),
         }
     }
+}
 
-    pub fn routes(&self) -> Vec<RouteEntry> {
-        let fib = lock(&self.fib_status).clone();
-        let fib = fib.as_ref().map(|f| lock(f));
-        let rib = self.rib();
-        // The RIB is a hash table: show it in prefix order.
-        let mut dests: Vec<_> = rib.iter().collect();
-        dests.sort_unstable_by_key(|(p, _)| *p);
-        let mut out = Vec::new();
-        for (prefix, dest) in dests {
-            for (i, p) in dest.paths.iter().enumerate() {
-                let a = &p.attrs;
-                out.push(RouteEntry {
-                    prefix: prefix.to_string(),
-                    next_hop: p.next_hop.to_string(),
-                    as_path: a.as_path.flat(),
-                    as_path_text: a.as_path.to_string(),
-                    origin: a.origin.as_str().to_owned(),
-                    peer: match &p.source {
-                        PathSource::Local => "local".to_owned(),
-                        PathSource::Peer(r) => r.address.to_string(),
-                    },
-                    path_id: p.path_id,
-                    best: i == 0,
-                    lost_at: p.lost_at.map(|l| l.as_str().to_owned()),
-                    local_pref: a.local_pref,
-                    med: a.med,
-                    communities: a.communities.iter().map(ToString::to_string).collect(),
-                    large_communities: a.large_communities.iter().map(ToString::to_string).collect(),
-                    ext_communities: a.ext_communities.iter().map(ToString::to_string).collect(),
-                    originator_id: a.originator_id.map(|o| o.to_string()),
-                    cluster_list: a.cluster_list.iter().map(ToString::to_string).collect(),
-                    multipath: i < usize::from(dest.multipath),
-                    stale: p.stale,
-                    fib: if i == 0 {
-                        fib.as_ref().and_then(|f| f.routes.get(prefix)).map(|r| r.state.to_string())
-                    } else {
-                        None
-                    },
-                });
-            }
-        }
-        out
+impl crate::routes::Source for Shared {
+    fn rib(&self) -> MutexGuard<'_, Rib> {
+        lock(&self.rib)
+    }
+    fn fib_status(&self) -> Option<Arc<Mutex<fib_sync::FibStatus>>> {
+        Shared::fib_status(self)
     }
 }

@@ -14,8 +14,28 @@ pub struct PoolUse {
     pub block_size: u8,
     pub blocks: usize,
     pub used: u64,
-    /// Addresses in the pool (saturating).
+    /// Addresses in the pool (saturating at 2^64 - 1: see `size_bits`).
     pub capacity: u64,
+    /// The pool holds 2^size_bits addresses.
+    #[serde(default)]
+    pub size_bits: u32,
+}
+
+impl PoolUse {
+    /// The pool's size as people write it: `65536`, or `2^80` once the
+    /// number stops being readable.
+    pub fn size_text(&self) -> String {
+        if self.size_bits < 32 {
+            (1u64 << self.size_bits).to_string()
+        } else {
+            format!("2^{}", self.size_bits)
+        }
+    }
+
+    /// The share of the pool in use, in percent.
+    pub fn used_percent(&self) -> f64 {
+        self.used as f64 * 100.0 / 2f64.powi(self.size_bits as i32)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +75,7 @@ pub fn report(blocks: &Blocks, pools: &[conf::Pool]) -> Report {
                 blocks: inside.len(),
                 used: inside.iter().map(|b| u64::from(b.used())).sum(),
                 capacity: 1u64.checked_shl(host_bits).unwrap_or(u64::MAX),
+                size_bits: host_bits,
             }
         })
         .collect();

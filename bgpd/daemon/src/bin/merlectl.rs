@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use merled::api::{FibRoute, NodeStatus, Request, Response, RouteEntry};
+use merled::api::{FibRoute, NodeStatus, Request, Response, RouteCounts, RouteEntry, RouteQuery};
 
 #[derive(Debug, Parser)]
 #[command(name = "merlectl", version, about = "Query a running merled")]
@@ -28,12 +28,45 @@ enum Command {
     Status,
     /// Received and local routes, with the best path marked and its kernel
     /// state.
-    Routes,
+    Routes(RoutesArgs),
     /// The kernel routes fib-sync manages: installed, or why not.
     Fib,
     /// IP address management: pools, blocks and handles.
     #[command(subcommand)]
     Ipam(IpamCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct RoutesArgs {
+    /// Only this prefix (10.0.0.0/24), or the longest prefix that holds
+    /// this address (10.0.0.1).
+    #[arg(long, value_parser = parse_prefix_match)]
+    prefix: Option<String>,
+    /// Only paths from this peer address, or "local" for this node's own.
+    #[arg(long, value_parser = parse_peer)]
+    peer: Option<String>,
+    /// Only best paths.
+    #[arg(long)]
+    best: bool,
+    /// Count prefixes and paths (per peer) instead of listing them.
+    #[arg(long)]
+    count: bool,
+}
+
+fn parse_prefix_match(s: &str) -> Result<String, String> {
+    if s.parse::<ipnet::IpNet>().is_ok() || s.parse::<std::net::IpAddr>().is_ok() {
+        Ok(s.to_owned())
+    } else {
+        Err("expected a prefix (10.0.0.0/24, fd00::/64) or an address (10.0.0.1)".into())
+    }
+}
+
+fn parse_peer(s: &str) -> Result<String, String> {
+    if s == "local" || s.parse::<std::net::IpAddr>().is_ok() {
+        Ok(s.to_owned())
+    } else {
+        Err("expected a peer address or \"local\"".into())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -182,6 +215,15 @@ fn print_routes(routes: &[RouteEntry]) {
     }
 }
 
+fn print_counts(c: &RouteCounts) {
+    println!("{} prefixes, {} paths, {} best", c.prefixes, c.paths, c.best);
+    if !c.peers.is_empty() {
+        let rows: Vec<Vec<String>> =
+            c.peers.iter().map(|p| vec![p.peer.clone(), p.paths.to_string(), p.best.to_string()]).collect();
+        print!("{}", table(&["PEER", "PATHS", "BEST"], &rows));
+    }
+}
+
 fn print_fib(routes: &[FibRoute]) {
     let rows: Vec<Vec<String>> =
         routes.iter().map(|r| vec![r.prefix.clone(), r.kernel.clone(), r.state.to_string()]).collect();
@@ -193,7 +235,6 @@ fn print_fib(routes: &[FibRoute]) {
 }
 
 fn print_ipam(r: &merle_cni::ipam::report::Report) {
-    let pct = |used: u64, cap: u64| if cap == 0 { 0.0 } else { used as f64 * 100.0 / cap as f64 };
     let rows: Vec<Vec<String>> = r
         .pools
         .iter()
@@ -202,8 +243,8 @@ fn print_ipam(r: &merle_cni::ipam::report::Report) {
                 p.cidr.to_string(),
                 format!("/{}", p.block_size),
                 p.blocks.to_string(),
-                format!("{} ({:.1}%)", p.used, pct(p.used, p.capacity)),
-                p.capacity.to_string(),
+                format!("{} ({})", p.used, percent(p.used_percent())),
+                p.size_text(),
             ]
         })
         .collect();
@@ -233,10 +274,21 @@ fn print_ipam(r: &merle_cni::ipam::report::Report) {
         .iter()
         .map(|h| {
             let addrs: Vec<String> = h.addresses.iter().map(|a| a.to_string()).collect();
-            vec![h.handle.clone(), h.node.clone(), addrs.join(", "), if h.borrowed { "borrowed" } else { "" }.into()]
+            let from = if h.borrowed { "borrowed from another node's block" } else { "own block" };
+            vec![h.handle.clone(), h.node.clone(), addrs.join(", "), from.into()]
         })
         .collect();
-    print!("{}", table(&["HANDLE", "NODE", "ADDRESSES", ""], &rows));
+    print!("{}", table(&["HANDLE", "NODE", "ADDRESSES", "SOURCE"], &rows));
+}
+
+/// A share in percent, with enough digits that a used share never reads
+/// as 0 (a few pods in an IPv6 pool are a tiny fraction of it).
+fn percent(p: f64) -> String {
+    if p == 0.0 || p >= 0.1 {
+        format!("{p:.1}%")
+    } else {
+        format!("{p:.1e}%")
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -251,8 +303,18 @@ fn main() -> anyhow::Result<()> {
                 print_status(&s);
             }
         }
-        Command::Routes => {
-            let r = query(&args.socket, &Request::Routes)?;
+        Command::Routes(a) => {
+            let q = RouteQuery { prefix: a.prefix, peer: a.peer, best: a.best, count: a.count };
+            let r = query(&args.socket, &Request::Routes(q))?;
+            if a.count {
+                let c = r.route_counts.context("merled sent no counts")?;
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&c)?);
+                } else {
+                    print_counts(&c);
+                }
+                return Ok(());
+            }
             let routes = r.routes.context("merled sent no routes")?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&routes)?);
