@@ -139,14 +139,128 @@ fn med_local_pref_and_ids_by_length() {
         attr::LOCAL_PREF,
         AttrErrorKind::LengthError,
     );
-    assert_withdraw(&valid_with(&[0x80, 9, 3, 1, 2, 3]), &ebgp(), attr::ORIGINATOR_ID, AttrErrorKind::LengthError);
-    assert_withdraw(&valid_with(&[0x80, 10, 0]), &ebgp(), attr::CLUSTER_LIST, AttrErrorKind::LengthError);
-    assert_withdraw(
-        &valid_with(&[0x80, 10, 5, 1, 2, 3, 4, 5]),
-        &ebgp(),
-        attr::CLUSTER_LIST,
-        AttrErrorKind::LengthError,
+    // ORIGINATOR_ID and CLUSTER_LIST: from iBGP, a bad length withdraws.
+    let ibgp = DecodeCtx::default();
+    assert_withdraw(&valid_with(&[0x80, 9, 3, 1, 2, 3]), &ibgp, attr::ORIGINATOR_ID, AttrErrorKind::LengthError);
+    assert_withdraw(&valid_with(&[0x80, 10, 0]), &ibgp, attr::CLUSTER_LIST, AttrErrorKind::LengthError);
+    assert_withdraw(&valid_with(&[0x80, 10, 5, 1, 2, 3, 4, 5]), &ibgp, attr::CLUSTER_LIST, AttrErrorKind::LengthError);
+}
+
+#[test]
+fn originator_id_and_cluster_list_from_an_external_peer_are_discarded() {
+    // RFC 7606 §7.9, §7.10: well-formed or not, they are internal-only.
+    for a in [&[0x80, 9, 4, 1, 2, 3, 4][..], &[0x80, 9, 3, 1, 2, 3], &[0x80, 10, 4, 1, 2, 3, 4], &[0x80, 10, 0]] {
+        assert_discard(&valid_with(a), &ebgp(), a[1]);
+        let u = decode(&valid_with(a), &ebgp()).unwrap();
+        assert_eq!(u.discarded[0].kind, AttrErrorKind::FromExternalPeer);
+        assert_eq!((u.originator_id(), u.cluster_list()), (None, &[][..]));
+    }
+    // From an internal peer the same attributes are kept.
+    let u = decode(&valid_with(&[0x80, 9, 4, 1, 2, 3, 4, 0x80, 10, 4, 5, 6, 7, 8]), &DecodeCtx::default()).unwrap();
+    assert_eq!(u.originator_id(), Some("1.2.3.4".parse().unwrap()));
+    assert_eq!(u.cluster_list(), &["5.6.7.8".parse::<std::net::Ipv4Addr>().unwrap()]);
+}
+
+/// An UPDATE body from raw withdrawn routes, attributes and NLRI.
+fn raw_body(withdrawn: &[u8], attrs: &[u8], nlri: &[u8]) -> Vec<u8> {
+    let mut b = (withdrawn.len() as u16).to_be_bytes().to_vec();
+    b.extend_from_slice(withdrawn);
+    b.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+    b.extend_from_slice(attrs);
+    b.extend_from_slice(nlri);
+    b
+}
+
+/// MP_UNREACH_NLRI withdrawing fd00::/16.
+const MP_UNREACH_V6: &[u8] = &[0x80, 15, 6, 0, 2, 1, 16, 0xfd, 0];
+
+/// MP_REACH_NLRI announcing fd00::/16 via fd00::1.
+fn mp_reach_v6() -> Vec<u8> {
+    let mut mp = vec![0x80, 14, 24, 0, 2, 1, 16];
+    mp.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    mp.extend_from_slice(&[0, 16, 0xfd, 0]);
+    mp
+}
+
+#[test]
+fn attributes_without_reachable_nlri_reset_instead_of_withdrawing() {
+    // RFC 7606 §5.2: with no reachable NLRI, treat-as-withdraw has nothing
+    // to act on, so the errors that call for it reset the session.
+    let bad_origin = &[0x40, 1, 1, 3][..];
+    let r = UpdateMsg::decode(&raw_body(&[], &[bad_origin, MP_UNREACH_V6].concat(), &[]), &ebgp());
+    assert_reset(r, update_sub::INVALID_ORIGIN_ATTRIBUTE, bad_origin);
+    let communities_5 = &[0xc0, 8, 5, 1, 2, 3, 4, 5][..];
+    let r = UpdateMsg::decode(&raw_body(&[], &[ORIGIN_IGP, AS_PATH_65001, communities_5].concat(), &[]), &ebgp());
+    assert_reset(r, update_sub::ATTRIBUTE_LENGTH_ERROR, communities_5);
+    // IPv4 withdrawals only, with a malformed MED.
+    let med_2 = &[0x80, 4, 2, 0, 1][..];
+    let r = UpdateMsg::decode(&raw_body(&[24, 10, 9, 1], &[ORIGIN_IGP, med_2].concat(), &[]), &ebgp());
+    assert_reset(r, update_sub::ATTRIBUTE_LENGTH_ERROR, med_2);
+    // IPv6 NLRI in MP_REACH_NLRI is reachable NLRI: withdrawn, no reset.
+    let u =
+        UpdateMsg::decode(&raw_body(&[], &[bad_origin, AS_PATH_65001, &mp_reach_v6()].concat(), &[]), &ebgp()).unwrap();
+    assert_eq!(u.treat_as_withdraw.unwrap().kind, AttrErrorKind::InvalidOrigin);
+    // Attribute discard needs no NLRI: still no reset.
+    let u = UpdateMsg::decode(&raw_body(&[], &[&[0x40, 6, 1, 0][..], MP_UNREACH_V6].concat(), &[]), &ebgp()).unwrap();
+    assert_eq!(u.discarded.len(), 1);
+    assert_eq!(u.withdrawals().len(), 1);
+    // So does a bad NEXT_HOP (ignored without IPv4 NLRI, RFC 4760 §3).
+    let u =
+        UpdateMsg::decode(&raw_body(&[], &[ORIGIN_IGP, &[0x40, 3, 4, 0, 0, 0, 0][..]].concat(), &[]), &ebgp()).unwrap();
+    assert_eq!(u.discarded[0].type_code, attr::NEXT_HOP);
+}
+
+#[test]
+fn end_of_rib_is_only_a_clean_empty_update() {
+    assert!(UpdateMsg::decode(&raw_body(&[], &[], &[]), &ebgp()).unwrap().end_of_rib().is_some());
+    let eor_v6 = [0x80, 15, 3, 0, 2, 1];
+    assert!(UpdateMsg::decode(&raw_body(&[], &eor_v6, &[]), &ebgp()).unwrap().end_of_rib().is_some());
+    // A malformed attribute that was dropped was still there.
+    let u = UpdateMsg::decode(&raw_body(&[], &[0x40, 6, 1, 0], &[]), &ebgp()).unwrap();
+    assert_eq!((u.discarded.len(), u.end_of_rib()), (1, None));
+    let u = UpdateMsg::decode(&raw_body(&[], &[&eor_v6[..], &[0x40, 6, 1, 0]].concat(), &[]), &ebgp()).unwrap();
+    assert_eq!(u.end_of_rib(), None);
+}
+
+#[test]
+fn withdrawn_routes_and_mp_unreach_prefixes_are_checked_like_nlri() {
+    // RFC 7606 §3 i / §5.3: a prefix longer than the family allows resets.
+    let r = UpdateMsg::decode(&raw_body(&[33, 1, 0, 0, 0, 0], &[], &[]), &ebgp());
+    assert_reset(r, update_sub::INVALID_NETWORK_FIELD, &[]);
+    let r = UpdateMsg::decode(&raw_body(&[24, 10, 9], &[], &[]), &ebgp());
+    assert_reset(r, update_sub::INVALID_NETWORK_FIELD, &[]);
+    let r = UpdateMsg::decode(&raw_body(&[], &[0x80, 15, 5, 0, 2, 1, 129, 0xfd], &[]), &ebgp());
+    assert!(
+        matches!(r, Err(ref e) if e.notification().unwrap().subcode == update_sub::OPTIONAL_ATTRIBUTE_ERROR),
+        "{r:?}"
     );
+}
+
+#[test]
+fn a_repeated_mp_reach_resets() {
+    let mp = mp_reach_v6();
+    let r = UpdateMsg::decode(&raw_body(&[], &[ORIGIN_IGP, AS_PATH_65001, &mp, &mp].concat(), &[]), &ebgp());
+    assert_reset(r, update_sub::MALFORMED_ATTRIBUTE_LIST, &[]);
+}
+
+#[test]
+fn the_extended_length_bit_is_accepted_on_any_attribute() {
+    // RFC 7606 §4: a two-octet length on a short attribute is legal.
+    let u = decode(&[&[0x50, 1, 0, 1, 0][..], AS_PATH_65001, &[0x50, 3, 0, 4, 10, 0, 0, 2]].concat(), &ebgp()).unwrap();
+    assert!(u.treat_as_withdraw.is_none() && u.discarded.is_empty(), "{u:?}");
+    assert_eq!(u.announcements().len(), 1);
+}
+
+#[test]
+fn mandatory_attributes_for_mp_only_updates() {
+    // MP_REACH_NLRI without ORIGIN: its NLRI is withdrawn (RFC 7606 §3 d).
+    let u = UpdateMsg::decode(&raw_body(&[], &[AS_PATH_65001, &mp_reach_v6()].concat(), &[]), &ebgp()).unwrap();
+    let e = u.treat_as_withdraw.unwrap();
+    assert_eq!((e.type_code, e.kind), (attr::ORIGIN, AttrErrorKind::MissingWellKnown));
+    // A lone MP_UNREACH_NLRI needs nothing else.
+    let u = UpdateMsg::decode(&raw_body(&[], MP_UNREACH_V6, &[]), &ebgp()).unwrap();
+    assert!(u.treat_as_withdraw.is_none() && u.discarded.is_empty());
+    assert_eq!(u.withdrawals().len(), 1);
 }
 
 #[test]

@@ -24,6 +24,9 @@ pub struct ImportCtx<'a> {
     pub peer: Arc<PeerRef>,
     pub four_octet_as: bool,
     pub families: FamilySet,
+    /// This node's addresses (the session's own end among them): a route
+    /// whose next hop is one of them is ignored (RFC 4271 §6.3).
+    pub local_addrs: &'a [IpAddr],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +44,9 @@ pub enum Rejection {
     OriginatorLoop,
     /// Our cluster ID is in the CLUSTER_LIST (RFC 4456 §8).
     ClusterLoop,
+    /// The next hop is this node's own address (RFC 4271 §6.3): the route
+    /// is ignored.
+    NextHopIsSelf,
 }
 
 /// The changes an UPDATE makes, and why announcements were rejected if so.
@@ -59,7 +65,7 @@ pub fn import(u: &UpdateMsg, ctx: &ImportCtx<'_>) -> (Vec<RibChange>, Option<Rej
         return (changes, None);
     };
     let local_as_count = as_path.segments.iter().flat_map(|s| s.asns.iter()).filter(|a| **a == ctx.local_as).count();
-    let rejection = if ctx.peer.ebgp && local_as_count > usize::from(ctx.allow_local_as) {
+    let looped = if ctx.peer.ebgp && local_as_count > usize::from(ctx.allow_local_as) {
         Some(Rejection::AsPathLoop)
     } else if !ctx.peer.ebgp && u.originator_id() == Some(ctx.router_id) {
         Some(Rejection::OriginatorLoop)
@@ -87,22 +93,27 @@ pub fn import(u: &UpdateMsg, ctx: &ImportCtx<'_>) -> (Vec<RibChange>, Option<Rej
             .filter_map(|a| a.for_propagation())
             .collect(),
     });
+    let mut rejection = looped;
     for (n, next_hop) in announced {
         if !ctx.families.contains(n.family()) {
             continue;
         }
         let path_id = n.path_id.unwrap_or(0);
-        // Our own prefixes are ours: a copy from a peer is not imported
-        // (it would replace the blackhole for our blocks).
-        if rejection.is_some() || ctx.own.contains(&n.prefix) {
-            // An UPDATE replacing a route implicitly withdraws the old one.
-            changes.push(RibChange::Withdraw(n.prefix, path_id));
-            continue;
-        }
         let next_hop = match next_hop {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
         };
+        let to_self = ctx.local_addrs.contains(&next_hop);
+        if to_self {
+            rejection.get_or_insert(Rejection::NextHopIsSelf);
+        }
+        // Our own prefixes are ours: a copy from a peer is not imported
+        // (it would replace the blackhole for our blocks).
+        if looped.is_some() || to_self || ctx.own.contains(&n.prefix) {
+            // An UPDATE replacing a route implicitly withdraws the old one.
+            changes.push(RibChange::Withdraw(n.prefix, path_id));
+            continue;
+        }
         changes.push(RibChange::Announce(
             n.prefix,
             Path {
@@ -141,8 +152,11 @@ mod tests {
             }),
             four_octet_as: true,
             families: [Family::Ipv4Unicast].into_iter().collect(),
+            local_addrs: LOCAL,
         }
     }
+
+    const LOCAL: &[IpAddr] = &[IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))];
 
     fn update(path: Vec<u32>, extra: Vec<AttrValue>) -> UpdateMsg {
         let mut attrs = vec![
@@ -202,6 +216,19 @@ mod tests {
         c.own = &own;
         let (ch, _) = import(&update(vec![65001], vec![]), &c);
         assert!(ch.iter().all(|x| matches!(x, RibChange::Withdraw(..))));
+    }
+
+    #[test]
+    fn a_next_hop_that_is_our_own_address_is_ignored() {
+        let mut u = update(vec![65001], vec![]);
+        u.attrs[2] = PathAttr::new(AttrValue::NextHop(Ipv4Addr::new(10, 0, 0, 1)));
+        let (ch, r) = import(&u, &ctx(true));
+        assert_eq!(r, Some(Rejection::NextHopIsSelf));
+        assert!(ch.iter().all(|x| matches!(x, RibChange::Withdraw(..))), "{ch:?}");
+        // Another next hop is fine.
+        let (ch, r) = import(&update(vec![65001], vec![]), &ctx(true));
+        assert_eq!(r, None);
+        assert!(ch.iter().any(|x| matches!(x, RibChange::Announce(..))));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -169,6 +169,8 @@ pub struct PeerTask {
     prefixes_advertised: usize,
     updates_received: u64,
     updates_sent: u64,
+    /// Malformed messages received, for RFC 7606 §6 logging.
+    malformed: u64,
 }
 
 impl PeerTask {
@@ -201,6 +203,7 @@ impl PeerTask {
             prefixes_advertised: 0,
             updates_received: 0,
             updates_sent: 0,
+            malformed: 0,
         };
         task.publish();
         (task, tx)
@@ -286,9 +289,17 @@ impl PeerTask {
                     }
                     let ctx = self.decode_ctx(id);
                     match Message::decode(&frame, &ctx) {
-                        Ok(m) => self.event(Event::Message(id, m)),
+                        Ok(m) => {
+                            if let Message::Update(u) = &m {
+                                if u.treat_as_withdraw.is_some() || !u.discarded.is_empty() {
+                                    self.log_malformed(&frame);
+                                }
+                            }
+                            self.event(Event::Message(id, m));
+                        }
                         Err(e) => {
                             warn!(peer = %self.cfg.address, "malformed message: {e}");
+                            self.log_malformed(&frame);
                             self.event(Event::DecodeError(id, e));
                         }
                     }
@@ -760,6 +771,18 @@ impl PeerTask {
         }
     }
 
+    /// RFC 7606 §6: a malformed UPDATE is logged whole, as hex, so that the
+    /// sender's bug can be found. A peer that sends many is logged for the
+    /// first MALFORMED_DUMPS, then every thousandth.
+    fn log_malformed(&mut self, frame: &[u8]) {
+        const MALFORMED_DUMPS: u64 = 16;
+        self.malformed += 1;
+        if self.malformed <= MALFORMED_DUMPS || self.malformed % 1000 == 0 {
+            let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
+            warn!(peer = %self.cfg.address, count = self.malformed, "malformed message (hex): {hex}");
+        }
+    }
+
     fn log_skipped(&self, skipped: &[export::Skipped]) {
         for s in skipped {
             warn!(peer = %self.cfg.address, prefix = %s.prefix, "not advertised: {}", s.reason);
@@ -838,7 +861,7 @@ impl PeerTask {
 
     fn update(&mut self, u: &UpdateMsg) {
         self.updates_received += 1;
-        let (Some((_, n)), Some(PathSource::Peer(peer))) = (&self.session, &self.source) else { return };
+        let (Some((id, n)), Some(PathSource::Peer(peer))) = (&self.session, &self.source) else { return };
         if let Some(e) = &u.treat_as_withdraw {
             warn!(peer = %self.cfg.address, "malformed UPDATE treated as withdraw (RFC 7606): {e}");
         }
@@ -871,6 +894,14 @@ impl PeerTask {
             }
             return;
         }
+        let local_addrs: Vec<IpAddr> = [
+            self.session_addrs(*id).map(|a| a.local_addr),
+            self.node.node_v4.map(IpAddr::V4),
+            self.node.node_v6.map(IpAddr::V6),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         let ctx = ImportCtx {
             local_as: self.node.local_as,
             router_id: self.node.router_id,
@@ -880,9 +911,13 @@ impl PeerTask {
             peer: peer.clone(),
             four_octet_as: n.four_octet_as,
             families: n.families,
+            local_addrs: &local_addrs,
         };
         let (changes, rejected) = import::import(u, &ctx);
         if let Some(r) = rejected {
+            if r == import::Rejection::NextHopIsSelf {
+                warn!(peer = %self.cfg.address, "route with this node's own address as next hop ignored (RFC 4271 §6.3)");
+            }
             debug!(peer = %self.cfg.address, "announcement rejected: {r:?}");
         }
         let src = PathSource::Peer(peer.clone());

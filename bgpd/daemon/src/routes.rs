@@ -138,7 +138,7 @@ pub fn walk(src: &impl Source, q: &Query, mut emit: impl FnMut(Vec<Selected>) ->
         PrefixMatch::All => {
             let t = std::time::Instant::now();
             let mut keys: Vec<IpNet> = src.rib().iter().map(|(p, _)| *p).collect();
-            tracing::debug!(prefixes = keys.len(), took = ?t.elapsed(), "route walk: keys copied");
+            tracing::trace!(prefixes = keys.len(), took = ?t.elapsed(), "route walk: keys copied");
             keys.sort_unstable();
             keys
         }

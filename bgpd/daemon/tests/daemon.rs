@@ -216,6 +216,106 @@ fn rfc7606_malformed_updates_over_a_real_session() {
 }
 
 #[test]
+fn rfc7606_attributes_without_reachable_nlri_reset_ipv4_and_ipv6() {
+    if testbed::skip_unless_root("rfc7606_attributes_without_reachable_nlri_reset_ipv4_and_ipv6") {
+        return;
+    }
+    // RFC 7606 §5.2: an UPDATE with attributes but no reachable NLRI cannot
+    // be treated as a withdraw, so an error that calls for one resets. One
+    // peer per case, so no case waits for a reconnect.
+    let p = pair("r52");
+    p.peer.add_addr("eth0", "10.1.0.3/24").unwrap();
+    let cfg = merled_config(&[(PEER_V4, 65002), ("10.1.0.3", 65003), (PEER_V6, 65006)], 90)
+        .replace("\"\nas_number = ", "\"\npassive = true\nas_number = ");
+    let m = start_merled(&p, &cfg);
+    let bad_origin: &[u8] = &[0x40, 1, 1, 3];
+    let communities_5: &[u8] = &[0xc0, 8, 5, 1, 2, 3, 4, 5];
+
+    // IPv4, COMMUNITIES of length 5 next to a valid ORIGIN and AS_PATH,
+    // no NLRI at all: Attribute Length Error.
+    let (routed_tx, routed_rx) = mpsc::channel::<()>();
+    let dst: SocketAddr = format!("{MERLE_V4}:179").parse().unwrap();
+    let a = p
+        .peer
+        .spawn(move || {
+            let mut s = Speaker::connect(PEER_V4.parse().unwrap(), dst).unwrap();
+            s.handshake(65002, Ipv4Addr::new(10, 1, 0, 2), 90);
+            s.send_update_raw(&valid(&[]), &nlri24(1));
+            routed_rx.recv().unwrap();
+            s.send_update_raw(&[ORIGIN, AS_PATH, communities_5].concat(), &[]);
+            s.notification(T)
+        })
+        .unwrap();
+    wait_route(&m, "10.9.1.0/24", PEER_V4, T);
+    routed_tx.send(()).unwrap();
+    assert_eq!(a.join().unwrap().unwrap(), Some((3, 5)), "UPDATE Message Error / Attribute Length Error");
+    wait::poll("10.9.1.0/24 gone with the session", T, || m.route("10.9.1.0/24", PEER_V4).is_none().then_some(()))
+        .unwrap();
+
+    // IPv4, a malformed ORIGIN in an UPDATE that only withdraws.
+    let b = p
+        .peer
+        .spawn(move || {
+            let mut s = Speaker::connect("10.1.0.3".parse().unwrap(), dst).unwrap();
+            s.handshake(65003, Ipv4Addr::new(10, 1, 0, 3), 90);
+            s.send_update_parts(&nlri24(2), &[bad_origin, AS_PATH].concat(), &[]);
+            s.notification(T)
+        })
+        .unwrap();
+    assert_eq!(b.join().unwrap().unwrap(), Some((3, 6)), "UPDATE Message Error / Invalid ORIGIN Attribute");
+
+    // IPv6 over an IPv6 session: a malformed ORIGIN next to reachable NLRI
+    // in MP_REACH_NLRI is treated as withdraw (the session stays); next to
+    // an MP_UNREACH_NLRI it resets.
+    let (step_tx, step_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let dst6: SocketAddr = format!("[{MERLE_V6}]:179").parse().unwrap();
+    let mp_reach = |third: u8| -> Vec<u8> {
+        let mut mp = vec![0x80, 14, 26, 0, 2, 1, 16];
+        mp.extend_from_slice(&PEER_V6.parse::<std::net::Ipv6Addr>().unwrap().octets());
+        mp.extend_from_slice(&[0, 32, 0xfd, 0, 0, third]);
+        mp
+    };
+    let c = p
+        .peer
+        .spawn(move || {
+            use bgpd::packet::{AfiSafi, Capability};
+            let mut s = Speaker::connect(PEER_V6.parse().unwrap(), dst6).unwrap();
+            let caps = vec![Capability::Multiprotocol(AfiSafi::IPV6_UNICAST), Capability::FourOctetAs(65006)];
+            s.handshake_with(65006, Ipv4Addr::new(10, 1, 0, 6), 90, caps);
+            let as_path: &[u8] = &[0x40, 2, 6, 2, 1, 0, 0, 0xfd, 0xee]; // 65006
+            s.send_update_raw(&[ORIGIN, as_path, &mp_reach(1)].concat(), &[]);
+            s.send_update_raw(&[ORIGIN, as_path, &mp_reach(2)].concat(), &[]);
+            step_rx.recv().unwrap();
+            s.send_update_raw(&[bad_origin, as_path, &mp_reach(2)].concat(), &[]);
+            // Still up: no NOTIFICATION.
+            let quiet = s.notification(Duration::from_millis(500));
+            done_tx.send(()).unwrap();
+            step_rx.recv().unwrap();
+            s.send_update_raw(&[bad_origin, &[0x80, 15, 8, 0, 2, 1, 32, 0xfd, 0, 0, 1]].concat(), &[]);
+            (quiet, s.notification(T))
+        })
+        .unwrap();
+    wait_route(&m, "fd00:1::/32", PEER_V6, T);
+    wait_route(&m, "fd00:2::/32", PEER_V6, T);
+    step_tx.send(()).unwrap();
+    done_rx.recv_timeout(T).unwrap();
+    wait::poll("fd00:2::/32 withdrawn", T, || m.route("fd00:2::/32", PEER_V6).is_none().then_some(())).unwrap();
+    assert!(m.route("fd00:1::/32", PEER_V6).is_some());
+    assert_eq!(m.peer_state(PEER_V6).as_deref(), Some("Established"));
+    step_tx.send(()).unwrap();
+    let (quiet, reset) = c.join().unwrap().unwrap();
+    assert_eq!(quiet, None, "treat-as-withdraw must keep the session");
+    assert_eq!(reset, Some((3, 6)), "UPDATE Message Error / Invalid ORIGIN Attribute");
+    wait::poll("fd00:1::/32 gone with the session", T, || m.route("fd00:1::/32", PEER_V6).is_none().then_some(()))
+        .unwrap();
+    // Every malformed UPDATE was logged whole (RFC 7606 §6).
+    let log = m.daemon.log_tail(400);
+    assert_eq!(log.matches("malformed message (hex): ").count(), 4, "{log}");
+    assert!(log.contains("c008050102030405"), "the COMMUNITIES attribute in the dump: {log}");
+}
+
+#[test]
 fn a_stuck_peer_does_not_stall_the_others() {
     if testbed::skip_unless_root("a_stuck_peer_does_not_stall_the_others") {
         return;

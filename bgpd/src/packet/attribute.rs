@@ -193,7 +193,7 @@ fn as_path_err(_: AsPathError) -> AttrErrorKind {
 }
 
 /// RFC 4271 §6.3: the NEXT_HOP must be a valid unicast host address.
-fn valid_next_hop(a: Ipv4Addr) -> bool {
+pub(super) fn valid_next_hop(a: Ipv4Addr) -> bool {
     !(a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_broadcast() || a.octets()[0] >= 240)
 }
 

@@ -121,6 +121,9 @@ pub enum AttrErrorKind {
     UnrecognizedWellKnown,
     /// The NLRI inside MP_REACH_NLRI / MP_UNREACH_NLRI does not parse.
     InvalidNetworkField,
+    /// An attribute only internal peers may send, from an external one
+    /// (ORIGINATOR_ID, CLUSTER_LIST: RFC 7606 §7.9, §7.10).
+    FromExternalPeer,
 }
 
 impl AttrErrorKind {
@@ -134,7 +137,9 @@ impl AttrErrorKind {
             Self::InvalidOrigin => INVALID_ORIGIN_ATTRIBUTE,
             Self::InvalidNextHop => INVALID_NEXT_HOP_ATTRIBUTE,
             Self::MalformedAsPath => MALFORMED_AS_PATH,
-            Self::OptionalAttributeError | Self::InvalidNetworkField => OPTIONAL_ATTRIBUTE_ERROR,
+            Self::OptionalAttributeError | Self::InvalidNetworkField | Self::FromExternalPeer => {
+                OPTIONAL_ATTRIBUTE_ERROR
+            }
             Self::MissingWellKnown => MISSING_WELL_KNOWN_ATTRIBUTE,
             Self::UnrecognizedWellKnown => UNRECOGNIZED_WELL_KNOWN_ATTRIBUTE,
         }

@@ -105,6 +105,14 @@ impl UpdateMsg {
             }
         }
 
+        // RFC 7606 §5.2: with no reachable NLRI there is nothing to treat as
+        // withdrawn, so an error that calls for it resets the session.
+        if !msg.reaches_anything() {
+            for e in errors.iter_mut().filter(|e| e.action == AttrAction::TreatAsWithdraw) {
+                e.action = AttrAction::SessionReset;
+            }
+        }
+
         for e in errors {
             match e.action {
                 AttrAction::SessionReset => return Err(DecodeError::Attribute(e)),
@@ -176,6 +184,13 @@ impl UpdateMsg {
                 });
                 continue;
             }
+            // RFC 7606 §7.9, §7.10: ORIGINATOR_ID and CLUSTER_LIST are for
+            // internal peers; from an external one they are discarded,
+            // well-formed or not.
+            if ctx.ebgp && matches!(code, attr::ORIGINATOR_ID | attr::CLUSTER_LIST) {
+                errors.push(attr_error(code, AttrErrorKind::FromExternalPeer, AttrAction::AttributeDiscard, raw));
+                continue;
+            }
             let action = attr::malformed_action(code, ctx.ebgp);
             if !flags_ok(code, flags) {
                 errors.push(attr_error(code, AttrErrorKind::FlagsError, action, raw));
@@ -189,11 +204,16 @@ impl UpdateMsg {
         Ok(())
     }
 
+    /// Whether the UPDATE announces any route: IPv4 NLRI, or NLRI in an
+    /// MP_REACH_NLRI of a family merle decodes.
+    fn reaches_anything(&self) -> bool {
+        !self.nlri.is_empty() || self.mp_reach().is_some_and(|r| !r.nlri.is_empty())
+    }
+
     /// RFC 7606 §3 d: a missing well-known mandatory attribute withdraws, but
     /// only when the UPDATE announces something.
     fn check_mandatory(&self, errors: &mut Vec<AttrError>) {
-        let announces = !self.nlri.is_empty() || self.mp_reach().is_some_and(|r| !r.nlri.is_empty());
-        if !announces {
+        if !self.reaches_anything() {
             return;
         }
         let mut required = vec![attr::ORIGIN, attr::AS_PATH];
@@ -218,8 +238,10 @@ impl UpdateMsg {
     /// through (unspecified, multicast, loopback) withdraws its NLRI.
     fn check_mp_next_hop(&self, errors: &mut Vec<AttrError>) {
         let Some(r) = self.mp_reach() else { return };
+        // The same rules as for NEXT_HOP. (A link-local address alone is
+        // allowed: unnumbered sessions send one.)
         let bad = match r.next_hop.addr() {
-            std::net::IpAddr::V4(a) => a.is_unspecified() || a.is_multicast() || a.is_loopback() || a.is_broadcast(),
+            std::net::IpAddr::V4(a) => !attr::valid_next_hop(a),
             std::net::IpAddr::V6(a) => a.is_unspecified() || a.is_multicast() || a.is_loopback(),
         };
         if bad && !r.nlri.is_empty() {
@@ -374,7 +396,11 @@ impl UpdateMsg {
     /// an empty UPDATE for IPv4 unicast, or an MP_UNREACH_NLRI with no
     /// withdrawn routes and no other attributes.
     pub fn end_of_rib(&self) -> Option<AfiSafi> {
-        if !self.withdrawn.is_empty() || !self.nlri.is_empty() {
+        // An attribute dropped as malformed was still there: not a marker.
+        if !self.withdrawn.is_empty() || !self.nlri.is_empty() || self.treat_as_withdraw.is_some() {
+            return None;
+        }
+        if !self.discarded.is_empty() {
             return None;
         }
         match self.attrs.as_slice() {

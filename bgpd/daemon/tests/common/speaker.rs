@@ -41,7 +41,13 @@ impl Speaker {
 
     /// Sends an UPDATE built from raw path attributes and IPv4 NLRI bytes.
     pub fn send_update_raw(&mut self, attrs: &[u8], nlri: &[u8]) {
-        let mut body = vec![0, 0];
+        self.send_update_parts(&[], attrs, nlri);
+    }
+
+    /// Sends an UPDATE from raw IPv4 withdrawn routes, attributes and NLRI.
+    pub fn send_update_parts(&mut self, withdrawn: &[u8], attrs: &[u8], nlri: &[u8]) {
+        let mut body = (withdrawn.len() as u16).to_be_bytes().to_vec();
+        body.extend_from_slice(withdrawn);
         body.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
         body.extend_from_slice(attrs);
         body.extend_from_slice(nlri);
@@ -67,6 +73,19 @@ impl Speaker {
                 Ok(0) => return None,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(_) => return None,
+            }
+        }
+    }
+
+    /// The NOTIFICATION's (code, subcode) if one arrives within `timeout`
+    /// (other messages are skipped); `None` on silence or close.
+    pub fn notification(&mut self, timeout: Duration) -> Option<(u8, u8)> {
+        let end = Instant::now() + timeout;
+        loop {
+            match self.recv(end.checked_duration_since(Instant::now())?) {
+                Some(Message::Notification(n)) => return Some((n.code, n.subcode)),
+                Some(_) => continue,
+                None => return None,
             }
         }
     }
