@@ -250,3 +250,139 @@ fn ipv6_plain_multipath_blackhole_and_vxlan_v6() {
     poll("the multipath route back", Duration::from_secs(2), || (routes_of(&ns, "-6") == want).then_some(())).unwrap();
     fib.stop();
 }
+
+/// The VXLAN device's neighbour and FDB tables as `ip`/`bridge` print them,
+/// sorted.
+fn l2_tables(ns: &Netns, dev: &str) -> (Vec<String>, Vec<String>) {
+    let lines = |s: String| -> Vec<String> {
+        let mut v: Vec<String> = s.lines().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect();
+        v.sort();
+        v
+    };
+    (
+        lines(ns.ip(&["neigh", "show", "dev", dev]).unwrap()),
+        lines(ns.exec(&["bridge", "fdb", "show", "dev", dev]).unwrap()),
+    )
+}
+
+fn mac_of(ip: &str) -> String {
+    fib_sync::vtep::mac_string(fib_sync::vtep::vtep_mac(ip.parse().unwrap()))
+}
+
+#[test]
+fn vxlan_neighbour_and_fdb_entries_follow_nodes_joining_leaving_and_mode_changes() {
+    if testbed::skip_unless_root("vxlan_neighbour_and_fdb_entries_follow_nodes_joining_leaving_and_mode_changes") {
+        return;
+    }
+    let ns = node();
+    // Nodes 2-7 on our subnet (VXLAN only in mode Always), nodes 2-7 behind
+    // a router (VXLAN in CrossSubnet and Always); node i's block is
+    // 10.244.<i>.0/26 on the subnet and 10.244.<10+i>.0/26 behind it.
+    let local = |i: u8| format!("10.0.0.{i}");
+    let remote = |i: u8| format!("10.1.0.{i}");
+    let mut s = settings(&[], Duration::from_secs(60));
+    let fib = start(&ns, s.clone());
+    fib.converged();
+    // Someone else's entries: a flood entry on merle's device, and entries
+    // that look like merle's on a device that is not merle's.
+    fib.routes(vec![(p("10.244.99.0/26"), hops(&["10.1.0.99"]))]);
+    poll("vxlan.merle", Duration::from_secs(5), || ns.ip(&["link", "show", "vxlan.merle"]).ok()).unwrap();
+    ns.exec(&[
+        "bridge",
+        "fdb",
+        "append",
+        "00:00:00:00:00:00",
+        "dev",
+        "vxlan.merle",
+        "dst",
+        "10.9.9.9",
+        "self",
+        "permanent",
+    ])
+    .unwrap();
+    ns.ip(&[
+        "link",
+        "add",
+        "vx.other",
+        "type",
+        "vxlan",
+        "id",
+        "99",
+        "dstport",
+        "4790",
+        "local",
+        "10.0.0.1",
+        "nolearning",
+    ])
+    .unwrap();
+    ns.ip(&["link", "set", "vx.other", "up"]).unwrap();
+    let mac5 = mac_of("10.1.0.5");
+    ns.exec(&["bridge", "fdb", "append", &mac5, "dev", "vx.other", "dst", "10.1.0.5", "self", "permanent"]).unwrap();
+    ns.ip(&["neigh", "replace", "10.1.0.5", "lladdr", &mac5, "dev", "vx.other", "nud", "permanent"]).unwrap();
+    let other = l2_tables(&ns, "vx.other");
+    fib.routes(vec![(p("10.244.99.0/26"), vec![])]);
+
+    for round in 0..8u8 {
+        // Members change every round; the pool's mode every other one.
+        let always = round % 4 >= 2;
+        for pool in &mut s.pools {
+            pool.vxlan_mode = if always { EncapMode::Always } else { EncapMode::CrossSubnet };
+        }
+        fib.settings(s.clone());
+        let member = |i: u8| (i + round) % 3 != 0;
+        let mut updates = Vec::new();
+        let mut vteps: Vec<String> = Vec::new();
+        for i in 2..8u8 {
+            for (node, block, vxlan) in [(local(i), i, always), (remote(i), 10 + i, true)] {
+                let prefix = p(&format!("10.244.{block}.0/26"));
+                if member(i) {
+                    updates.push((prefix, hops(&[node.as_str()])));
+                    if vxlan {
+                        vteps.push(node);
+                    }
+                } else {
+                    updates.push((prefix, vec![]));
+                }
+            }
+        }
+        fib.routes(updates);
+        let mut want_neigh: Vec<String> = vteps.iter().map(|v| format!("{v} lladdr {} PERMANENT", mac_of(v))).collect();
+        let mut want_fdb: Vec<String> = vteps.iter().map(|v| format!("{} dst {v} self permanent", mac_of(v))).collect();
+        want_fdb.push("00:00:00:00:00:00 dst 10.9.9.9 self permanent".into());
+        want_neigh.sort();
+        want_fdb.sort();
+        poll(&format!("round {round}: neighbour and FDB entries"), Duration::from_secs(5), || {
+            (l2_tables(&ns, "vxlan.merle") == (want_neigh.clone(), want_fdb.clone())).then_some(())
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e} (mode {}): have {:#?}, want {:#?}",
+                if always { "Always" } else { "CrossSubnet" },
+                l2_tables(&ns, "vxlan.merle"),
+                (&want_neigh, &want_fdb)
+            )
+        });
+    }
+    assert_eq!(l2_tables(&ns, "vx.other"), other, "another device's entries were touched");
+
+    // A resync rewrites nothing that is right: the kernel reports no FDB
+    // change at all.
+    let dir = testbed::TempDir::new("fdbmon").unwrap();
+    let log = dir.path().join("monitor.txt");
+    let mut mon =
+        testbed::process::Daemon::spawn(&ns, "bridge monitor", &["bridge", "monitor", "fdb"], &log, &[]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    fib.sender().send(fib_sync::Input::Resync("test")).unwrap();
+    // A change elsewhere forces a pass over the L2 entries too.
+    fib.routes(vec![(p("10.244.50.0/26"), hops(&["10.1.0.50"]))]);
+    poll("the new VTEP's entry", Duration::from_secs(5), || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("10.1.0.50").then_some(())
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    mon.stop(Duration::from_secs(2));
+    let events = std::fs::read_to_string(&log).unwrap();
+    let fdb_events: Vec<&str> = events.lines().filter(|l| l.contains("vxlan.merle")).collect();
+    assert_eq!(fdb_events.len(), 1, "only the new VTEP's FDB entry may be written: {fdb_events:#?}");
+    fib.stop();
+}

@@ -139,7 +139,10 @@ pub fn start(merled: &Path, merlectl: &Path) -> anyhow::Result<Demo> {
         ns_tor.ip(&["link", "set", &tor_dev, "master", "br0"])?;
         ns.add_addr("eth0", &format!("10.0.0.{}/24", i + 1))?;
         ns.add_addr("eth0", &format!("fd00::{}/64", i + 1))?;
-        ns.ip(&["route", "add", "default", "via", "10.0.0.254"])?;
+        // No static default route: the nodes take theirs from the ToR over
+        // BGP, as racks peered with their ToR do. (A static one would
+        // collide with the learned default, which merle then refuses to
+        // replace.)
         ns_nodes.push(ns);
     }
     let tor = Frr::start(&ns_tor, "tor", &tor_config())?;
@@ -166,7 +169,8 @@ impl Demo {
     pub fn add_pods(&mut self, cni: &Path) -> anyhow::Result<()> {
         for (name, node) in [("a0", 0usize), ("a1", 0), ("b0", 1)] {
             let ns = Netns::new(&format!("pod-{name}"))?;
-            let r = crate::cni::run(cni, &self.ns_nodes[node], "ADD", &self.nodes[node].config, &ns, name)?;
+            let rt = crate::cni::Runtime::new(cni, &self.nodes[node].config)?;
+            let r = rt.add(&self.ns_nodes[node], &ns, name)?;
             self.pods.push(Pod { name: name.into(), node, ns, addrs: crate::cni::addresses(&r) });
         }
         Ok(())
@@ -203,6 +207,34 @@ impl Demo {
             let logs: Vec<String> = self.nodes.iter().map(|m| m.daemon.log_tail(15)).collect();
             format!("merled logs:\n{}", logs.join("\n---\n"))
         })
+    }
+
+    /// What is not as it should be once the demo has converged: a kernel
+    /// route fib-sync could not install, a rejected configuration. Empty
+    /// when all is well.
+    pub fn problems(&self) -> anyhow::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for (i, m) in self.nodes.iter().enumerate() {
+            let name = ["node-a", "node-b"][i];
+            let fib: serde_json::Value = serde_json::from_str(&m.merlectl(&["fib", "--json"])?)?;
+            for r in fib.as_array().into_iter().flatten() {
+                if r["state"] != "installed" {
+                    out.push(format!("{name}: {} is {}", r["prefix"], r));
+                }
+            }
+            if let Some(e) = m.status()?["config_error"].as_str() {
+                out.push(format!("{name}: configuration rejected: {e}"));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waits (bounded) until [`Demo::problems`] is empty.
+    pub fn settle(&self, timeout: Duration) -> anyhow::Result<()> {
+        match wait::poll("every kernel route installed", timeout, || self.problems().ok().filter(Vec::is_empty)) {
+            Ok(_) => Ok(()),
+            Err(e) => anyhow::bail!("{e}: {:?}", self.problems()?),
+        }
     }
 
     pub fn print(&self) -> anyhow::Result<()> {

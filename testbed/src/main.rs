@@ -87,7 +87,8 @@ fn main() -> anyhow::Result<()> {
             );
             d.add_pods(&sibling_binary("merle-cni")?).context("creating pods with merle-cni")?;
             d.converge(Duration::from_secs(60))?;
-            println!("All sessions Established, every pod block routed.\n");
+            d.settle(Duration::from_secs(20))?;
+            println!("All sessions Established, every pod block routed, every kernel route installed.\n");
             d.print()?;
             if keep {
                 println!("\nKeeping the testbed up. Try:");

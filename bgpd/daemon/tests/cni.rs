@@ -34,9 +34,15 @@ fn config(name: &str, addr: &str, etcd: &str, lock_dir: &Path) -> String {
     )
 }
 
-/// Runs merle-cni in `node` for a pod netns; returns the parsed output.
+/// Runs the project's conflist (merle-cni, portmap, bandwidth) in `node`
+/// for a pod netns; returns the ADD result (null for DEL).
 fn cni(node: &Netns, cmd: &str, merle_config: &Path, pod: &Netns, id: &str) -> anyhow::Result<Value> {
-    testbed::cni::run(&sibling_binary("merle-cni")?, node, cmd, merle_config, pod, id)
+    let rt = testbed::cni::Runtime::new(&sibling_binary("merle-cni")?, merle_config)?;
+    match cmd {
+        "ADD" => rt.add(node, pod, id),
+        "DEL" => rt.del(node, pod, id).map(|()| Value::Null),
+        _ => anyhow::bail!("unsupported command {cmd}"),
+    }
 }
 
 fn pod_ip(result: &Value) -> String {

@@ -281,13 +281,14 @@ fn print_ipam(r: &merle_cni::ipam::report::Report) {
     print!("{}", table(&["HANDLE", "NODE", "ADDRESSES", "SOURCE"], &rows));
 }
 
-/// A share in percent, with enough digits that a used share never reads
-/// as 0 (a few pods in an IPv6 pool are a tiny fraction of it).
+/// A share in percent that never reads as 0 when something is used (a few
+/// pods in an IPv6 pool are a vanishing fraction of it).
 fn percent(p: f64) -> String {
-    if p == 0.0 || p >= 0.1 {
-        format!("{p:.1}%")
-    } else {
-        format!("{p:.1e}%")
+    match p {
+        0.0 => "0%".into(),
+        p if p < 0.001 => "<0.001%".into(),
+        p if p < 0.1 => format!("{p:.3}%"),
+        p => format!("{p:.1}%"),
     }
 }
 
