@@ -526,3 +526,27 @@ fn as4_path_and_as4_aggregator_from_a_two_octet_peer() {
     let u = decode(&[ORIGIN_IGP, &as_path4, NEXT_HOP, &as4_path].concat(), &ctx4).unwrap();
     assert_eq!(u.effective_as_path(true).unwrap().flat(), vec![65001]);
 }
+
+#[test]
+fn mp_reach_nlri_is_encoded_first() {
+    // RFC 7606 §5.1: MP_REACH_NLRI / MP_UNREACH_NLRI go before every other
+    // attribute, so that a receiver that finds an error further on still
+    // knows which routes to withdraw.
+    use bgpd::packet::{AsPath, EncodeCtx, Family, NextHop, Nlri, Origin, PathAttr};
+    let ctx = EncodeCtx { four_octet_as: true, ..EncodeCtx::default() };
+    let attrs = [
+        PathAttr::new(bgpd::packet::AttrValue::Origin(Origin::Igp)),
+        PathAttr::new(bgpd::packet::AttrValue::AsPath(AsPath::sequence(vec![65001]))),
+    ];
+    let nh = NextHop::V6 { global: "fd00::1".parse().unwrap(), link_local: None };
+    let nlri = [Nlri::new("fd00:1::/32".parse().unwrap())];
+    for u in UpdateMsg::pack(&attrs, Family::Ipv6Unicast, Some(nh), &nlri, &ctx) {
+        let wire = Message::Update(u).encode(&ctx);
+        // Header, Withdrawn Routes Length 0, Total Path Attribute Length,
+        // then the first attribute's flags and type.
+        assert_eq!(wire[19..21], [0, 0]);
+        assert_eq!(wire[24], attr::MP_REACH_NLRI, "{wire:02x?}");
+    }
+    let eor = Message::Update(UpdateMsg::end_of_rib_marker(Family::Ipv6Unicast)).encode(&ctx);
+    assert_eq!(eor[24], attr::MP_UNREACH_NLRI);
+}
