@@ -139,7 +139,7 @@ async fn stream_routes<W: tokio::io::AsyncWrite + Unpin>(
 ) -> anyhow::Result<()> {
     let shared = shared.clone();
     stream(wr, "routes", move |emit| {
-        routes::walk(&*shared, &q, |slice| {
+        routes::walk(&shared, &q, |slice| {
             let rows: Vec<_> = slice.iter().flat_map(routes::entries).collect();
             emit(json_items(&rows))
         });
@@ -151,7 +151,7 @@ async fn count_routes(q: Query, shared: &Arc<Shared>) -> Response {
     let shared = shared.clone();
     let counted = tokio::task::spawn_blocking(move || {
         let mut c = RouteCounts::default();
-        routes::walk(&*shared, &q, |slice| {
+        routes::walk(&shared, &q, |slice| {
             routes::count(&mut c, &slice);
             true
         });

@@ -24,9 +24,10 @@ pub struct ImportCtx<'a> {
     pub peer: Arc<PeerRef>,
     pub four_octet_as: bool,
     pub families: FamilySet,
-    /// This node's addresses (the session's own end among them): a route
-    /// whose next hop is one of them is ignored (RFC 4271 §6.3).
-    pub local_addrs: &'a [IpAddr],
+    /// This node's addresses (the session's own end, the node's IPv4 and
+    /// IPv6 addresses): a route whose next hop is one of them is ignored
+    /// (RFC 4271 §6.3).
+    pub local_addrs: [Option<IpAddr>; 3],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +104,7 @@ pub fn import(u: &UpdateMsg, ctx: &ImportCtx<'_>) -> (Vec<RibChange>, Option<Rej
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
         };
-        let to_self = ctx.local_addrs.contains(&next_hop);
+        let to_self = ctx.local_addrs.contains(&Some(next_hop));
         if to_self {
             rejection.get_or_insert(Rejection::NextHopIsSelf);
         }
@@ -152,11 +153,9 @@ mod tests {
             }),
             four_octet_as: true,
             families: [Family::Ipv4Unicast].into_iter().collect(),
-            local_addrs: LOCAL,
+            local_addrs: [Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))), None, None],
         }
     }
-
-    const LOCAL: &[IpAddr] = &[IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))];
 
     fn update(path: Vec<u32>, extra: Vec<AttrValue>) -> UpdateMsg {
         let mut attrs = vec![

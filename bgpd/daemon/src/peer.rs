@@ -894,14 +894,6 @@ impl PeerTask {
             }
             return;
         }
-        let local_addrs: Vec<IpAddr> = [
-            self.session_addrs(*id).map(|a| a.local_addr),
-            self.node.node_v4.map(IpAddr::V4),
-            self.node.node_v6.map(IpAddr::V6),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
         let ctx = ImportCtx {
             local_as: self.node.local_as,
             router_id: self.node.router_id,
@@ -911,7 +903,11 @@ impl PeerTask {
             peer: peer.clone(),
             four_octet_as: n.four_octet_as,
             families: n.families,
-            local_addrs: &local_addrs,
+            local_addrs: [
+                self.session_addrs(*id).map(|a| a.local_addr),
+                self.node.node_v4.map(IpAddr::V4),
+                self.node.node_v6.map(IpAddr::V6),
+            ],
         };
         let (changes, rejected) = import::import(u, &ctx);
         if let Some(r) = rejected {

@@ -14,12 +14,13 @@
 //! prefix added after the keys were copied is not shown.
 
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use bgpd::rib::{Destination, Path, PathSource, Rib};
 use ipnet::IpNet;
 
 use crate::api::{FibRoute, PeerCount, RouteCounts, RouteEntry, RouteQuery};
+use crate::shared::{lock, Shared};
 
 /// Prefixes visited per lock hold: about 0.2 ms of copying in a release
 /// build.
@@ -100,16 +101,6 @@ pub struct Selected {
     pub fib: Option<String>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Where a walk reads from: the RIB and, optionally, fib-sync's report.
-pub trait Source {
-    fn rib(&self) -> MutexGuard<'_, Rib>;
-    fn fib_status(&self) -> Option<std::sync::Arc<Mutex<fib_sync::FibStatus>>>;
-}
-
 fn select(q: &Query, prefix: IpNet, d: &Destination, fib: Option<&fib_sync::FibStatus>) -> Option<Selected> {
     let paths: Vec<(usize, Path)> =
         d.paths.iter().enumerate().filter(|(i, p)| q.selects(*i, p)).map(|(i, p)| (i, p.clone())).collect();
@@ -130,7 +121,7 @@ fn longest(rib: &Rib, addr: IpAddr) -> Option<IpNet> {
 /// Visits what `q` selects in prefix order, a slice at a time; `emit`
 /// returns false to stop (the client went away). Holds the RIB lock only
 /// while one slice is copied: call it off the event-loop thread.
-pub fn walk(src: &impl Source, q: &Query, mut emit: impl FnMut(Vec<Selected>) -> bool) {
+pub fn walk(src: &Shared, q: &Query, mut emit: impl FnMut(Vec<Selected>) -> bool) {
     let fib = src.fib_status();
     let keys: Vec<IpNet> = match q.prefix {
         PrefixMatch::Exact(p) => vec![p],

@@ -86,7 +86,7 @@ pub struct Shared {
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it:
 /// the RIB and status tables stay consistent between statements.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -220,14 +220,5 @@ impl Shared {
             config_error: lock(&self.config_error).clone(),
             fib: self.fib_summary(),
         }
-    }
-}
-
-impl crate::routes::Source for Shared {
-    fn rib(&self) -> MutexGuard<'_, Rib> {
-        lock(&self.rib)
-    }
-    fn fib_status(&self) -> Option<Arc<Mutex<fib_sync::FibStatus>>> {
-        Shared::fib_status(self)
     }
 }
