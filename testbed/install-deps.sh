@@ -2,10 +2,12 @@
 # Installs what merle's demo and tests need on Debian 12, idempotently:
 # BIRD 2 and FRR (interop peers), iproute2, ping and tcpdump, etcd (the
 # cluster store), the reference CNI plugins, and protoc (etcd-client builds
-# its gRPC stubs with it).
+# its gRPC stubs with it), clang-19 and libbpf-dev (the eBPF programs),
+# bpftool, nftables (outgoing NAT), iptables, iperf3 and sockperf (the
+# datapath tests and benchmark).
 set -euo pipefail
 
-need=(bird2 frr iproute2 iputils-ping tcpdump procps etcd-server containernetworking-plugins protobuf-compiler libprotobuf-dev)
+need=(bird2 frr iproute2 iputils-ping tcpdump procps etcd-server containernetworking-plugins protobuf-compiler libprotobuf-dev clang-19 libbpf-dev linux-libc-dev bpftool nftables iptables iperf3 sockperf util-linux)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

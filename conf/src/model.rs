@@ -45,6 +45,9 @@ pub struct Config {
     pub control: Control,
     #[serde(default)]
     pub log: Log,
+    /// How pod traffic is forwarded: eBPF programs or the kernel's stack.
+    #[serde(default)]
+    pub dataplane: Dataplane,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -324,6 +327,10 @@ pub struct Pool {
     pub ipip_mode: EncapMode,
     #[serde(default)]
     pub vxlan_mode: EncapMode,
+    /// Masquerade traffic from this pool's pods to addresses outside every
+    /// pool, service range and node subnet (Calico's `natOutgoing`).
+    #[serde(default)]
+    pub nat_outgoing: bool,
 }
 
 impl Pool {
@@ -504,6 +511,95 @@ impl Default for Log {
     fn default() -> Self {
         Self { level: default_log_level() }
     }
+}
+
+/// `[dataplane] mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String")]
+pub enum DataplaneMode {
+    /// eBPF when the kernel can, else the kernel's stack; the log and
+    /// `merlectl status` say which and why.
+    #[default]
+    Auto,
+    /// eBPF or refuse to start.
+    Ebpf,
+    /// The kernel's stack only: no program attached, nothing pinned.
+    Kernel,
+}
+
+impl DataplaneMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Ebpf => "ebpf",
+            Self::Kernel => "kernel",
+        }
+    }
+}
+
+impl TryFrom<String> for DataplaneMode {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "auto" => Ok(Self::Auto),
+            "ebpf" => Ok(Self::Ebpf),
+            "kernel" => Ok(Self::Kernel),
+            other => Err(format!("unknown dataplane mode {other:?}: use auto, ebpf or kernel")),
+        }
+    }
+}
+
+/// `[dataplane] attach`: how programs are attached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String")]
+pub enum AttachKind {
+    /// TCX where the kernel has it (6.6 and later), else clsact.
+    #[default]
+    Auto,
+    Tcx,
+    Clsact,
+}
+
+impl TryFrom<String> for AttachKind {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "auto" => Ok(Self::Auto),
+            "tcx" => Ok(Self::Tcx),
+            "clsact" => Ok(Self::Clsact),
+            other => Err(format!("unknown attach type {other:?}: use auto, tcx or clsact")),
+        }
+    }
+}
+
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/merle";
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dataplane {
+    #[serde(default)]
+    pub mode: DataplaneMode,
+    #[serde(default)]
+    pub attach: AttachKind,
+    /// Where programs, maps and links are pinned; on a bpffs (mounted on
+    /// /sys/fs/bpf when missing and the directory is under it).
+    #[serde(default = "default_pin_dir")]
+    pub pin_dir: PathBuf,
+    /// The interfaces whose ingress gets the node program; by default the
+    /// ones holding `node.address` and `node.address_v6`. vxlan.merle is
+    /// added whenever it exists.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+}
+
+impl Default for Dataplane {
+    fn default() -> Self {
+        Self { mode: DataplaneMode::Auto, attach: AttachKind::Auto, pin_dir: default_pin_dir(), interfaces: Vec::new() }
+    }
+}
+
+fn default_pin_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_PIN_DIR)
 }
 
 fn default_true() -> bool {

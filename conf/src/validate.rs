@@ -312,6 +312,19 @@ pub fn validate(c: &Config) -> Result<(), Failure> {
             format!("unknown level {:?}: use trace, debug, info, warn or error", c.log.level),
         ));
     }
+    let d = &c.dataplane;
+    if !d.pin_dir.is_absolute() {
+        return Err(("dataplane.pin_dir".into(), "must be an absolute path".into()));
+    }
+    let mut seen = HashSet::new();
+    for (i, name) in d.interfaces.iter().enumerate() {
+        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+            return Err((format!("dataplane.interfaces[{i}]"), format!("{name:?} is not an interface name")));
+        }
+        if !seen.insert(name) {
+            return Err((format!("dataplane.interfaces[{i}]"), format!("{name} is listed twice")));
+        }
+    }
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 //! - [`netns`]: uniquely named namespaces, veth links and addresses, removed
 //!   on drop (also when a test panics).
 //! - [`process`]: daemons started inside a namespace, killed on drop.
+//! - [`bpf`]: a private bpffs per test, crafted packets for BPF_PROG_TEST_RUN.
 //! - [`wait`]: bounded polling — tests never sleep for a fixed time.
 //! - [`bird`], [`frr`], [`merled`]: start BIRD 2, FRR's bgpd (without
 //!   zebra) and merled with generated configs, and query them.
@@ -15,6 +16,7 @@ pub mod bench_cni;
 pub mod bench_fib;
 pub mod bench_rr;
 pub mod bird;
+pub mod bpf;
 pub mod capture;
 pub mod cni;
 pub mod demo;

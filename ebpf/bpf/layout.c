@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* Built for the host by build.rs: prints the layout of every type in
+ * lib/types.h and the value of every reason in lib/drop.h, one per line,
+ * for the test in src/types.rs that holds the Rust mirror to them. */
+#include <stddef.h>
+#include <stdio.h>
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+
+#include "lib/types.h"
+#include "lib/drop.h"
+
+#define SIZE(t) printf("size %s %zu\n", #t, sizeof(struct t))
+#define FIELD(t, f) printf("offset %s.%s %zu\n", #t, #f, offsetof(struct t, f))
+#define REASON(r) printf("reason %s %d\n", #r, r)
+#define CONST(c) printf("const %s %d\n", #c, c)
+
+int main(void)
+{
+	SIZE(endpoint_key);
+	FIELD(endpoint_key, family);
+	FIELD(endpoint_key, addr);
+	SIZE(endpoint_info);
+	FIELD(endpoint_info, ifindex);
+	FIELD(endpoint_info, pod_mac);
+	FIELD(endpoint_info, node_mac);
+	FIELD(endpoint_info, flags);
+	SIZE(net_key4);
+	FIELD(net_key4, prefixlen);
+	FIELD(net_key4, addr);
+	SIZE(net_key6);
+	FIELD(net_key6, prefixlen);
+	FIELD(net_key6, addr);
+	SIZE(net_info);
+	FIELD(net_info, flags);
+	SIZE(metrics_value);
+	FIELD(metrics_value, packets);
+	FIELD(metrics_value, bytes);
+	CONST(HOOK_POD_INGRESS);
+	CONST(HOOK_NODE_INGRESS);
+	CONST(HOOKS_MAX);
+	CONST(REASONS_MAX);
+	CONST(METRICS_MAX);
+	CONST(ENDPOINTS_MAX);
+	CONST(NETS_MAX);
+	CONST(NET_F_POOL);
+	CONST(NET_F_NAT_OUTGOING);
+	CONST(NET_F_SERVICE);
+	CONST(NET_F_NODE);
+	REASON(REASON_REDIRECT_PEER);
+	REASON(REASON_REDIRECT_FIB);
+	REASON(REASON_REDIRECT_NEIGH);
+	REASON(PASS_NOT_IP);
+	REASON(PASS_LOCAL);
+	REASON(PASS_TTL);
+	REASON(PASS_FRAGMENT);
+	REASON(PASS_IP_OPTIONS);
+	REASON(PASS_NAT_OUTGOING);
+	REASON(PASS_FIB);
+	REASON(PASS_NO_ENDPOINT);
+	REASON(PASS_LINK_LOCAL);
+	REASON(PASS_HAIRPIN);
+	REASON(PASS_UNKNOWN_SOURCE);
+	REASON(PASS_OTHER_HOST);
+	REASON(DROP_INVALID_IPV4);
+	REASON(DROP_INVALID_IPV6);
+	REASON(DROP_SOURCE_SPOOFED);
+	REASON(DROP_CSUM);
+	REASON(DROP_WRITE);
+	REASON(DROP_FIB_BLACKHOLE);
+	REASON(DROP_REDIRECT);
+	return 0;
+}

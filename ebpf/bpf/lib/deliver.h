@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Delivery to a pod of this node: a routed hop into the pod's namespace
+ * with bpf_redirect_peer (no backlog queue, no second pass through the
+ * host's stack). Shared by the pod program (pod to pod on one node) and
+ * the node program (arriving from the wire or from vxlan.merle). */
+#ifndef MERLE_DELIVER_H
+#define MERLE_DELIVER_H
+
+#include "common.h"
+#include "drop.h"
+#include "eth.h"
+#include "ipv4.h"
+#include "ipv6.h"
+#include "types.h"
+
+static __always_inline int deliver(struct __sk_buff *skb, const struct endpoint_info *ep)
+{
+	__u32 ifindex = ep->ifindex;
+
+	if (eth_rewrite(skb, ep->pod_mac, ep->node_mac) < 0)
+		return -DROP_WRITE;
+	note_target(skb, ifindex);
+	if (bpf_redirect_peer(ifindex, 0) != TC_ACT_REDIRECT)
+		return -DROP_REDIRECT;
+	return REASON_REDIRECT_PEER;
+}
+
+static __always_inline int deliver_v4(struct __sk_buff *skb, struct iphdr *ip, const struct endpoint_info *ep)
+{
+	int r = ipv4_dec_ttl(skb, ip);
+
+	return r < 0 ? r : deliver(skb, ep);
+}
+
+static __always_inline int deliver_v6(struct __sk_buff *skb, struct ipv6hdr *ip6, const struct endpoint_info *ep)
+{
+	int r = ipv6_dec_hop_limit(skb, ip6);
+
+	return r < 0 ? r : deliver(skb, ep);
+}
+
+#endif

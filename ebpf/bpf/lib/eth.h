@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Ethernet: the header and the MAC rewrite of a routed hop. */
+#ifndef MERLE_ETH_H
+#define MERLE_ETH_H
+
+#include "common.h"
+#include "drop.h"
+
+static __always_inline struct ethhdr *eth_header(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > end)
+		return NULL;
+	return eth;
+}
+
+/* 0 for a frame addressed to this interface, else the reason it goes to
+ * the stack: a multicast or broadcast frame (ARP, neighbour discovery), or
+ * one for another host, which the stack drops as the kernel always has. */
+static __always_inline int eth_not_for_us(const struct __sk_buff *skb)
+{
+	switch (skb->pkt_type) {
+	case PACKET_HOST:
+		return 0;
+	case PACKET_OTHERHOST:
+		return PASS_OTHER_HOST;
+	default:
+		return PASS_LINK_LOCAL;
+	}
+}
+
+/* Writes destination and source MAC (12 bytes at offset 0). */
+static __always_inline int eth_rewrite(struct __sk_buff *skb, const __u8 *dst, const __u8 *src)
+{
+	if (bpf_skb_store_bytes(skb, 0, dst, ETH_ALEN, 0) < 0)
+		return -1;
+	if (bpf_skb_store_bytes(skb, ETH_ALEN, src, ETH_ALEN, 0) < 0)
+		return -1;
+	return 0;
+}
+
+#endif

@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* IPv4 (RFC 791): header validation, what must go to the stack (options,
+ * fragments, an expiring TTL) and the TTL decrement of a routed hop. */
+#ifndef MERLE_IPV4_H
+#define MERLE_IPV4_H
+
+#include <linux/ip.h>
+#include "common.h"
+#include "csum.h"
+#include "drop.h"
+
+#define IP_MF     0x2000
+#define IP_OFFSET 0x1fff
+
+/* The IPv4 header after the Ethernet header, or NULL when the packet is
+ * too short for 20 bytes of it. */
+static __always_inline struct iphdr *ipv4_header(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + ETH_HLEN;
+
+	if ((void *)(ip + 1) > end)
+		return NULL;
+	return ip;
+}
+
+/* 0 when the header is sound and the packet may be forwarded here, a
+ * PASS_* reason when the stack must have it, or -DROP_INVALID_IPV4. */
+static __always_inline int ipv4_check(struct __sk_buff *skb, const struct iphdr *ip)
+{
+	if (ip->version != 4 || ip->ihl < 5)
+		return -DROP_INVALID_IPV4;
+	if (bpf_ntohs(ip->tot_len) < (__u32)ip->ihl * 4 || bpf_ntohs(ip->tot_len) > skb->len - ETH_HLEN)
+		return -DROP_INVALID_IPV4;
+	if (ip->ihl != 5)
+		return PASS_IP_OPTIONS;
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return PASS_FRAGMENT;
+	if (ip->ttl <= 1)
+		return PASS_TTL;
+	return 0;
+}
+
+/* Decrements the TTL and fixes the header checksum (RFC 1624). */
+static __always_inline int ipv4_dec_ttl(struct __sk_buff *skb, const struct iphdr *ip)
+{
+	__u32 off = ETH_HLEN + offsetof(struct iphdr, ttl);
+	/* TTL and protocol form one 16-bit word of the header. */
+	__be16 old = *(const __be16 *)((const void *)ip + offsetof(struct iphdr, ttl));
+	__be16 new = bpf_htons(bpf_ntohs(old) - 0x0100);
+
+	if (csum_replace16(skb, ETH_HLEN + offsetof(struct iphdr, check), off, old, new) < 0)
+		return -DROP_CSUM;
+	return 0;
+}
+
+#endif

@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The keys and values of every map merle's programs share with user space.
+ * ebpf/src/types.rs mirrors each of them with a #[repr(C)] type, and a test
+ * compares the two layouts (size and every field's offset) as the compiler
+ * of each side sees them. Change both or neither. */
+#ifndef MERLE_TYPES_H
+#define MERLE_TYPES_H
+
+#include <linux/types.h>
+
+/* merle_endpoints: a pod address on this node. The key holds IPv4 in
+ * addr[0] (network order) and zeroes in the rest. */
+struct endpoint_key {
+	__u8 family;    /* AF_INET or AF_INET6 */
+	__u8 pad[3];
+	__u32 addr[4];  /* network order */
+};
+
+struct endpoint_info {
+	__u32 ifindex;      /* the host end of the pod's veth */
+	__u8 pod_mac[6];    /* the pod end's MAC: destination into the pod */
+	__u8 node_mac[6];   /* the host end's MAC: source into the pod */
+	__u32 flags;        /* reserved for the services datapath: 0 */
+	__u32 pad;
+};
+
+/* merle_nets4 / merle_nets6: the cluster's address ranges, longest
+ * prefix match. A destination inside none of them is "outside the
+ * cluster" for outgoing NAT. */
+struct net_key4 {
+	__u32 prefixlen;
+	__u32 addr;     /* network order */
+};
+
+struct net_key6 {
+	__u32 prefixlen;
+	__u32 addr[4];  /* network order */
+};
+
+#define NET_F_POOL          (1U << 0) /* an IP pool */
+#define NET_F_NAT_OUTGOING  (1U << 1) /* an IP pool with nat_outgoing */
+#define NET_F_SERVICE       (1U << 2) /* a service range */
+#define NET_F_NODE          (1U << 3) /* a node subnet */
+
+struct net_info {
+	__u32 flags;    /* NET_F_* */
+};
+
+/* merle_metrics: a per-CPU array indexed by METRIC_INDEX(hook, reason),
+ * with the reasons of lib/drop.h. */
+struct metrics_value {
+	__u64 packets;
+	__u64 bytes;
+};
+
+#define HOOK_POD_INGRESS  0 /* host end of a pod's veth: packets leaving the pod */
+#define HOOK_NODE_INGRESS 1 /* an uplink or vxlan.merle: packets arriving */
+#define HOOKS_MAX         4
+#define REASONS_MAX       64
+#define METRICS_MAX       (HOOKS_MAX * REASONS_MAX)
+#define METRIC_INDEX(hook, reason) ((hook) * REASONS_MAX + (reason))
+
+#define ENDPOINTS_MAX 65536
+#define NETS_MAX 1024
+
+#endif

@@ -1,0 +1,77 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* node.bpf.c: tc ingress of the node's uplinks and of vxlan.merle (after
+ * decapsulation), that is, every packet that arrives for this node from
+ * the wire. merled loads, attaches and pins it.
+ *
+ *   to a pod of this node      bpf_redirect_peer into it (lib/deliver.h),
+ *                              skipping the host's stack and netfilter
+ *   anything else              the stack, untouched
+ *
+ * Every verdict is counted under HOOK_NODE_INGRESS with its reason. */
+
+#include "lib/common.h"
+#include "lib/deliver.h"
+#include "lib/drop.h"
+#include "lib/endpoint.h"
+#include "lib/eth.h"
+#include "lib/ipv4.h"
+#include "lib/ipv6.h"
+#include "lib/metrics.h"
+
+static __always_inline int to_pod_v4(struct __sk_buff *skb)
+{
+	struct iphdr *ip = ipv4_header(skb);
+	struct endpoint_info *ep;
+	int r;
+
+	if (!ip)
+		return PASS_NO_ENDPOINT;
+	ep = endpoint_v4(ip->daddr);
+	if (!ep)
+		return PASS_NO_ENDPOINT;
+	r = ipv4_check(skb, ip);
+	if (r != 0)
+		return r;
+	return deliver_v4(skb, ip, ep);
+}
+
+static __always_inline int to_pod_v6(struct __sk_buff *skb)
+{
+	struct ipv6hdr *ip6 = ipv6_header(skb);
+	struct endpoint_info *ep;
+	int r;
+
+	if (!ip6)
+		return PASS_NO_ENDPOINT;
+	ep = endpoint_v6(&ip6->daddr);
+	if (!ep)
+		return PASS_NO_ENDPOINT;
+	r = ipv6_check(skb, ip6);
+	if (r != 0)
+		return r;
+	return deliver_v6(skb, ip6, ep);
+}
+
+static __always_inline int to_node(struct __sk_buff *skb)
+{
+	struct ethhdr *eth = eth_header(skb);
+
+	if (!eth)
+		return PASS_NOT_IP;
+	int r;
+
+	if (eth->h_proto != bpf_htons(ETH_P_IP) && eth->h_proto != bpf_htons(ETH_P_IPV6))
+		return PASS_NOT_IP;
+	r = eth_not_for_us(skb);
+	if (r)
+		return r;
+	return eth->h_proto == bpf_htons(ETH_P_IP) ? to_pod_v4(skb) : to_pod_v6(skb);
+}
+
+SEC("classifier")
+int node_ingress(struct __sk_buff *skb)
+{
+	return account(skb, HOOK_NODE_INGRESS, to_node(skb));
+}
+
+char __license[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* pod.bpf.c: tc ingress of the host end of a pod's veth, that is, every
+ * packet a pod sends. merle-cni links it at ADD (TCX where the kernel has
+ * it, else a clsact filter) to the copy merled loaded and pinned.
+ *
+ *   to a pod of this node      bpf_redirect_peer into it (lib/deliver.h)
+ *   leaving the cluster from a
+ *     nat_outgoing pool        the stack, whose netfilter rules masquerade
+ *   anything else              bpf_fib_lookup, bpf_redirect with the MACs
+ *                              rewritten (lib/fib.h); NO_NEIGH:
+ *                              bpf_redirect_neigh; other answers: the stack
+ *
+ * ARP, neighbour discovery, IPv4 options, fragments, an expiring TTL and
+ * packets for the node itself all go to the stack unchanged. A source that
+ * belongs to another pod's veth is dropped. Every verdict is counted under
+ * HOOK_POD_INGRESS with its reason. */
+
+#include "lib/common.h"
+#include "lib/deliver.h"
+#include "lib/drop.h"
+#include "lib/endpoint.h"
+#include "lib/eth.h"
+#include "lib/fib.h"
+#include "lib/ipv4.h"
+#include "lib/ipv6.h"
+#include "lib/metrics.h"
+#include "lib/nets.h"
+
+static __always_inline int from_pod_v4(struct __sk_buff *skb)
+{
+	struct iphdr *ip = ipv4_header(skb);
+	struct endpoint_info *src, *dst;
+	int r;
+
+	if (!ip)
+		return -DROP_INVALID_IPV4;
+	r = ipv4_check(skb, ip);
+	if (r != 0)
+		return r;
+	src = endpoint_v4(ip->saddr);
+	if (!src)
+		return PASS_UNKNOWN_SOURCE;
+	if (src->ifindex != skb->ifindex)
+		return -DROP_SOURCE_SPOOFED;
+	dst = endpoint_v4(ip->daddr);
+	if (dst) {
+		if (dst->ifindex == skb->ifindex)
+			return PASS_HAIRPIN;
+		return deliver_v4(skb, ip, dst);
+	}
+	if (nat_outgoing(nets_v4(ip->saddr), nets_v4(ip->daddr)))
+		return PASS_NAT_OUTGOING;
+	return fib_forward_v4(skb, ip);
+}
+
+static __always_inline int from_pod_v6(struct __sk_buff *skb)
+{
+	struct ipv6hdr *ip6 = ipv6_header(skb);
+	struct endpoint_info *src, *dst;
+	int r;
+
+	if (!ip6)
+		return -DROP_INVALID_IPV6;
+	r = ipv6_check(skb, ip6);
+	if (r != 0)
+		return r;
+	src = endpoint_v6(&ip6->saddr);
+	if (!src)
+		return PASS_UNKNOWN_SOURCE;
+	if (src->ifindex != skb->ifindex)
+		return -DROP_SOURCE_SPOOFED;
+	dst = endpoint_v6(&ip6->daddr);
+	if (dst) {
+		if (dst->ifindex == skb->ifindex)
+			return PASS_HAIRPIN;
+		return deliver_v6(skb, ip6, dst);
+	}
+	if (nat_outgoing(nets_v6(&ip6->saddr), nets_v6(&ip6->daddr)))
+		return PASS_NAT_OUTGOING;
+	return fib_forward_v6(skb, ip6);
+}
+
+static __always_inline int from_pod(struct __sk_buff *skb)
+{
+	struct ethhdr *eth = eth_header(skb);
+
+	if (!eth)
+		return PASS_NOT_IP;
+	int r;
+
+	if (eth->h_proto != bpf_htons(ETH_P_IP) && eth->h_proto != bpf_htons(ETH_P_IPV6))
+		return PASS_NOT_IP;
+	r = eth_not_for_us(skb);
+	if (r)
+		return r;
+	return eth->h_proto == bpf_htons(ETH_P_IP) ? from_pod_v4(skb) : from_pod_v6(skb);
+}
+
+SEC("classifier")
+int pod_ingress(struct __sk_buff *skb)
+{
+	return account(skb, HOOK_POD_INGRESS, from_pod(skb));
+}
+
+char __license[] SEC("license") = "Dual BSD/GPL";

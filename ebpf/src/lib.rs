@@ -1,0 +1,58 @@
+//! merle's eBPF datapath.
+//!
+//! - `bpf/` (C, compiled by clang in `build.rs`): `pod.bpf.c` on the host
+//!   end of each pod veth, `node.bpf.c` on the uplinks and vxlan.merle, and
+//!   header-only helpers in `bpf/lib/`.
+//! - [`types`]: the map keys and values and the reasons, mirrored from
+//!   `bpf/lib/types.h` and `bpf/lib/drop.h` (a test holds the layouts
+//!   equal).
+//! - [`objects`]: the embedded objects and their digest.
+//! - [`pins`]: the pin directory layout in bpffs.
+//! - [`datapath`]: loading or adopting the programs (merled), linking them
+//!   to interfaces with TCX or clsact (merled and merle-cni).
+//! - [`endpoints`], [`nets`], [`metrics`]: the maps, with the pure
+//!   reconcile of the endpoint map.
+//! - [`nat`]: outgoing NAT rules in nftables.
+//! - [`probe`]: whether this kernel can run the datapath, and why not.
+//! - [`sys`]: the bpf(2) commands aya does not wrap (BPF_PROG_TEST_RUN,
+//!   link info and update, the TCX probe), and bpffs.
+//! - [`report`]: what `merlectl dataplane` shows.
+//!
+//! No tokio here: callers run these short syscalls where they like.
+
+pub mod datapath;
+pub mod endpoints;
+pub mod metrics;
+pub mod nat;
+pub mod nets;
+pub mod objects;
+pub mod pins;
+pub mod probe;
+pub mod report;
+pub mod sys;
+pub mod types;
+
+pub use datapath::{AttachMode, Datapath, Linker};
+pub use pins::PinDir;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("program {program} was rejected by the verifier: {error}\nverifier log:\n{log}")]
+    Verifier { program: String, error: String, log: String },
+    #[error("cannot load {0}: {1}")]
+    Load(String, String),
+    #[error("{0}: {1}")]
+    Pin(String, std::io::Error),
+    #[error("no program {1} is pinned under {0}: merled has not loaded the datapath")]
+    NotLoaded(String, String),
+    #[error("no interface {0}")]
+    NoInterface(String),
+    #[error("cannot attach to {0}: {1}")]
+    Attach(String, String),
+    #[error("map {0}: {1}")]
+    Map(String, String),
+    #[error("outgoing NAT: {0}")]
+    Nat(String),
+    #[error("this kernel cannot run the eBPF datapath: {0}")]
+    Unsupported(String),
+}

@@ -1,0 +1,297 @@
+//! The Rust side of `bpf/lib/types.h` and `bpf/lib/drop.h`: the map keys
+//! and values, `#[repr(C)]` with the same fields in the same order, and the
+//! reasons with their names. The test at the end compares both with what
+//! the C compiler laid out (build.rs prints it from `bpf/layout.c`).
+
+use std::net::IpAddr;
+
+pub const AF_INET: u8 = 2;
+pub const AF_INET6: u8 = 10;
+
+/// `struct endpoint_key`: a pod address; IPv4 in `addr[0]`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointKey {
+    pub family: u8,
+    pub pad: [u8; 3],
+    /// Network order, as the bytes are on the wire.
+    pub addr: [u8; 16],
+}
+
+impl EndpointKey {
+    pub fn new(ip: IpAddr) -> Self {
+        let mut addr = [0u8; 16];
+        let family = match ip {
+            IpAddr::V4(a) => {
+                addr[..4].copy_from_slice(&a.octets());
+                AF_INET
+            }
+            IpAddr::V6(a) => {
+                addr = a.octets();
+                AF_INET6
+            }
+        };
+        Self { family, pad: [0; 3], addr }
+    }
+
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self.family {
+            AF_INET => Some(IpAddr::from([self.addr[0], self.addr[1], self.addr[2], self.addr[3]])),
+            AF_INET6 => Some(IpAddr::from(self.addr)),
+            _ => None,
+        }
+    }
+}
+
+/// `struct endpoint_info`: where a pod address is delivered.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EndpointInfo {
+    pub ifindex: u32,
+    pub pod_mac: [u8; 6],
+    pub node_mac: [u8; 6],
+    pub flags: u32,
+    pub pad: u32,
+}
+
+/// `struct net_key4`, the same layout as aya's `lpm_trie::Key<u32>`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetKey4 {
+    pub prefixlen: u32,
+    pub addr: [u8; 4],
+}
+
+/// `struct net_key6`, the same layout as aya's `lpm_trie::Key<[u8; 16]>`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetKey6 {
+    pub prefixlen: u32,
+    pub addr: [u8; 16],
+}
+
+/// `struct net_info`: what a cluster range is (`NET_F_*`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NetInfo {
+    pub flags: u32,
+}
+
+pub const NET_F_POOL: u32 = 1;
+pub const NET_F_NAT_OUTGOING: u32 = 2;
+pub const NET_F_SERVICE: u32 = 4;
+pub const NET_F_NODE: u32 = 8;
+
+/// `struct metrics_value`: one CPU's counters of one (hook, reason).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetricsValue {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+// SAFETY: each type is #[repr(C)], Copy, made of integers and byte arrays
+// with explicit padding fields, so every bit pattern is a valid value and
+// no byte is uninitialised: what aya's Pod requires to copy them to and
+// from the kernel.
+#[allow(unsafe_code)]
+mod pod {
+    unsafe impl aya::Pod for super::EndpointKey {}
+    unsafe impl aya::Pod for super::EndpointInfo {}
+    unsafe impl aya::Pod for super::NetInfo {}
+    unsafe impl aya::Pod for super::MetricsValue {}
+}
+
+/// Where a program runs (`HOOK_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hook {
+    /// The host end of a pod's veth, ingress: what pods send.
+    PodIngress = 0,
+    /// An uplink or vxlan.merle, ingress: what arrives for the node.
+    NodeIngress = 1,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 2] = [Hook::PodIngress, Hook::NodeIngress];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::PodIngress => "pod-ingress",
+            Hook::NodeIngress => "node-ingress",
+        }
+    }
+}
+
+pub const HOOKS_MAX: u32 = 4;
+pub const REASONS_MAX: u32 = 64;
+pub const METRICS_MAX: u32 = HOOKS_MAX * REASONS_MAX;
+pub const ENDPOINTS_MAX: u32 = 65536;
+pub const NETS_MAX: u32 = 1024;
+
+pub fn metric_index(hook: Hook, reason: Reason) -> u32 {
+    hook as u32 * REASONS_MAX + reason as u32
+}
+
+/// What a verdict was: a redirect, a pass to the stack, or a drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Redirect,
+    Pass,
+    Drop,
+}
+
+macro_rules! reasons {
+    ($($(#[$m:meta])* $v:ident = $n:literal, $c:literal, $name:literal;)*) => {
+        /// `enum reason` of `bpf/lib/drop.h`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Reason { $($(#[$m])* $v = $n,)* }
+
+        impl Reason {
+            pub const ALL: &'static [Reason] = &[$(Reason::$v,)*];
+
+            /// The C name (`DROP_SOURCE_SPOOFED`).
+            pub fn c_name(self) -> &'static str {
+                match self { $(Reason::$v => $c,)* }
+            }
+
+            /// The name operators see (`source-spoofed`).
+            pub fn name(self) -> &'static str {
+                match self { $(Reason::$v => $name,)* }
+            }
+
+            pub fn from_code(n: u32) -> Option<Reason> {
+                match n { $($n => Some(Reason::$v),)* _ => None }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// `bpf_redirect_peer` into a pod of this node.
+    RedirectPeer = 1, "REASON_REDIRECT_PEER", "redirect-peer";
+    /// `bpf_fib_lookup`, then `bpf_redirect`.
+    RedirectFib = 2, "REASON_REDIRECT_FIB", "redirect-fib";
+    /// `bpf_redirect_neigh` after NO_NEIGH.
+    RedirectNeigh = 3, "REASON_REDIRECT_NEIGH", "redirect-neigh";
+    PassNotIp = 8, "PASS_NOT_IP", "pass-not-ip";
+    PassLocal = 9, "PASS_LOCAL", "pass-local";
+    PassTtl = 10, "PASS_TTL", "pass-ttl";
+    PassFragment = 11, "PASS_FRAGMENT", "pass-fragment";
+    PassIpOptions = 12, "PASS_IP_OPTIONS", "pass-ip-options";
+    PassNatOutgoing = 13, "PASS_NAT_OUTGOING", "pass-nat-outgoing";
+    PassFib = 14, "PASS_FIB", "pass-fib";
+    PassNoEndpoint = 15, "PASS_NO_ENDPOINT", "pass-no-endpoint";
+    PassLinkLocal = 16, "PASS_LINK_LOCAL", "pass-link-local";
+    PassHairpin = 17, "PASS_HAIRPIN", "pass-hairpin";
+    PassUnknownSource = 18, "PASS_UNKNOWN_SOURCE", "pass-unknown-source";
+    PassOtherHost = 19, "PASS_OTHER_HOST", "pass-other-host";
+    DropInvalidIpv4 = 32, "DROP_INVALID_IPV4", "drop-invalid-ipv4";
+    DropInvalidIpv6 = 33, "DROP_INVALID_IPV6", "drop-invalid-ipv6";
+    DropSourceSpoofed = 34, "DROP_SOURCE_SPOOFED", "drop-source-spoofed";
+    DropCsum = 35, "DROP_CSUM", "drop-csum";
+    DropWrite = 36, "DROP_WRITE", "drop-write";
+    DropFibBlackhole = 37, "DROP_FIB_BLACKHOLE", "drop-fib-blackhole";
+    DropRedirect = 38, "DROP_REDIRECT", "drop-redirect";
+}
+
+impl Reason {
+    pub fn kind(self) -> Kind {
+        match self as u32 {
+            0..=7 => Kind::Redirect,
+            8..=31 => Kind::Pass,
+            _ => Kind::Drop,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::mem::{offset_of, size_of};
+
+    /// What `bpf/layout.c` printed, compiled by clang from the C headers.
+    fn c_layout() -> HashMap<String, i64> {
+        include_str!(concat!(env!("OUT_DIR"), "/layout.txt"))
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (format!("{} {}", f[0], f[1]), f[2].parse().unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rust_types_have_the_layout_of_the_c_types() {
+        let c = c_layout();
+        let check = |what: &str, rust: usize| {
+            let want = *c.get(what).unwrap_or_else(|| panic!("layout.c does not print {what}"));
+            assert_eq!(rust as i64, want, "{what}: Rust {rust}, C {want}");
+        };
+        check("size endpoint_key", size_of::<EndpointKey>());
+        check("offset endpoint_key.family", offset_of!(EndpointKey, family));
+        check("offset endpoint_key.addr", offset_of!(EndpointKey, addr));
+        check("size endpoint_info", size_of::<EndpointInfo>());
+        check("offset endpoint_info.ifindex", offset_of!(EndpointInfo, ifindex));
+        check("offset endpoint_info.pod_mac", offset_of!(EndpointInfo, pod_mac));
+        check("offset endpoint_info.node_mac", offset_of!(EndpointInfo, node_mac));
+        check("offset endpoint_info.flags", offset_of!(EndpointInfo, flags));
+        check("size net_key4", size_of::<NetKey4>());
+        check("offset net_key4.prefixlen", offset_of!(NetKey4, prefixlen));
+        check("offset net_key4.addr", offset_of!(NetKey4, addr));
+        check("size net_key6", size_of::<NetKey6>());
+        check("offset net_key6.prefixlen", offset_of!(NetKey6, prefixlen));
+        check("offset net_key6.addr", offset_of!(NetKey6, addr));
+        check("size net_info", size_of::<NetInfo>());
+        check("offset net_info.flags", offset_of!(NetInfo, flags));
+        check("size metrics_value", size_of::<MetricsValue>());
+        check("offset metrics_value.packets", offset_of!(MetricsValue, packets));
+        check("offset metrics_value.bytes", offset_of!(MetricsValue, bytes));
+        // aya's LPM key is what the C side calls net_key4 / net_key6.
+        assert_eq!(size_of::<aya::maps::lpm_trie::Key<[u8; 4]>>(), size_of::<NetKey4>());
+        assert_eq!(size_of::<aya::maps::lpm_trie::Key<[u8; 16]>>(), size_of::<NetKey6>());
+    }
+
+    #[test]
+    fn constants_and_reasons_match_the_c_headers() {
+        let c = c_layout();
+        for (name, v) in [
+            ("HOOK_POD_INGRESS", Hook::PodIngress as u32),
+            ("HOOK_NODE_INGRESS", Hook::NodeIngress as u32),
+            ("HOOKS_MAX", HOOKS_MAX),
+            ("REASONS_MAX", REASONS_MAX),
+            ("METRICS_MAX", METRICS_MAX),
+            ("ENDPOINTS_MAX", ENDPOINTS_MAX),
+            ("NETS_MAX", NETS_MAX),
+            ("NET_F_POOL", NET_F_POOL),
+            ("NET_F_NAT_OUTGOING", NET_F_NAT_OUTGOING),
+            ("NET_F_SERVICE", NET_F_SERVICE),
+            ("NET_F_NODE", NET_F_NODE),
+        ] {
+            assert_eq!(c[&format!("const {name}")], i64::from(v), "{name}");
+        }
+        let in_c: Vec<(&String, &i64)> = c.iter().filter(|(k, _)| k.starts_with("reason ")).collect();
+        assert_eq!(in_c.len(), Reason::ALL.len(), "drop.h and types.rs list different reasons");
+        for r in Reason::ALL {
+            assert_eq!(c[&format!("reason {}", r.c_name())], *r as i64, "{}", r.c_name());
+            assert_eq!(Reason::from_code(*r as u32), Some(*r));
+            assert!((*r as u32) < REASONS_MAX);
+        }
+        assert_eq!(Reason::DropSourceSpoofed.kind(), Kind::Drop);
+        assert_eq!(Reason::PassLocal.kind(), Kind::Pass);
+        assert_eq!(Reason::RedirectNeigh.kind(), Kind::Redirect);
+    }
+
+    #[test]
+    fn endpoint_keys_hold_addresses_in_network_order() {
+        let k = EndpointKey::new("10.1.2.3".parse().unwrap());
+        assert_eq!((k.family, &k.addr[..5]), (AF_INET, &[10, 1, 2, 3, 0][..]));
+        assert_eq!(k.ip(), Some("10.1.2.3".parse().unwrap()));
+        let k = EndpointKey::new("fd00::1".parse().unwrap());
+        assert_eq!((k.family, k.addr[0], k.addr[15]), (AF_INET6, 0xfd, 1));
+        assert_eq!(k.ip(), Some("fd00::1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,160 @@
+//! eBPF test helpers: a private bpf filesystem per test, so tests pin in
+//! parallel without seeing each other's objects, and crafted packets for
+//! BPF_PROG_TEST_RUN.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::TempDir;
+
+/// A fresh bpffs instance mounted on a scratch directory; unmounted and
+/// removed on drop, which unpins (and so detaches) whatever was pinned in
+/// it. Each mount of bpffs is its own instance.
+#[derive(Debug)]
+pub struct BpfFs {
+    dir: TempDir,
+}
+
+impl BpfFs {
+    pub fn new(tag: &str) -> anyhow::Result<Self> {
+        let dir = TempDir::new(&format!("bpffs-{tag}"))?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(dir.path())
+            .output()
+            .context("running mount")?;
+        if !out.status.success() {
+            anyhow::bail!("cannot mount bpffs on {}: {}", dir.path().display(), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(Self { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The pin directory to configure: `<mount>/merle`.
+    pub fn pin_dir(&self) -> PathBuf {
+        self.dir.path().join("merle")
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).output();
+    }
+}
+
+/// Whether this kernel and process can load BPF programs at all; tests
+/// that need it skip with the reason when not.
+pub fn skip_unless_bpf(test: &str) -> bool {
+    if crate::skip_unless_root(test) {
+        return true;
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut v = release.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse::<u32>().ok());
+    if (v.next().unwrap_or(0), v.next().unwrap_or(0)) < (5, 10) {
+        eprintln!("SKIP {test}: kernel {} is older than 5.10 (bpf_redirect_peer)", release.trim());
+        return true;
+    }
+    false
+}
+
+/// Crafted frames: Ethernet + IPv4/IPv6 + a small UDP or ICMP payload.
+pub mod packet {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    pub const ETH_P_IP: u16 = 0x0800;
+    pub const ETH_P_IPV6: u16 = 0x86dd;
+    pub const ETH_P_ARP: u16 = 0x0806;
+
+    pub fn eth(dst: [u8; 6], src: [u8; 6], proto: u16) -> Vec<u8> {
+        let mut v = Vec::with_capacity(64);
+        v.extend_from_slice(&dst);
+        v.extend_from_slice(&src);
+        v.extend_from_slice(&proto.to_be_bytes());
+        v
+    }
+
+    /// RFC 1071 checksum of `b`.
+    pub fn csum(b: &[u8]) -> u16 {
+        let mut s: u32 = 0;
+        for c in b.chunks(2) {
+            s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        !(s as u16)
+    }
+
+    /// Fields of an IPv4 header the tests vary.
+    #[derive(Debug, Clone, Copy)]
+    pub struct V4 {
+        pub src: Ipv4Addr,
+        pub dst: Ipv4Addr,
+        pub ttl: u8,
+        /// Header length in 32-bit words (5 = no options).
+        pub ihl: u8,
+        pub frag: u16,
+        pub proto: u8,
+        pub payload: usize,
+    }
+
+    impl V4 {
+        pub fn udp(src: Ipv4Addr, dst: Ipv4Addr) -> Self {
+            Self { src, dst, ttl: 64, ihl: 5, frag: 0, proto: 17, payload: 32 }
+        }
+    }
+
+    pub fn ipv4(dst_mac: [u8; 6], src_mac: [u8; 6], h: V4) -> Vec<u8> {
+        let mut v = eth(dst_mac, src_mac, ETH_P_IP);
+        let hl = usize::from(h.ihl) * 4;
+        let total = (hl.max(20) + h.payload) as u16;
+        let mut ip = vec![0u8; hl.max(20)];
+        ip[0] = 0x40 | (h.ihl & 0x0f);
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        ip[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+        ip[6..8].copy_from_slice(&h.frag.to_be_bytes());
+        ip[8] = h.ttl;
+        ip[9] = h.proto;
+        ip[12..16].copy_from_slice(&h.src.octets());
+        ip[16..20].copy_from_slice(&h.dst.octets());
+        for (i, b) in ip.iter_mut().enumerate().skip(20) {
+            *b = if i == 20 { 1 } else { 0 }; // NOP options
+        }
+        let c = csum(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        v.extend_from_slice(&ip);
+        v.extend((0..h.payload).map(|i| i as u8));
+        v
+    }
+
+    pub fn ipv6(dst_mac: [u8; 6], src_mac: [u8; 6], src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8, next: u8) -> Vec<u8> {
+        let mut v = eth(dst_mac, src_mac, ETH_P_IPV6);
+        let payload = 32u16;
+        v.extend_from_slice(&[0x60, 0, 0, 0]);
+        v.extend_from_slice(&payload.to_be_bytes());
+        v.push(next);
+        v.push(hop_limit);
+        v.extend_from_slice(&src.octets());
+        v.extend_from_slice(&dst.octets());
+        v.extend((0..payload).map(|i| i as u8));
+        v
+    }
+
+    pub fn arp(src_mac: [u8; 6]) -> Vec<u8> {
+        let mut v = eth([0xff; 6], src_mac, ETH_P_ARP);
+        v.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+        v.extend_from_slice(&src_mac);
+        v.extend_from_slice(&[10, 1, 0, 5, 0, 0, 0, 0, 0, 0, 169, 254, 1, 1]);
+        v
+    }
+
+    /// Whether the IPv4 header at offset 14 has a valid checksum.
+    pub fn ipv4_csum_ok(frame: &[u8]) -> bool {
+        let hl = usize::from(frame[14] & 0x0f) * 4;
+        csum(&frame[14..14 + hl]) == 0
+    }
+}
