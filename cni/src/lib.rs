@@ -4,8 +4,11 @@
 //! - [`netconf`]: the network configuration on stdin.
 //! - [`ipam`]: block-affinity address management and its stores.
 //! - [`link`]: the pod's veth, addresses and routes.
+//! - [`dataplane`]: the pod's side of the eBPF datapath: linking the pinned
+//!   pod program and the endpoint map entries.
 //! - [`plugin`]: the commands.
 
+pub mod dataplane;
 pub mod ipam;
 pub mod link;
 pub mod netconf;

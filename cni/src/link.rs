@@ -234,6 +234,7 @@ fn setup_in(host: &mut Netlink, pod: &mut Netlink, ns: &File, a: &Attachment<'_>
     let mut peer = LinkMessage::default();
     peer.attributes = vec![
         LinkAttribute::IfName(a.ifname.to_owned()),
+        LinkAttribute::Address(crate::dataplane::pod_mac(a.addrs).to_vec()),
         LinkAttribute::Mtu(a.mtu),
         LinkAttribute::NetNsFd(ns.as_raw_fd()),
     ];

@@ -162,6 +162,19 @@ fn add(c: &Call, store: &dyn Store) -> Result<AddResult, Error> {
             }
         },
     };
+    // The fast path before the pod's first packet: link the pinned pod
+    // program and publish the endpoint. A failure undoes the whole ADD.
+    if let Err(e) = crate::dataplane::attach(&c.cfg, &host, &addrs, created.pod_mac) {
+        let _ = crate::dataplane::detach(&c.cfg, &host, &addrs);
+        let _ = link::teardown(&host);
+        let mut err = Error::new(Code::Io, format!("eBPF datapath: {e}"));
+        if fresh {
+            if let Err(u) = ipam::transact(store, |b| Ok(alloc::release(b, &h, now()))) {
+                err = err.details(format!("and releasing {} failed: {u}", h.handle));
+            }
+        }
+        return Err(err);
+    }
     if fresh {
         crate::notify::ipam_changed(&c.cfg.control.socket);
     }
@@ -205,8 +218,13 @@ impl TruncTo for IpNet {
 
 fn del(c: &Call, store: &dyn Store) -> Result<(), Error> {
     let host = link::host_veth_name(&c.env.container_id, &c.env.ifname);
-    link::teardown(&host)?;
     let h = holder_of(c);
+    // The endpoint entries first: nothing is redirected into a veth that
+    // is going away. Then the link, then the veth.
+    let addrs = alloc::addresses_of(&store.load()?, &h);
+    crate::dataplane::detach(&c.cfg, &host, &addrs)
+        .map_err(|e| Error::new(Code::Io, format!("eBPF datapath: {e}")))?;
+    link::teardown(&host)?;
     let freed = ipam::transact(store, |b| Ok(alloc::release(b, &h, now())))?;
     if !freed.is_empty() {
         crate::notify::ipam_changed(&c.cfg.control.socket);
@@ -292,6 +310,11 @@ fn gc(c: &Call, store: &dyn Store) -> Result<(), Error> {
     })?;
     if !freed.is_empty() {
         crate::notify::ipam_changed(&c.cfg.control.socket);
+    }
+    // No endpoint entry or pod link outlives its pod.
+    match crate::dataplane::reconcile(&c.cfg, &store.load()?) {
+        Ok(r) => failed.extend(r.errors),
+        Err(e) => failed.push(format!("eBPF datapath: {e}")),
     }
     if !failed.is_empty() {
         return Err(Error::new(Code::Io, format!("GC could not remove {} stale attachment(s)", failed.len()))

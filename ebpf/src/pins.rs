@@ -10,10 +10,11 @@
 //!                                       the digest in use
 //! <pin_dir>/links/pod/<ifname>          TCX links of pod veths
 //! <pin_dir>/links/node/<ifname>         TCX links of uplinks / vxlan.merle
-//! <pin_dir>/links/*/<ifname>.clsact     a directory: a clsact filter is
+//! <pin_dir>/links/*/<ifname>:clsact     a directory: a clsact filter is
 //!                                       attached there (no link object)
 //! ```
-//! bpffs holds only bpf objects and directories, so marks are directories.
+//! bpffs holds only bpf objects and directories, so marks are directories;
+//! it refuses dots in names, so a `.` of an interface name is pinned as `:`.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -93,12 +94,14 @@ impl PinDir {
         })
     }
 
+    /// bpffs refuses names with a dot (`vxlan.merle`), and no interface
+    /// name has a colon: dots are written as colons.
     pub fn link(&self, hook: Hook, ifname: &str) -> PathBuf {
-        self.links(hook).join(ifname)
+        self.links(hook).join(ifname.replace('.', ":"))
     }
 
     pub fn clsact_mark(&self, hook: Hook, ifname: &str) -> PathBuf {
-        self.links(hook).join(format!("{ifname}.clsact"))
+        self.links(hook).join(format!("{}:clsact", ifname.replace('.', ":")))
     }
 
     /// The interfaces with a pinned link or clsact mark for `hook`, and
@@ -110,9 +113,9 @@ impl PinDir {
             .flatten()
             .map(|e| {
                 let n = e.file_name().to_string_lossy().into_owned();
-                match n.strip_suffix(".clsact") {
-                    Some(i) => (i.to_owned(), true),
-                    None => (n, false),
+                match n.strip_suffix(":clsact") {
+                    Some(i) => (i.replace(':', "."), true),
+                    None => (n.replace(':', "."), false),
                 }
             })
             .collect();

@@ -19,6 +19,7 @@ pub mod bird;
 pub mod bpf;
 pub mod capture;
 pub mod cni;
+pub mod datapath;
 pub mod demo;
 pub mod etcd;
 pub mod frr;

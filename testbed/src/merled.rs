@@ -31,6 +31,7 @@ pub struct Merled {
     pub socket: PathBuf,
     pub config: PathBuf,
     pub merlectl: PathBuf,
+    restarts: std::sync::atomic::AtomicU32,
     _dir: TempDir,
 }
 
@@ -51,13 +52,42 @@ impl Merled {
             &log,
             &[("MERLE_LOG", "debug")],
         )?;
-        let mut m = Self { daemon, socket, config: conf, merlectl: merlectl.to_owned(), _dir: dir };
+        let mut m = Self {
+            daemon,
+            socket,
+            config: conf,
+            merlectl: merlectl.to_owned(),
+            restarts: std::sync::atomic::AtomicU32::new(0),
+            _dir: dir,
+        };
         let sock = m.socket.clone();
         let started = wait::poll("merled control socket", Duration::from_secs(20), || sock.exists().then_some(()));
         if started.is_err() || !m.daemon.alive() {
             anyhow::bail!("merled {name} did not start:\n{}", m.daemon.log_tail(30));
         }
         Ok(m)
+    }
+
+    /// Stops merled (SIGTERM, as an upgrade or a pod restart would) and
+    /// starts it again in `ns` with the same configuration and socket.
+    pub fn restart(&mut self, ns: &Netns, merled: &Path) -> anyhow::Result<()> {
+        self.daemon.stop(Duration::from_secs(10));
+        let n = self.restarts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let log = self._dir.path().join(format!("merled-{n}.log"));
+        let bin = merled.to_str().context("non-UTF-8 path")?;
+        self.daemon = Daemon::spawn(
+            ns,
+            "merled",
+            &[bin, "--config", self.config.to_str().context("path")?],
+            &log,
+            &[("MERLE_LOG", "debug")],
+        )?;
+        let sock = self.socket.clone();
+        let up = wait::poll("merled control socket", Duration::from_secs(20), || sock.exists().then_some(()));
+        if up.is_err() || !self.daemon.alive() {
+            anyhow::bail!("merled did not start again:\n{}", self.daemon.log_tail(30));
+        }
+        Ok(())
     }
 
     pub fn merlectl(&self, args: &[&str]) -> anyhow::Result<String> {

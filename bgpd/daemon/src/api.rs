@@ -17,6 +17,8 @@ pub enum Request {
     IpamRelease {
         handle: String,
     },
+    /// The eBPF datapath: mode, interfaces, endpoints, counters.
+    Dataplane,
 }
 
 /// What `merlectl routes` asks for. Every field is optional, so
@@ -75,6 +77,8 @@ pub struct Response {
     /// `ipam release`: the addresses freed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub released: Option<Vec<std::net::IpAddr>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataplane: Option<merle_ebpf::report::Report>,
 }
 
 impl Response {
@@ -100,6 +104,18 @@ pub struct NodeStatus {
     /// fib-sync's state; absent when `[fib] enabled = false`.
     #[serde(default)]
     pub fib: Option<FibSummary>,
+    /// The datapath in effect and why.
+    #[serde(default)]
+    pub dataplane: Option<DataplaneSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataplaneSummary {
+    /// `ebpf` or `kernel`.
+    pub mode: String,
+    /// `auto`, `ebpf` or `kernel`, as configured.
+    pub requested: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

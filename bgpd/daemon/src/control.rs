@@ -194,6 +194,16 @@ async fn answer(req: Request, shared: &Shared) -> Response {
             Err(e) => return Response::error(e),
         },
         Request::Status => r.status = Some(shared.status()),
+        Request::Dataplane => {
+            let (tx, rx) = oneshot::channel();
+            if !shared.dataplane(crate::dataplane::Cmd::Report(tx)) {
+                return Response::error("the dataplane thread is not running");
+            }
+            match tokio::time::timeout(IPAM_TIMEOUT, rx).await {
+                Ok(Ok(rep)) => r.dataplane = Some(rep),
+                _ => return Response::error("the dataplane thread did not answer in time"),
+            }
+        }
         // Streamed by `serve`.
         Request::Routes(_) | Request::Fib => return Response::error("internal: streamed request"),
     }

@@ -149,6 +149,7 @@ struct Running {
     /// The file content last applied (or rejected), to notice edits.
     last_text: String,
     fib: Option<crate::fib::FibLink>,
+    dataplane: crate::dataplane::DataplaneLink,
 }
 
 impl Running {
@@ -223,6 +224,11 @@ impl Running {
         self.node = Arc::new(node_ctx(&new, new_routes.iter().map(|(p, ..)| *p).collect(), self.node.restarting));
         if let Some(f) = &self.fib {
             f.reconfigure(&new, crate::fib::own_blocks(&file, &self.ipam_view));
+        }
+        if new.dataplane != self.cfg.dataplane || new.pools != self.cfg.pools || new.nodes != self.cfg.nodes
+            || new.services != self.cfg.services
+        {
+            self.dataplane.reconfigure(&new);
         }
         if file != self.file_cfg {
             let _ = self.ipam.tx.send(crate::ipam::Cmd::Reconfigure(Box::new(file.clone())));
@@ -313,6 +319,9 @@ pub async fn run(file_cfg: conf::Config, path: &std::path::Path) -> anyhow::Resu
     let listener_fd = bgp_listener.as_fd().try_clone_to_owned().context("cannot duplicate the listening socket")?;
     let listen_v6 = bgp_listener.local_addr().is_ok_and(|a| a.is_ipv6());
     shared.set_ipam(ipam.tx.clone());
+    // The datapath before the sessions: `mode = "ebpf"` on a kernel that
+    // cannot do it stops merled here.
+    let dataplane = crate::dataplane::DataplaneLink::start(&cfg, shared.clone())?;
     let own_blocks = crate::fib::own_blocks(&file_cfg, &ipam_view);
     let mut running = Running {
         last_text: std::fs::read_to_string(path).unwrap_or_default(),
@@ -328,6 +337,7 @@ pub async fn run(file_cfg: conf::Config, path: &std::path::Path) -> anyhow::Resu
         listener: listener_fd,
         listen_v6,
         fib: None,
+        dataplane,
     };
     let plan = crate::plan::plan(&running.cfg);
     // RFC 2385: the listening socket needs every peer's key before the
@@ -374,6 +384,7 @@ pub async fn run(file_cfg: conf::Config, path: &std::path::Path) -> anyhow::Resu
             _ = poll.tick() => running.check_file(false).await,
             Ok(()) = ipam_rx.changed() => {
                 running.ipam_view = ipam_rx.borrow_and_update().clone();
+                running.dataplane.reconcile();
                 let file = running.file_cfg.clone();
                 match running.apply(file).await {
                     Ok(summary) => info!("IPAM changed: {summary}"),
@@ -383,6 +394,9 @@ pub async fn run(file_cfg: conf::Config, path: &std::path::Path) -> anyhow::Resu
         }
     }
     running.ipam.stop();
+    // Pinned programs and links stay: pods keep forwarding until the next
+    // merled adopts them.
+    running.dataplane.stop().await;
     // The FIB first: closing the sessions withdraws their routes from the
     // RIB, and those must not reach the kernel.
     if let Some(f) = running.fib.take() {

@@ -25,6 +25,7 @@
 pub mod api;
 pub mod conn;
 pub mod control;
+pub mod dataplane;
 pub mod daemon;
 pub mod export;
 pub mod fib;

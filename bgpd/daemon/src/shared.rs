@@ -82,6 +82,9 @@ pub struct Shared {
     converged: Mutex<std::collections::HashSet<IpAddr>>,
     /// Requests to the IPAM thread.
     ipam: Mutex<Option<std::sync::mpsc::Sender<crate::ipam::Cmd>>>,
+    /// Requests to the dataplane thread, and the mode it is in.
+    dataplane: Mutex<Option<std::sync::mpsc::Sender<crate::dataplane::Cmd>>>,
+    dataplane_summary: Mutex<Option<crate::dataplane::Summary>>,
 }
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it:
@@ -111,7 +114,22 @@ impl Shared {
             fib_status: Mutex::new(None),
             converged: Mutex::new(std::collections::HashSet::new()),
             ipam: Mutex::new(None),
+            dataplane: Mutex::new(None),
+            dataplane_summary: Mutex::new(None),
         }
+    }
+
+    pub fn set_dataplane(&self, tx: std::sync::mpsc::Sender<crate::dataplane::Cmd>) {
+        *lock(&self.dataplane) = Some(tx);
+    }
+
+    /// Sends a request to the dataplane thread; false when it is not running.
+    pub fn dataplane(&self, cmd: crate::dataplane::Cmd) -> bool {
+        lock(&self.dataplane).as_ref().is_some_and(|tx| tx.send(cmd).is_ok())
+    }
+
+    pub fn set_dataplane_summary(&self, s: crate::dataplane::Summary) {
+        *lock(&self.dataplane_summary) = Some(s);
     }
 
     pub fn set_ipam(&self, tx: std::sync::mpsc::Sender<crate::ipam::Cmd>) {
@@ -219,6 +237,11 @@ impl Shared {
             peers,
             config_error: lock(&self.config_error).clone(),
             fib: self.fib_summary(),
+            dataplane: lock(&self.dataplane_summary).as_ref().map(|d| crate::api::DataplaneSummary {
+                mode: d.mode.clone(),
+                requested: d.requested.clone(),
+                reason: d.reason.clone(),
+            }),
         }
     }
 }

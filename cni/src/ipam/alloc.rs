@@ -203,6 +203,7 @@ mod tests {
 
     fn pool(cidr: &str, bs: u8) -> Pool {
         Pool {
+            nat_outgoing: false,
             cidr: cidr.parse().unwrap(),
             block_size: Some(bs),
             ipip_mode: conf::EncapMode::Never,

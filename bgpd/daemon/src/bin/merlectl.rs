@@ -34,6 +34,9 @@ enum Command {
     /// IP address management: pools, blocks and handles.
     #[command(subcommand)]
     Ipam(IpamCommand),
+    /// The datapath: eBPF or kernel mode and why, the interfaces with their
+    /// programs, the endpoint map, and the path and drop counters.
+    Dataplane,
 }
 
 #[derive(Debug, clap::Args)]
@@ -141,6 +144,9 @@ fn print_status(s: &NodeStatus) {
     );
     if let Some(e) = &s.config_error {
         println!("CONFIGURATION ERROR (the previous configuration is still running): {e}");
+    }
+    if let Some(d) = &s.dataplane {
+        println!("Dataplane: {} (requested {}): {}", d.mode, d.requested, d.reason);
     }
     match &s.fib {
         Some(f) => {
@@ -292,6 +298,47 @@ fn percent(p: f64) -> String {
     }
 }
 
+fn print_dataplane(d: &merle_ebpf::report::Report) {
+    println!("Mode: {} (requested {})", d.mode, d.requested);
+    println!("Why: {}", d.reason);
+    println!("Pin directory: {}", d.pin_dir);
+    if let Some(v) = &d.version {
+        println!("Programs: version {}, {}", v, if d.adopted { "adopted from a previous merled" } else { "loaded by this merled" });
+    }
+    println!("Outgoing NAT rules: {}", if d.nat_outgoing { "installed (nft table inet merle_nat)" } else { "none" });
+    if d.mode != "ebpf" {
+        return;
+    }
+    println!("\nInterfaces:");
+    let rows: Vec<Vec<String>> = d
+        .interfaces
+        .iter()
+        .map(|i| {
+            vec![i.ifname.clone(), i.ifindex.to_string(), i.hook.name().into(), i.program.clone(), i.attach.clone(), i.program_id.to_string()]
+        })
+        .collect();
+    print!("{}", table(&["INTERFACE", "IFINDEX", "HOOK", "PROGRAM", "ATTACH", "PROG ID"], &rows));
+    println!("\nEndpoints ({}):", d.endpoints.len());
+    let rows: Vec<Vec<String>> =
+        d.endpoints.iter().map(|e| vec![e.ip.clone(), e.ifname.clone(), e.ifindex.to_string(), e.pod_mac.clone()]).collect();
+    print!("{}", table(&["ADDRESS", "VETH", "IFINDEX", "POD MAC"], &rows));
+    println!("\nCounters:");
+    let rows: Vec<Vec<String>> = d
+        .counters
+        .iter()
+        .map(|c| {
+            vec![
+                c.hook.name().into(),
+                c.reason.clone(),
+                format!("{:?}", c.kind).to_lowercase(),
+                c.packets.to_string(),
+                c.bytes.to_string(),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["HOOK", "REASON", "KIND", "PACKETS", "BYTES"], &rows));
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.command {
@@ -330,6 +377,15 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&routes)?);
             } else {
                 print_fib(&routes);
+            }
+        }
+        Command::Dataplane => {
+            let r = query(&args.socket, &Request::Dataplane)?;
+            let d = r.dataplane.context("merled sent no dataplane report")?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                print_dataplane(&d);
             }
         }
         Command::Ipam(IpamCommand::Show) => {

@@ -1,0 +1,395 @@
+//! merled's side of the eBPF datapath, on a thread of its own (its work is
+//! short bpf(2) and netlink syscalls, never on the sessions' runtime).
+//!
+//! - At start it decides the mode: `kernel` as configured; `ebpf` or
+//!   `auto` when the kernel passes the probe and the programs load. `ebpf`
+//!   on a kernel that fails the probe stops merled with the reason; a
+//!   program the verifier rejects leaves merled up in kernel mode with the
+//!   verifier log in its log and status, nothing attached.
+//! - In eBPF mode it loads (or adopts) the programs, links the node
+//!   program to the uplinks and vxlan.merle, syncs the cluster ranges, and
+//!   reconciles the endpoint map and pod links with IPAM's pods: at start,
+//!   when IPAM changes and every few seconds (vxlan.merle appears once
+//!   fib-sync creates it).
+//! - A configuration change of the mode is applied live: to kernel mode
+//!   every program is detached and every pin removed (packets go on through
+//!   the routes fib-sync keeps in both modes); to eBPF mode the programs are
+//!   loaded and linked as at start.
+//! - Outgoing NAT rules (nftables) follow the pools in both modes.
+//! - At shutdown nothing is detached: pinned links keep forwarding until
+//!   the next merled adopts them.
+
+use std::collections::BTreeSet;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::Duration;
+
+use merle_ebpf::report::{mac_string, Endpoint, Interface, Report};
+use merle_ebpf::types::Hook;
+use merle_ebpf::{datapath, probe, Datapath, PinDir};
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+const TICK: Duration = Duration::from_secs(3);
+
+#[derive(Debug)]
+pub enum Cmd {
+    Reconfigure(Box<conf::Config>),
+    /// IPAM changed: reconcile the pods now.
+    Reconcile,
+    Report(oneshot::Sender<Report>),
+    Stop(oneshot::Sender<()>),
+}
+
+/// The mode in effect and why, for `merlectl status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub mode: String,
+    pub requested: String,
+    pub reason: String,
+}
+
+#[derive(Debug)]
+struct Engine {
+    cfg: conf::Config,
+    dp: Option<Datapath>,
+    reason: String,
+    nat: bool,
+    /// The node-program interfaces last linked.
+    node_ifaces: BTreeSet<String>,
+    shared: std::sync::Arc<crate::shared::Shared>,
+}
+
+/// The interfaces holding the node's addresses, or the configured ones;
+/// vxlan.merle when it exists.
+fn node_interfaces(cfg: &conf::Config) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = cfg.dataplane.interfaces.iter().cloned().collect();
+    if out.is_empty() {
+        let want: Vec<std::net::IpAddr> =
+            std::iter::once(cfg.node.address.addr()).chain(cfg.node.address_v6.map(|a| a.addr())).collect();
+        if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+            for a in addrs {
+                let ip = a.address.as_ref().and_then(|s| {
+                    s.as_sockaddr_in()
+                        .map(|v| std::net::IpAddr::V4(v.ip()))
+                        .or_else(|| s.as_sockaddr_in6().map(|v| std::net::IpAddr::V6(v.ip())))
+                });
+                if ip.is_some_and(|ip| want.contains(&ip)) {
+                    out.insert(a.interface_name);
+                }
+            }
+        }
+    }
+    for dev in [fib_sync::desired::VXLAN_DEV_V4, fib_sync::desired::VXLAN_DEV_V6] {
+        if merle_ebpf::sys::ifindex(dev) != 0 {
+            out.insert(dev.to_owned());
+        }
+    }
+    out
+}
+
+impl Engine {
+    fn pins(&self) -> PinDir {
+        merle_cni::dataplane::pins(&self.cfg)
+    }
+
+    fn summary(&self) -> Summary {
+        Summary {
+            mode: if self.dp.is_some() { "ebpf" } else { "kernel" }.into(),
+            requested: self.cfg.dataplane.mode.name().into(),
+            reason: self.reason.clone(),
+        }
+    }
+
+    fn publish(&self) {
+        self.shared.set_dataplane_summary(self.summary());
+    }
+
+    /// Enters the configured mode. `Err` only for `mode = "ebpf"` on a
+    /// kernel that cannot do it.
+    fn enter(&mut self) -> anyhow::Result<()> {
+        let requested = self.cfg.dataplane.mode;
+        if requested == conf::DataplaneMode::Kernel {
+            self.leave("mode = \"kernel\" in the configuration".into());
+            return Ok(());
+        }
+        let p = match probe::probe() {
+            Ok(p) => p,
+            Err(e) if requested == conf::DataplaneMode::Ebpf => {
+                anyhow::bail!("[dataplane] mode = \"ebpf\": {e}")
+            }
+            Err(e) => {
+                self.leave(format!("auto: {e}"));
+                return Ok(());
+            }
+        };
+        if self.dp.is_some() {
+            return Ok(());
+        }
+        let attach = merle_cni::dataplane::attach_mode(&self.cfg);
+        match Datapath::open(&self.pins(), attach) {
+            Ok(dp) => {
+                self.reason = format!(
+                    "{}: kernel {} runs the programs, attached with {}{}; programs {} (version {})",
+                    requested.name(),
+                    p.kernel,
+                    attach.name(),
+                    if p.attach == attach { " (detected)" } else { " (configured)" },
+                    if dp.adopted { "adopted from the pins of the previous merled" } else { "loaded" },
+                    dp.digest
+                );
+                info!("dataplane: eBPF mode: {}", self.reason);
+                self.dp = Some(dp);
+                self.sync();
+            }
+            Err(e) => {
+                error!("dataplane: the eBPF datapath could not be loaded, staying in kernel mode: {e}");
+                self.leave(format!("{}: eBPF failed, kernel mode: {e}", requested.name()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Kernel mode: every program detached, every pin merle made removed.
+    fn leave(&mut self, reason: String) {
+        let pins = self.pins();
+        self.dp = None;
+        self.node_ifaces.clear();
+        if pins.root().exists() {
+            for hook in Hook::ALL {
+                for (ifname, _) in pins.linked(hook) {
+                    if let Err(e) = datapath::unlink(&pins, hook, &ifname) {
+                        warn!("dataplane: detaching from {ifname}: {e}");
+                    }
+                }
+            }
+            match pins.remove_all() {
+                Ok(()) => info!("dataplane: removed the pins under {}", pins.root().display()),
+                Err(e) => warn!("dataplane: cannot remove {}: {e}", pins.root().display()),
+            }
+        }
+        if self.reason != reason {
+            info!("dataplane: kernel mode: {reason}");
+        }
+        self.reason = reason;
+    }
+
+    /// eBPF mode: node links, cluster ranges and pods as they should be.
+    fn sync(&mut self) {
+        let Some(dp) = self.dp.as_mut() else { return };
+        let want = node_interfaces(&self.cfg);
+        for ifname in &want {
+            match dp.node.link(ifname) {
+                Ok(l) if !l.kept => info!("dataplane: node program attached to {ifname} ({})", l.attach.name()),
+                Ok(_) => {}
+                Err(e) => warn!("dataplane: {e}"),
+            }
+        }
+        for (ifname, _) in dp.pins.linked(Hook::NodeIngress) {
+            if !want.contains(&ifname) {
+                let _ = datapath::unlink(&dp.pins, Hook::NodeIngress, &ifname);
+            }
+        }
+        self.node_ifaces = want;
+        match merle_ebpf::nets::Nets::open(&dp.pins).and_then(|mut n| n.sync(&merle_ebpf::nets::ranges(&self.cfg))) {
+            Ok(0) => {}
+            Ok(n) => info!("dataplane: {n} cluster ranges updated"),
+            Err(e) => warn!("dataplane: {e}"),
+        }
+        self.reconcile_pods();
+    }
+
+    fn reconcile_pods(&mut self) {
+        if self.dp.is_none() {
+            return;
+        }
+        let blocks = match merle_cni::ipam::open(&self.cfg).and_then(|s| s.load()) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!("dataplane: cannot read IPAM to reconcile the endpoints: {e}");
+                return;
+            }
+        };
+        match merle_cni::dataplane::reconcile(&self.cfg, &blocks) {
+            Ok(r) => {
+                if r.endpoints_put + r.endpoints_removed + r.links_added + r.links_removed > 0 {
+                    info!(
+                        "dataplane: reconciled with IPAM: {} endpoints put, {} removed; {} pod links added, {} removed",
+                        r.endpoints_put, r.endpoints_removed, r.links_added, r.links_removed
+                    );
+                }
+                for e in r.errors {
+                    warn!("dataplane: {e}");
+                }
+            }
+            Err(e) => warn!("dataplane: reconcile: {e}"),
+        }
+    }
+
+    fn apply_nat(&mut self) {
+        let want = merle_ebpf::nat::wanted(&self.cfg);
+        if !want && !self.nat {
+            return;
+        }
+        match merle_ebpf::nat::apply(&self.cfg) {
+            Ok(()) => {
+                if want != self.nat {
+                    info!("dataplane: outgoing NAT rules {}", if want { "installed" } else { "removed" });
+                }
+                self.nat = want;
+            }
+            Err(e) => warn!("dataplane: {e}"),
+        }
+    }
+
+    fn reconfigure(&mut self, cfg: conf::Config) {
+        let mode_changed = cfg.dataplane != self.cfg.dataplane;
+        self.cfg = cfg;
+        if mode_changed {
+            if self.dp.is_some() {
+                // A new pin directory or attach type, or kernel mode: the old
+                // datapath goes first.
+                let old = self.dp.take();
+                drop(old);
+                self.leave("reconfigured".into());
+            }
+            if let Err(e) = self.enter() {
+                self.leave(format!("{e:#}"));
+                warn!("dataplane: {e:#}");
+            }
+        } else {
+            self.sync();
+        }
+        self.apply_nat();
+        self.publish();
+    }
+
+    fn report(&self) -> Report {
+        let mut r = Report {
+            mode: self.summary().mode,
+            requested: self.cfg.dataplane.mode.name().into(),
+            reason: self.reason.clone(),
+            pin_dir: self.cfg.dataplane.pin_dir.display().to_string(),
+            nat_outgoing: self.nat,
+            ..Report::default()
+        };
+        let Some(dp) = &self.dp else { return r };
+        r.attach = Some(dp.attach.name().into());
+        r.version = Some(dp.digest.clone());
+        r.adopted = dp.adopted;
+        for (hook, prog) in [(Hook::NodeIngress, &dp.node), (Hook::PodIngress, &dp.pod)] {
+            for (ifname, clsact) in dp.pins.linked(hook) {
+                let (ifindex, prog_id) = if clsact {
+                    (merle_ebpf::sys::ifindex(&ifname), prog.prog_id())
+                } else {
+                    match merle_ebpf::sys::obj_get(&dp.pins.link(hook, &ifname))
+                        .and_then(|fd| merle_ebpf::sys::link_info(std::os::fd::AsFd::as_fd(&fd)))
+                    {
+                        Ok(i) => (i.ifindex, i.prog_id),
+                        Err(_) => (0, 0),
+                    }
+                };
+                r.interfaces.push(Interface {
+                    ifname,
+                    ifindex,
+                    hook,
+                    program: prog.name().into(),
+                    attach: if clsact { "clsact" } else { "tcx" }.into(),
+                    program_id: prog_id,
+                });
+            }
+        }
+        if let Ok(eps) = merle_ebpf::endpoints::Endpoints::open(&dp.pins) {
+            for (ip, e) in eps.list() {
+                r.endpoints.push(Endpoint {
+                    ip: ip.to_string(),
+                    ifindex: e.ifindex,
+                    ifname: merle_ebpf::sys::ifname(e.ifindex).unwrap_or_else(|| "?".into()),
+                    pod_mac: mac_string(&e.pod_mac),
+                });
+            }
+        }
+        if let Ok(m) = merle_ebpf::metrics::Metrics::open(&dp.pins) {
+            r.counters = m.counters();
+        }
+        r
+    }
+
+    fn tick(&mut self) {
+        if self.dp.is_some() {
+            if node_interfaces(&self.cfg) != self.node_ifaces {
+                self.sync();
+            } else {
+                self.reconcile_pods();
+            }
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Cmd>) {
+        // The tick is due every TICK however many requests arrive between.
+        let mut next = std::time::Instant::now() + TICK;
+        loop {
+            let now = std::time::Instant::now();
+            if now >= next {
+                self.tick();
+                next = now + TICK;
+            }
+            match rx.recv_timeout(next.saturating_duration_since(now)) {
+                Ok(Cmd::Reconfigure(cfg)) => self.reconfigure(*cfg),
+                Ok(Cmd::Reconcile) => self.reconcile_pods(),
+                Ok(Cmd::Report(tx)) => {
+                    let _ = tx.send(self.report());
+                }
+                Ok(Cmd::Stop(done)) => {
+                    // Pinned links and maps stay: forwarding goes on.
+                    let _ = done.send(());
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+}
+
+/// The running dataplane thread.
+#[derive(Debug)]
+pub struct DataplaneLink {
+    pub tx: Sender<Cmd>,
+}
+
+impl DataplaneLink {
+    /// Decides the mode and enters it before merled starts its sessions;
+    /// an `ebpf` mode the kernel cannot do is an error.
+    pub fn start(cfg: &conf::Config, shared: std::sync::Arc<crate::shared::Shared>) -> anyhow::Result<Self> {
+        let mut e = Engine {
+            cfg: cfg.clone(),
+            dp: None,
+            reason: String::new(),
+            nat: false,
+            node_ifaces: BTreeSet::new(),
+            shared: shared.clone(),
+        };
+        e.enter()?;
+        e.apply_nat();
+        e.publish();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new().name("dataplane".into()).spawn(move || e.run(rx))?;
+        shared.set_dataplane(tx.clone());
+        Ok(Self { tx })
+    }
+
+    pub fn reconfigure(&self, cfg: &conf::Config) {
+        let _ = self.tx.send(Cmd::Reconfigure(Box::new(cfg.clone())));
+    }
+
+    pub fn reconcile(&self) {
+        let _ = self.tx.send(Cmd::Reconcile);
+    }
+
+    pub async fn stop(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Cmd::Stop(tx)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(3), rx).await;
+        }
+    }
+}

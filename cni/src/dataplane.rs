@@ -1,0 +1,184 @@
+//! The pod's side of the eBPF datapath. merled loads and pins the
+//! programs; the plugin links the pinned pod program to the host end of
+//! each veth it makes (and pins that link, since the plugin exits at once)
+//! and writes the pod's addresses into the endpoint map, so the pod's
+//! first packet takes the fast path. DEL undoes both. [`reconcile`] makes
+//! the map and the links match the pods that exist: merled runs it at
+//! start and when IPAM changes, and the plugin's GC runs it too.
+//!
+//! In kernel mode, or before any merled loaded the datapath, there is no
+//! pinned program and all of this is skipped.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use merle_ebpf::datapath::{self, AttachMode, Linker};
+use merle_ebpf::endpoints::{self, EndpointOp, Endpoints};
+use merle_ebpf::objects;
+use merle_ebpf::types::{EndpointInfo, Hook};
+use merle_ebpf::PinDir;
+
+use crate::ipam::alloc::Blocks;
+use crate::link;
+
+pub fn pins(cfg: &conf::Config) -> PinDir {
+    PinDir::new(&cfg.dataplane.pin_dir)
+}
+
+pub fn attach_mode(cfg: &conf::Config) -> AttachMode {
+    match cfg.dataplane.attach {
+        conf::AttachKind::Auto => AttachMode::detect(),
+        conf::AttachKind::Tcx => AttachMode::Tcx,
+        conf::AttachKind::Clsact => AttachMode::Clsact,
+    }
+}
+
+/// Whether the eBPF datapath is loaded for this node's configuration.
+pub fn active(cfg: &conf::Config) -> bool {
+    cfg.dataplane.mode != conf::DataplaneMode::Kernel && pins(cfg).current_prog(objects::POD_INGRESS.name).is_some()
+}
+
+/// The pod end's MAC, derived from its first IPv4 address (or the last
+/// four bytes of its first IPv6 one) as OVN-Kubernetes does: `0a:58:` and
+/// the address. merled can then rebuild an endpoint entry from IPAM alone.
+pub fn pod_mac(addrs: &[IpAddr]) -> [u8; 6] {
+    let tail = addrs
+        .iter()
+        .find_map(|a| match a {
+            IpAddr::V4(v) => Some(v.octets()),
+            IpAddr::V6(_) => None,
+        })
+        .or_else(|| {
+            addrs.iter().find_map(|a| match a {
+                IpAddr::V6(v) => {
+                    let o = v.octets();
+                    Some([o[12], o[13], o[14], o[15]])
+                }
+                IpAddr::V4(_) => None,
+            })
+        })
+        .unwrap_or([0, 0, 0, 1]);
+    [0x0a, 0x58, tail[0], tail[1], tail[2], tail[3]]
+}
+
+fn entry(ifindex: u32, pod_mac: [u8; 6]) -> EndpointInfo {
+    EndpointInfo { ifindex, pod_mac, node_mac: link::HOST_MAC, flags: 0, pad: 0 }
+}
+
+/// ADD: links the pod program to `host` and puts the pod's addresses in
+/// the endpoint map. `Ok(false)`: no datapath is loaded, nothing to do.
+pub fn attach(cfg: &conf::Config, host: &str, addrs: &[IpAddr], pod_mac: [u8; 6]) -> Result<bool, merle_ebpf::Error> {
+    if !active(cfg) {
+        return Ok(false);
+    }
+    let pins = pins(cfg);
+    let mut linker = Linker::open(&pins, attach_mode(cfg), &objects::POD_INGRESS)?;
+    let linked = linker.link(host)?;
+    let mut eps = Endpoints::open(&pins)?;
+    for ip in addrs {
+        eps.put(*ip, entry(linked.ifindex, pod_mac))?;
+    }
+    Ok(true)
+}
+
+/// DEL: removes the pod's entries and its link. Nothing there is fine.
+pub fn detach(cfg: &conf::Config, host: &str, addrs: &[IpAddr]) -> Result<(), merle_ebpf::Error> {
+    let pins = pins(cfg);
+    if !pins.root().exists() {
+        return Ok(());
+    }
+    if let Ok(mut eps) = Endpoints::open(&pins) {
+        for ip in addrs {
+            eps.remove(*ip)?;
+        }
+    }
+    datapath::unlink(&pins, Hook::PodIngress, host)
+}
+
+/// The pods of `node` that exist: each address IPAM gave an attachment of
+/// this node whose host veth is there, with that veth's ifindex.
+pub fn pods(blocks: &Blocks, node: &str) -> BTreeMap<String, (u32, Vec<IpAddr>)> {
+    let mut by_host: BTreeMap<String, (u32, Vec<IpAddr>)> = BTreeMap::new();
+    for b in blocks.values() {
+        for (ord, a) in &b.allocations {
+            if a.node != node {
+                continue;
+            }
+            let Some(x) = &a.attachment else { continue };
+            let host = link::host_veth_name(&x.container_id, &x.ifname);
+            by_host.entry(host).or_default().1.push(b.addr(*ord));
+        }
+    }
+    by_host.retain(|host, (ifindex, addrs)| {
+        *ifindex = merle_ebpf::sys::ifindex(host);
+        addrs.sort_by_key(|a| (a.is_ipv6(), *a));
+        *ifindex != 0
+    });
+    by_host
+}
+
+/// What a reconcile changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    pub endpoints_put: usize,
+    pub endpoints_removed: usize,
+    pub links_added: usize,
+    pub links_removed: usize,
+    pub errors: Vec<String>,
+}
+
+/// Makes the endpoint map and the pod links match the pods of `node`
+/// that exist: stale entries and links go, missing ones are made.
+pub fn reconcile(cfg: &conf::Config, blocks: &Blocks) -> Result<Reconciled, merle_ebpf::Error> {
+    let mut out = Reconciled::default();
+    if !active(cfg) {
+        return Ok(out);
+    }
+    let pins = pins(cfg);
+    let pods = pods(blocks, &cfg.node.name);
+    let mut desired = BTreeMap::new();
+    for (ifindex, addrs) in pods.values() {
+        for ip in addrs {
+            desired.insert(*ip, entry(*ifindex, pod_mac(addrs)));
+        }
+    }
+    let mut eps = Endpoints::open(&pins)?;
+    let ops = endpoints::reconcile(&desired, &eps.list());
+    for op in &ops {
+        match op {
+            EndpointOp::Put(..) => out.endpoints_put += 1,
+            EndpointOp::Remove(_) => out.endpoints_removed += 1,
+        }
+    }
+    eps.apply(&ops)?;
+    let linked: BTreeSet<String> = pins.linked(Hook::PodIngress).into_iter().map(|(i, _)| i).collect();
+    for stale in linked.iter().filter(|i| !pods.contains_key(*i)) {
+        match datapath::unlink(&pins, Hook::PodIngress, stale) {
+            Ok(()) => out.links_removed += 1,
+            Err(e) => out.errors.push(e.to_string()),
+        }
+    }
+    let mut linker = Linker::open(&pins, attach_mode(cfg), &objects::POD_INGRESS)?;
+    for host in pods.keys() {
+        match linker.link(host) {
+            Ok(l) if !l.kept => out.links_added += 1,
+            Ok(_) => {}
+            Err(e) => out.errors.push(e.to_string()),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_macs_come_from_the_first_ipv4_address_else_the_ipv6_tail() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        assert_eq!(pod_mac(&[ip("fd00::1:2"), ip("10.244.1.7")]), [0x0a, 0x58, 10, 244, 1, 7]);
+        assert_eq!(pod_mac(&[ip("fd00::a0b:c0d")]), [0x0a, 0x58, 0x0a, 0x0b, 0x0c, 0x0d]);
+        // Locally administered, unicast.
+        assert_eq!(pod_mac(&[ip("10.0.0.1")])[0] & 0x03, 0x02);
+    }
+}
