@@ -34,9 +34,9 @@ fn main() {
     println!("cargo:rerun-if-changed=bpf");
     println!("cargo:rerun-if-env-changed=MERLE_CLANG");
     let arch_include = format!("-I/usr/include/{}-linux-gnu", std::env::consts::ARCH);
-    for name in ["pod", "node"] {
+    for name in ["pod", "node", "test/reject"] {
         let c = src.join(format!("{name}.bpf.c"));
-        let o = out.join(format!("{name}.bpf.o"));
+        let o = out.join(format!("{}.bpf.o", name.replace('/', "_")));
         run(
             Command::new(&clang)
                 .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror", "-c"])

@@ -7,6 +7,11 @@ pub static POD: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/p
 /// `bpf/node.bpf.c`: `node_ingress`.
 pub static NODE: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/node.bpf.o"));
 
+/// `bpf/test/reject.bpf.c`: a program the verifier rejects, for the
+/// loader's tests.
+#[doc(hidden)]
+pub static TEST_REJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/test_reject.bpf.o"));
+
 /// One program of an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Program {

@@ -160,3 +160,124 @@ fn ebpf_mode_forwards_pods_over_vxlan_and_skips_the_host_stack() {
     }
     forwarding(Encap::Vxlan, "dpx");
 }
+
+fn interfaces(d: &serde_json::Value) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = d["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["ifname"].as_str().unwrap().to_owned(), i["program_id"].as_u64().unwrap()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// `ping -i 0.005` summary: (sent, received).
+fn ping_summary(out: &str) -> (u64, u64) {
+    let line = out.lines().find(|l| l.contains("packets transmitted")).unwrap_or_else(|| panic!("ping said: {out}"));
+    let n: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok()).collect();
+    (n[0], n[1])
+}
+
+#[test]
+fn restarting_merled_loses_no_packet_and_adopts_its_pins() {
+    if skip_unless_bpf("restarting_merled_loses_no_packet") {
+        return;
+    }
+    let mut c = Cluster::new("dpr", 2, Encap::Native, Mode::Ebpf).unwrap();
+    let a1 = c.add_pod(0, "dpra1").unwrap();
+    let b1 = c.add_pod(1, "dprb1").unwrap();
+    c.wait_node_links(0).unwrap();
+    c.wait_ping(&a1, &b1.v4).unwrap();
+    let before = c.dataplane(0).unwrap();
+
+    // 5 ms pings and an iperf3 stream across the restart of n1's merled.
+    let mut server = b1.ns.command("iperf3").args(["-s", "-1"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    testbed::wait::poll("iperf3 listening", Duration::from_secs(10), || {
+        b1.ns.exec(&["ss", "-ltn"]).ok().filter(|s| s.contains(":5201")).map(|_| ())
+    })
+    .unwrap();
+    let stream = a1
+        .ns
+        .command("iperf3")
+        .args(["-c", &b1.v4, "-t", "8", "-i", "0.1", "-J"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pings = a1
+        .ns
+        .command("ping")
+        .args(["-i", "0.005", "-c", "1400", "-W", "1", &b1.v4])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    c.restart(0).unwrap();
+    c.wait_mode(0, Mode::Ebpf).unwrap();
+
+    let out = String::from_utf8(pings.wait_with_output().unwrap().stdout).unwrap();
+    let (sent, got) = ping_summary(&out);
+    assert_eq!(got, sent, "pings lost across the restart: {out}");
+    let out = stream.wait_with_output().unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let intervals = j["intervals"].as_array().unwrap();
+    assert!(intervals.len() >= 70, "{} intervals", intervals.len());
+    let mut stalls = Vec::new();
+    for (i, iv) in intervals.iter().enumerate() {
+        let s = &iv["sum"];
+        if s["bytes"].as_u64().unwrap() == 0 && s["seconds"].as_f64().unwrap() >= 0.09 {
+            stalls.push(i);
+        }
+    }
+    assert!(stalls.is_empty(), "the stream stalled for 100 ms or more in intervals {stalls:?}");
+
+    let after = c.dataplane(0).unwrap();
+    assert_eq!(after["adopted"], true, "the new merled adopted the pins: {after}");
+    assert_eq!(after["version"], before["version"]);
+    assert_eq!(interfaces(&after), interfaces(&before), "the same programs on the same interfaces");
+    assert_eq!(after["endpoints"], before["endpoints"]);
+}
+
+#[test]
+fn pod_churn_leaves_no_stale_endpoint_and_two_pods_keep_talking() {
+    if skip_unless_bpf("pod_churn") {
+        return;
+    }
+    let c = Cluster::new("dpc", 2, Encap::Native, Mode::Ebpf).unwrap();
+    let a1 = c.add_pod(0, "dpca1").unwrap();
+    let b1 = c.add_pod(1, "dpcb1").unwrap();
+    c.wait_ping(&a1, &b1.v4).unwrap();
+    let pings = a1
+        .ns
+        .command("ping")
+        .args(["-i", "0.01", "-w", "600", &b1.v4])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut churn = Vec::new();
+    for i in 0..100 {
+        churn.push(c.add_pod(i % 2, &format!("dpcx{i}")).unwrap());
+    }
+    let d = c.dataplane(0).unwrap();
+    assert_eq!(d["endpoints"].as_array().unwrap().len(), 2 * 51, "a1 and 50 churned pods, two addresses each");
+    for p in &churn {
+        c.del_pod(p).unwrap();
+    }
+    let _ = std::process::Command::new("kill").args(["-INT", &pings.id().to_string()]).status();
+    let out = String::from_utf8(pings.wait_with_output().unwrap().stdout).unwrap();
+    let (sent, got) = ping_summary(&out);
+    assert!(sent > 100 && got == sent, "a1 and b1 kept talking through the churn: {out}");
+    for (node, keep) in [(0, &a1), (1, &b1)] {
+        let d = c.dataplane(node).unwrap();
+        let mut eps: Vec<String> =
+            d["endpoints"].as_array().unwrap().iter().map(|e| e["ip"].as_str().unwrap().to_owned()).collect();
+        eps.sort();
+        let mut want = vec![keep.v4.clone(), keep.v6.clone().unwrap()];
+        want.sort();
+        assert_eq!(eps, want, "node {node}: only the pods that exist are in the map");
+        let pod_links = d["interfaces"].as_array().unwrap().iter().filter(|i| i["hook"] == "pod-ingress").count();
+        assert_eq!(pod_links, 1, "node {node}: one pod link left");
+    }
+}
