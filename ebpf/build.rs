@@ -49,7 +49,12 @@ fn main() {
     }
     let exe = out.join("layout");
     run(
-        Command::new(&clang).args(["-O0", "-Wall", "-Werror"]).arg(&arch_include).arg(src.join("layout.c")).arg("-o").arg(&exe),
+        Command::new(&clang)
+            .args(["-O0", "-Wall", "-Werror"])
+            .arg(&arch_include)
+            .arg(src.join("layout.c"))
+            .arg("-o")
+            .arg(&exe),
         "compiling bpf/layout.c",
     );
     let printed = Command::new(&exe).output().expect("running bpf/layout.c");

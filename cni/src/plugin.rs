@@ -222,8 +222,7 @@ fn del(c: &Call, store: &dyn Store) -> Result<(), Error> {
     // The endpoint entries first: nothing is redirected into a veth that
     // is going away. Then the link, then the veth.
     let addrs = alloc::addresses_of(&store.load()?, &h);
-    crate::dataplane::detach(&c.cfg, &host, &addrs)
-        .map_err(|e| Error::new(Code::Io, format!("eBPF datapath: {e}")))?;
+    crate::dataplane::detach(&c.cfg, &host, &addrs).map_err(|e| Error::new(Code::Io, format!("eBPF datapath: {e}")))?;
     link::teardown(&host)?;
     let freed = ipam::transact(store, |b| Ok(alloc::release(b, &h, now())))?;
     if !freed.is_empty() {

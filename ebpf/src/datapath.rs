@@ -84,11 +84,9 @@ pub struct Linked {
 
 fn load_error(name: &str, e: ProgramError) -> Error {
     match e {
-        ProgramError::LoadError { io_error, verifier_log } => Error::Verifier {
-            program: name.to_owned(),
-            error: io_error.to_string(),
-            log: verifier_log.to_string(),
-        },
+        ProgramError::LoadError { io_error, verifier_log } => {
+            Error::Verifier { program: name.to_owned(), error: io_error.to_string(), log: verifier_log.to_string() }
+        }
         other => Error::Load(name.to_owned(), other.to_string()),
     }
 }
@@ -116,7 +114,8 @@ impl Linker {
     /// in on `ifindex` of the calling thread's namespace.
     pub fn test_run(&self, packet: &[u8], ifindex: u32, repeat: u32) -> Result<sys::TestRun, Error> {
         let fd = self.prog.fd().map_err(|e| Error::Load(self.name.into(), e.to_string()))?;
-        sys::prog_test_run(fd.as_fd(), packet, ifindex, repeat).map_err(|e| Error::Load(self.name.into(), format!("test run: {e}")))
+        sys::prog_test_run(fd.as_fd(), packet, ifindex, repeat)
+            .map_err(|e| Error::Load(self.name.into(), format!("test run: {e}")))
     }
 
     /// Links the program to `ifname`'s ingress, unless it already is: a
@@ -127,7 +126,8 @@ impl Linker {
         if ifindex == 0 {
             return Err(Error::NoInterface(ifname.to_owned()));
         }
-        let linked = |kept| Linked { ifname: ifname.to_owned(), ifindex, attach: self.attach, prog_id: self.prog_id, kept };
+        let linked =
+            |kept| Linked { ifname: ifname.to_owned(), ifindex, attach: self.attach, prog_id: self.prog_id, kept };
         match self.attach {
             AttachMode::Tcx => {
                 let pin = self.pins.link(self.hook, ifname);
@@ -262,9 +262,14 @@ pub fn load(pins: &PinDir, programs: &[Program], digest: &str) -> Result<bool, E
     // as long as anything still runs them).
     let mut new_ids: HashMap<Hook, (u32, aya::programs::ProgramFd)> = HashMap::new();
     for p in programs {
-        let prog = SchedClassifier::from_pin(pins.prog(digest, p.name)).map_err(|e| Error::Load(p.name.into(), e.to_string()))?;
+        let prog = SchedClassifier::from_pin(pins.prog(digest, p.name))
+            .map_err(|e| Error::Load(p.name.into(), e.to_string()))?;
         let id = prog.info().map_err(|e| Error::Load(p.name.into(), e.to_string()))?.id();
-        let fd = prog.fd().map_err(|e| Error::Load(p.name.into(), e.to_string()))?.try_clone().map_err(|e| Error::Load(p.name.into(), e.to_string()))?;
+        let fd = prog
+            .fd()
+            .map_err(|e| Error::Load(p.name.into(), e.to_string()))?
+            .try_clone()
+            .map_err(|e| Error::Load(p.name.into(), e.to_string()))?;
         new_ids.insert(p.hook, (id, fd));
     }
     for (hook, (_, fd)) in &new_ids {

@@ -29,7 +29,10 @@ pub enum EndpointOp {
 /// The changes that turn `current` into `desired`. An entry already there
 /// for the same veth is kept as it is: its pod MAC was read from the pod's
 /// interface at ADD, while `desired` may only have derived it.
-pub fn reconcile(desired: &BTreeMap<IpAddr, EndpointInfo>, current: &BTreeMap<IpAddr, EndpointInfo>) -> Vec<EndpointOp> {
+pub fn reconcile(
+    desired: &BTreeMap<IpAddr, EndpointInfo>,
+    current: &BTreeMap<IpAddr, EndpointInfo>,
+) -> Vec<EndpointOp> {
     let mut ops = Vec::new();
     for (ip, cur) in current {
         if !desired.contains_key(ip) {

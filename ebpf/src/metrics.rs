@@ -31,7 +31,8 @@ impl Metrics {
     pub fn open(pins: &PinDir) -> Result<Self, Error> {
         let path = pins.map("merle_metrics");
         let data = MapData::from_pin(&path).map_err(|e| Error::Map(path.display().to_string(), e.to_string()))?;
-        let map = PerCpuArray::try_from(Map::PerCpuArray(data)).map_err(|e| Error::Map("merle_metrics".into(), e.to_string()))?;
+        let map = PerCpuArray::try_from(Map::PerCpuArray(data))
+            .map_err(|e| Error::Map("merle_metrics".into(), e.to_string()))?;
         Ok(Self { map })
     }
 
@@ -53,7 +54,13 @@ impl Metrics {
             for r in Reason::ALL {
                 let v = self.get(hook, *r);
                 if v.packets > 0 {
-                    out.push(Counter { hook, reason: r.name().into(), kind: r.kind(), packets: v.packets, bytes: v.bytes });
+                    out.push(Counter {
+                        hook,
+                        reason: r.name().into(),
+                        kind: r.kind(),
+                        packets: v.packets,
+                        bytes: v.bytes,
+                    });
                 }
             }
         }

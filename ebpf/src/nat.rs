@@ -73,7 +73,12 @@ pub fn remove() -> Result<(), Error> {
 }
 
 fn run_nft(script: &str, needed: bool) -> Result<(), Error> {
-    let child = Command::new("nft").args(["-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn();
+    let child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !needed => return Ok(()),

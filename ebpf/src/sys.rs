@@ -87,7 +87,13 @@ pub fn link_info(fd: BorrowedFd<'_>) -> io::Result<LinkInfo> {
         info: &mut info as *mut Info as u64,
     };
     bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a)?;
-    Ok(LinkInfo { link_type: info.type_, id: info.id, prog_id: info.prog_id, ifindex: info.u[0], attach_type: info.u[1] })
+    Ok(LinkInfo {
+        link_type: info.type_,
+        id: info.id,
+        prog_id: info.prog_id,
+        ifindex: info.u[0],
+        attach_type: info.u[1],
+    })
 }
 
 /// Points a link at another program, atomically: packets see the old
@@ -100,7 +106,8 @@ pub fn link_update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()>
         flags: u32,
         old_prog_fd: u32,
     }
-    let mut a = Attr { link_fd: link.as_raw_fd() as u32, new_prog_fd: prog.as_raw_fd() as u32, flags: 0, old_prog_fd: 0 };
+    let mut a =
+        Attr { link_fd: link.as_raw_fd() as u32, new_prog_fd: prog.as_raw_fd() as u32, flags: 0, old_prog_fd: 0 };
     bpf(BPF_LINK_UPDATE, &mut a).map(|_| ())
 }
 
@@ -241,9 +248,7 @@ pub fn mount_bpffs(dir: &Path) -> io::Result<()> {
     let fstype = c"bpf";
     // SAFETY: all three strings are valid NUL-terminated C strings that
     // outlive the call; no data argument is passed.
-    let r = unsafe {
-        libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
-    };
+    let r = unsafe { libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
     if r != 0 {
         return Err(io::Error::last_os_error());
     }

@@ -13,6 +13,8 @@
 //! bytes out (MACs, TTL or hop limit, checksum) and the counter of the
 //! reason.
 
+#![allow(clippy::unwrap_used)]
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use merle_ebpf::datapath::{load, AttachMode, Linker};
@@ -289,18 +291,26 @@ fn arriving_for_a_local_pod_is_redirected_into_it_and_nothing_else_is_touched() 
         assert_eq!(count(Reason::RedirectPeer), before + 2);
 
         for (what, pkt, reason) in [
-            ("for the node", packet::ipv4(b.up_mac, GW_MAC, V4::udp(v4("10.99.0.7"), v4("192.0.2.1"))), Reason::PassNoEndpoint),
+            (
+                "for the node",
+                packet::ipv4(b.up_mac, GW_MAC, V4::udp(v4("10.99.0.7"), v4("192.0.2.1"))),
+                Reason::PassNoEndpoint,
+            ),
             ("ARP", packet::arp(GW_MAC), Reason::PassNotIp),
             (
                 "for another host",
                 packet::ipv4([2, 7, 7, 7, 7, 7], GW_MAC, V4::udp(v4("10.99.0.7"), v4("10.1.0.6"))),
                 Reason::PassOtherHost,
             ),
-            ("TTL 1", {
-                let mut h = V4::udp(v4("10.99.0.7"), v4("10.1.0.6"));
-                h.ttl = 1;
-                packet::ipv4(b.up_mac, GW_MAC, h)
-            }, Reason::PassTtl),
+            (
+                "TTL 1",
+                {
+                    let mut h = V4::udp(v4("10.99.0.7"), v4("10.1.0.6"));
+                    h.ttl = 1;
+                    packet::ipv4(b.up_mac, GW_MAC, h)
+                },
+                Reason::PassTtl,
+            ),
         ] {
             let before = count(reason);
             let r = run(&pkt);

@@ -298,7 +298,7 @@ mod tests {
     use super::*;
 
     fn pool(cidr: &str, ipip: EncapMode, vxlan: EncapMode) -> Pool {
-        Pool { cidr: cidr.parse().unwrap(), block_size: None, ipip_mode: ipip, vxlan_mode: vxlan }
+        Pool { cidr: cidr.parse().unwrap(), block_size: None, ipip_mode: ipip, vxlan_mode: vxlan, nat_outgoing: false }
     }
 
     fn route(prefix: &str, hops: &[&str]) -> LearnedRoute {

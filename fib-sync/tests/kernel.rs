@@ -25,6 +25,7 @@ fn settings(own: &[&str], sweep_after: Duration) -> Settings {
             block_size: None,
             ipip_mode: EncapMode::Never,
             vxlan_mode: EncapMode::CrossSubnet,
+            nat_outgoing: false,
         }],
         node: NodeNet { v4: Some("10.0.0.1/24".parse().unwrap()), v6: None },
         own_blocks: own.iter().map(|s| s.parse().unwrap()).collect(),
@@ -218,6 +219,7 @@ fn ipv6_plain_multipath_blackhole_and_vxlan_v6() {
         block_size: None,
         ipip_mode: EncapMode::Never,
         vxlan_mode: EncapMode::CrossSubnet,
+        nat_outgoing: false,
     });
     s.node.v6 = Some("fd00::1/64".parse().unwrap());
     let fib = start(&ns, s);

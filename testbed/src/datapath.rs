@@ -141,9 +141,9 @@ impl Cluster {
                 .iter()
                 .enumerate()
                 .all(|(i, node)| {
-                    (1..=n).filter(|j| *j != i + 1).all(|j| {
-                        node.merled.peer_state(&format!("10.0.0.{j}")).as_deref() == Some("Established")
-                    })
+                    (1..=n)
+                        .filter(|j| *j != i + 1)
+                        .all(|j| node.merled.peer_state(&format!("10.0.0.{j}")).as_deref() == Some("Established"))
                 })
                 .then_some(())
         })
@@ -219,9 +219,7 @@ impl Cluster {
         wait::poll("the node programs attached", T, || {
             let d = self.dataplane(node).ok()?;
             let ifs = d["interfaces"].as_array()?.clone();
-            want.iter()
-                .all(|w| ifs.iter().any(|i| i["ifname"] == *w && i["hook"] == "node-ingress"))
-                .then_some(())
+            want.iter().all(|w| ifs.iter().any(|i| i["ifname"] == *w && i["hook"] == "node-ingress")).then_some(())
         })
         .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))
     }

@@ -225,7 +225,9 @@ impl Running {
         if let Some(f) = &self.fib {
             f.reconfigure(&new, crate::fib::own_blocks(&file, &self.ipam_view));
         }
-        if new.dataplane != self.cfg.dataplane || new.pools != self.cfg.pools || new.nodes != self.cfg.nodes
+        if new.dataplane != self.cfg.dataplane
+            || new.pools != self.cfg.pools
+            || new.nodes != self.cfg.nodes
             || new.services != self.cfg.services
         {
             self.dataplane.reconfigure(&new);

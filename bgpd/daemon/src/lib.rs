@@ -25,8 +25,8 @@
 pub mod api;
 pub mod conn;
 pub mod control;
-pub mod dataplane;
 pub mod daemon;
+pub mod dataplane;
 pub mod export;
 pub mod fib;
 pub mod import;

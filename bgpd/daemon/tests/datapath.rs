@@ -281,3 +281,36 @@ fn pod_churn_leaves_no_stale_endpoint_and_two_pods_keep_talking() {
         assert_eq!(pod_links, 1, "node {node}: one pod link left");
     }
 }
+
+#[test]
+fn nat_outgoing_masquerades_traffic_leaving_the_cluster_in_both_modes() {
+    if skip_unless_bpf("nat_outgoing") {
+        return;
+    }
+    let c = Cluster::with_nat("dpo", 2, Encap::Native, Mode::Ebpf, true).unwrap();
+    // An address outside every pool and node subnet, behind the switch,
+    // which has no route back to the pods: only masqueraded pings return.
+    c.lan.switch.ip(&["addr", "add", "198.51.100.1/32", "dev", "lo"]).unwrap();
+    c.lan.switch.ip(&["link", "set", "lo", "up"]).unwrap();
+    let a1 = c.add_pod(0, "dpoa1").unwrap();
+    c.wait_node_links(0).unwrap();
+    let before = c.counter(0, "pod-ingress", "pass-nat-outgoing");
+    c.wait_ping(&a1, "198.51.100.1").unwrap();
+    assert!(c.counter(0, "pod-ingress", "pass-nat-outgoing") > before, "handed to the stack for NAT");
+    let table = c.ns(0).exec(&["nft", "list", "table", "inet", "merle_nat"]).unwrap();
+    assert!(table.contains("masquerade") && table.contains("10.244.0.0/16"), "{table}");
+
+    c.set_mode(0, Mode::Kernel).unwrap();
+    c.wait_ping(&a1, "198.51.100.1").unwrap();
+
+    // nat_outgoing off: merle removes its rules, and the replies have no
+    // way back.
+    let path = &c.nodes[0].merled.config;
+    let text = std::fs::read_to_string(path).unwrap().replace("nat_outgoing = true", "nat_outgoing = false");
+    std::fs::write(path, text).unwrap();
+    testbed::wait::poll("merle's NAT table removed", Duration::from_secs(20), || {
+        c.ns(0).exec(&["nft", "list", "table", "inet", "merle_nat"]).is_err().then_some(())
+    })
+    .unwrap();
+    assert!(!pings(&a1, "198.51.100.1"), "without outgoing NAT the reply cannot come back");
+}

@@ -303,7 +303,11 @@ fn print_dataplane(d: &merle_ebpf::report::Report) {
     println!("Why: {}", d.reason);
     println!("Pin directory: {}", d.pin_dir);
     if let Some(v) = &d.version {
-        println!("Programs: version {}, {}", v, if d.adopted { "adopted from a previous merled" } else { "loaded by this merled" });
+        println!(
+            "Programs: version {}, {}",
+            v,
+            if d.adopted { "adopted from a previous merled" } else { "loaded by this merled" }
+        );
     }
     println!("Outgoing NAT rules: {}", if d.nat_outgoing { "installed (nft table inet merle_nat)" } else { "none" });
     if d.mode != "ebpf" {
@@ -314,13 +318,23 @@ fn print_dataplane(d: &merle_ebpf::report::Report) {
         .interfaces
         .iter()
         .map(|i| {
-            vec![i.ifname.clone(), i.ifindex.to_string(), i.hook.name().into(), i.program.clone(), i.attach.clone(), i.program_id.to_string()]
+            vec![
+                i.ifname.clone(),
+                i.ifindex.to_string(),
+                i.hook.name().into(),
+                i.program.clone(),
+                i.attach.clone(),
+                i.program_id.to_string(),
+            ]
         })
         .collect();
     print!("{}", table(&["INTERFACE", "IFINDEX", "HOOK", "PROGRAM", "ATTACH", "PROG ID"], &rows));
     println!("\nEndpoints ({}):", d.endpoints.len());
-    let rows: Vec<Vec<String>> =
-        d.endpoints.iter().map(|e| vec![e.ip.clone(), e.ifname.clone(), e.ifindex.to_string(), e.pod_mac.clone()]).collect();
+    let rows: Vec<Vec<String>> = d
+        .endpoints
+        .iter()
+        .map(|e| vec![e.ip.clone(), e.ifname.clone(), e.ifindex.to_string(), e.pod_mac.clone()])
+        .collect();
     print!("{}", table(&["ADDRESS", "VETH", "IFINDEX", "POD MAC"], &rows));
     println!("\nCounters:");
     let rows: Vec<Vec<String>> = d
