@@ -70,7 +70,7 @@ route-map V6-NH permit 10
 
 /// A node's configuration: the ToR as its only configured peer; the other
 /// node comes from the registry in etcd.
-pub fn node_config(name: &str, me: u8, etcd: &str, lock_dir: &Path) -> String {
+pub fn node_config(name: &str, me: u8, etcd: &str, lock_dir: &Path, pin_dir: &Path) -> String {
     format!(
         r#"[node]
 name = "{name}"
@@ -96,10 +96,18 @@ type = "etcd"
 endpoints = ["{etcd}"]
 path = "{}"
 
+# eBPF where the kernel allows (merlectl dataplane says which and why).
+# The node runs under `ip netns exec`, whose /sys is private: its pins go
+# to a bpffs of its own.
+[dataplane]
+mode = "auto"
+pin_dir = "{}"
+
 [control]
 socket = "{{socket}}"
 "#,
-        lock_dir.display()
+        lock_dir.display(),
+        pin_dir.display()
     )
 }
 
@@ -122,6 +130,8 @@ pub struct Demo {
     // Namespaces last: they are removed after the daemons stop.
     pub ns_nodes: Vec<Netns>,
     pub ns_tor: Netns,
+    /// The nodes' bpf filesystems, unmounted after the daemons stop.
+    pub bpffs: Vec<crate::bpf::BpfFs>,
     _dir: TempDir,
 }
 
@@ -149,12 +159,16 @@ pub fn start(merled: &Path, merlectl: &Path) -> anyhow::Result<Demo> {
     let etcd = Etcd::start(Some(&ns_tor), "10.0.0.254".parse()?).context("starting etcd on the ToR")?;
     let dir = TempDir::new("demo")?;
     let mut nodes = Vec::new();
+    let mut bpffs = Vec::new();
     for (i, ns) in ns_nodes.iter().enumerate() {
         let name = format!("node-{}", ["a", "b"][i]);
         let lock = dir.path().join(&name);
-        nodes.push(Merled::start(ns, &name, merled, merlectl, &node_config(&name, i as u8 + 1, &etcd.url, &lock))?);
+        let fs = crate::bpf::BpfFs::new(&name)?;
+        let cfg = node_config(&name, i as u8 + 1, &etcd.url, &lock, &fs.pin_dir());
+        nodes.push(Merled::start(ns, &name, merled, merlectl, &cfg)?);
+        bpffs.push(fs);
     }
-    Ok(Demo { nodes, tor, etcd, pods: Vec::new(), ns_nodes, ns_tor, _dir: dir })
+    Ok(Demo { nodes, tor, etcd, pods: Vec::new(), ns_nodes, ns_tor, bpffs, _dir: dir })
 }
 
 /// The block (/26 or /122) an address of the demo's pools lies in.
@@ -267,6 +281,10 @@ impl Demo {
                 };
                 println!("==== ping from pod a0 ({src}) to pod b0 ({dst}): {summary}");
             }
+        }
+        for (i, m) in self.nodes.iter().enumerate() {
+            println!("==== {}: merlectl dataplane ====", ["node-a", "node-b"][i]);
+            print!("{}", m.merlectl(&["dataplane"])?);
         }
         println!();
         println!("==== tor (FRR): show bgp ipv4 unicast ====");

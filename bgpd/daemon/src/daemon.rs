@@ -323,7 +323,7 @@ pub async fn run(file_cfg: conf::Config, path: &std::path::Path) -> anyhow::Resu
     shared.set_ipam(ipam.tx.clone());
     // The datapath before the sessions: `mode = "ebpf"` on a kernel that
     // cannot do it stops merled here.
-    let dataplane = crate::dataplane::DataplaneLink::start(&cfg, shared.clone())?;
+    let dataplane = crate::dataplane::DataplaneLink::start(&cfg, shared.clone()).await?;
     let own_blocks = crate::fib::own_blocks(&file_cfg, &ipam_view);
     let mut running = Running {
         last_text: std::fs::read_to_string(path).unwrap_or_default(),

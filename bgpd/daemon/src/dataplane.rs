@@ -57,6 +57,8 @@ struct Engine {
     /// The node-program interfaces last linked.
     node_ifaces: BTreeSet<String>,
     shared: std::sync::Arc<crate::shared::Shared>,
+    /// The IPAM store, opened once (an etcd client keeps its connection).
+    store: Option<Box<dyn merle_cni::ipam::Store>>,
 }
 
 /// The interfaces holding the node's addresses, or the configured ones;
@@ -202,7 +204,17 @@ impl Engine {
         if self.dp.is_none() {
             return;
         }
-        let blocks = match merle_cni::ipam::open(&self.cfg).and_then(|s| s.load()) {
+        if self.store.is_none() {
+            match merle_cni::ipam::open(&self.cfg) {
+                Ok(s) => self.store = Some(s),
+                Err(e) => {
+                    warn!("dataplane: cannot open IPAM to reconcile the endpoints: {e}");
+                    return;
+                }
+            }
+        }
+        let Some(store) = self.store.as_ref() else { return };
+        let blocks = match store.load() {
             Ok(b) => b,
             Err(e) => {
                 warn!("dataplane: cannot read IPAM to reconcile the endpoints: {e}");
@@ -243,6 +255,9 @@ impl Engine {
 
     fn reconfigure(&mut self, cfg: conf::Config) {
         let mode_changed = cfg.dataplane != self.cfg.dataplane;
+        if cfg.datastore != self.cfg.datastore {
+            self.store = None;
+        }
         self.cfg = cfg;
         if mode_changed {
             if self.dp.is_some() {
@@ -359,8 +374,10 @@ pub struct DataplaneLink {
 
 impl DataplaneLink {
     /// Decides the mode and enters it before merled starts its sessions;
-    /// an `ebpf` mode the kernel cannot do is an error.
-    pub fn start(cfg: &conf::Config, shared: std::sync::Arc<crate::shared::Shared>) -> anyhow::Result<Self> {
+    /// an `ebpf` mode the kernel cannot do is an error. The work runs on
+    /// the dataplane thread (the etcd IPAM store runs its own runtime,
+    /// which cannot start inside merled's).
+    pub async fn start(cfg: &conf::Config, shared: std::sync::Arc<crate::shared::Shared>) -> anyhow::Result<Self> {
         let mut e = Engine {
             cfg: cfg.clone(),
             dp: None,
@@ -368,12 +385,23 @@ impl DataplaneLink {
             nat: false,
             node_ifaces: BTreeSet::new(),
             shared: shared.clone(),
+            store: None,
         };
-        e.enter()?;
-        e.apply_nat();
-        e.publish();
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new().name("dataplane".into()).spawn(move || e.run(rx))?;
+        let (started_tx, started) = oneshot::channel();
+        std::thread::Builder::new().name("dataplane".into()).spawn(move || {
+            let r = e.enter();
+            let ok = r.is_ok();
+            if ok {
+                e.apply_nat();
+                e.publish();
+            }
+            let _ = started_tx.send(r);
+            if ok {
+                e.run(rx);
+            }
+        })?;
+        started.await.map_err(|_| anyhow::anyhow!("the dataplane thread stopped"))??;
         shared.set_dataplane(tx.clone());
         Ok(Self { tx })
     }

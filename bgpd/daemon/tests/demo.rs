@@ -35,4 +35,10 @@ fn the_demo_comes_up_clean() {
     for dst in &b0.addrs {
         a0.ns.exec(&["ping", "-c", "1", "-W", "2", dst]).unwrap();
     }
+    // ... in eBPF mode, where this kernel allows it, and the demo shows it.
+    for m in &d.nodes {
+        let dp = m.merlectl(&["dataplane"]).unwrap();
+        assert!(dp.contains("Mode: ebpf (requested auto)"), "{dp}");
+        assert!(dp.contains("pod_ingress") && dp.contains("node_ingress") && dp.contains("redirect-"), "{dp}");
+    }
 }
