@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use merle_ebpf::datapath::{self, AttachMode, Linker};
 use merle_ebpf::endpoints::{self, EndpointOp, Endpoints};
 use merle_ebpf::objects;
-use merle_ebpf::types::{EndpointInfo, Hook};
+use merle_ebpf::types::{EndpointInfo, Hook, ENDPOINT_F_NAT_OUTGOING};
 use merle_ebpf::PinDir;
 
 use crate::ipam::alloc::Blocks;
@@ -61,8 +61,18 @@ pub fn pod_mac(addrs: &[IpAddr]) -> [u8; 6] {
     [0x0a, 0x58, tail[0], tail[1], tail[2], tail[3]]
 }
 
-fn entry(ifindex: u32, pod_mac: [u8; 6]) -> EndpointInfo {
-    EndpointInfo { ifindex, pod_mac, node_mac: link::HOST_MAC, flags: 0, pad: 0 }
+/// The endpoint flags of `ip`: NAT_OUTGOING when its pool asks for it.
+pub fn flags(cfg: &conf::Config, ip: IpAddr) -> u32 {
+    let nat = cfg.pools.iter().any(|p| p.nat_outgoing && p.cidr.contains(&ip));
+    if nat {
+        ENDPOINT_F_NAT_OUTGOING
+    } else {
+        0
+    }
+}
+
+fn entry(cfg: &conf::Config, ip: IpAddr, ifindex: u32, pod_mac: [u8; 6]) -> EndpointInfo {
+    EndpointInfo { ifindex, pod_mac, node_mac: link::HOST_MAC, flags: flags(cfg, ip), pad: 0 }
 }
 
 /// ADD: links the pod program to `host` and puts the pod's addresses in
@@ -76,7 +86,7 @@ pub fn attach(cfg: &conf::Config, host: &str, addrs: &[IpAddr], pod_mac: [u8; 6]
     let linked = linker.link(host)?;
     let mut eps = Endpoints::open(&pins)?;
     for ip in addrs {
-        eps.put(*ip, entry(linked.ifindex, pod_mac))?;
+        eps.put(*ip, entry(cfg, *ip, linked.ifindex, pod_mac))?;
     }
     Ok(true)
 }
@@ -139,7 +149,7 @@ pub fn reconcile(cfg: &conf::Config, blocks: &Blocks) -> Result<Reconciled, merl
     let mut desired = BTreeMap::new();
     for (ifindex, addrs) in pods.values() {
         for ip in addrs {
-            desired.insert(*ip, entry(*ifindex, pod_mac(addrs)));
+            desired.insert(*ip, entry(cfg, *ip, *ifindex, pod_mac(addrs)));
         }
     }
     let mut eps = Endpoints::open(&pins)?;

@@ -48,7 +48,7 @@ static __always_inline int from_pod_v4(struct __sk_buff *skb)
 			return PASS_HAIRPIN;
 		return deliver_v4(skb, ip, dst);
 	}
-	if (nat_outgoing(nets_v4(ip->saddr), nets_v4(ip->daddr)))
+	if (nat_outgoing_v4(src, ip->daddr))
 		return PASS_NAT_OUTGOING;
 	return fib_forward_v4(skb, ip);
 }
@@ -75,7 +75,7 @@ static __always_inline int from_pod_v6(struct __sk_buff *skb)
 			return PASS_HAIRPIN;
 		return deliver_v6(skb, ip6, dst);
 	}
-	if (nat_outgoing(nets_v6(&ip6->saddr), nets_v6(&ip6->daddr)))
+	if (nat_outgoing_v6(src, &ip6->daddr))
 		return PASS_NAT_OUTGOING;
 	return fib_forward_v6(skb, ip6);
 }

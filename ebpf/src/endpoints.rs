@@ -27,8 +27,9 @@ pub enum EndpointOp {
 }
 
 /// The changes that turn `current` into `desired`. An entry already there
-/// for the same veth is kept as it is: its pod MAC was read from the pod's
-/// interface at ADD, while `desired` may only have derived it.
+/// for the same veth with the same flags is kept as it is: its pod MAC was
+/// read from the pod's interface at ADD, while `desired` may only have
+/// derived it.
 pub fn reconcile(
     desired: &BTreeMap<IpAddr, EndpointInfo>,
     current: &BTreeMap<IpAddr, EndpointInfo>,
@@ -37,7 +38,10 @@ pub fn reconcile(
     for (ip, cur) in current {
         if !desired.contains_key(ip) {
             ops.push(EndpointOp::Remove(*ip));
-        } else if desired[ip].ifindex != cur.ifindex || desired[ip].node_mac != cur.node_mac {
+        } else if desired[ip].ifindex != cur.ifindex
+            || desired[ip].node_mac != cur.node_mac
+            || desired[ip].flags != cur.flags
+        {
             ops.push(EndpointOp::Put(*ip, desired[ip]));
         }
     }

@@ -82,6 +82,9 @@ pub const NET_F_NAT_OUTGOING: u32 = 2;
 pub const NET_F_SERVICE: u32 = 4;
 pub const NET_F_NODE: u32 = 8;
 
+/// `ENDPOINT_F_NAT_OUTGOING`: the address is from a `nat_outgoing` pool.
+pub const ENDPOINT_F_NAT_OUTGOING: u32 = 1;
+
 /// `struct metrics_value`: one CPU's counters of one (hook, reason).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -190,8 +193,6 @@ reasons! {
     DropInvalidIpv4 = 32, "DROP_INVALID_IPV4", "drop-invalid-ipv4";
     DropInvalidIpv6 = 33, "DROP_INVALID_IPV6", "drop-invalid-ipv6";
     DropSourceSpoofed = 34, "DROP_SOURCE_SPOOFED", "drop-source-spoofed";
-    DropCsum = 35, "DROP_CSUM", "drop-csum";
-    DropWrite = 36, "DROP_WRITE", "drop-write";
     DropFibBlackhole = 37, "DROP_FIB_BLACKHOLE", "drop-fib-blackhole";
     DropRedirect = 38, "DROP_REDIRECT", "drop-redirect";
 }
@@ -270,6 +271,7 @@ mod tests {
             ("NET_F_NAT_OUTGOING", NET_F_NAT_OUTGOING),
             ("NET_F_SERVICE", NET_F_SERVICE),
             ("NET_F_NODE", NET_F_NODE),
+            ("ENDPOINT_F_NAT_OUTGOING", ENDPOINT_F_NAT_OUTGOING),
         ] {
             assert_eq!(c[&format!("const {name}")], i64::from(v), "{name}");
         }

@@ -22,7 +22,9 @@ use merle_ebpf::endpoints::Endpoints;
 use merle_ebpf::metrics::Metrics;
 use merle_ebpf::nets::Nets;
 use merle_ebpf::objects;
-use merle_ebpf::types::{EndpointInfo, Hook, Reason, NET_F_NAT_OUTGOING, NET_F_NODE, NET_F_POOL};
+use merle_ebpf::types::{
+    EndpointInfo, Hook, Reason, ENDPOINT_F_NAT_OUTGOING, NET_F_NAT_OUTGOING, NET_F_NODE, NET_F_POOL,
+};
 use merle_ebpf::PinDir;
 use testbed::bpf::packet::{self, V4};
 use testbed::bpf::{skip_unless_bpf, BpfFs};
@@ -122,12 +124,14 @@ fn with_bed(test: &str, f: impl FnOnce(&Bed) + Send + 'static) {
             let (p0, p1, up) =
                 (merle_ebpf::sys::ifindex("pod0"), merle_ebpf::sys::ifindex("pod1"), merle_ebpf::sys::ifindex("up0"));
             let mut eps = Endpoints::open(&pins).unwrap();
-            let ep = |ifindex, pod_mac| EndpointInfo { ifindex, pod_mac, node_mac: NODE_MAC, flags: 0, pad: 0 };
-            eps.put(IpAddr::V4(v4("10.1.0.5")), ep(p0, POD_MAC)).unwrap();
-            eps.put(IpAddr::V4(v4("10.1.0.6")), ep(p1, POD1_MAC)).unwrap();
-            eps.put(IpAddr::V4(v4("10.2.0.5")), ep(p0, POD_MAC)).unwrap();
-            eps.put(IpAddr::V6(v6("fd00:1::5")), ep(p0, POD_MAC)).unwrap();
-            eps.put(IpAddr::V6(v6("fd00:1::6")), ep(p1, POD1_MAC)).unwrap();
+            let ep = |ifindex, pod_mac, flags| EndpointInfo { ifindex, pod_mac, node_mac: NODE_MAC, flags, pad: 0 };
+            // 10.1.0.0/16 and fd00:1::/64 are nat_outgoing pools, 10.2.0.0/16 not.
+            let nat = ENDPOINT_F_NAT_OUTGOING;
+            eps.put(IpAddr::V4(v4("10.1.0.5")), ep(p0, POD_MAC, nat)).unwrap();
+            eps.put(IpAddr::V4(v4("10.1.0.6")), ep(p1, POD1_MAC, nat)).unwrap();
+            eps.put(IpAddr::V4(v4("10.2.0.5")), ep(p0, POD_MAC, 0)).unwrap();
+            eps.put(IpAddr::V6(v6("fd00:1::5")), ep(p0, POD_MAC, nat)).unwrap();
+            eps.put(IpAddr::V6(v6("fd00:1::6")), ep(p1, POD1_MAC, nat)).unwrap();
             let mut nets = Nets::open(&pins).unwrap();
             let want = [
                 ("10.1.0.0/16".parse().unwrap(), NET_F_POOL | NET_F_NAT_OUTGOING),

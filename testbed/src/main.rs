@@ -1,5 +1,6 @@
 //! `testbed`: runs merle testbeds in network namespaces.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -69,6 +70,34 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         runs: u32,
     },
+    /// Datapath: TCP stream (iperf3) with its CPU cost, request/response
+    /// latency (sockperf) and connections per second, pod to pod across
+    /// nodes and on one node, in eBPF and kernel mode (switched live,
+    /// alternating), against the node-to-node baseline; and the programs'
+    /// per-packet cost from BPF_PROG_TEST_RUN.
+    Datapath {
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+        /// Seconds of each iperf3 stream.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// Seconds of each sockperf ping-pong.
+        #[arg(long, default_value_t = 5)]
+        latency_seconds: u32,
+        /// Seconds of each connections-per-second run.
+        #[arg(long, default_value_t = 5)]
+        conn_seconds: u32,
+        /// BPF_PROG_TEST_RUN calls per packet and round (median taken).
+        #[arg(long, default_value_t = 5000)]
+        prog_calls: u32,
+        /// Repeats per BPF_PROG_TEST_RUN call (at most 250: the packet's
+        /// TTL, 255, drops by one per repeat).
+        #[arg(long, default_value_t = 200)]
+        prog_repeat: u32,
+        /// Also write the report to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -121,6 +150,27 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(Bench::Cni { pods, runs }) => {
             testbed::wait::interrupt_waits_on_signal()?;
             testbed::bench_cni::run_bench(pods, runs, &sibling_binary("merle-cni")?)?;
+        }
+        Command::Bench(Bench::Datapath {
+            runs,
+            seconds,
+            latency_seconds,
+            conn_seconds,
+            prog_calls,
+            prog_repeat,
+            out,
+        }) => {
+            testbed::wait::interrupt_waits_on_signal()?;
+            let params = testbed::bench_datapath::Params {
+                runs,
+                seconds,
+                latency_seconds,
+                conn_seconds,
+                prog_calls,
+                prog_repeat,
+                out,
+            };
+            testbed::bench_datapath::run(&params)?;
         }
     }
     Ok(())

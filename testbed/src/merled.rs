@@ -25,6 +25,17 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     anyhow::bail!("cannot find {name} next to {}; build the workspace first", exe.display())
 }
 
+/// A test that does not ask for the eBPF datapath runs the kernel path:
+/// merled under `ip netns exec` would otherwise pin into a bpffs of its
+/// private mount namespace, where the test cannot remove it.
+fn with_dataplane(text: &str) -> String {
+    if text.contains("[dataplane]") {
+        text.to_owned()
+    } else {
+        format!("{text}\n[dataplane]\nmode = \"kernel\"\n")
+    }
+}
+
 #[derive(Debug)]
 pub struct Merled {
     pub daemon: Daemon,
@@ -42,7 +53,7 @@ impl Merled {
         let dir = TempDir::new(&format!("merled-{name}"))?;
         let socket = dir.path().join("merled.sock");
         let conf = dir.path().join("merled.toml");
-        std::fs::write(&conf, config.replace("{socket}", &socket.to_string_lossy()))?;
+        std::fs::write(&conf, with_dataplane(&config.replace("{socket}", &socket.to_string_lossy())))?;
         let log = dir.path().join("merled.log");
         let bin = merled.to_str().context("non-UTF-8 path")?;
         let daemon = Daemon::spawn(
@@ -87,6 +98,13 @@ impl Merled {
         if up.is_err() || !self.daemon.alive() {
             anyhow::bail!("merled did not start again:\n{}", self.daemon.log_tail(30));
         }
+        Ok(())
+    }
+
+    /// Replaces the configuration file (merled reloads it), keeping the
+    /// kernel dataplane of [`Merled::start`] unless `text` says otherwise.
+    pub fn write_config(&self, text: &str) -> anyhow::Result<()> {
+        std::fs::write(&self.config, with_dataplane(text))?;
         Ok(())
     }
 

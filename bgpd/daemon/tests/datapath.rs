@@ -238,6 +238,41 @@ fn restarting_merled_loses_no_packet_and_adopts_its_pins() {
     assert_eq!(after["version"], before["version"]);
     assert_eq!(interfaces(&after), interfaces(&before), "the same programs on the same interfaces");
     assert_eq!(after["endpoints"], before["endpoints"]);
+
+    // A live switch to kernel mode and back loses nothing either.
+    let pings = a1
+        .ns
+        .command("ping")
+        .args(["-i", "0.005", "-w", "600", &b1.v4])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    c.set_mode(0, Mode::Kernel).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    c.set_mode(0, Mode::Ebpf).unwrap();
+    c.wait_node_links(0).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = std::process::Command::new("kill").args(["-INT", &pings.id().to_string()]).status();
+    let out = String::from_utf8(pings.wait_with_output().unwrap().stdout).unwrap();
+    let (sent, got) = ping_summary(&out);
+    assert!(sent > 200 && got == sent, "pings lost across the live mode switches: {out}");
+
+    // A pod that vanished while merled was down (its veth gone, no DEL):
+    // the next merled's start removes its entries and its link.
+    let a2 = c.add_pod(0, "dpra2").unwrap();
+    let host = merle_cni::link::host_veth_name("dpra2", "eth0");
+    c.nodes[0].merled.daemon.kill();
+    c.ns(0).ip(&["link", "del", &host]).unwrap();
+    c.restart(0).unwrap();
+    testbed::wait::poll("the vanished pod's entries removed", Duration::from_secs(20), || {
+        let d = c.dataplane(0).ok()?;
+        let eps = d["endpoints"].as_array()?.clone();
+        let gone = !eps.iter().any(|e| e["ip"] == a2.v4.as_str());
+        let unlinked = !d["interfaces"].as_array()?.iter().any(|i| i["ifname"] == host.as_str());
+        (gone && unlinked && eps.len() == 2).then_some(())
+    })
+    .unwrap();
 }
 
 #[test]
@@ -313,4 +348,27 @@ fn nat_outgoing_masquerades_traffic_leaving_the_cluster_in_both_modes() {
     })
     .unwrap();
     assert!(!pings(&a1, "198.51.100.1"), "without outgoing NAT the reply cannot come back");
+}
+
+#[test]
+fn a_pin_directory_off_bpffs_keeps_merled_up_in_kernel_mode_and_says_why() {
+    if skip_unless_bpf("pin_directory_off_bpffs") {
+        return;
+    }
+    let ns = testbed::netns::Netns::new("dpbad").unwrap();
+    let dir = testbed::TempDir::new("dpbad").unwrap();
+    let cfg = format!(
+        "[node]\nname = \"x\"\naddress = \"10.9.0.1/24\"\n[datastore]\npath = \"{0}\"\n\
+         [dataplane]\nmode = \"ebpf\"\npin_dir = \"{0}/not-bpffs/merle\"\n[control]\nsocket = \"{{socket}}\"\n",
+        dir.path().display()
+    );
+    let bin = |n: &str| testbed::merled::sibling_binary(n).unwrap();
+    let m = testbed::merled::Merled::start(&ns, "x", &bin("merled"), &bin("merlectl"), &cfg).unwrap();
+    let s = m.status().unwrap();
+    assert_eq!(s["dataplane"]["mode"], "kernel", "{s}");
+    let why = s["dataplane"]["reason"].as_str().unwrap();
+    assert!(why.contains("not on a bpf filesystem") && why.contains("mount -t bpf"), "{why}");
+    assert!(!dir.path().join("not-bpffs/merle/maps").exists(), "nothing half-made");
+    let text = m.merlectl(&["status"]).unwrap();
+    assert!(text.contains("Dataplane: kernel (requested ebpf)"), "{text}");
 }

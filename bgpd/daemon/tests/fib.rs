@@ -245,7 +245,7 @@ fn pods_reach_each_other_natively_and_over_vxlan_and_survive_a_restart() {
     // merled is down: its routes are still there.
     assert_eq!(merle_routes(a), a_routes);
     let log = ms[0].socket.parent().unwrap().join("merled.again.log");
-    std::fs::write(&ms[0].config, cfg).unwrap();
+    ms[0].write_config(&cfg).unwrap();
     let mut again = testbed::process::Daemon::spawn(
         a,
         "merled a again",

@@ -200,7 +200,7 @@ fn live_reload_changes_only_what_the_edit_touches() {
     for i in 1..=3u8 {
         let text =
             node_config(i, &without_n4, false).replace("{socket}", ms[usize::from(i - 1)].socket.to_str().unwrap());
-        std::fs::write(&ms[usize::from(i - 1)].config, text).unwrap();
+        ms[usize::from(i - 1)].write_config(&text).unwrap();
     }
     for m in &ms[..3] {
         wait::poll("n4 gone", T, || {
@@ -220,7 +220,7 @@ fn live_reload_changes_only_what_the_edit_touches() {
 
     // An invalid edit is rejected as a whole and shown; nothing changes.
     let good = std::fs::read_to_string(&ms[0].config).unwrap();
-    std::fs::write(&ms[0].config, good.replace("10.244.1.0/26", "10.244.1.0/99")).unwrap();
+    ms[0].write_config(&good.replace("10.244.1.0/26", "10.244.1.0/99")).unwrap();
     wait::poll("config error shown", T, || {
         let e = ms[0].status().ok()?["config_error"].as_str()?.to_owned();
         e.contains("advertise[0].prefix").then_some(())
@@ -246,7 +246,7 @@ fn live_reload_changes_only_what_the_edit_touches() {
         .collect();
     assert_eq!(before, after2);
     // Dropping the prefix again withdraws it.
-    std::fs::write(&ms[0].config, &good).unwrap();
+    ms[0].write_config(&good).unwrap();
     wait::poll("prefix withdrawn on n2", T, || ms[1].route("10.244.11.0/26", "10.0.0.1").is_none().then_some(()))
         .unwrap();
 }

@@ -15,10 +15,12 @@
 
 static __always_inline int deliver(struct __sk_buff *skb, const struct endpoint_info *ep)
 {
+	struct ethhdr *eth = eth_header(skb);
 	__u32 ifindex = ep->ifindex;
 
-	if (eth_rewrite(skb, ep->pod_mac, ep->node_mac) < 0)
-		return -DROP_WRITE;
+	if (!eth)
+		return -DROP_INVALID_IPV4;
+	eth_rewrite(eth, ep->pod_mac, ep->node_mac);
 	note_target(skb, ifindex);
 	if (bpf_redirect_peer(ifindex, 0) != TC_ACT_REDIRECT)
 		return -DROP_REDIRECT;
@@ -27,16 +29,14 @@ static __always_inline int deliver(struct __sk_buff *skb, const struct endpoint_
 
 static __always_inline int deliver_v4(struct __sk_buff *skb, struct iphdr *ip, const struct endpoint_info *ep)
 {
-	int r = ipv4_dec_ttl(skb, ip);
-
-	return r < 0 ? r : deliver(skb, ep);
+	ipv4_dec_ttl(ip);
+	return deliver(skb, ep);
 }
 
 static __always_inline int deliver_v6(struct __sk_buff *skb, struct ipv6hdr *ip6, const struct endpoint_info *ep)
 {
-	int r = ipv6_dec_hop_limit(skb, ip6);
-
-	return r < 0 ? r : deliver(skb, ep);
+	ipv6_dec_hop_limit(ip6);
+	return deliver(skb, ep);
 }
 
 #endif

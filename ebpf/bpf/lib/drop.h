@@ -32,8 +32,6 @@ enum reason {
 	DROP_INVALID_IPV4 = 32,     /* truncated or malformed IPv4 header */
 	DROP_INVALID_IPV6 = 33,     /* truncated IPv6 header */
 	DROP_SOURCE_SPOOFED = 34,   /* source address of another pod's veth */
-	DROP_CSUM = 35,             /* checksum update failed */
-	DROP_WRITE = 36,            /* packet rewrite failed */
 	DROP_FIB_BLACKHOLE = 37,    /* blackhole route, as the kernel would */
 	DROP_REDIRECT = 38,         /* the redirect helper refused */
 };

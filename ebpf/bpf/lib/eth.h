@@ -32,14 +32,11 @@ static __always_inline int eth_not_for_us(const struct __sk_buff *skb)
 	}
 }
 
-/* Writes destination and source MAC (12 bytes at offset 0). */
-static __always_inline int eth_rewrite(struct __sk_buff *skb, const __u8 *dst, const __u8 *src)
+/* Writes destination and source MAC in place. */
+static __always_inline void eth_rewrite(struct ethhdr *eth, const __u8 *dst, const __u8 *src)
 {
-	if (bpf_skb_store_bytes(skb, 0, dst, ETH_ALEN, 0) < 0)
-		return -1;
-	if (bpf_skb_store_bytes(skb, ETH_ALEN, src, ETH_ALEN, 0) < 0)
-		return -1;
-	return 0;
+	__builtin_memcpy(eth->h_dest, dst, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, src, ETH_ALEN);
 }
 
 #endif

@@ -20,10 +20,15 @@ static __always_inline int fib_result(struct __sk_buff *skb, struct bpf_fib_look
 {
 	struct bpf_redir_neigh nh = {};
 
+	struct ethhdr *eth;
+
 	switch (rc) {
 	case BPF_FIB_LKUP_RET_SUCCESS:
-		if (eth_rewrite(skb, p->dmac, p->smac) < 0)
-			return -DROP_WRITE;
+		/* Reloaded: the lookup is a helper call. */
+		eth = eth_header(skb);
+		if (!eth)
+			return -DROP_INVALID_IPV4;
+		eth_rewrite(eth, p->dmac, p->smac);
 		note_target(skb, p->ifindex);
 		if (bpf_redirect(p->ifindex, 0) != TC_ACT_REDIRECT)
 			return -DROP_REDIRECT;
@@ -52,7 +57,6 @@ static __always_inline int fib_forward_v4(struct __sk_buff *skb, struct iphdr *i
 {
 	struct bpf_fib_lookup p = {};
 	long rc;
-	int r;
 
 	p.family = AF_INET;
 	p.tos = ip->tos;
@@ -64,10 +68,11 @@ static __always_inline int fib_forward_v4(struct __sk_buff *skb, struct iphdr *i
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
 		if (p.ifindex == skb->ifindex)
 			return PASS_HAIRPIN;
-		/* ip is invalid after this: the checksum helper may move data. */
-		r = ipv4_dec_ttl(skb, ip);
-		if (r < 0)
-			return r;
+		/* The packet pointers are reloaded after the helper call. */
+		ip = ipv4_header(skb);
+		if (!ip)
+			return -DROP_INVALID_IPV4;
+		ipv4_dec_ttl(ip);
 	}
 	return fib_result(skb, &p, rc);
 }
@@ -77,7 +82,6 @@ static __always_inline int fib_forward_v6(struct __sk_buff *skb, struct ipv6hdr 
 {
 	struct bpf_fib_lookup p = {};
 	long rc;
-	int r;
 
 	p.family = AF_INET6;
 	p.flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0fffffff);
@@ -89,9 +93,10 @@ static __always_inline int fib_forward_v6(struct __sk_buff *skb, struct ipv6hdr 
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
 		if (p.ifindex == skb->ifindex)
 			return PASS_HAIRPIN;
-		r = ipv6_dec_hop_limit(skb, ip6);
-		if (r < 0)
-			return r;
+		ip6 = ipv6_header(skb);
+		if (!ip6)
+			return -DROP_INVALID_IPV6;
+		ipv6_dec_hop_limit(ip6);
 	}
 	return fib_result(skb, &p, rc);
 }

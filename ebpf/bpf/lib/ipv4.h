@@ -43,16 +43,10 @@ static __always_inline int ipv4_check(struct __sk_buff *skb, const struct iphdr 
 }
 
 /* Decrements the TTL and fixes the header checksum (RFC 1624). */
-static __always_inline int ipv4_dec_ttl(struct __sk_buff *skb, const struct iphdr *ip)
+static __always_inline void ipv4_dec_ttl(struct iphdr *ip)
 {
-	__u32 off = ETH_HLEN + offsetof(struct iphdr, ttl);
-	/* TTL and protocol form one 16-bit word of the header. */
-	__be16 old = *(const __be16 *)((const void *)ip + offsetof(struct iphdr, ttl));
-	__be16 new = bpf_htons(bpf_ntohs(old) - 0x0100);
-
-	if (csum_replace16(skb, ETH_HLEN + offsetof(struct iphdr, check), off, old, new) < 0)
-		return -DROP_CSUM;
-	return 0;
+	csum_ttl_dec(ip);
+	ip->ttl--;
 }
 
 #endif

@@ -50,13 +50,9 @@ static __always_inline int ipv6_check(struct __sk_buff *skb, const struct ipv6hd
 }
 
 /* Decrements the hop limit: IPv6 has no header checksum. */
-static __always_inline int ipv6_dec_hop_limit(struct __sk_buff *skb, const struct ipv6hdr *ip6)
+static __always_inline void ipv6_dec_hop_limit(struct ipv6hdr *ip6)
 {
-	__u8 hl = ip6->hop_limit - 1;
-
-	if (bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, hop_limit), &hl, 1, 0) < 0)
-		return -DROP_WRITE;
-	return 0;
+	ip6->hop_limit--;
 }
 
 #endif

@@ -16,11 +16,16 @@ struct endpoint_key {
 	__u32 addr[4];  /* network order */
 };
 
+/* The pod's address is from a pool with nat_outgoing: its traffic to
+ * outside every cluster range goes to the stack to be masqueraded. Kept
+ * in the entry so that pods of other pools pay no lookup for it. */
+#define ENDPOINT_F_NAT_OUTGOING (1U << 0)
+
 struct endpoint_info {
 	__u32 ifindex;      /* the host end of the pod's veth */
 	__u8 pod_mac[6];    /* the pod end's MAC: destination into the pod */
 	__u8 node_mac[6];   /* the host end's MAC: source into the pod */
-	__u32 flags;        /* reserved for the services datapath: 0 */
+	__u32 flags;        /* ENDPOINT_F_* */
 	__u32 pad;
 };
 

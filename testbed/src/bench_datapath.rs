@@ -1,0 +1,693 @@
+//! The datapath benchmark: merle's eBPF mode against its kernel mode (the
+//! same routes, forwarded by the host's stack), on one two-node cluster,
+//! with the modes switched live and alternating round by round, and the
+//! node-to-node path (no pods) as the baseline.
+//!
+//! ```text
+//!   n1 10.0.0.1: pods a1, a2        n2 10.0.0.2: pod b1       (Encap::Native)
+//!   cross-node a1 -> b1, same node a1 -> a2, baseline n1 -> n2 over eth0
+//! ```
+//! Per round and mode: a TCP stream (iperf3) with the machine's busy CPU
+//! time per Gbit/s, TCP request/response latency (sockperf ping-pong,
+//! pinned to CPU 0 and not), and short TCP connections per second (one
+//! byte each way, one at a time, both ends pinned to CPU 0). The baseline
+//! is taken in kernel mode, so no program sits on eth0. Each round also
+//! times the programs themselves with BPF_PROG_TEST_RUN in a namespace of
+//! their own, as in `ebpf/tests/programs.rs`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use ipnet::IpNet;
+use merle_ebpf::datapath::{load, AttachMode, Linker};
+use merle_ebpf::endpoints::Endpoints;
+use merle_ebpf::nets::Nets;
+use merle_ebpf::objects;
+use merle_ebpf::sys::ifindex;
+use merle_ebpf::types::{EndpointInfo, NET_F_NAT_OUTGOING, NET_F_NODE, NET_F_POOL};
+use merle_ebpf::PinDir;
+use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::time::{TimeVal, TimeValLike};
+
+use crate::bench::median;
+use crate::bpf::packet::{self, V4};
+use crate::bpf::BpfFs;
+use crate::datapath::{Cluster, Encap, Mode, Pod, T as SWITCH_WAIT};
+use crate::netns::Netns;
+use crate::wait;
+
+const IPERF_PORT: u16 = 5201;
+const SOCKPERF_PORT: u16 = 11111;
+const CONN_PORT: u16 = 12000;
+/// USER_HZ: the unit of /proc/stat.
+const USER_HZ: f64 = 100.0;
+const LISTEN: Duration = Duration::from_secs(10);
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub runs: u32,
+    /// Of each iperf3 stream.
+    pub seconds: u32,
+    pub latency_seconds: u32,
+    pub conn_seconds: u32,
+    /// BPF_PROG_TEST_RUN calls per case and round.
+    pub prog_calls: u32,
+    /// Repeats per call; the TTL (255) drops by one each.
+    pub prog_repeat: u32,
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fig {
+    StreamCross,
+    StreamSame,
+    CpuCross,
+    CpuSame,
+    LatPinned,
+    LatUnpinned,
+    Conns,
+}
+
+impl Fig {
+    const ALL: [Fig; 7] =
+        [Fig::StreamCross, Fig::StreamSame, Fig::CpuCross, Fig::CpuSame, Fig::LatPinned, Fig::LatUnpinned, Fig::Conns];
+
+    /// The row label and the decimals shown.
+    fn label(self) -> (&'static str, usize) {
+        match self {
+            Fig::StreamCross => ("TCP stream, cross-node (Gbit/s)", 2),
+            Fig::StreamSame => ("TCP stream, same node (Gbit/s)", 2),
+            Fig::CpuCross => ("CPU per Gbit/s, cross-node (CPU-s/Gbit)", 3),
+            Fig::CpuSame => ("CPU per Gbit/s, same node (CPU-s/Gbit)", 3),
+            Fig::LatPinned => ("TCP RR latency, pinned to CPU 0 (µs, half RTT)", 2),
+            Fig::LatUnpinned => ("TCP RR latency, unpinned (µs, half RTT)", 2),
+            Fig::Conns => ("TCP connections/s, pinned to CPU 0", 0),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Col {
+    Baseline,
+    Kernel,
+    Ebpf,
+}
+
+/// One value per round for each (figure, column) measured.
+#[derive(Debug, Default)]
+struct Samples(BTreeMap<(Fig, Col), Vec<f64>>);
+
+impl Samples {
+    fn push(&mut self, f: Fig, c: Col, v: f64) {
+        self.0.entry((f, c)).or_default().push(v);
+    }
+    fn get(&self, f: Fig, c: Col) -> &[f64] {
+        self.0.get(&(f, c)).map(Vec::as_slice).unwrap_or(&[])
+    }
+    /// `a / b` round by round.
+    fn ratios(&self, f: Fig, a: Col, b: Col) -> Vec<f64> {
+        self.get(f, a).iter().zip(self.get(f, b)).map(|(x, y)| x / y).collect()
+    }
+}
+
+/// "median (min–max)", or a dash when nothing was measured.
+fn cell(v: &[f64], prec: usize) -> String {
+    if v.is_empty() {
+        return "—".into();
+    }
+    let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), x| (l.min(*x), h.max(*x)));
+    format!("{:.prec$} ({lo:.prec$}–{hi:.prec$})", median(v.to_vec()))
+}
+
+/// Joins a thread started by [`Netns::spawn`].
+fn join<T>(h: JoinHandle<anyhow::Result<anyhow::Result<T>>>, what: &str) -> anyhow::Result<T> {
+    let r = h.join().map_err(|_| anyhow::anyhow!("{what}: the thread panicked"))?;
+    r.with_context(|| format!("{what}: entering the namespace"))?.with_context(|| what.to_owned())
+}
+
+/// Pins the calling thread to CPU 0.
+fn pin_to_cpu0() -> anyhow::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(0).context("CPU set")?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).context("sched_setaffinity to CPU 0")
+}
+
+fn need(tool: &str) -> anyhow::Result<()> {
+    let found = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
+    anyhow::ensure!(found, "{tool} is not installed (testbed/install-deps.sh installs it)");
+    Ok(())
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(4000).collect()
+}
+
+/// A server process, killed on drop.
+struct Server(Child);
+
+impl Server {
+    /// Starts `cmd` and waits until something listens on TCP `port` in `ns`.
+    fn start(mut cmd: Command, what: &str, ns: &Netns, port: u16) -> anyhow::Result<Self> {
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut s = Self(cmd.spawn().with_context(|| format!("cannot start {what}"))?);
+        let suffix = format!(":{port}");
+        let up = wait::poll(&format!("{what} to listen on port {port}"), LISTEN, || {
+            if let Ok(Some(status)) = s.0.try_wait() {
+                return Some(Err(status));
+            }
+            let ss = ns.exec(&["ss", "-Hltn"]).ok()?;
+            // `LISTEN 0 4096 0.0.0.0:5201 0.0.0.0:*`
+            let local = |l: &str| l.split_whitespace().nth(3).is_some_and(|a| a.ends_with(suffix.as_str()));
+            ss.lines().any(local).then_some(Ok(()))
+        })?;
+        if let Err(status) = up {
+            let mut err = String::new();
+            if let Some(mut e) = s.0.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            bail!("{what} exited ({status}): {}", err.trim());
+        }
+        Ok(s)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Output {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn drain<R: Read + Send + 'static>(p: Option<R>) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut b = Vec::new();
+        if let Some(mut p) = p {
+            let _ = p.read_to_end(&mut b);
+        }
+        String::from_utf8_lossy(&b).into_owned()
+    })
+}
+
+/// Runs `cmd` to its end, killing it after `timeout`.
+fn run_bounded(mut cmd: Command, timeout: Duration, what: &str) -> anyhow::Result<Output> {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().with_context(|| format!("cannot start {what}"))?;
+    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let status = match wait::until(what, timeout, Duration::from_millis(20), || child.try_wait().ok().flatten()) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
+    let stdout = out.join().map_err(|_| anyhow::anyhow!("{what}: stdout reader panicked"))?;
+    let stderr = err.join().map_err(|_| anyhow::anyhow!("{what}: stderr reader panicked"))?;
+    Ok(Output { ok: status.success(), stdout, stderr })
+}
+
+/// Busy jiffies of all CPUs since boot: the first 8 fields of /proc/stat's
+/// `cpu` line (guest time is already in user) less idle and iowait.
+fn cpu_busy() -> anyhow::Result<u64> {
+    let s = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let line = s.lines().next().filter(|l| l.starts_with("cpu ")).context("/proc/stat: no cpu line first")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("/proc/stat: {line}"))?;
+    anyhow::ensure!(f.len() >= 5, "/proc/stat: too few fields: {line}");
+    Ok(f.iter().sum::<u64>() - f[3] - f[4])
+}
+
+fn parse_iperf(text: &str) -> anyhow::Result<f64> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).with_context(|| format!("iperf3 -J printed no JSON:\n{}", clip(text)))?;
+    if let Some(e) = v["error"].as_str() {
+        bail!("iperf3: {e}");
+    }
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .with_context(|| format!("no end.sum_received.bits_per_second in the iperf3 output:\n{}", clip(text)))
+}
+
+/// The average latency sockperf reports (half the round trip, µs):
+/// `avg-latency=12.345` (3.x), `avg-lat= 12.345` (older), or the
+/// `Latency is 12.345 usec` summary.
+fn parse_sockperf(text: &str) -> anyhow::Result<f64> {
+    for key in ["avg-latency=", "avg-lat=", "Latency is "] {
+        let Some(i) = text.find(key) else { continue };
+        let rest = text[i + key.len()..].trim_start();
+        let num: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+        if let Ok(v) = num.parse::<f64>() {
+            return Ok(v);
+        }
+    }
+    bail!("no average latency in the sockperf output:\n{}", clip(text))
+}
+
+struct Stream {
+    gbps: f64,
+    cpu_per_gbps: f64,
+}
+
+/// One iperf3 stream from `client` to `addr`, served in `server`.
+fn stream(server: &Netns, client: &Netns, addr: &str, secs: u32) -> anyhow::Result<Stream> {
+    let mut s = server.command("iperf3");
+    s.args(["-s", "-1"]);
+    let _server = Server::start(s, "iperf3 -s", server, IPERF_PORT)?;
+    let mut c = client.command("iperf3");
+    c.args(["-c", addr, "-t", &secs.to_string(), "-J"]);
+    let before = cpu_busy()?;
+    let t = Instant::now();
+    let out = run_bounded(c, Duration::from_secs(u64::from(secs) + 30), &format!("iperf3 -c {addr}"))?;
+    let wall = t.elapsed().as_secs_f64();
+    let busy = cpu_busy()?.saturating_sub(before);
+    let bps = parse_iperf(&out.stdout).with_context(|| format!("iperf3 -c {addr}: {}", out.stderr.trim()))?;
+    anyhow::ensure!(out.ok && bps > 0.0, "iperf3 -c {addr} failed: {}\n{}", out.stderr.trim(), clip(&out.stdout));
+    let gbps = bps / 1e9;
+    Ok(Stream { gbps, cpu_per_gbps: busy as f64 / USER_HZ / wall / gbps })
+}
+
+/// sockperf TCP ping-pong from `client` to `addr`, served in `server`.
+fn latency(server: &Netns, client: &Netns, addr: &str, secs: u32, pinned: bool) -> anyhow::Result<f64> {
+    let sockperf = |ns: &Netns, args: &[&str]| {
+        let mut c = if pinned { ns.command("taskset") } else { ns.command("sockperf") };
+        if pinned {
+            c.args(["-c", "0", "sockperf"]);
+        }
+        c.args(args);
+        c
+    };
+    let port = SOCKPERF_PORT.to_string();
+    let srv = sockperf(server, &["server", "--tcp", "-i", addr, "-p", &port]);
+    let _server = Server::start(srv, "sockperf server", server, SOCKPERF_PORT)?;
+    let cli = sockperf(client, &["ping-pong", "--tcp", "-i", addr, "-p", &port, "-t", &secs.to_string()]);
+    let out = run_bounded(cli, Duration::from_secs(u64::from(secs) + 30), &format!("sockperf ping-pong {addr}"))?;
+    let text = format!("{}\n{}", out.stdout, out.stderr);
+    anyhow::ensure!(out.ok, "sockperf ping-pong to {addr} failed:\n{}", clip(&text));
+    parse_sockperf(&text)
+}
+
+fn one_conn(sa: &SocketAddr) -> std::io::Result<()> {
+    let mut s = TcpStream::connect_timeout(sa, IO_TIMEOUT)?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.write_all(&[1])?;
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b)
+}
+
+/// Short connections per second from `client` to `addr`, one at a time,
+/// both ends pinned to CPU 0.
+fn conn_rate(server: &Netns, client: &Netns, addr: &str, secs: u32) -> anyhow::Result<f64> {
+    let sa: SocketAddr = format!("{addr}:{CONN_PORT}").parse().with_context(|| format!("bad address {addr}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let halt = stop.clone();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let srv = server.spawn(move || -> anyhow::Result<()> {
+        pin_to_cpu0()?;
+        let l = TcpListener::bind(sa).with_context(|| format!("binding {sa}"))?;
+        // accept(2) honours SO_RCVTIMEO: the loop sees the stop flag.
+        setsockopt(&l, sockopt::ReceiveTimeout, &TimeVal::milliseconds(200)).context("SO_RCVTIMEO")?;
+        let _ = ready_tx.send(());
+        while !halt.load(Ordering::Relaxed) {
+            match l.accept() {
+                // A connection that fails shows as a client error.
+                Ok((mut s, _)) => {
+                    let mut b = [0u8; 1];
+                    let _ = s
+                        .set_nodelay(true)
+                        .and_then(|()| s.set_read_timeout(Some(IO_TIMEOUT)))
+                        .and_then(|()| s.read_exact(&mut b))
+                        .and_then(|()| s.write_all(&b));
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+                Err(e) => return Err(e).context("accept"),
+            }
+        }
+        Ok(())
+    })?;
+    if ready_rx.recv_timeout(LISTEN).is_err() {
+        stop.store(true, Ordering::Relaxed);
+        join(srv, "the connection server")?;
+        bail!("the connection server on {sa} did not start");
+    }
+    let dur = Duration::from_secs(u64::from(secs));
+    let cli = client.spawn(move || -> anyhow::Result<(u64, Duration)> {
+        pin_to_cpu0()?;
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < dur {
+            one_conn(&sa).with_context(|| format!("connection {} to {sa}", n + 1))?;
+            n += 1;
+        }
+        Ok((n, start.elapsed()))
+    });
+    let done = cli.and_then(|h| join(h, "the connection client"));
+    stop.store(true, Ordering::Relaxed);
+    join(srv, "the connection server")?;
+    let (n, elapsed) = done?;
+    Ok(n as f64 / elapsed.as_secs_f64())
+}
+
+struct Pods {
+    a1: Pod,
+    a2: Pod,
+    b1: Pod,
+}
+
+/// Both nodes in `mode`, the programs linked (or gone), the paths up.
+fn switch(c: &Cluster, mode: Mode, p: &Pods) -> anyhow::Result<()> {
+    for i in 0..2 {
+        c.set_mode(i, mode)?;
+    }
+    let links = |n: usize, hook: &str| -> Option<usize> {
+        let d = c.dataplane(n).ok()?;
+        Some(d["interfaces"].as_array()?.iter().filter(|i| hook.is_empty() || i["hook"] == hook).count())
+    };
+    match mode {
+        Mode::Ebpf => {
+            for i in 0..2 {
+                c.wait_node_links(i)?;
+            }
+            wait::poll("the pods' programs linked", SWITCH_WAIT, || {
+                (links(0, "pod-ingress")? >= 2 && links(1, "pod-ingress")? >= 1).then_some(())
+            })?;
+        }
+        Mode::Kernel => {
+            let none = || -> Option<()> { (links(0, "")? == 0 && links(1, "")? == 0).then_some(()) };
+            wait::poll("every program detached", SWITCH_WAIT, none)?;
+        }
+    }
+    c.wait_ping(&p.a1, &p.b1.v4)?;
+    c.wait_ping(&p.a1, &p.a2.v4)
+}
+
+/// The eBPF fast-path counters: same-node, FIB, arriving into a pod.
+fn fast_path(c: &Cluster) -> [u64; 3] {
+    [
+        c.counter(0, "pod-ingress", "redirect-peer"),
+        c.counter(0, "pod-ingress", "redirect-fib") + c.counter(0, "pod-ingress", "redirect-neigh"),
+        c.counter(1, "node-ingress", "redirect-peer"),
+    ]
+}
+
+fn measure_pods(p: &Pods, prm: &Params, col: Col, s: &mut Samples) -> anyhow::Result<String> {
+    let (a1, a2, b1) = (&p.a1, &p.a2, &p.b1);
+    let cross = stream(&b1.ns, &a1.ns, &b1.v4, prm.seconds).context("cross-node stream")?;
+    let same = stream(&a2.ns, &a1.ns, &a2.v4, prm.seconds).context("same-node stream")?;
+    let pinned = latency(&b1.ns, &a1.ns, &b1.v4, prm.latency_seconds, true).context("pinned latency")?;
+    let unpinned = latency(&b1.ns, &a1.ns, &b1.v4, prm.latency_seconds, false).context("unpinned latency")?;
+    let conns = conn_rate(&b1.ns, &a1.ns, &b1.v4, prm.conn_seconds).context("connections per second")?;
+    for (f, v) in [
+        (Fig::StreamCross, cross.gbps),
+        (Fig::StreamSame, same.gbps),
+        (Fig::CpuCross, cross.cpu_per_gbps),
+        (Fig::CpuSame, same.cpu_per_gbps),
+        (Fig::LatPinned, pinned),
+        (Fig::LatUnpinned, unpinned),
+        (Fig::Conns, conns),
+    ] {
+        s.push(f, col, v);
+    }
+    Ok(format!(
+        "stream cross {:6.2} Gbit/s ({:.3} CPU-s/Gbit), same node {:6.2} Gbit/s ({:.3}); \
+         latency pinned {pinned:6.2} µs, unpinned {unpinned:6.2} µs; {conns:7.0} conn/s",
+        cross.gbps, cross.cpu_per_gbps, same.gbps, same.cpu_per_gbps
+    ))
+}
+
+fn measure_baseline(c: &Cluster, prm: &Params, s: &mut Samples) -> anyhow::Result<String> {
+    let (n1, n2, addr) = (c.ns(0), c.ns(1), "10.0.0.2");
+    let st = stream(n2, n1, addr, prm.seconds).context("baseline stream")?;
+    let lat = latency(n2, n1, addr, prm.latency_seconds, true).context("baseline latency")?;
+    let conns = conn_rate(n2, n1, addr, prm.conn_seconds).context("baseline connections per second")?;
+    s.push(Fig::StreamCross, Col::Baseline, st.gbps);
+    s.push(Fig::CpuCross, Col::Baseline, st.cpu_per_gbps);
+    s.push(Fig::LatPinned, Col::Baseline, lat);
+    s.push(Fig::Conns, Col::Baseline, conns);
+    Ok(format!(
+        "stream {:6.2} Gbit/s ({:.3} CPU-s/Gbit); latency pinned {lat:6.2} µs; {conns:7.0} conn/s",
+        st.gbps, st.cpu_per_gbps
+    ))
+}
+
+const TC_ACT_REDIRECT: u32 = 7;
+const POD0_MAC: [u8; 6] = [0x0a, 0x58, 10, 1, 0, 5];
+const POD1_MAC: [u8; 6] = [0x0a, 0x58, 10, 1, 0, 6];
+const NODE_MAC: [u8; 6] = [0xee; 6];
+const GW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const PROG_CASES: [(&str, &str, &str); 3] = [
+    ("pod_ingress", "pod to pod, same node (redirect_peer)", "80–90 (minimal program)"),
+    ("pod_ingress", "pod to remote (FIB lookup, redirect)", "≈190 (minimal program)"),
+    ("node_ingress", "wire to a local pod (redirect_peer)", "80–90 (minimal program)"),
+];
+
+fn mac_of(ns: &Netns, dev: &str) -> anyhow::Result<[u8; 6]> {
+    let out = ns.ip(&["-j", "link", "show", dev])?;
+    let v: serde_json::Value = serde_json::from_str(&out).with_context(|| format!("ip -j link: {out}"))?;
+    let s = v[0]["address"].as_str().with_context(|| format!("no address for {dev}: {out}"))?;
+    let b: Vec<u8> = s.split(':').map(|x| u8::from_str_radix(x, 16)).collect::<Result<_, _>>()?;
+    b.try_into().map_err(|_| anyhow::anyhow!("{dev}: not a MAC: {s}"))
+}
+
+/// Two pod veths and an uplink in a namespace, the programs loaded in a
+/// private bpffs and the maps filled, as in `ebpf/tests/programs.rs`.
+struct ProgBed {
+    ns: Netns,
+    _fs: BpfFs,
+    pins: PinDir,
+    up_mac: [u8; 6],
+}
+
+fn fill_maps(pins: &PinDir) -> anyhow::Result<()> {
+    load(pins, &objects::PROGRAMS, &objects::digest())?;
+    let (p0, p1) = (ifindex("pod0"), ifindex("pod1"));
+    anyhow::ensure!(p0 != 0 && p1 != 0, "pod0 or pod1 missing in the namespace");
+    let ep = |index, pod_mac| EndpointInfo { ifindex: index, pod_mac, node_mac: NODE_MAC, flags: 0, pad: 0 };
+    let mut eps = Endpoints::open(pins)?;
+    eps.put(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 5)), ep(p0, POD0_MAC))?;
+    eps.put(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 6)), ep(p1, POD1_MAC))?;
+    let want: BTreeMap<IpNet, u32> = [
+        ("10.1.0.0/16".parse::<IpNet>()?, NET_F_POOL | NET_F_NAT_OUTGOING),
+        ("10.99.0.0/24".parse::<IpNet>()?, NET_F_NODE),
+    ]
+    .into();
+    Nets::open(pins)?.sync(&want)?;
+    Ok(())
+}
+
+impl ProgBed {
+    fn new() -> anyhow::Result<Self> {
+        let fs = BpfFs::new("bench-dp")?;
+        let ns = Netns::new("bench-prog")?;
+        for (a, b) in [("pod0", "pod0p"), ("pod1", "pod1p"), ("up0", "up0p")] {
+            ns.ip(&["link", "add", a, "type", "veth", "peer", "name", b])?;
+            ns.ip(&["link", "set", a, "up"])?;
+            ns.ip(&["link", "set", b, "up"])?;
+        }
+        for d in ["pod0", "pod1"] {
+            ns.ip(&["link", "set", d, "address", "ee:ee:ee:ee:ee:ee"])?;
+        }
+        ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "up0"])?;
+        ns.ip(&["neigh", "add", "192.0.2.2", "lladdr", "02:00:00:00:00:02", "dev", "up0", "nud", "permanent"])?;
+        ns.ip(&["route", "add", "10.99.0.0/24", "via", "192.0.2.2"])?;
+        ns.ip(&["route", "add", "10.1.0.5/32", "dev", "pod0"])?;
+        ns.ip(&["route", "add", "10.1.0.6/32", "dev", "pod1"])?;
+        let up_mac = mac_of(&ns, "up0")?;
+        let pins = PinDir::new(fs.pin_dir());
+        let p = pins.clone();
+        join(ns.spawn(move || fill_maps(&p))?, "loading the programs")?;
+        Ok(Self { ns, _fs: fs, pins, up_mac })
+    }
+
+    /// The ns per run of each of [`PROG_CASES`]: the median over `calls`
+    /// test runs of `repeat` repeats each. The program rewrites the packet
+    /// in place between repeats; only the TTL matters (`pkt_type` is set
+    /// once), so it starts at 255 and each call checks it fell by `repeat`:
+    /// every repeat took the redirect.
+    fn measure(&self, calls: u32, repeat: u32) -> anyhow::Result<[f64; 3]> {
+        let (pins, up_mac) = (self.pins.clone(), self.up_mac);
+        let h = self.ns.spawn(move || -> anyhow::Result<[f64; 3]> {
+            let pod = Linker::open(&pins, AttachMode::Tcx, &objects::POD_INGRESS)?;
+            let node = Linker::open(&pins, AttachMode::Tcx, &objects::NODE_INGRESS)?;
+            let (p0, p1, up) = (ifindex("pod0"), ifindex("pod1"), ifindex("up0"));
+            let ip = |d| Ipv4Addr::new(10, 1, 0, d);
+            let pkt = |dmac, smac, src, dst| packet::ipv4(dmac, smac, V4 { ttl: 255, ..V4::udp(src, dst) });
+            let remote = Ipv4Addr::new(10, 99, 0, 7);
+            let cases = [
+                (&pod, pkt(NODE_MAC, POD0_MAC, ip(5), ip(6)), p0, p1),
+                (&pod, pkt(NODE_MAC, POD0_MAC, ip(5), remote), p0, up),
+                (&node, pkt(up_mac, GW_MAC, remote, ip(6)), up, p1),
+            ];
+            let end_ttl = u8::try_from(255u32.saturating_sub(repeat))?;
+            let mut out = [0.0; 3];
+            for (i, (prog, frame, on, to)) in cases.iter().enumerate() {
+                let mut durs = Vec::with_capacity(calls as usize);
+                for _ in 0..calls {
+                    let r = prog.test_run(frame, *on, repeat)?;
+                    let ttl = r.data.get(22).copied();
+                    if r.retval != TC_ACT_REDIRECT || r.cb0 != *to || ttl != Some(end_ttl) {
+                        bail!(
+                            "{} {}: verdict {} to ifindex {}, TTL {ttl:?} after {repeat} runs; \
+                             expected redirect ({TC_ACT_REDIRECT}) to {to}, TTL {end_ttl}",
+                            PROG_CASES[i].0,
+                            PROG_CASES[i].1,
+                            r.retval,
+                            r.cb0
+                        );
+                    }
+                    durs.push(f64::from(r.duration_ns));
+                }
+                out[i] = median(durs);
+            }
+            Ok(out)
+        })?;
+        join(h, "BPF_PROG_TEST_RUN")
+    }
+}
+
+/// Prints `s` and keeps it for `--out`.
+fn say(log: &mut String, s: &str) {
+    println!("{s}");
+    log.push_str(s);
+    log.push('\n');
+}
+
+fn summary(prm: &Params, s: &Samples, progs: &[[f64; 3]]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "\n## Datapath, {} rounds: median (min–max)\n", prm.runs);
+    let _ = writeln!(
+        o,
+        "Streams: iperf3 -t {}, one TCP flow; CPU: every CPU's busy time (/proc/stat, all of the machine) over the \
+         client run, per Gbit/s; latency: sockperf TCP ping-pong -t {}; connections: 1 byte each way, one at a time, \
+         {} s. Baseline: node to node over eth0 (10.0.0.1 -> 10.0.0.2) in kernel mode. Ratios are taken per round \
+         (the modes run back to back), then median (min–max).\n",
+        prm.seconds, prm.latency_seconds, prm.conn_seconds
+    );
+    let _ = writeln!(o, "| figure | node baseline | kernel | eBPF | eBPF/kernel | eBPF/baseline |");
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|");
+    for f in Fig::ALL {
+        let (label, p) = f.label();
+        let _ = writeln!(
+            o,
+            "| {label} | {} | {} | {} | {} | {} |",
+            cell(s.get(f, Col::Baseline), p),
+            cell(s.get(f, Col::Kernel), p),
+            cell(s.get(f, Col::Ebpf), p),
+            cell(&s.ratios(f, Col::Ebpf, Col::Kernel), 2),
+            cell(&s.ratios(f, Col::Ebpf, Col::Baseline), 2)
+        );
+    }
+    let _ = writeln!(o, "\n### Goals (median of the per-round ratios)\n");
+    for (what, f, vs, at_least, goal) in [
+        ("cross-node stream, eBPF/kernel", Fig::StreamCross, Col::Kernel, true, 1.07),
+        ("cross-node stream, eBPF/baseline", Fig::StreamCross, Col::Baseline, true, 0.86),
+        ("same-node stream, eBPF/kernel", Fig::StreamSame, Col::Kernel, true, 1.15),
+        ("pinned latency, eBPF/kernel", Fig::LatPinned, Col::Kernel, false, 0.90),
+        ("connections/s, eBPF/kernel", Fig::Conns, Col::Kernel, true, 1.10),
+    ] {
+        let r = median(s.ratios(f, Col::Ebpf, vs));
+        let met = if at_least { r >= goal } else { r <= goal };
+        let _ = writeln!(
+            o,
+            "- {what}: {r:.2} (goal {} {goal:.2}): {}",
+            if at_least { ">=" } else { "<=" },
+            if met { "MET" } else { "MISSED" }
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n### Per-packet program cost (BPF_PROG_TEST_RUN, {} calls of {} repeats per round; ns)\n",
+        prm.prog_calls, prm.prog_repeat
+    );
+    let _ = writeln!(o, "| program | packet | ns per packet | reference ns |");
+    let _ = writeln!(o, "|---|---|---:|---:|");
+    for (i, (prog, what, reference)) in PROG_CASES.iter().enumerate() {
+        let v: Vec<f64> = progs.iter().map(|r| r[i]).collect();
+        let _ = writeln!(o, "| {prog} | {what} | {} | {reference} |", cell(&v, 1));
+    }
+    o
+}
+
+/// The benchmark: `runs` rounds of eBPF and kernel mode (alternating which
+/// goes first), the baseline in kernel mode, and the program costs.
+pub fn run(prm: &Params) -> anyhow::Result<()> {
+    anyhow::ensure!(prm.runs >= 1, "--runs must be at least 1");
+    anyhow::ensure!(
+        prm.seconds >= 1 && prm.latency_seconds >= 1 && prm.conn_seconds >= 1 && prm.prog_calls >= 1,
+        "durations and --prog-calls must be at least 1"
+    );
+    anyhow::ensure!(
+        (1..=250).contains(&prm.prog_repeat),
+        "--prog-repeat must be 1 to 250 (the TTL starts at 255 and drops by one per repeat)"
+    );
+    for tool in ["iperf3", "sockperf", "taskset", "ss"] {
+        need(tool)?;
+    }
+    let mut log = String::new();
+    let bed = ProgBed::new().context("setting up the BPF_PROG_TEST_RUN namespace")?;
+    let c = Cluster::new("bdp", 2, Encap::Native, Mode::Ebpf).context("starting the cluster")?;
+    let pods = Pods { a1: c.add_pod(0, "bdpa1")?, a2: c.add_pod(0, "bdpa2")?, b1: c.add_pod(1, "bdpb1")? };
+    // Tens of thousands of connections in a few seconds: let the clients
+    // reuse ports in TIME_WAIT and use the whole range.
+    for ns in [&pods.a1.ns, c.ns(0)] {
+        ns.exec(&["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=1024 65535"])?;
+    }
+    let mut s = Samples::default();
+    let mut progs = Vec::new();
+    for r in 0..prm.runs {
+        let order = if r % 2 == 0 { [Mode::Ebpf, Mode::Kernel] } else { [Mode::Kernel, Mode::Ebpf] };
+        for mode in order {
+            wait::check_interrupted()?;
+            switch(&c, mode, &pods).with_context(|| format!("switching to {} mode", mode.name()))?;
+            let col = if mode == Mode::Ebpf { Col::Ebpf } else { Col::Kernel };
+            let before = fast_path(&c);
+            let line = measure_pods(&pods, prm, col, &mut s).with_context(|| format!("{} mode", mode.name()))?;
+            say(&mut log, &format!("round {}: {:>8}  {line}", r + 1, mode.name()));
+            if mode == Mode::Ebpf {
+                let after = fast_path(&c);
+                let names = ["same-node redirect-peer", "FIB redirect", "node-ingress redirect-peer"];
+                for (i, what) in names.iter().enumerate() {
+                    anyhow::ensure!(
+                        after[i] > before[i],
+                        "eBPF mode: no {what} counted, the traffic missed the fast path\n{}",
+                        c.logs()
+                    );
+                }
+            } else {
+                let line = measure_baseline(&c, prm, &mut s)?;
+                say(&mut log, &format!("round {}: baseline  {line}", r + 1));
+            }
+        }
+        let p = bed.measure(prm.prog_calls, prm.prog_repeat)?;
+        let line = format!("{:.1} ns same node, {:.1} ns FIB, {:.1} ns node to pod", p[0], p[1], p[2]);
+        say(&mut log, &format!("round {}: programs  {line}", r + 1));
+        progs.push(p);
+    }
+    let report = summary(prm, &s, &progs);
+    say(&mut log, &report);
+    if let Some(path) = &prm.out {
+        std::fs::write(path, log.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
