@@ -3,8 +3,10 @@
 //! each veth it makes (and pins that link, since the plugin exits at once)
 //! and writes the pod's addresses into the endpoint map, so the pod's
 //! first packet takes the fast path. DEL undoes both. [`reconcile`] makes
-//! the map and the links match the pods that exist: merled runs it at
-//! start and when IPAM changes, and the plugin's GC runs it too.
+//! the map and the links match the pods that exist: merled runs it in full
+//! at start and on a switch to eBPF mode, and for stale entries only when
+//! IPAM changes and every few seconds (a full one could race a plugin's
+//! ADD); the plugin's GC removes stale entries too.
 //!
 //! In kernel mode, or before any merled loaded the datapath, there is no
 //! pinned program and all of this is skipped.
@@ -137,9 +139,22 @@ pub struct Reconciled {
     pub errors: Vec<String>,
 }
 
+/// How much a reconcile may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Remove what is stale (its veth is gone, or IPAM no longer gives its
+    /// address to this node) and nothing else: safe while plugins run
+    /// ADDs, since a pod being added already holds its address and veth.
+    Stale,
+    /// Also put missing entries and links of pods that exist: at merled's
+    /// start and on a switch to eBPF mode, when no plugin made them.
+    Full,
+}
+
 /// Makes the endpoint map and the pod links match the pods of `node`
-/// that exist: stale entries and links go, missing ones are made.
-pub fn reconcile(cfg: &conf::Config, blocks: &Blocks) -> Result<Reconciled, merle_ebpf::Error> {
+/// that exist: stale entries and links go, and with [`Scope::Full`]
+/// missing ones are made.
+pub fn reconcile(cfg: &conf::Config, blocks: &Blocks, scope: Scope) -> Result<Reconciled, merle_ebpf::Error> {
     let mut out = Reconciled::default();
     if !active(cfg) {
         return Ok(out);
@@ -153,7 +168,18 @@ pub fn reconcile(cfg: &conf::Config, blocks: &Blocks) -> Result<Reconciled, merl
         }
     }
     let mut eps = Endpoints::open(&pins)?;
-    let ops = endpoints::reconcile(&desired, &eps.list());
+    let current = eps.list();
+    let mut ops = endpoints::reconcile(&desired, &current);
+    if scope == Scope::Stale {
+        let held = allocated(blocks, &cfg.node.name);
+        ops.retain(|op| match op {
+            EndpointOp::Remove(ip) => {
+                let e = &current[ip];
+                !held.contains(ip) || merle_ebpf::sys::ifname(e.ifindex).is_none()
+            }
+            EndpointOp::Put(..) => false,
+        });
+    }
     for op in &ops {
         match op {
             EndpointOp::Put(..) => out.endpoints_put += 1,
@@ -162,21 +188,31 @@ pub fn reconcile(cfg: &conf::Config, blocks: &Blocks) -> Result<Reconciled, merl
     }
     eps.apply(&ops)?;
     let linked: BTreeSet<String> = pins.linked(Hook::PodIngress).into_iter().map(|(i, _)| i).collect();
-    for stale in linked.iter().filter(|i| !pods.contains_key(*i)) {
+    for stale in linked.iter().filter(|i| merle_ebpf::sys::ifindex(i) == 0) {
         match datapath::unlink(&pins, Hook::PodIngress, stale) {
             Ok(()) => out.links_removed += 1,
             Err(e) => out.errors.push(e.to_string()),
         }
     }
-    let mut linker = Linker::open(&pins, attach_mode(cfg), &objects::POD_INGRESS)?;
-    for host in pods.keys() {
-        match linker.link(host) {
-            Ok(l) if !l.kept => out.links_added += 1,
-            Ok(_) => {}
-            Err(e) => out.errors.push(e.to_string()),
+    if scope == Scope::Full {
+        let mut linker = Linker::open(&pins, attach_mode(cfg), &objects::POD_INGRESS)?;
+        for host in pods.keys() {
+            match linker.link(host) {
+                Ok(l) if !l.kept => out.links_added += 1,
+                Ok(_) => {}
+                Err(e) => out.errors.push(e.to_string()),
+            }
         }
     }
     Ok(out)
+}
+
+/// Every address IPAM gives to attachments of `node`.
+fn allocated(blocks: &Blocks, node: &str) -> BTreeSet<IpAddr> {
+    blocks
+        .values()
+        .flat_map(|b| b.allocations.iter().filter(|(_, a)| a.node == node).map(|(o, _)| b.addr(*o)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -311,7 +311,7 @@ fn gc(c: &Call, store: &dyn Store) -> Result<(), Error> {
         crate::notify::ipam_changed(&c.cfg.control.socket);
     }
     // No endpoint entry or pod link outlives its pod.
-    match crate::dataplane::reconcile(&c.cfg, &store.load()?) {
+    match crate::dataplane::reconcile(&c.cfg, &store.load()?, crate::dataplane::Scope::Stale) {
         Ok(r) => failed.extend(r.errors),
         Err(e) => failed.push(format!("eBPF datapath: {e}")),
     }

@@ -144,14 +144,33 @@ impl Linker {
                     // The interface it was made for is gone (or renamed).
                     std::fs::remove_file(&pin).map_err(|e| Error::Pin(pin.display().to_string(), e))?;
                 }
-                let id = self
-                    .prog
-                    .attach_with_options(ifname, TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::default()))
-                    .map_err(|e| Error::Attach(ifname.to_owned(), e.to_string()))?;
+                let attached = self.prog.attach_with_options(
+                    ifname,
+                    TcAttachType::Ingress,
+                    TcAttachOptions::TcxOrder(LinkOrder::default()),
+                );
+                let id = match attached {
+                    Ok(id) => id,
+                    // Another process (merled and a plugin) linked the same
+                    // program a moment ago: TCX refuses a second copy, and
+                    // the other one's pin is about to appear.
+                    Err(e) => {
+                        return if self.pinned_by_another(&pin, ifindex) {
+                            Ok(linked(true))
+                        } else {
+                            Err(Error::Attach(ifname.to_owned(), e.to_string()))
+                        }
+                    }
+                };
                 let link = self.prog.take_link(id).map_err(|e| Error::Attach(ifname.to_owned(), e.to_string()))?;
                 let fd_link = FdLink::try_from(link).map_err(|e| Error::Attach(ifname.to_owned(), e.to_string()))?;
-                fd_link.pin(&pin).map_err(|e| Error::Attach(ifname.to_owned(), format!("pinning the link: {e}")))?;
-                Ok(linked(false))
+                match fd_link.pin(&pin) {
+                    Ok(_) => Ok(linked(false)),
+                    // Pinned by the other process: ours is dropped (and
+                    // detached) here, theirs stays.
+                    Err(_) if self.pinned_by_another(&pin, ifindex) => Ok(linked(true)),
+                    Err(e) => Err(Error::Attach(ifname.to_owned(), format!("pinning the link: {e}"))),
+                }
             }
             AttachMode::Clsact => {
                 let mark = self.pins.clsact_mark(self.hook, ifname);
@@ -174,6 +193,22 @@ impl Linker {
                 std::fs::create_dir_all(&mark).map_err(|e| Error::Pin(mark.display().to_string(), e))?;
                 Ok(linked(false))
             }
+        }
+    }
+
+    /// Waits up to 100 ms for a pinned link of this program on `ifindex`.
+    fn pinned_by_another(&self, pin: &std::path::Path, ifindex: u32) -> bool {
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(100);
+        loop {
+            if let Ok(fd) = sys::obj_get(pin) {
+                if let Ok(i) = sys::link_info(fd.as_fd()) {
+                    return i.ifindex == ifindex && i.prog_id == self.prog_id;
+                }
+            }
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 

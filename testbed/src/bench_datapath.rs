@@ -411,44 +411,79 @@ fn fast_path(c: &Cluster) -> [u64; 3] {
     ]
 }
 
-fn measure_pods(p: &Pods, prm: &Params, col: Col, s: &mut Samples) -> anyhow::Result<String> {
-    let (a1, a2, b1) = (&p.a1, &p.a2, &p.b1);
-    let cross = stream(&b1.ns, &a1.ns, &b1.v4, prm.seconds).context("cross-node stream")?;
-    let same = stream(&a2.ns, &a1.ns, &a2.v4, prm.seconds).context("same-node stream")?;
-    let pinned = latency(&b1.ns, &a1.ns, &b1.v4, prm.latency_seconds, true).context("pinned latency")?;
-    let unpinned = latency(&b1.ns, &a1.ns, &b1.v4, prm.latency_seconds, false).context("unpinned latency")?;
-    let conns = conn_rate(&b1.ns, &a1.ns, &b1.v4, prm.conn_seconds).context("connections per second")?;
-    for (f, v) in [
-        (Fig::StreamCross, cross.gbps),
-        (Fig::StreamSame, same.gbps),
-        (Fig::CpuCross, cross.cpu_per_gbps),
-        (Fig::CpuSame, same.cpu_per_gbps),
-        (Fig::LatPinned, pinned),
-        (Fig::LatUnpinned, unpinned),
-        (Fig::Conns, conns),
-    ] {
-        s.push(f, col, v);
-    }
-    Ok(format!(
-        "stream cross {:6.2} Gbit/s ({:.3} CPU-s/Gbit), same node {:6.2} Gbit/s ({:.3}); \
-         latency pinned {pinned:6.2} µs, unpinned {unpinned:6.2} µs; {conns:7.0} conn/s",
-        cross.gbps, cross.cpu_per_gbps, same.gbps, same.cpu_per_gbps
-    ))
+/// One measurement of a round; each runs in both modes back to back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Test {
+    Cross,
+    Same,
+    Pinned,
+    Unpinned,
+    Conns,
 }
 
-fn measure_baseline(c: &Cluster, prm: &Params, s: &mut Samples) -> anyhow::Result<String> {
+impl Test {
+    const ALL: [Test; 5] = [Test::Cross, Test::Same, Test::Pinned, Test::Unpinned, Test::Conns];
+
+    /// The fast-path counters (see [`fast_path`]) its traffic must raise.
+    fn counters(self) -> &'static [usize] {
+        match self {
+            Test::Same => &[0],
+            _ => &[1, 2],
+        }
+    }
+}
+
+fn measure_pods(t: Test, p: &Pods, prm: &Params, col: Col, s: &mut Samples) -> anyhow::Result<String> {
+    let (a1, a2, b1) = (&p.a1, &p.a2, &p.b1);
+    Ok(match t {
+        Test::Cross | Test::Same => {
+            let (to, fig, cpu, what) = if t == Test::Cross {
+                (b1, Fig::StreamCross, Fig::CpuCross, "cross-node")
+            } else {
+                (a2, Fig::StreamSame, Fig::CpuSame, "same node")
+            };
+            let st = stream(&to.ns, &a1.ns, &to.v4, prm.seconds).with_context(|| format!("{what} stream"))?;
+            s.push(fig, col, st.gbps);
+            s.push(cpu, col, st.cpu_per_gbps);
+            format!("stream {what} {:6.2} Gbit/s ({:.3} CPU-s/Gbit)", st.gbps, st.cpu_per_gbps)
+        }
+        Test::Pinned | Test::Unpinned => {
+            let pinned = t == Test::Pinned;
+            let v = latency(&b1.ns, &a1.ns, &b1.v4, prm.latency_seconds, pinned).context("latency")?;
+            s.push(if pinned { Fig::LatPinned } else { Fig::LatUnpinned }, col, v);
+            format!("latency {} {v:6.2} µs", if pinned { "pinned" } else { "unpinned" })
+        }
+        Test::Conns => {
+            let v = conn_rate(&b1.ns, &a1.ns, &b1.v4, prm.conn_seconds).context("connections per second")?;
+            s.push(Fig::Conns, col, v);
+            format!("{v:7.0} conn/s")
+        }
+    })
+}
+
+/// The node-to-node figure of `t`, if it has one (taken in kernel mode,
+/// so no program sits on eth0).
+fn measure_baseline(t: Test, c: &Cluster, prm: &Params, s: &mut Samples) -> anyhow::Result<Option<String>> {
     let (n1, n2, addr) = (c.ns(0), c.ns(1), "10.0.0.2");
-    let st = stream(n2, n1, addr, prm.seconds).context("baseline stream")?;
-    let lat = latency(n2, n1, addr, prm.latency_seconds, true).context("baseline latency")?;
-    let conns = conn_rate(n2, n1, addr, prm.conn_seconds).context("baseline connections per second")?;
-    s.push(Fig::StreamCross, Col::Baseline, st.gbps);
-    s.push(Fig::CpuCross, Col::Baseline, st.cpu_per_gbps);
-    s.push(Fig::LatPinned, Col::Baseline, lat);
-    s.push(Fig::Conns, Col::Baseline, conns);
-    Ok(format!(
-        "stream {:6.2} Gbit/s ({:.3} CPU-s/Gbit); latency pinned {lat:6.2} µs; {conns:7.0} conn/s",
-        st.gbps, st.cpu_per_gbps
-    ))
+    Ok(match t {
+        Test::Cross => {
+            let st = stream(n2, n1, addr, prm.seconds).context("baseline stream")?;
+            s.push(Fig::StreamCross, Col::Baseline, st.gbps);
+            s.push(Fig::CpuCross, Col::Baseline, st.cpu_per_gbps);
+            Some(format!("stream {:6.2} Gbit/s ({:.3} CPU-s/Gbit)", st.gbps, st.cpu_per_gbps))
+        }
+        Test::Pinned => {
+            let lat = latency(n2, n1, addr, prm.latency_seconds, true).context("baseline latency")?;
+            s.push(Fig::LatPinned, Col::Baseline, lat);
+            Some(format!("latency pinned {lat:6.2} µs"))
+        }
+        Test::Conns => {
+            let conns = conn_rate(n2, n1, addr, prm.conn_seconds).context("baseline connections per second")?;
+            s.push(Fig::Conns, Col::Baseline, conns);
+            Some(format!("{conns:7.0} conn/s"))
+        }
+        Test::Same | Test::Unpinned => None,
+    })
 }
 
 const TC_ACT_REDIRECT: u32 = 7;
@@ -655,29 +690,40 @@ pub fn run(prm: &Params) -> anyhow::Result<()> {
     }
     let mut s = Samples::default();
     let mut progs = Vec::new();
+    // Each test runs in both modes back to back, in ABBA order (the mode
+    // stays across a test boundary), so every eBPF sample has a kernel
+    // sample taken seconds from it: this machine's throughput drifts by
+    // 2x over minutes.
+    let mut current: Option<Mode> = None;
     for r in 0..prm.runs {
-        let order = if r % 2 == 0 { [Mode::Ebpf, Mode::Kernel] } else { [Mode::Kernel, Mode::Ebpf] };
-        for mode in order {
-            wait::check_interrupted()?;
-            switch(&c, mode, &pods).with_context(|| format!("switching to {} mode", mode.name()))?;
-            let col = if mode == Mode::Ebpf { Col::Ebpf } else { Col::Kernel };
-            let before = fast_path(&c);
-            let line = measure_pods(&pods, prm, col, &mut s).with_context(|| format!("{} mode", mode.name()))?;
-            say(&mut log, &format!("round {}: {:>8}  {line}", r + 1, mode.name()));
-            if mode == Mode::Ebpf {
-                let after = fast_path(&c);
-                let names = ["same-node redirect-peer", "FIB redirect", "node-ingress redirect-peer"];
-                for (i, what) in names.iter().enumerate() {
-                    anyhow::ensure!(
-                        after[i] > before[i],
-                        "eBPF mode: no {what} counted, the traffic missed the fast path\n{}",
-                        c.logs()
-                    );
+        let mut order = if r % 2 == 0 { [Mode::Ebpf, Mode::Kernel] } else { [Mode::Kernel, Mode::Ebpf] };
+        for t in Test::ALL {
+            for mode in order {
+                wait::check_interrupted()?;
+                if current != Some(mode) {
+                    switch(&c, mode, &pods).with_context(|| format!("switching to {} mode", mode.name()))?;
+                    current = Some(mode);
                 }
-            } else {
-                let line = measure_baseline(&c, prm, &mut s)?;
-                say(&mut log, &format!("round {}: baseline  {line}", r + 1));
+                let col = if mode == Mode::Ebpf { Col::Ebpf } else { Col::Kernel };
+                let before = fast_path(&c);
+                let line = measure_pods(t, &pods, prm, col, &mut s).with_context(|| format!("{} mode", mode.name()))?;
+                say(&mut log, &format!("round {}: {:>8}  {line}", r + 1, mode.name()));
+                if mode == Mode::Ebpf {
+                    let after = fast_path(&c);
+                    let names = ["same-node redirect-peer", "FIB redirect", "node-ingress redirect-peer"];
+                    for i in t.counters() {
+                        anyhow::ensure!(
+                            after[*i] > before[*i],
+                            "eBPF mode: no {} counted, the traffic missed the fast path\n{}",
+                            names[*i],
+                            c.logs()
+                        );
+                    }
+                } else if let Some(line) = measure_baseline(t, &c, prm, &mut s)? {
+                    say(&mut log, &format!("round {}: baseline  {line}", r + 1));
+                }
             }
+            order.reverse();
         }
         let p = bed.measure(prm.prog_calls, prm.prog_repeat)?;
         let line = format!("{:.1} ns same node, {:.1} ns FIB, {:.1} ns node to pod", p[0], p[1], p[2]);

@@ -8,9 +8,9 @@
 //!   verifier log in its log and status, nothing attached.
 //! - In eBPF mode it loads (or adopts) the programs, links the node
 //!   program to the uplinks and vxlan.merle, syncs the cluster ranges, and
-//!   reconciles the endpoint map and pod links with IPAM's pods: at start,
-//!   when IPAM changes and every few seconds (vxlan.merle appears once
-//!   fib-sync creates it).
+//!   reconciles the endpoint map and pod links with IPAM's pods: in full
+//!   on entering eBPF mode, then for stale entries when IPAM changes and
+//!   every few seconds (vxlan.merle appears once fib-sync creates it).
 //! - A configuration change of the mode is applied live: to kernel mode
 //!   every program is detached and every pin removed (packets go on through
 //!   the routes fib-sync keeps in both modes); to eBPF mode the programs are
@@ -23,6 +23,7 @@ use std::collections::BTreeSet;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
+use merle_cni::dataplane::Scope;
 use merle_ebpf::report::{mac_string, Endpoint, Interface, Report};
 use merle_ebpf::types::Hook;
 use merle_ebpf::{datapath, probe, Datapath, PinDir};
@@ -59,6 +60,8 @@ struct Engine {
     shared: std::sync::Arc<crate::shared::Shared>,
     /// The IPAM store, opened once (an etcd client keeps its connection).
     store: Option<Box<dyn merle_cni::ipam::Store>>,
+    /// The pods that existed when eBPF mode was entered are linked.
+    pods_linked: bool,
 }
 
 /// The interfaces holding the node's addresses, or the configured ones;
@@ -155,6 +158,7 @@ impl Engine {
     fn leave(&mut self, reason: String) {
         let pins = self.pins();
         self.dp = None;
+        self.pods_linked = false;
         self.node_ifaces.clear();
         if pins.root().exists() {
             for hook in Hook::ALL {
@@ -192,15 +196,19 @@ impl Engine {
             }
         }
         self.node_ifaces = want;
+        let full = !self.pods_linked;
         match merle_ebpf::nets::Nets::open(&dp.pins).and_then(|mut n| n.sync(&merle_ebpf::nets::ranges(&self.cfg))) {
             Ok(0) => {}
             Ok(n) => info!("dataplane: {n} cluster ranges updated"),
             Err(e) => warn!("dataplane: {e}"),
         }
-        self.reconcile_pods();
+        // In full once per entry into eBPF mode (no plugin linked the pods
+        // that already exist); afterwards stale entries only.
+        self.reconcile_pods(if full { Scope::Full } else { Scope::Stale });
+        self.pods_linked = true;
     }
 
-    fn reconcile_pods(&mut self) {
+    fn reconcile_pods(&mut self, scope: merle_cni::dataplane::Scope) {
         if self.dp.is_none() {
             return;
         }
@@ -221,7 +229,7 @@ impl Engine {
                 return;
             }
         };
-        match merle_cni::dataplane::reconcile(&self.cfg, &blocks) {
+        match merle_cni::dataplane::reconcile(&self.cfg, &blocks, scope) {
             Ok(r) => {
                 if r.endpoints_put + r.endpoints_removed + r.links_added + r.links_removed > 0 {
                     info!(
@@ -334,7 +342,7 @@ impl Engine {
             if node_interfaces(&self.cfg) != self.node_ifaces {
                 self.sync();
             } else {
-                self.reconcile_pods();
+                self.reconcile_pods(Scope::Stale);
             }
         }
     }
@@ -350,7 +358,7 @@ impl Engine {
             }
             match rx.recv_timeout(next.saturating_duration_since(now)) {
                 Ok(Cmd::Reconfigure(cfg)) => self.reconfigure(*cfg),
-                Ok(Cmd::Reconcile) => self.reconcile_pods(),
+                Ok(Cmd::Reconcile) => self.reconcile_pods(Scope::Stale),
                 Ok(Cmd::Report(tx)) => {
                     let _ = tx.send(self.report());
                 }
@@ -386,6 +394,7 @@ impl DataplaneLink {
             node_ifaces: BTreeSet::new(),
             shared: shared.clone(),
             store: None,
+            pods_linked: false,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let (started_tx, started) = oneshot::channel();
