@@ -1,13 +1,13 @@
 //! The datapath benchmark: merle's eBPF mode against its kernel mode (the
 //! same routes, forwarded by the host's stack), on one two-node cluster,
-//! with the modes switched live and alternating round by round, and the
-//! node-to-node path (no pods) as the baseline.
+//! with the modes switched live, each figure taken in both modes back to
+//! back (ABBA order), and the node-to-node path (no pods) as the baseline.
 //!
 //! ```text
 //!   n1 10.0.0.1: pods a1, a2        n2 10.0.0.2: pod b1       (Encap::Native)
 //!   cross-node a1 -> b1, same node a1 -> a2, baseline n1 -> n2 over eth0
 //! ```
-//! Per round and mode: a TCP stream (iperf3) with the machine's busy CPU
+//! Per round, in each mode: a TCP stream (iperf3) with the machine's busy CPU
 //! time per Gbit/s, TCP request/response latency (sockperf ping-pong,
 //! pinned to CPU 0 and not), and short TCP connections per second (one
 //! byte each way, one at a time, both ends pinned to CPU 0). The baseline
