@@ -262,22 +262,23 @@ impl Engine {
     }
 
     fn reconfigure(&mut self, cfg: conf::Config) {
-        let mode_changed = cfg.dataplane != self.cfg.dataplane;
+        let (old, new) = (&self.cfg.dataplane, &cfg.dataplane);
+        // Only the node-program interfaces changed: relink, nothing else.
+        let relink_only = old.mode == new.mode && old.attach == new.attach && old.pin_dir == new.pin_dir && old != new;
+        let changed = old != new && !relink_only;
         if cfg.datastore != self.cfg.datastore {
             self.store = None;
         }
+        if changed && self.dp.is_some() {
+            // Kernel mode, another pin directory or attach type: the old
+            // datapath goes first, with the pins of the old directory.
+            self.leave("reconfigured".into());
+        }
         self.cfg = cfg;
-        if mode_changed {
-            if self.dp.is_some() {
-                // A new pin directory or attach type, or kernel mode: the old
-                // datapath goes first.
-                let old = self.dp.take();
-                drop(old);
-                self.leave("reconfigured".into());
-            }
+        if changed {
             if let Err(e) = self.enter() {
+                warn!("dataplane: the change is refused, kernel mode: {e:#}");
                 self.leave(format!("{e:#}"));
-                warn!("dataplane: {e:#}");
             }
         } else {
             self.sync();

@@ -357,6 +357,9 @@ fn a_pin_directory_off_bpffs_keeps_merled_up_in_kernel_mode_and_says_why() {
     }
     let ns = testbed::netns::Netns::new("dpbad").unwrap();
     let dir = testbed::TempDir::new("dpbad").unwrap();
+    // Mounted before merled starts: its `ip netns exec` mount namespace
+    // does not see mounts made later on a host without shared mounts.
+    let (fs1, fs2) = (testbed::bpf::BpfFs::new("dpbad1").unwrap(), testbed::bpf::BpfFs::new("dpbad2").unwrap());
     let cfg = format!(
         "[node]\nname = \"x\"\naddress = \"10.9.0.1/24\"\n[datastore]\npath = \"{0}\"\n\
          [dataplane]\nmode = \"ebpf\"\npin_dir = \"{0}/not-bpffs/merle\"\n[control]\nsocket = \"{{socket}}\"\n",
@@ -371,4 +374,32 @@ fn a_pin_directory_off_bpffs_keeps_merled_up_in_kernel_mode_and_says_why() {
     assert!(!dir.path().join("not-bpffs/merle/maps").exists(), "nothing half-made");
     let text = m.merlectl(&["status"]).unwrap();
     assert!(text.contains("Dataplane: kernel (requested ebpf)"), "{text}");
+
+    // Fixed live: a pin directory on a bpffs, then another one. Each move
+    // takes the pins along: none stay in the directory left behind.
+    let good = |fs: &testbed::bpf::BpfFs| {
+        std::fs::read_to_string(&m.config)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                if l.starts_with("pin_dir") {
+                    format!("pin_dir = \"{}\"", fs.pin_dir().display())
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let in_ebpf = |fs: &testbed::bpf::BpfFs| {
+        testbed::wait::poll("eBPF mode", Duration::from_secs(20), || {
+            let s = m.status().ok()?;
+            (s["dataplane"]["mode"] == "ebpf" && fs.pin_dir().join("maps/merle_endpoints").exists()).then_some(())
+        })
+    };
+    m.write_config(&good(&fs1)).unwrap();
+    in_ebpf(&fs1).unwrap();
+    m.write_config(&good(&fs2)).unwrap();
+    in_ebpf(&fs2).unwrap();
+    assert!(!fs1.pin_dir().exists(), "the old pin directory was emptied and removed");
 }
