@@ -66,8 +66,11 @@ fn control_socket_is_private_and_survives_bad_requests() {
     let cfg = format!(
         "[node]\nname = \"ctl\"\naddress = \"127.0.0.1/8\"\nrouter_id = \"10.9.9.9\"\n[bgp]\nlisten_address = \"127.0.0.1\"\nlisten_port = {port}\n\
          [[advertise]]\nprefix = \"10.244.7.0/26\"\n[control]\nsocket = \"{}\"\n\
-         # This merled runs in the host's namespace: it must not touch its FIB.\n[fib]\nenabled = false\n",
-        sock.display()
+         # This merled runs in the host's namespace: it must not touch its FIB\n\
+         # or attach programs to its interfaces, or clear a real merled's pins.\n\
+         [fib]\nenabled = false\n[dataplane]\nmode = \"kernel\"\npin_dir = \"{}\"\n",
+        sock.display(),
+        dir.path().join("pins").display()
     );
     let path = write_config(&dir, &cfg);
     let mut child = Command::new(merled_bin()).arg("--config").arg(&path).stderr(Stdio::null()).spawn().unwrap();

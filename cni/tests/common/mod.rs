@@ -307,10 +307,13 @@ impl Node {
         };
         format!(
             "[node]\nname = \"{}\"\naddress = \"{}/24\"\n\n[ipam]\nstrict_affinity = {strict}\n\n\
-             [datastore]\n{ds}\n[control]\nsocket = \"{}\"\n\n{}",
+             [datastore]\n{ds}\n[control]\nsocket = \"{}\"\n\n\
+             # No eBPF datapath here: the plugin must not link pods to programs\n\
+             # a merled on this machine pinned.\n[dataplane]\nmode = \"kernel\"\npin_dir = \"{}\"\n\n{}",
             self.name,
             self.addr4(),
             self.dir.path().join("merled.sock").display(),
+            self.dir.path().join("pins").display(),
             pools_toml(pools)
         )
     }
