@@ -82,18 +82,12 @@ static __always_inline int from_pod_v6(struct __sk_buff *skb)
 
 static __always_inline int from_pod(struct __sk_buff *skb)
 {
-	struct ethhdr *eth = eth_header(skb);
+	__be16 proto;
+	int r = eth_ip_for_us(skb, &proto);
 
-	if (!eth)
-		return PASS_NOT_IP;
-	int r;
-
-	if (eth->h_proto != bpf_htons(ETH_P_IP) && eth->h_proto != bpf_htons(ETH_P_IPV6))
-		return PASS_NOT_IP;
-	r = eth_not_for_us(skb);
 	if (r)
 		return r;
-	return eth->h_proto == bpf_htons(ETH_P_IP) ? from_pod_v4(skb) : from_pod_v6(skb);
+	return proto == bpf_htons(ETH_P_IP) ? from_pod_v4(skb) : from_pod_v6(skb);
 }
 
 SEC("classifier")

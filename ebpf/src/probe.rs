@@ -12,8 +12,14 @@ pub struct Probe {
     pub kernel: String,
 }
 
-fn kernel_release() -> String {
+/// `uname -r`.
+pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default()
+}
+
+/// The running kernel's (major, minor).
+pub fn kernel_version() -> (u32, u32) {
+    version_of(&kernel_release())
 }
 
 fn version_of(release: &str) -> (u32, u32) {

@@ -47,7 +47,3 @@ pub struct Endpoint {
     pub ifname: String,
     pub pod_mac: String,
 }
-
-pub fn mac_string(m: &[u8]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
-}

@@ -99,9 +99,7 @@ fn clsact_is_the_fallback_and_detaches_cleanly() {
     let shown = ns.exec(&["tc", "filter", "show", "dev", "vx.1", "ingress"]).unwrap();
     assert!(!shown.contains("node_ingress"), "{shown}");
     assert!(pins.linked(Hook::NodeIngress).is_empty());
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let mut v = release.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse::<u32>().ok());
-    if (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 6) {
-        assert_eq!(AttachMode::detect(), AttachMode::Tcx, "kernel {release} has TCX");
+    if merle_ebpf::probe::kernel_version() >= (6, 6) {
+        assert_eq!(AttachMode::detect(), AttachMode::Tcx, "kernel {} has TCX", merle_ebpf::probe::kernel_release());
     }
 }

@@ -1,6 +1,6 @@
 //! The programs run on crafted packets with BPF_PROG_TEST_RUN: no program
-//! is attached anywhere. A namespace gives the FIB lookup its routes and
-//! neighbours:
+//! is attached anywhere. A namespace (`testbed::bpf::prog_net`) gives the
+//! FIB lookup its routes and neighbours:
 //!
 //! ```text
 //!   pod0 (ifindex P0)  pod1 (P1)          up0 192.0.2.1/24, fd00:2::1/64
@@ -27,7 +27,7 @@ use merle_ebpf::types::{
 };
 use merle_ebpf::PinDir;
 use testbed::bpf::packet::{self, V4};
-use testbed::bpf::{skip_unless_bpf, BpfFs};
+use testbed::bpf::{mac_of, prog_net, skip_unless_bpf, BpfFs};
 use testbed::netns::Netns;
 
 const TC_ACT_OK: u32 = 0;
@@ -37,37 +37,6 @@ const POD_MAC: [u8; 6] = [0x0a, 0x58, 10, 1, 0, 5];
 const POD1_MAC: [u8; 6] = [0x0a, 0x58, 10, 1, 0, 6];
 const NODE_MAC: [u8; 6] = [0xee; 6];
 const GW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-
-fn mac_of(ns: &Netns, dev: &str) -> [u8; 6] {
-    let out = ns.ip(&["-j", "link", "show", dev]).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let s = v[0]["address"].as_str().unwrap().to_owned();
-    let b: Vec<u8> = s.split(':').map(|x| u8::from_str_radix(x, 16).unwrap()).collect();
-    b.try_into().unwrap()
-}
-
-fn setup(ns: &Netns) {
-    for (a, b) in [("pod0", "pod0p"), ("pod1", "pod1p"), ("up0", "up0p")] {
-        ns.ip(&["link", "add", a, "type", "veth", "peer", "name", b]).unwrap();
-        ns.ip(&["link", "set", a, "up"]).unwrap();
-        ns.ip(&["link", "set", b, "up"]).unwrap();
-    }
-    for d in ["pod0", "pod1"] {
-        ns.ip(&["link", "set", d, "address", "ee:ee:ee:ee:ee:ee"]).unwrap();
-    }
-    ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]).unwrap();
-    ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "up0"]).unwrap();
-    ns.ip(&["addr", "add", "fd00:2::1/64", "dev", "up0", "nodad"]).unwrap();
-    ns.ip(&["neigh", "add", "192.0.2.2", "lladdr", "02:00:00:00:00:02", "dev", "up0", "nud", "permanent"]).unwrap();
-    ns.ip(&["neigh", "add", "fd00:2::2", "lladdr", "02:00:00:00:00:02", "dev", "up0", "nud", "permanent"]).unwrap();
-    ns.ip(&["route", "add", "10.99.0.0/24", "via", "192.0.2.2"]).unwrap();
-    ns.ip(&["route", "add", "10.98.0.0/24", "via", "192.0.2.3"]).unwrap();
-    ns.ip(&["route", "add", "blackhole", "10.97.0.0/24"]).unwrap();
-    ns.ip(&["route", "add", "unreachable", "10.96.0.0/24"]).unwrap();
-    ns.ip(&["-6", "route", "add", "fd00:99::/64", "via", "fd00:2::2"]).unwrap();
-    ns.ip(&["route", "add", "10.1.0.5/32", "dev", "pod0"]).unwrap();
-    ns.ip(&["route", "add", "10.1.0.6/32", "dev", "pod1"]).unwrap();
-}
 
 struct Bed {
     pod: Linker,
@@ -113,8 +82,8 @@ fn with_bed(test: &str, f: impl FnOnce(&Bed) + Send + 'static) {
     let fs = BpfFs::new(test).unwrap();
     let pins = PinDir::new(fs.pin_dir());
     let ns = Netns::new("prog").unwrap();
-    setup(&ns);
-    let up_mac = mac_of(&ns, "up0");
+    prog_net(&ns).unwrap();
+    let up_mac = mac_of(&ns, "up0").unwrap();
     let h = ns
         .spawn(move || {
             load(&pins, &objects::PROGRAMS, &objects::digest()).unwrap();

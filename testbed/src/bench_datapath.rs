@@ -40,7 +40,7 @@ use nix::sys::time::{TimeVal, TimeValLike};
 
 use crate::bench::median;
 use crate::bpf::packet::{self, V4};
-use crate::bpf::BpfFs;
+use crate::bpf::{mac_of, BpfFs};
 use crate::datapath::{Cluster, Encap, Mode, Pod, T as SWITCH_WAIT};
 use crate::netns::Netns;
 use crate::wait;
@@ -497,15 +497,7 @@ const PROG_CASES: [(&str, &str, &str); 3] = [
     ("node_ingress", "wire to a local pod (redirect_peer)", "80–90 (minimal program)"),
 ];
 
-fn mac_of(ns: &Netns, dev: &str) -> anyhow::Result<[u8; 6]> {
-    let out = ns.ip(&["-j", "link", "show", dev])?;
-    let v: serde_json::Value = serde_json::from_str(&out).with_context(|| format!("ip -j link: {out}"))?;
-    let s = v[0]["address"].as_str().with_context(|| format!("no address for {dev}: {out}"))?;
-    let b: Vec<u8> = s.split(':').map(|x| u8::from_str_radix(x, 16)).collect::<Result<_, _>>()?;
-    b.try_into().map_err(|_| anyhow::anyhow!("{dev}: not a MAC: {s}"))
-}
-
-/// Two pod veths and an uplink in a namespace, the programs loaded in a
+/// The namespace of [`crate::bpf::prog_net`], the programs loaded in a
 /// private bpffs and the maps filled, as in `ebpf/tests/programs.rs`.
 struct ProgBed {
     ns: Netns,
@@ -535,19 +527,7 @@ impl ProgBed {
     fn new() -> anyhow::Result<Self> {
         let fs = BpfFs::new("bench-dp")?;
         let ns = Netns::new("bench-prog")?;
-        for (a, b) in [("pod0", "pod0p"), ("pod1", "pod1p"), ("up0", "up0p")] {
-            ns.ip(&["link", "add", a, "type", "veth", "peer", "name", b])?;
-            ns.ip(&["link", "set", a, "up"])?;
-            ns.ip(&["link", "set", b, "up"])?;
-        }
-        for d in ["pod0", "pod1"] {
-            ns.ip(&["link", "set", d, "address", "ee:ee:ee:ee:ee:ee"])?;
-        }
-        ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "up0"])?;
-        ns.ip(&["neigh", "add", "192.0.2.2", "lladdr", "02:00:00:00:00:02", "dev", "up0", "nud", "permanent"])?;
-        ns.ip(&["route", "add", "10.99.0.0/24", "via", "192.0.2.2"])?;
-        ns.ip(&["route", "add", "10.1.0.5/32", "dev", "pod0"])?;
-        ns.ip(&["route", "add", "10.1.0.6/32", "dev", "pod1"])?;
+        crate::bpf::prog_net(&ns)?;
         let up_mac = mac_of(&ns, "up0")?;
         let pins = PinDir::new(fs.pin_dir());
         let p = pins.clone();

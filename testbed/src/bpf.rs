@@ -52,13 +52,54 @@ pub fn skip_unless_bpf(test: &str) -> bool {
     if crate::skip_unless_root(test) {
         return true;
     }
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut v = release.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse::<u32>().ok());
-    if (v.next().unwrap_or(0), v.next().unwrap_or(0)) < (5, 10) {
-        eprintln!("SKIP {test}: kernel {} is older than 5.10 (bpf_redirect_peer)", release.trim());
+    if merle_ebpf::probe::kernel_version() < (5, 10) {
+        eprintln!("SKIP {test}: kernel {} is older than 5.10 (bpf_redirect_peer)", merle_ebpf::probe::kernel_release());
         return true;
     }
     false
+}
+
+/// The MAC of `dev` in `ns`.
+pub fn mac_of(ns: &crate::netns::Netns, dev: &str) -> anyhow::Result<[u8; 6]> {
+    let out = ns.ip(&["-j", "link", "show", dev])?;
+    let v: serde_json::Value = serde_json::from_str(&out).with_context(|| format!("ip -j link: {out}"))?;
+    let s = v[0]["address"].as_str().with_context(|| format!("no address for {dev}: {out}"))?;
+    let b: Vec<u8> = s.split(':').map(|x| u8::from_str_radix(x, 16)).collect::<Result<_, _>>()?;
+    b.try_into().map_err(|_| anyhow::anyhow!("{dev}: not a MAC: {s}"))
+}
+
+/// The namespace BPF_PROG_TEST_RUN runs the programs in, so that the FIB
+/// lookup has routes and neighbours:
+///
+/// ```text
+///   pod0, pod1 (host ends, ee:ee:ee:ee:ee:ee)   up0 192.0.2.1/24, fd00:2::1/64
+///   10.1.0.5/32 dev pod0, 10.1.0.6/32 dev pod1   10.99.0.0/24 via 192.0.2.2 (neighbour known)
+///                                                10.98.0.0/24 via 192.0.2.3 (no neighbour)
+///                                                10.97.0.0/24 blackhole, 10.96.0.0/24 unreachable
+///                                                fd00:99::/64 via fd00:2::2 (neighbour known)
+/// ```
+pub fn prog_net(ns: &crate::netns::Netns) -> anyhow::Result<()> {
+    for (a, b) in [("pod0", "pod0p"), ("pod1", "pod1p"), ("up0", "up0p")] {
+        ns.ip(&["link", "add", a, "type", "veth", "peer", "name", b])?;
+        ns.ip(&["link", "set", a, "up"])?;
+        ns.ip(&["link", "set", b, "up"])?;
+    }
+    for d in ["pod0", "pod1"] {
+        ns.ip(&["link", "set", d, "address", "ee:ee:ee:ee:ee:ee"])?;
+    }
+    ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"])?;
+    ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "up0"])?;
+    ns.ip(&["addr", "add", "fd00:2::1/64", "dev", "up0", "nodad"])?;
+    ns.ip(&["neigh", "add", "192.0.2.2", "lladdr", "02:00:00:00:00:02", "dev", "up0", "nud", "permanent"])?;
+    ns.ip(&["neigh", "add", "fd00:2::2", "lladdr", "02:00:00:00:00:02", "dev", "up0", "nud", "permanent"])?;
+    ns.ip(&["route", "add", "10.99.0.0/24", "via", "192.0.2.2"])?;
+    ns.ip(&["route", "add", "10.98.0.0/24", "via", "192.0.2.3"])?;
+    ns.ip(&["route", "add", "blackhole", "10.97.0.0/24"])?;
+    ns.ip(&["route", "add", "unreachable", "10.96.0.0/24"])?;
+    ns.ip(&["-6", "route", "add", "fd00:99::/64", "via", "fd00:2::2"])?;
+    ns.ip(&["route", "add", "10.1.0.5/32", "dev", "pod0"])?;
+    ns.ip(&["route", "add", "10.1.0.6/32", "dev", "pod1"])?;
+    Ok(())
 }
 
 /// Crafted frames: Ethernet + IPv4/IPv6 + a small UDP or ICMP payload.

@@ -24,7 +24,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
 use merle_cni::dataplane::Scope;
-use merle_ebpf::report::{mac_string, Endpoint, Interface, Report};
+use merle_cni::link::mac_string;
+use merle_ebpf::report::{Endpoint, Interface, Report};
 use merle_ebpf::types::Hook;
 use merle_ebpf::{datapath, probe, Datapath, PinDir};
 use tokio::sync::oneshot;

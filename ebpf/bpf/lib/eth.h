@@ -32,6 +32,20 @@ static __always_inline int eth_not_for_us(const struct __sk_buff *skb)
 	}
 }
 
+/* 0 for an IPv4 or IPv6 frame addressed to this interface, with its
+ * EtherType in *proto; else the reason it goes to the stack. */
+static __always_inline int eth_ip_for_us(struct __sk_buff *skb, __be16 *proto)
+{
+	struct ethhdr *eth = eth_header(skb);
+
+	if (!eth)
+		return PASS_NOT_IP;
+	*proto = eth->h_proto;
+	if (*proto != bpf_htons(ETH_P_IP) && *proto != bpf_htons(ETH_P_IPV6))
+		return PASS_NOT_IP;
+	return eth_not_for_us(skb);
+}
+
 /* Writes destination and source MAC in place. */
 static __always_inline void eth_rewrite(struct ethhdr *eth, const __u8 *dst, const __u8 *src)
 {
