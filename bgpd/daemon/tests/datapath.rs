@@ -21,13 +21,15 @@ use testbed::datapath::{Cluster, Encap, Mode, Pod};
 
 /// A TCP exchange from `client` to `server`'s `addr`: 64 KiB each way.
 fn tcp(server: &Pod, client: &Pod, addr: &str) {
-    let bind = if addr.contains(':') { "[::]:7070" } else { "0.0.0.0:7070" };
+    // A fresh port each time: a server earlier in the test may still hold
+    // its old one in a closing state.
+    let bind = if addr.contains(':') { "[::]:0" } else { "0.0.0.0:0" };
     let (tx, rx) = std::sync::mpsc::channel();
     let srv = server
         .ns
         .spawn(move || {
             let l = std::net::TcpListener::bind(bind).unwrap();
-            tx.send(()).unwrap();
+            tx.send(l.local_addr().unwrap().port()).unwrap();
             let (mut s, _) = l.accept().unwrap();
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             let mut buf = vec![0u8; 65536];
@@ -35,9 +37,9 @@ fn tcp(server: &Pod, client: &Pod, addr: &str) {
             s.write_all(&buf).unwrap();
         })
         .unwrap();
-    rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let port = rx.recv_timeout(Duration::from_secs(5)).unwrap();
     let target: std::net::SocketAddr =
-        if addr.contains(':') { format!("[{addr}]:7070") } else { format!("{addr}:7070") }.parse().unwrap();
+        if addr.contains(':') { format!("[{addr}]:{port}") } else { format!("{addr}:{port}") }.parse().unwrap();
     let cli = client
         .ns
         .spawn(move || {
