@@ -5,10 +5,12 @@
 //!   next hops;
 //! - inside a pool, per next hop, as Calico's IPPool modes say:
 //!   - VXLAN when `vxlan_mode` is Always, or CrossSubnet and the next hop is
-//!     outside this node's subnet: `via <VTEP IP> dev vxlan.merle onlink`
-//!     (`vxlan-v6.merle` for an IPv6 underlay), plus a permanent neighbour
-//!     entry VTEP IP → VTEP MAC and a permanent FDB entry VTEP MAC → node
-//!     IP ([`crate::vtep`]);
+//!     outside this node's subnet: `via <VTEP IP> dev vxlan.merle onlink`,
+//!     plus a permanent neighbour entry VTEP IP → VTEP MAC and a permanent
+//!     FDB entry VTEP MAC → node IP ([`crate::vtep`]); for IPv6, `via
+//!     <VTEP link-local> dev vxlan-v6.merle onlink` with the neighbour entry
+//!     on the link-local address (the kernel refuses the underlay address
+//!     as an IPv6 onlink gateway when another device's route covers it);
 //!   - IPIP under the same rules with `ipip_mode`: `via <node IP> dev tunl0
 //!     onlink`, IPv4 only, and only where the kernel has IPIP;
 //!   - otherwise a plain route to the next hop.
@@ -84,7 +86,10 @@ pub struct Inputs<'a> {
 pub enum Hop {
     /// `via <gateway>`; the kernel picks the device.
     Direct(IpAddr),
-    /// `via <VTEP IP> dev vxlan.merle onlink` (or `vxlan-v6.merle`).
+    /// `via <VTEP IP> dev vxlan.merle onlink`, or for IPv6 `via <the VTEP's
+    /// link-local address> dev vxlan-v6.merle onlink` ([`crate::vtep`]).
+    /// Read back from the kernel, an IPv6 hop carries the link-local
+    /// address; [`RouteSpec::kernel_form`] compares the two.
     Vxlan(IpAddr),
     /// `via <node IP> dev tunl0 onlink`.
     Ipip(Ipv4Addr),
@@ -95,6 +100,22 @@ impl Hop {
         match *self {
             Self::Direct(a) | Self::Vxlan(a) => a,
             Self::Ipip(a) => IpAddr::V4(a),
+        }
+    }
+
+    /// The gateway address the kernel route names.
+    pub fn kernel_gateway(&self) -> IpAddr {
+        match *self {
+            Self::Vxlan(a) => crate::vtep::route_gateway(a),
+            _ => self.gateway(),
+        }
+    }
+
+    /// The hop as the kernel holds it (and as it reads back).
+    pub fn kernel_form(&self) -> Hop {
+        match *self {
+            Self::Vxlan(a) => Self::Vxlan(crate::vtep::route_gateway(a)),
+            h => h,
         }
     }
 
@@ -115,6 +136,22 @@ pub enum RouteSpec {
     Blackhole,
     /// One hop, or several for a multipath route; sorted, no duplicates.
     Via(Vec<Hop>),
+}
+
+impl RouteSpec {
+    /// The route as the kernel holds it: what a wanted route is compared
+    /// with when it is read back.
+    pub fn kernel_form(&self) -> RouteSpec {
+        match self {
+            Self::Blackhole => Self::Blackhole,
+            Self::Via(hops) => {
+                let mut h: Vec<Hop> = hops.iter().map(Hop::kernel_form).collect();
+                h.sort_unstable();
+                h.dedup();
+                Self::Via(h)
+            }
+        }
+    }
 }
 
 /// A VXLAN device merle manages.
@@ -265,7 +302,8 @@ pub fn vtep_entries(hop: &Hop) -> Option<(Neighbour, FdbEntry)> {
     let Hop::Vxlan(vtep) = *hop else { return None };
     let device = hop.device().unwrap_or(VXLAN_DEV_V4);
     let mac = vtep_mac(vtep);
-    Some((Neighbour { device, ip: vtep, mac }, FdbEntry { device, mac, dst: vtep }))
+    let ip = crate::vtep::route_gateway(vtep);
+    Some((Neighbour { device, ip, mac }, FdbEntry { device, mac, dst: vtep }))
 }
 
 /// The kernel state for these inputs.
@@ -393,6 +431,19 @@ mod tests {
         let d = run(&routes, &[], &pools, false);
         assert_eq!(spec(&d, "fd00:244:0:2::/122"), Some(RouteSpec::Via(vec![Hop::Vxlan(ip("fd00:1::3"))])));
         assert_eq!(Hop::Vxlan(ip("fd00:1::3")).device(), Some(VXLAN_DEV_V6));
+        let mac = vtep_mac(ip("fd00:1::3"));
+        let ll = IpAddr::V6(crate::vtep::link_local(mac));
+        assert_eq!(Hop::Vxlan(ip("fd00:1::3")).kernel_gateway(), ll);
+        assert_eq!(
+            d.neighbours.iter().map(|n| (n.device, n.ip, n.mac)).collect::<Vec<_>>(),
+            vec![(VXLAN_DEV_V6, ll, mac)],
+            "the neighbour entry is on the link-local gateway"
+        );
+        assert_eq!(
+            d.fdb.iter().map(|f| (f.device, f.mac, f.dst)).collect::<Vec<_>>(),
+            vec![(VXLAN_DEV_V6, mac, ip("fd00:1::3"))],
+            "the FDB entry sends to the underlay address"
+        );
         assert_eq!(spec(&d, "fd00:244:0:3::/122"), Some(RouteSpec::Via(vec![Hop::Direct(ip("fd00::2"))])));
         assert_eq!(d.devices.iter().map(|x| (x.name, x.mtu)).collect::<Vec<_>>(), vec![(VXLAN_DEV_V6, 1430)]);
         // Without an IPv6 node address there is no IPv6 VTEP.

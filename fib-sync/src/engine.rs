@@ -598,7 +598,7 @@ impl Engine {
             let want = self.want.get(&p);
             let have = self.have.get(&p);
             match (want, have) {
-                (Some(w), Some(h)) if h.spec == *w && h.priority == default_priority(&p) => {
+                (Some(w), Some(h)) if h.spec.kernel_form() == w.kernel_form() && h.priority == default_priority(&p) => {
                     self.failed.remove(&p);
                 }
                 (Some(w), h) => {
@@ -651,7 +651,7 @@ impl Engine {
                         table: self.s.owner.table,
                         protocol: self.s.owner.protocol,
                         priority,
-                        spec,
+                        spec: spec.kernel_form(),
                     };
                     self.have.insert(p, k);
                     if self.failed.remove(&p).is_some() {
@@ -712,7 +712,7 @@ impl Engine {
         if !self.converged {
             for p in &self.stale {
                 if let Some(RouteSpec::Via(hops)) = self.have.get(p).map(|k| &k.spec) {
-                    stale_vteps.extend(hops.iter().filter(|h| matches!(h, Hop::Vxlan(_))).map(Hop::gateway));
+                    stale_vteps.extend(hops.iter().filter(|h| matches!(h, Hop::Vxlan(_))).map(Hop::kernel_gateway));
                 }
             }
         }
@@ -730,7 +730,7 @@ impl Engine {
                 // merle's entries are permanent and pair a VTEP address
                 // with the MAC merle derives from it; anything else on the
                 // device (a flood entry added by hand, say) is left alone.
-                if !k.permanent || mac != crate::vtep::vtep_mac(ip) {
+                if !k.permanent || !crate::vtep::is_vtep_entry(ip, mac) {
                     continue;
                 }
                 let kept = if k.fdb {
@@ -740,7 +740,11 @@ impl Engine {
                 };
                 // Before convergence the entries of stale routes stay, as
                 // the routes do.
-                if !kept && !stale_vteps.contains(&ip) {
+                // (An IPv6 route names the VTEP's link-local address; its
+                // FDB entry is found by the MAC that address comes from.)
+                let stale =
+                    stale_vteps.contains(&ip) || stale_vteps.contains(&IpAddr::V6(crate::vtep::link_local(mac)));
+                if !kept && !stale {
                     reqs.push(Request { message: RouteNetlinkMessage::DelNeighbour(m), flags: 0 });
                 }
             }

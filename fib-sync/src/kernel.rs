@@ -88,7 +88,7 @@ pub fn route_message(
         }
     };
     if let [h] = hops.as_slice() {
-        let mut b = b.gateway(h.gateway()).map_err(|_| BuildError::FamilyMismatch(h.gateway()))?;
+        let mut b = b.gateway(h.kernel_gateway()).map_err(|_| BuildError::FamilyMismatch(h.gateway()))?;
         if let Some(i) = device(h)? {
             b = b.output_interface(i).onlink();
         }
@@ -98,7 +98,7 @@ pub fn route_message(
     for h in hops {
         let mut nb =
             if prefix.addr().is_ipv4() { RouteNextHopBuilder::new_ipv4() } else { RouteNextHopBuilder::new_ipv6() };
-        nb = nb.via(h.gateway()).map_err(|_| BuildError::FamilyMismatch(h.gateway()))?;
+        nb = nb.via(h.kernel_gateway()).map_err(|_| BuildError::FamilyMismatch(h.gateway()))?;
         if let Some(i) = device(h)? {
             nb = nb.interface(i).onlink();
         }
@@ -417,7 +417,22 @@ mod tests {
         let p: IpNet = prefix.parse().unwrap();
         let m = route_message(p, &spec, OWNER, &devs()).unwrap();
         let k = read_route(&m, &devs()).unwrap();
-        assert_eq!((k.prefix, k.table, k.protocol, k.spec), (p, 254, 198, spec));
+        assert_eq!((k.prefix, k.table, k.protocol, k.spec.kernel_form()), (p, 254, 198, spec.kernel_form()));
+    }
+
+    #[test]
+    fn an_ipv6_vxlan_route_names_the_vtep_link_local_address() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let vtep = ip("fd00::2");
+        let spec = RouteSpec::Via(vec![Hop::Vxlan(vtep)]);
+        let m = route_message("fd00:244::/122".parse().unwrap(), &spec, OWNER, &devs()).unwrap();
+        let ll = crate::vtep::link_local(crate::vtep::vtep_mac(vtep));
+        assert!(m.attributes.contains(&RouteAttribute::Gateway(RouteAddress::Inet6(ll))), "{m:?}");
+        assert!(m.attributes.contains(&RouteAttribute::Oif(8)));
+        let k = read_route(&m, &devs()).unwrap();
+        assert_eq!(k.spec, RouteSpec::Via(vec![Hop::Vxlan(std::net::IpAddr::V6(ll))]));
+        assert_eq!(k.spec.kernel_form(), spec.kernel_form());
+        assert_ne!(k.spec.kernel_form(), RouteSpec::Via(vec![Hop::Vxlan(ip("fd00::3"))]).kernel_form());
     }
 
     /// What the kernel sends back for an entry merle wrote: the bytes of

@@ -82,9 +82,11 @@ pub struct FibStatus {
 }
 
 fn hop(h: &Hop) -> String {
+    let gw = h.kernel_gateway();
     match h.device() {
-        Some(dev) => format!("via {} dev {dev} onlink", h.gateway()),
-        None => format!("via {}", h.gateway()),
+        Some(dev) if gw != h.gateway() => format!("via {gw} dev {dev} onlink (VTEP {})", h.gateway()),
+        Some(dev) => format!("via {gw} dev {dev} onlink"),
+        None => format!("via {gw}"),
     }
 }
 

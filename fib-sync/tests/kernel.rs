@@ -221,32 +221,89 @@ fn ipv6_plain_multipath_blackhole_and_vxlan_v6() {
         vxlan_mode: EncapMode::CrossSubnet,
         nat_outgoing: false,
     });
+    // A pool tunnelled always: its VTEP fd00::2 is on the node subnet, the
+    // case the kernel refuses as an onlink gateway through vxlan-v6.merle.
+    s.pools.push(Pool {
+        cidr: "fd00:245::/56".parse().unwrap(),
+        block_size: None,
+        ipip_mode: EncapMode::Never,
+        vxlan_mode: EncapMode::Always,
+        nat_outgoing: false,
+    });
     s.node.v6 = Some("fd00::1/64".parse().unwrap());
     let fib = start(&ns, s);
     fib.routes(vec![
         (p("fd00:244:0:2::/122"), hops(&["fd00::2"])),
         (p("fd00:244:0:3::/122"), hops(&["fd00:1::3"])),
+        (p("fd00:245:0:2::/122"), hops(&["fd00::2"])),
         (p("fd00:96::/108"), hops(&["fd00::3", "fd00::2"])),
     ]);
+    let ll = |vtep: &str| fib_sync::vtep::link_local(fib_sync::vtep::vtep_mac(vtep.parse().unwrap()));
     let want = [
-        "blackhole fd00:244:0:1::/122",
-        "fd00:244:0:2::/122 via fd00::2 dev eth0",
-        "fd00:244:0:3::/122 via fd00:1::3 dev vxlan-v6.merle onlink",
-        "fd00:96::/108 nexthop via fd00::2 dev eth0 nexthop via fd00::3 dev eth0",
+        "blackhole fd00:244:0:1::/122".to_owned(),
+        "fd00:244:0:2::/122 via fd00::2 dev eth0".to_owned(),
+        format!("fd00:244:0:3::/122 via {} dev vxlan-v6.merle onlink", ll("fd00:1::3")),
+        format!("fd00:245:0:2::/122 via {} dev vxlan-v6.merle onlink", ll("fd00::2")),
+        "fd00:96::/108 nexthop via fd00::2 dev eth0 nexthop via fd00::3 dev eth0".to_owned(),
     ];
-    let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    let want: Vec<String> = want.to_vec();
     poll("the IPv6 routes", Duration::from_secs(5), || (routes_of(&ns, "-6") == want).then_some(()))
         .unwrap_or_else(|e| panic!("{e}: {:?}", routes_of(&ns, "-6")));
     let link = ns.ip(&["-d", "link", "show", "vxlan-v6.merle"]).unwrap();
     assert!(link.contains("mtu 1430") && link.contains("local fd00::1"), "{link}");
-    let neigh = ns.ip(&["-6", "neigh", "show", "dev", "vxlan-v6.merle"]).unwrap();
-    assert_eq!(
-        neigh.trim(),
-        format!(
-            "fd00:1::3 lladdr {} PERMANENT",
-            fib_sync::vtep::mac_string(fib_sync::vtep::vtep_mac("fd00:1::3".parse().unwrap()))
-        )
-    );
+    let (neigh, fdb) = l2_tables(&ns, "vxlan-v6.merle");
+    let mut want_neigh = vec![
+        format!("{} lladdr {} PERMANENT", ll("fd00:1::3"), mac_of("fd00:1::3")),
+        format!("{} lladdr {} PERMANENT", ll("fd00::2"), mac_of("fd00::2")),
+    ];
+    want_neigh.sort();
+    assert_eq!(neigh, want_neigh);
+    for vtep in ["fd00:1::3", "fd00::2"] {
+        let entry = format!("{} dst {vtep} self permanent", mac_of(vtep));
+        assert!(fdb.contains(&entry), "{entry} in {fdb:?}");
+    }
+    // Read back after a restart, the routes are merle's as they are: the
+    // link-local gateway matches the VTEP it was made for, nothing is
+    // replaced (same kernel state, no warnings of a repair).
+    fib.stop();
+    let mut s2 = settings(&["fd00:244:0:1::/122"], Duration::from_secs(60));
+    s2.pools = vec![
+        Pool {
+            cidr: "fd00:244::/56".parse().unwrap(),
+            block_size: None,
+            ipip_mode: EncapMode::Never,
+            vxlan_mode: EncapMode::CrossSubnet,
+            nat_outgoing: false,
+        },
+        Pool {
+            cidr: "fd00:245::/56".parse().unwrap(),
+            block_size: None,
+            ipip_mode: EncapMode::Never,
+            vxlan_mode: EncapMode::Always,
+            nat_outgoing: false,
+        },
+    ];
+    s2.node.v6 = Some("fd00::1/64".parse().unwrap());
+    let fib = start(&ns, s2);
+    fib.routes(vec![
+        (p("fd00:244:0:2::/122"), hops(&["fd00::2"])),
+        (p("fd00:244:0:3::/122"), hops(&["fd00:1::3"])),
+        (p("fd00:245:0:2::/122"), hops(&["fd00::2"])),
+        (p("fd00:96::/108"), hops(&["fd00::3", "fd00::2"])),
+    ]);
+    fib.converged();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(routes_of(&ns, "-6"), want);
+    assert_eq!(l2_tables(&ns, "vxlan-v6.merle").0, want_neigh);
+    // The only tunnelled route through fd00::2 goes (the CrossSubnet pool
+    // reaches it natively): its link-local neighbour and FDB entries go.
+    fib.routes(vec![(p("fd00:245:0:2::/122"), vec![])]);
+    poll("fd00::2's entries gone", Duration::from_secs(5), || {
+        let (n, f) = l2_tables(&ns, "vxlan-v6.merle");
+        (n.len() == 1 && !f.iter().any(|e| e.contains("dst fd00::2 "))).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", l2_tables(&ns, "vxlan-v6.merle")));
+    let want: Vec<String> = want.into_iter().filter(|r| !r.starts_with("fd00:245:")).collect();
     // A hand-deleted IPv6 multipath route comes back whole.
     ns.ip(&["-6", "route", "del", "fd00:96::/108", "proto", PROTO]).unwrap();
     poll("the multipath route back", Duration::from_secs(2), || (routes_of(&ns, "-6") == want).then_some(())).unwrap();

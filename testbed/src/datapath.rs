@@ -6,10 +6,9 @@
 //!        ┌───────────┴───────────┐
 //!   n1 eth0 10.0.0.1         n2 eth0 10.0.0.2       merled on each, iBGP mesh
 //!     pods from 10.244.0.0/16 (/26 blocks) and fd00:244::/56 (/122 blocks),
-//!     wired by merle-cni; with Encap::Vxlan the IPv4 pool goes through
-//!     vxlan.merle (the IPv6 pool stays native: fib-sync's IPv6 VXLAN
-//!     routes use the underlay address as an onlink gateway, which the
-//!     kernel refuses when that address is on a connected subnet)
+//!     wired by merle-cni; with Encap::Vxlan both pools are tunnelled
+//!     (vxlan_mode Always), IPv4 through vxlan.merle and IPv6 through
+//!     vxlan-v6.merle
 //! ```
 //! The nodes share one file IPAM store (as they would share etcd). Each
 //! node pins under its own private bpffs, so clusters (and tests) run
@@ -92,7 +91,7 @@ pub fn config(i: usize, n: usize, encap: Encap, mode: Mode, data: &Path, pin_dir
     }
     s += &format!(
         "[[pools]]\ncidr = \"10.244.0.0/16\"\nblock_size = 26\nvxlan_mode = \"{vx}\"\nnat_outgoing = {nat}\n\n\
-         [[pools]]\ncidr = \"fd00:244::/56\"\nblock_size = 122\n\n\
+         [[pools]]\ncidr = \"fd00:244::/56\"\nblock_size = 122\nvxlan_mode = \"{vx}\"\n\n\
          [datastore]\npath = \"{}\"\n\n[dataplane]\nmode = \"{}\"\npin_dir = \"{}\"\n\n[control]\nsocket = \"{{socket}}\"\n",
         data.display(),
         mode.name(),
@@ -209,12 +208,12 @@ impl Cluster {
         .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))
     }
 
-    /// Waits until the node programs are on the uplink (and vxlan.merle
-    /// for VXLAN pools).
+    /// Waits until the node programs are on the uplink (and the VXLAN
+    /// devices for VXLAN pools).
     pub fn wait_node_links(&self, node: usize) -> anyhow::Result<()> {
         let want: &[&str] = match self.encap {
             Encap::Native => &["eth0"],
-            Encap::Vxlan => &["eth0", "vxlan.merle"],
+            Encap::Vxlan => &["eth0", "vxlan.merle", "vxlan-v6.merle"],
         };
         wait::poll("the node programs attached", T, || {
             let d = self.dataplane(node).ok()?;

@@ -89,6 +89,17 @@ fn forwarding(encap: Encap, tag: &str) {
     assert!(d["interfaces"].as_array().unwrap().iter().filter(|i| i["hook"] == "pod-ingress").count() >= 2);
     assert_eq!(d["attach"], "tcx", "this kernel has TCX");
 
+    if encap == Encap::Vxlan {
+        // Both families cross in the tunnel: IPv6 by the VTEP's link-local
+        // gateway on vxlan-v6.merle.
+        for (fam, dev) in [("-4", "vxlan.merle"), ("-6", "vxlan-v6.merle")] {
+            let to = if fam == "-4" { b1.v4.clone() } else { b1.v6.clone().unwrap() };
+            testbed::wait::poll(&format!("the route to {to} via {dev}"), Duration::from_secs(20), || {
+                c.ns(0).ip(&[fam, "route", "get", &to]).ok().filter(|r| r.contains(dev)).map(|_| ())
+            })
+            .unwrap_or_else(|e| panic!("{e}: {:?}", c.ns(0).ip(&[fam, "route"])));
+        }
+    }
     let peer0 = c.counter(0, "pod-ingress", "redirect-peer");
     let fib0 = c.counter(0, "pod-ingress", "redirect-fib") + c.counter(0, "pod-ingress", "redirect-neigh");
     let in1 = c.counter(1, "node-ingress", "redirect-peer");
