@@ -598,7 +598,10 @@ impl Engine {
             let want = self.want.get(&p);
             let have = self.have.get(&p);
             match (want, have) {
-                (Some(w), Some(h)) if h.spec.kernel_form() == w.kernel_form() && h.priority == default_priority(&p) => {
+                // `have` is as the kernel holds it: an IPv6 VXLAN route of
+                // an older merle, through the VTEP itself, does not match
+                // and is replaced.
+                (Some(w), Some(h)) if h.spec == w.kernel_form() && h.priority == default_priority(&p) => {
                     self.failed.remove(&p);
                 }
                 (Some(w), h) => {

@@ -304,6 +304,25 @@ fn ipv6_plain_multipath_blackhole_and_vxlan_v6() {
     })
     .unwrap_or_else(|e| panic!("{e}: {:?}", l2_tables(&ns, "vxlan-v6.merle")));
     let want: Vec<String> = want.into_iter().filter(|r| !r.starts_with("fd00:245:")).collect();
+    // A route in the form an older merle made (through the VTEP itself, off
+    // the subnet, where the kernel took it) is replaced by the link-local
+    // form.
+    ns.ip(&[
+        "-6",
+        "route",
+        "replace",
+        "fd00:244:0:3::/122",
+        "via",
+        "fd00:1::3",
+        "dev",
+        "vxlan-v6.merle",
+        "onlink",
+        "proto",
+        PROTO,
+    ])
+    .unwrap();
+    poll("the link-local form back", Duration::from_secs(5), || (routes_of(&ns, "-6") == want).then_some(()))
+        .unwrap_or_else(|e| panic!("{e}: {:?}", routes_of(&ns, "-6")));
     // A hand-deleted IPv6 multipath route comes back whole.
     ns.ip(&["-6", "route", "del", "fd00:96::/108", "proto", PROTO]).unwrap();
     poll("the multipath route back", Duration::from_secs(2), || (routes_of(&ns, "-6") == want).then_some(())).unwrap();
