@@ -87,9 +87,9 @@ pub fn attach(cfg: &conf::Config, host: &str, addrs: &[IpAddr], pod_mac: [u8; 6]
     let mut linker = Linker::open(&pins, attach_mode(cfg), &objects::POD_INGRESS)?;
     let linked = linker.link(host)?;
     let mut eps = Endpoints::open(&pins)?;
-    for ip in addrs {
-        eps.put(*ip, entry(cfg, *ip, linked.ifindex, pod_mac))?;
-    }
+    let entries: Vec<(IpAddr, EndpointInfo)> =
+        addrs.iter().map(|ip| (*ip, entry(cfg, *ip, linked.ifindex, pod_mac))).collect();
+    eps.put_pod(linked.ifindex, &entries)?;
     Ok(true)
 }
 
@@ -134,6 +134,8 @@ pub fn pods(blocks: &Blocks, node: &str) -> BTreeMap<String, (u32, Vec<IpAddr>)>
 pub struct Reconciled {
     pub endpoints_put: usize,
     pub endpoints_removed: usize,
+    /// merle_pod_ifaces entries corrected.
+    pub ifaces_fixed: usize,
     pub links_added: usize,
     pub links_removed: usize,
     pub errors: Vec<String>,
@@ -187,6 +189,13 @@ pub fn reconcile(cfg: &conf::Config, blocks: &Blocks, scope: Scope) -> Result<Re
         }
     }
     eps.apply(&ops)?;
+    // The veths of removed entries, and with Full every index: no entry of
+    // merle_pod_ifaces outlives its endpoints.
+    let removed: BTreeSet<u32> = ops
+        .iter()
+        .filter_map(|op| if let EndpointOp::Remove(ip) = op { Some(current[ip].ifindex) } else { None })
+        .collect();
+    out.ifaces_fixed = eps.sync_ifaces(scope == Scope::Full, &removed)?;
     let linked: BTreeSet<String> = pins.linked(Hook::PodIngress).into_iter().map(|(i, _)| i).collect();
     for stale in linked.iter().filter(|i| merle_ebpf::sys::ifindex(i) == 0) {
         match datapath::unlink(&pins, Hook::PodIngress, stale) {

@@ -20,6 +20,10 @@ int main(void)
 	SIZE(endpoint_key);
 	FIELD(endpoint_key, family);
 	FIELD(endpoint_key, addr);
+	SIZE(pod_iface);
+	FIELD(pod_iface, flags);
+	FIELD(pod_iface, v4);
+	FIELD(pod_iface, v6);
 	SIZE(endpoint_info);
 	FIELD(endpoint_info, ifindex);
 	FIELD(endpoint_info, pod_mac);
@@ -42,6 +46,11 @@ int main(void)
 	CONST(REASONS_MAX);
 	CONST(METRICS_MAX);
 	CONST(ENDPOINTS_MAX);
+	CONST(POD_IFACES_MAX);
+	CONST(POD_IFACE_F_V4);
+	CONST(POD_IFACE_F_V6);
+	CONST(POD_IFACE_F_NAT_OUTGOING_V4);
+	CONST(POD_IFACE_F_NAT_OUTGOING_V6);
 	CONST(NETS_MAX);
 	CONST(NET_F_POOL);
 	CONST(NET_F_NAT_OUTGOING);

@@ -12,7 +12,9 @@
  *
  * ARP, neighbour discovery, IPv4 options, fragments, an expiring TTL and
  * packets for the node itself all go to the stack unchanged. A source that
- * belongs to another pod's veth is dropped. Every verdict is counted under
+ * belongs to another pod's veth is dropped; the veth's own address is
+ * checked against its merle_pod_ifaces entry (one load), any other source
+ * by an endpoint lookup. Every verdict is counted under
  * HOOK_POD_INGRESS with its reason. */
 
 #include "lib/common.h"
@@ -26,10 +28,53 @@
 #include "lib/metrics.h"
 #include "lib/nets.h"
 
+/* The source check: 0 for a source that is an endpoint of this veth, with
+ * its nat_outgoing flag in *nat; else the reason. The veth's own entry
+ * answers for its usual address with one load; any other source is looked
+ * up by address. */
+static __always_inline int source_v4(const struct __sk_buff *skb, __be32 saddr, __u32 *nat)
+{
+	const struct pod_iface *me = pod_iface(skb->ifindex);
+	struct endpoint_info *src;
+
+	if (me && (me->flags & POD_IFACE_F_V4) && me->v4 == saddr) {
+		*nat = me->flags & POD_IFACE_F_NAT_OUTGOING_V4;
+		return 0;
+	}
+	src = endpoint_v4(saddr);
+	if (!src)
+		return PASS_UNKNOWN_SOURCE;
+	if (src->ifindex != skb->ifindex)
+		return -DROP_SOURCE_SPOOFED;
+	*nat = src->flags & ENDPOINT_F_NAT_OUTGOING;
+	return 0;
+}
+
+static __always_inline int source_v6(const struct __sk_buff *skb, const struct in6_addr *saddr, __u32 *nat)
+{
+	const struct pod_iface *me = pod_iface(skb->ifindex);
+	struct endpoint_info *src;
+
+	if (me && (me->flags & POD_IFACE_F_V6) && me->v6[0] == saddr->in6_u.u6_addr32[0] &&
+	    me->v6[1] == saddr->in6_u.u6_addr32[1] && me->v6[2] == saddr->in6_u.u6_addr32[2] &&
+	    me->v6[3] == saddr->in6_u.u6_addr32[3]) {
+		*nat = me->flags & POD_IFACE_F_NAT_OUTGOING_V6;
+		return 0;
+	}
+	src = endpoint_v6(saddr);
+	if (!src)
+		return PASS_UNKNOWN_SOURCE;
+	if (src->ifindex != skb->ifindex)
+		return -DROP_SOURCE_SPOOFED;
+	*nat = src->flags & ENDPOINT_F_NAT_OUTGOING;
+	return 0;
+}
+
 static __always_inline int from_pod_v4(struct __sk_buff *skb)
 {
 	struct iphdr *ip = ipv4_header(skb);
-	struct endpoint_info *src, *dst;
+	struct endpoint_info *dst;
+	__u32 nat = 0;
 	int r;
 
 	if (!ip)
@@ -37,18 +82,16 @@ static __always_inline int from_pod_v4(struct __sk_buff *skb)
 	r = ipv4_check(skb, ip);
 	if (r != 0)
 		return r;
-	src = endpoint_v4(ip->saddr);
-	if (!src)
-		return PASS_UNKNOWN_SOURCE;
-	if (src->ifindex != skb->ifindex)
-		return -DROP_SOURCE_SPOOFED;
+	r = source_v4(skb, ip->saddr, &nat);
+	if (r != 0)
+		return r;
 	dst = endpoint_v4(ip->daddr);
 	if (dst) {
 		if (dst->ifindex == skb->ifindex)
 			return PASS_HAIRPIN;
 		return deliver_v4(skb, ip, dst);
 	}
-	if (nat_outgoing_v4(src, ip->daddr))
+	if (nat_outgoing_v4(nat, ip->daddr))
 		return PASS_NAT_OUTGOING;
 	return fib_forward_v4(skb, ip);
 }
@@ -56,7 +99,8 @@ static __always_inline int from_pod_v4(struct __sk_buff *skb)
 static __always_inline int from_pod_v6(struct __sk_buff *skb)
 {
 	struct ipv6hdr *ip6 = ipv6_header(skb);
-	struct endpoint_info *src, *dst;
+	struct endpoint_info *dst;
+	__u32 nat = 0;
 	int r;
 
 	if (!ip6)
@@ -64,18 +108,16 @@ static __always_inline int from_pod_v6(struct __sk_buff *skb)
 	r = ipv6_check(skb, ip6);
 	if (r != 0)
 		return r;
-	src = endpoint_v6(&ip6->saddr);
-	if (!src)
-		return PASS_UNKNOWN_SOURCE;
-	if (src->ifindex != skb->ifindex)
-		return -DROP_SOURCE_SPOOFED;
+	r = source_v6(skb, &ip6->saddr, &nat);
+	if (r != 0)
+		return r;
 	dst = endpoint_v6(&ip6->daddr);
 	if (dst) {
 		if (dst->ifindex == skb->ifindex)
 			return PASS_HAIRPIN;
 		return deliver_v6(skb, ip6, dst);
 	}
-	if (nat_outgoing_v6(src, &ip6->daddr))
+	if (nat_outgoing_v6(nat, &ip6->daddr))
 		return PASS_NAT_OUTGOING;
 	return fib_forward_v6(skb, ip6);
 }

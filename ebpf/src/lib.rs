@@ -17,6 +17,7 @@
 //! - [`sys`]: the bpf(2) commands aya does not wrap (BPF_PROG_TEST_RUN,
 //!   link info and update, the TCX probe), and bpffs.
 //! - [`report`]: what `merlectl dataplane` shows.
+//! - [`stats`]: the kernel's run counts and run times of the programs.
 //!
 //! No tokio here: callers run these short syscalls where they like.
 
@@ -29,6 +30,7 @@ pub mod objects;
 pub mod pins;
 pub mod probe;
 pub mod report;
+pub mod stats;
 pub mod sys;
 pub mod types;
 

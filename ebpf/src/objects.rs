@@ -12,6 +12,11 @@ pub static NODE: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/
 #[doc(hidden)]
 pub static TEST_REJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/test_reject.bpf.o"));
 
+/// `bpf/test/minimal.bpf.c`: the minimal datapath the benchmark's goals
+/// come from (`minimal_pod`, `minimal_node`), measured next to merle's.
+#[doc(hidden)]
+pub static TEST_MINIMAL: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/test_minimal.bpf.o"));
+
 /// One program of an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Program {

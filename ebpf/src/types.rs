@@ -54,6 +54,21 @@ pub struct EndpointInfo {
     pub pad: u32,
 }
 
+/// `struct pod_iface`: one pod veth's usual source addresses, by ifindex
+/// (`merle_pod_ifaces`). Addresses in network order, as octets.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct PodIface {
+    pub flags: u32,
+    pub v4: [u8; 4],
+    pub v6: [u8; 16],
+}
+
+pub const POD_IFACE_F_V4: u32 = 1;
+pub const POD_IFACE_F_V6: u32 = 2;
+pub const POD_IFACE_F_NAT_OUTGOING_V4: u32 = 4;
+pub const POD_IFACE_F_NAT_OUTGOING_V6: u32 = 8;
+
 /// `struct net_key4`, the same layout as aya's `lpm_trie::Key<u32>`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +116,7 @@ pub struct MetricsValue {
 mod pod {
     unsafe impl aya::Pod for super::EndpointKey {}
     unsafe impl aya::Pod for super::EndpointInfo {}
+    unsafe impl aya::Pod for super::PodIface {}
     unsafe impl aya::Pod for super::NetInfo {}
     unsafe impl aya::Pod for super::MetricsValue {}
 }
@@ -130,6 +146,7 @@ pub const HOOKS_MAX: u32 = 4;
 pub const REASONS_MAX: u32 = 64;
 pub const METRICS_MAX: u32 = HOOKS_MAX * REASONS_MAX;
 pub const ENDPOINTS_MAX: u32 = 65536;
+pub const POD_IFACES_MAX: u32 = 65536;
 pub const NETS_MAX: u32 = 1024;
 
 pub fn metric_index(hook: Hook, reason: Reason) -> u32 {
@@ -240,6 +257,10 @@ mod tests {
         check("offset endpoint_info.pod_mac", offset_of!(EndpointInfo, pod_mac));
         check("offset endpoint_info.node_mac", offset_of!(EndpointInfo, node_mac));
         check("offset endpoint_info.flags", offset_of!(EndpointInfo, flags));
+        check("size pod_iface", size_of::<PodIface>());
+        check("offset pod_iface.flags", offset_of!(PodIface, flags));
+        check("offset pod_iface.v4", offset_of!(PodIface, v4));
+        check("offset pod_iface.v6", offset_of!(PodIface, v6));
         check("size net_key4", size_of::<NetKey4>());
         check("offset net_key4.prefixlen", offset_of!(NetKey4, prefixlen));
         check("offset net_key4.addr", offset_of!(NetKey4, addr));
@@ -266,6 +287,11 @@ mod tests {
             ("REASONS_MAX", REASONS_MAX),
             ("METRICS_MAX", METRICS_MAX),
             ("ENDPOINTS_MAX", ENDPOINTS_MAX),
+            ("POD_IFACES_MAX", POD_IFACES_MAX),
+            ("POD_IFACE_F_V4", POD_IFACE_F_V4),
+            ("POD_IFACE_F_V6", POD_IFACE_F_V6),
+            ("POD_IFACE_F_NAT_OUTGOING_V4", POD_IFACE_F_NAT_OUTGOING_V4),
+            ("POD_IFACE_F_NAT_OUTGOING_V6", POD_IFACE_F_NAT_OUTGOING_V6),
             ("NETS_MAX", NETS_MAX),
             ("NET_F_POOL", NET_F_POOL),
             ("NET_F_NAT_OUTGOING", NET_F_NAT_OUTGOING),

@@ -24,6 +24,7 @@ use merle_ebpf::nets::Nets;
 use merle_ebpf::objects;
 use merle_ebpf::types::{
     EndpointInfo, Hook, Reason, ENDPOINT_F_NAT_OUTGOING, NET_F_NAT_OUTGOING, NET_F_NODE, NET_F_POOL,
+    POD_IFACE_F_NAT_OUTGOING_V4,
 };
 use merle_ebpf::PinDir;
 use testbed::bpf::packet::{self, V4};
@@ -39,6 +40,7 @@ const NODE_MAC: [u8; 6] = [0xee; 6];
 const GW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 
 struct Bed {
+    pins: PinDir,
     pod: Linker,
     node: Linker,
     metrics: Metrics,
@@ -86,6 +88,7 @@ fn with_bed(test: &str, f: impl FnOnce(&Bed) + Send + 'static) {
     let up_mac = mac_of(&ns, "up0").unwrap();
     let h = ns
         .spawn(move || {
+            let pins = pins.clone();
             load(&pins, &objects::PROGRAMS, &objects::digest()).unwrap();
             let pod = Linker::open(&pins, AttachMode::Tcx, &objects::POD_INGRESS).unwrap();
             let node = Linker::open(&pins, AttachMode::Tcx, &objects::NODE_INGRESS).unwrap();
@@ -112,7 +115,7 @@ fn with_bed(test: &str, f: impl FnOnce(&Bed) + Send + 'static) {
             .into();
             nets.sync(&want).unwrap();
             assert_eq!(nets.list(), want);
-            f(&Bed { pod, node, metrics, p0, p1, up, up_mac });
+            f(&Bed { pins, pod, node, metrics, p0, p1, up, up_mac });
         })
         .unwrap();
     let r = h.join();
@@ -220,6 +223,51 @@ fn what_the_kernel_must_handle_goes_to_the_stack_unchanged() {
         b.expect("not addressed to the node", &pkt, TC_ACT_OK, Reason::PassOtherHost);
         let pkt = packet::ipv4(NODE_MAC, POD_MAC, V4::udp(v4("10.1.0.5"), v4("10.1.0.5")));
         b.expect("to itself", &pkt, TC_ACT_OK, Reason::PassHairpin);
+    });
+}
+
+#[test]
+fn the_source_check_takes_the_veths_entry_and_falls_back_to_the_endpoint_map() {
+    with_bed("prog_source", |b| {
+        let mut eps = Endpoints::open(&b.pins).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // pod0 has 10.1.0.5 (nat_outgoing), 10.2.0.5 and fd00:1::5: its
+        // entry names the lowest of each family, with the NAT flag.
+        let e = eps.iface(b.p0);
+        assert_eq!((e.named(false), e.named(true)), (Some(ip("10.1.0.5")), Some(ip("fd00:1::5"))));
+        assert_eq!(e.flags & POD_IFACE_F_NAT_OUTGOING_V4, POD_IFACE_F_NAT_OUTGOING_V4);
+        assert_eq!(eps.iface(b.p1).named(false), Some(ip("10.1.0.6")));
+        let out = |src: &str| packet::ipv4(NODE_MAC, POD_MAC, V4::udp(v4(src), v4("10.98.0.7")));
+        // The named address, by the entry (its NAT flag sends it to the
+        // stack); the other one, by the endpoint map (no NAT: forwarded).
+        b.expect("named source", &out("10.1.0.5"), TC_ACT_OK, Reason::PassNatOutgoing);
+        b.expect("second address", &out("10.2.0.5"), TC_ACT_REDIRECT, Reason::RedirectNeigh);
+        b.expect("pod1's address", &out("10.1.0.6"), TC_ACT_SHOT, Reason::DropSourceSpoofed);
+        // Removed, the address is no longer named: its packets are from
+        // an unknown source, not let through by a stale entry.
+        let info = eps.get(ip("10.1.0.5")).unwrap();
+        eps.remove(ip("10.1.0.5")).unwrap();
+        assert_eq!(eps.iface(b.p0).named(false), None);
+        b.expect("removed source", &out("10.1.0.5"), TC_ACT_OK, Reason::PassUnknownSource);
+        // The sync names the next one; putting the lower one back names it
+        // again.
+        assert_eq!(eps.sync_ifaces(false, &Default::default()).unwrap(), 1);
+        assert_eq!(eps.iface(b.p0).named(false), Some(ip("10.2.0.5")));
+        assert_eq!(eps.iface(b.p0).flags & POD_IFACE_F_NAT_OUTGOING_V4, 0);
+        eps.put(ip("10.1.0.5"), info).unwrap();
+        assert_eq!(eps.iface(b.p0).named(false), Some(ip("10.1.0.5")));
+        // An address moved to another veth leaves the old one's entry.
+        eps.put(ip("10.1.0.5"), EndpointInfo { ifindex: b.p1, ..info }).unwrap();
+        assert_eq!(eps.iface(b.p0).named(false), None);
+        assert_eq!(eps.iface(b.p1).named(false), Some(ip("10.1.0.5")));
+        b.expect("moved away", &out("10.1.0.5"), TC_ACT_SHOT, Reason::DropSourceSpoofed);
+        // The whole map, as pod_ifaces says.
+        eps.sync_ifaces(true, &Default::default()).unwrap();
+        assert_eq!(eps.ifaces(), merle_ebpf::endpoints::pod_ifaces(&eps.list()));
+        eps.put(ip("10.1.0.5"), info).unwrap();
+        eps.sync_ifaces(false, &Default::default()).unwrap();
+        assert_eq!(eps.iface(b.p0).named(false), Some(ip("10.1.0.5")));
+        assert_eq!(eps.iface(b.p1).named(false), Some(ip("10.1.0.6")));
     });
 }
 

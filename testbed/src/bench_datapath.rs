@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,12 +27,14 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::bench_minimal::{self, Minimal};
 use anyhow::{bail, Context};
 use ipnet::IpNet;
 use merle_ebpf::datapath::{load, AttachMode, Linker};
 use merle_ebpf::endpoints::Endpoints;
 use merle_ebpf::nets::Nets;
 use merle_ebpf::objects;
+use merle_ebpf::stats::{program_runs, ProgramRuns, RunStats};
 use merle_ebpf::sys::ifindex;
 use merle_ebpf::types::{EndpointInfo, NET_F_NAT_OUTGOING, NET_F_NODE, NET_F_POOL};
 use merle_ebpf::PinDir;
@@ -64,6 +67,11 @@ pub struct Params {
     pub prog_calls: u32,
     /// Repeats per call; the TTL (255) drops by one each.
     pub prog_repeat: u32,
+    /// Only the program costs (test runs and in place), no streams.
+    pub programs_only: bool,
+    /// Where to write a system-wide `perf record` (cpu-clock, call
+    /// graphs) of a pinned ping-pong in each setup, per round.
+    pub profile: Option<PathBuf>,
     pub out: Option<PathBuf>,
 }
 
@@ -100,7 +108,35 @@ impl Fig {
 enum Col {
     Baseline,
     Kernel,
+    /// eBPF mode with the links pointed at bpf/test/minimal.bpf.c.
+    Minimal,
     Ebpf,
+}
+
+/// What forwards the pods' packets during a sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    Ebpf,
+    Kernel,
+    Minimal,
+}
+
+impl Setup {
+    fn name(self) -> &'static str {
+        match self {
+            Setup::Ebpf => "ebpf",
+            Setup::Kernel => "kernel",
+            Setup::Minimal => "minimal",
+        }
+    }
+
+    fn col(self) -> Col {
+        match self {
+            Setup::Ebpf => Col::Ebpf,
+            Setup::Kernel => Col::Kernel,
+            Setup::Minimal => Col::Minimal,
+        }
+    }
 }
 
 /// One value per round for each (figure, column) measured.
@@ -540,9 +576,10 @@ impl ProgBed {
     /// in place between repeats; only the TTL matters (`pkt_type` is set
     /// once), so it starts at 255 and each call checks it fell by `repeat`:
     /// every repeat took the redirect.
-    fn measure(&self, calls: u32, repeat: u32) -> anyhow::Result<[f64; 3]> {
+    fn measure(&self, calls: u32, repeat: u32, minimal: &Minimal) -> anyhow::Result<[f64; 4]> {
         let (pins, up_mac) = (self.pins.clone(), self.up_mac);
-        let h = self.ns.spawn(move || -> anyhow::Result<[f64; 3]> {
+        let min_pod = minimal.fd(bench_minimal::POD)?.try_clone_to_owned().context("dup of minimal_pod")?;
+        let h = self.ns.spawn(move || -> anyhow::Result<[f64; 4]> {
             let pod = Linker::open(&pins, AttachMode::Tcx, &objects::POD_INGRESS)?;
             let node = Linker::open(&pins, AttachMode::Tcx, &objects::NODE_INGRESS)?;
             let (p0, p1, up) = (ifindex("pod0"), ifindex("pod1"), ifindex("up0"));
@@ -555,7 +592,7 @@ impl ProgBed {
                 (&node, pkt(up_mac, GW_MAC, remote, ip(6)), up, p1),
             ];
             let end_ttl = u8::try_from(255u32.saturating_sub(repeat))?;
-            let mut out = [0.0; 3];
+            let mut out = [0.0; 4];
             for (i, (prog, frame, on, to)) in cases.iter().enumerate() {
                 let mut durs = Vec::with_capacity(calls as usize);
                 for _ in 0..calls {
@@ -575,6 +612,21 @@ impl ProgBed {
                 }
                 out[i] = median(durs);
             }
+            // The minimal program on the FIB case (it leaves no target in
+            // cb[0]; the verdict and the TTL say it redirected).
+            let frame = pkt(NODE_MAC, POD0_MAC, ip(5), remote);
+            let mut durs = Vec::with_capacity(calls as usize);
+            for _ in 0..calls {
+                let r = merle_ebpf::sys::prog_test_run(min_pod.as_fd(), &frame, p0, repeat)?;
+                let ttl = r.data.get(22).copied();
+                anyhow::ensure!(
+                    r.retval == TC_ACT_REDIRECT && ttl == Some(end_ttl),
+                    "minimal_pod: verdict {}, TTL {ttl:?} after {repeat} runs; expected a redirect, TTL {end_ttl}",
+                    r.retval
+                );
+                durs.push(f64::from(r.duration_ns));
+            }
+            out[3] = median(durs);
             Ok(out)
         })?;
         join(h, "BPF_PROG_TEST_RUN")
@@ -588,8 +640,11 @@ fn say(log: &mut String, s: &str) {
     log.push('\n');
 }
 
-fn summary(prm: &Params, s: &Samples, progs: &[[f64; 3]]) -> String {
+fn summary(prm: &Params, s: &Samples, progs: &[[f64; 4]], situ: &[Vec<f64>]) -> String {
     let mut o = String::new();
+    if prm.programs_only {
+        return programs_summary(prm, progs, situ);
+    }
     let _ = writeln!(o, "\n## Datapath, {} rounds: median (min–max)\n", prm.runs);
     let _ = writeln!(
         o,
@@ -599,17 +654,23 @@ fn summary(prm: &Params, s: &Samples, progs: &[[f64; 3]]) -> String {
          (the modes run back to back), then median (min–max).\n",
         prm.seconds, prm.latency_seconds, prm.conn_seconds
     );
-    let _ = writeln!(o, "| figure | node baseline | kernel | eBPF | eBPF/kernel | eBPF/baseline |");
-    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        o,
+        "| figure | node baseline | kernel | minimal | eBPF | eBPF/kernel | minimal/kernel | eBPF/minimal | eBPF/baseline |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for f in Fig::ALL {
         let (label, p) = f.label();
         let _ = writeln!(
             o,
-            "| {label} | {} | {} | {} | {} | {} |",
+            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} |",
             cell(s.get(f, Col::Baseline), p),
             cell(s.get(f, Col::Kernel), p),
+            cell(s.get(f, Col::Minimal), p),
             cell(s.get(f, Col::Ebpf), p),
             cell(&s.ratios(f, Col::Ebpf, Col::Kernel), 2),
+            cell(&s.ratios(f, Col::Minimal, Col::Kernel), 2),
+            cell(&s.ratios(f, Col::Ebpf, Col::Minimal), 2),
             cell(&s.ratios(f, Col::Ebpf, Col::Baseline), 2)
         );
     }
@@ -623,13 +684,24 @@ fn summary(prm: &Params, s: &Samples, progs: &[[f64; 3]]) -> String {
     ] {
         let r = median(s.ratios(f, Col::Ebpf, vs));
         let met = if at_least { r >= goal } else { r <= goal };
+        let reference = if vs == Col::Kernel {
+            format!("; the minimal program: {:.2}", median(s.ratios(f, Col::Minimal, vs)))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             o,
-            "- {what}: {r:.2} (goal {} {goal:.2}): {}",
+            "- {what}: {r:.2} (goal {} {goal:.2}): {}{reference}",
             if at_least { ">=" } else { "<=" },
             if met { "MET" } else { "MISSED" }
         );
     }
+    o + &programs_summary(prm, progs, situ)
+}
+
+/// The program-cost tables: test runs and in place.
+fn programs_summary(prm: &Params, progs: &[[f64; 4]], situ: &[Vec<f64>]) -> String {
+    let mut o = String::new();
     let _ = writeln!(
         o,
         "\n### Per-packet program cost (BPF_PROG_TEST_RUN, {} calls of {} repeats per round; ns)\n",
@@ -641,7 +713,126 @@ fn summary(prm: &Params, s: &Samples, progs: &[[f64; 3]]) -> String {
         let v: Vec<f64> = progs.iter().map(|r| r[i]).collect();
         let _ = writeln!(o, "| {prog} | {what} | {} | {reference} |", cell(&v, 1));
     }
+    let v: Vec<f64> = progs.iter().map(|r| r[3]).collect();
+    let _ = writeln!(o, "| minimal_pod | pod to remote (FIB lookup, redirect) | {} | ≈190 |", cell(&v, 1));
+    let _ = writeln!(
+        o,
+        "\n### In place (BPF_ENABLE_STATS over a pinned ping-pong a1 -> b1, {} s per round; ns per packet)\n",
+        prm.latency_seconds
+    );
+    let _ = writeln!(o, "| program | node | ns per packet |");
+    let _ = writeln!(o, "|---|---|---:|");
+    for (i, (prog, node)) in IN_SITU.iter().enumerate() {
+        let v: Vec<f64> = situ.iter().map(|r| r[i]).collect();
+        let _ = writeln!(o, "| {prog} | {node} | {} |", cell(&v, 0));
+    }
+    let merle: Vec<f64> = situ.iter().map(|r| r[..4].iter().sum::<f64>() / 1000.0).collect();
+    let minimal: Vec<f64> = situ.iter().map(|r| 2.0 * (r[4] + r[5]) / 1000.0).collect();
+    let _ = writeln!(
+        o,
+        "\nPer round trip (a pod and a node program on each node): merle {} µs, minimal {} µs.",
+        cell(&merle, 2),
+        cell(&minimal, 2)
+    );
     o
+}
+
+/// merle's programs in place, as `(node, hook)`, then the minimal ones
+/// (one copy serves both nodes).
+const IN_SITU: [(&str, &str); 6] = [
+    ("pod_ingress", "n1"),
+    ("node_ingress", "n1"),
+    ("pod_ingress", "n2"),
+    ("node_ingress", "n2"),
+    ("minimal_pod", "n1 and n2"),
+    ("minimal_node", "n1 and n2"),
+];
+
+/// The program IDs of merle's pod and node programs on each node.
+fn merle_ids(c: &Cluster) -> anyhow::Result<Vec<u32>> {
+    let id = |node: usize, hook: &str| -> anyhow::Result<u32> {
+        let d = c.dataplane(node)?;
+        d["interfaces"]
+            .as_array()
+            .and_then(|a| a.iter().find(|i| i["hook"] == hook))
+            .and_then(|i| i["program_id"].as_u64())
+            .and_then(|v| u32::try_from(v).ok())
+            .with_context(|| format!("no {hook} program on n{}: {d}", node + 1))
+    };
+    [(0, "pod-ingress"), (0, "node-ingress"), (1, "pod-ingress"), (1, "node-ingress")]
+        .iter()
+        .map(|(n, h)| id(*n, h))
+        .collect()
+}
+
+/// The time each program in `ids` spends per packet in place: the
+/// kernel's run statistics (BPF_ENABLE_STATS) over a pinned ping-pong from
+/// a1 to b1, one packet at a time, so the caches are as cold as a request
+/// finds them. The counting itself adds two clock reads per run.
+fn in_situ(ids: &[u32], p: &Pods, secs: u32) -> anyhow::Result<Vec<f64>> {
+    let snap = || -> anyhow::Result<Vec<ProgramRuns>> {
+        ids.iter().map(|i| program_runs(*i).with_context(|| format!("program {i} is not loaded"))).collect()
+    };
+    let stats = RunStats::enable()?;
+    let before = snap()?;
+    latency(&p.b1.ns, &p.a1.ns, &p.b1.v4, secs, true)?;
+    let after = snap()?;
+    drop(stats);
+    after
+        .iter()
+        .zip(&before)
+        .zip(ids)
+        .map(|((a, b), id)| a.since(*b).per_run().with_context(|| format!("program {id} never ran")))
+        .collect()
+}
+
+/// A pinned ping-pong a1 -> b1 under `perf record -a -g -e cpu-clock`,
+/// written to `out`; returns the latency.
+fn profile(p: &Pods, secs: u32, out: &std::path::Path) -> anyhow::Result<f64> {
+    need("perf")?;
+    if let Some(d) = out.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let mut rec = Command::new("perf");
+    rec.args(["record", "-q", "-a", "-g", "-e", "cpu-clock", "-F", "20000", "-o"]).arg(out);
+    rec.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = rec.spawn().context("starting perf record")?;
+    std::thread::sleep(Duration::from_millis(300));
+    let lat = latency(&p.b1.ns, &p.a1.ns, &p.b1.v4, secs, true);
+    // perf record stops and writes its file on SIGINT.
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let done = wait::until("perf record to finish", Duration::from_secs(30), Duration::from_millis(50), || {
+        child.try_wait().ok().flatten()
+    });
+    if done.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    done?;
+    lat
+}
+
+/// Moves the cluster from `from` to `to`.
+fn enter(c: &Cluster, p: &Pods, m: &Minimal, from: Option<Setup>, to: Setup) -> anyhow::Result<()> {
+    if from == Some(to) {
+        return Ok(());
+    }
+    if from == Some(Setup::Minimal) {
+        bench_minimal::relink(c, None)?;
+    }
+    match to {
+        Setup::Kernel => switch(c, Mode::Kernel, p),
+        Setup::Ebpf if from == Some(Setup::Minimal) => Ok(()),
+        Setup::Ebpf => switch(c, Mode::Ebpf, p),
+        Setup::Minimal => {
+            if from != Some(Setup::Ebpf) {
+                switch(c, Mode::Ebpf, p)?;
+            }
+            let n = bench_minimal::relink(c, Some(m))?;
+            anyhow::ensure!(n >= 5, "only {n} links moved to the minimal programs");
+            bench_minimal::prove_fast_path(c, &p.a1, &p.b1)
+        }
+    }
 }
 
 /// The benchmark: `runs` rounds of eBPF and kernel mode (alternating which
@@ -674,43 +865,95 @@ pub fn run(prm: &Params) -> anyhow::Result<()> {
     // stays across a test boundary), so every eBPF sample has a kernel
     // sample taken seconds from it: this machine's throughput drifts by
     // 2x over minutes.
-    let mut current: Option<Mode> = None;
+    let minimal = Minimal::load()?;
+    let minimal_ids = [minimal.id(bench_minimal::POD)?, minimal.id(bench_minimal::NODE)?];
+    let mut current: Option<Setup> = None;
+    let mut situ = Vec::new();
     for r in 0..prm.runs {
-        let mut order = if r % 2 == 0 { [Mode::Ebpf, Mode::Kernel] } else { [Mode::Kernel, Mode::Ebpf] };
+        let mut order = if r % 2 == 0 {
+            [Setup::Ebpf, Setup::Kernel, Setup::Minimal]
+        } else {
+            [Setup::Minimal, Setup::Kernel, Setup::Ebpf]
+        };
         for t in Test::ALL {
-            for mode in order {
+            if prm.programs_only {
+                break;
+            }
+            for setup in order {
                 wait::check_interrupted()?;
-                if current != Some(mode) {
-                    switch(&c, mode, &pods).with_context(|| format!("switching to {} mode", mode.name()))?;
-                    current = Some(mode);
-                }
-                let col = if mode == Mode::Ebpf { Col::Ebpf } else { Col::Kernel };
+                enter(&c, &pods, &minimal, current, setup).with_context(|| format!("switching to {}", setup.name()))?;
+                current = Some(setup);
                 let before = fast_path(&c);
-                let line = measure_pods(t, &pods, prm, col, &mut s).with_context(|| format!("{} mode", mode.name()))?;
-                say(&mut log, &format!("round {}: {:>8}  {line}", r + 1, mode.name()));
-                if mode == Mode::Ebpf {
-                    let after = fast_path(&c);
-                    let names = ["same-node redirect-peer", "FIB redirect", "node-ingress redirect-peer"];
-                    for i in t.counters() {
-                        anyhow::ensure!(
-                            after[*i] > before[*i],
-                            "eBPF mode: no {} counted, the traffic missed the fast path\n{}",
-                            names[*i],
-                            c.logs()
-                        );
+                let line = measure_pods(t, &pods, prm, setup.col(), &mut s).with_context(|| setup.name())?;
+                say(&mut log, &format!("round {}: {:>8}  {line}", r + 1, setup.name()));
+                let after = fast_path(&c);
+                match setup {
+                    Setup::Ebpf => {
+                        let names = ["same-node redirect-peer", "FIB redirect", "node-ingress redirect-peer"];
+                        for i in t.counters() {
+                            anyhow::ensure!(
+                                after[*i] > before[*i],
+                                "eBPF mode: no {} counted, the traffic missed the fast path\n{}",
+                                names[*i],
+                                c.logs()
+                            );
+                        }
                     }
-                } else if let Some(line) = measure_baseline(t, &c, prm, &mut s)? {
-                    say(&mut log, &format!("round {}: baseline  {line}", r + 1));
+                    Setup::Minimal => anyhow::ensure!(
+                        after == before,
+                        "the minimal setup counted packets in merle's programs: a link still runs them"
+                    ),
+                    Setup::Kernel => {
+                        if let Some(line) = measure_baseline(t, &c, prm, &mut s)? {
+                            say(&mut log, &format!("round {}: baseline  {line}", r + 1));
+                        }
+                    }
                 }
             }
             order.reverse();
         }
-        let p = bed.measure(prm.prog_calls, prm.prog_repeat)?;
-        let line = format!("{:.1} ns same node, {:.1} ns FIB, {:.1} ns node to pod", p[0], p[1], p[2]);
+        let p = bed.measure(prm.prog_calls, prm.prog_repeat, &minimal)?;
+        let line = format!(
+            "{:.1} ns same node, {:.1} ns FIB, {:.1} ns node to pod; minimal FIB {:.1} ns",
+            p[0], p[1], p[2], p[3]
+        );
         say(&mut log, &format!("round {}: programs  {line}", r + 1));
         progs.push(p);
+        // In place: merle's programs, then the minimal ones, in the order
+        // the round ended in.
+        let mut q = vec![0.0; IN_SITU.len()];
+        let mut which = [Setup::Ebpf, Setup::Minimal];
+        if current == Some(Setup::Minimal) {
+            which.reverse();
+        }
+        for setup in which {
+            enter(&c, &pods, &minimal, current, setup)?;
+            current = Some(setup);
+            if setup == Setup::Ebpf {
+                let v = in_situ(&merle_ids(&c)?, &pods, prm.latency_seconds)?;
+                q[..4].copy_from_slice(&v);
+            } else {
+                let v = in_situ(&minimal_ids, &pods, prm.latency_seconds)?;
+                q[4..].copy_from_slice(&v);
+            }
+        }
+        let line: Vec<String> = q.iter().map(|v| format!("{v:.0}")).collect();
+        say(&mut log, &format!("round {}: in place  {} ns", r + 1, line.join(" / ")));
+        situ.push(q);
+        if let Some(dir) = &prm.profile {
+            for setup in [Setup::Ebpf, Setup::Minimal, Setup::Kernel] {
+                enter(&c, &pods, &minimal, current, setup)?;
+                current = Some(setup);
+                let out = dir.join(format!("round{}-{}.data", r + 1, setup.name()));
+                let lat = profile(&pods, prm.latency_seconds, &out)?;
+                say(&mut log, &format!("round {}: profile  {} {lat:.2} µs: {}", r + 1, setup.name(), out.display()));
+            }
+        }
     }
-    let report = summary(prm, &s, &progs);
+    if current == Some(Setup::Minimal) {
+        bench_minimal::relink(&c, None)?;
+    }
+    let report = summary(prm, &s, &progs, &situ);
     say(&mut log, &report);
     if let Some(path) = &prm.out {
         std::fs::write(path, log.as_bytes()).with_context(|| format!("writing {}", path.display()))?;

@@ -15,6 +15,7 @@ pub mod bench;
 pub mod bench_cni;
 pub mod bench_datapath;
 pub mod bench_fib;
+pub mod bench_minimal;
 pub mod bench_rr;
 pub mod bird;
 pub mod bpf;

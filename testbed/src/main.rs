@@ -94,6 +94,15 @@ enum Bench {
         /// TTL, 255, drops by one per repeat).
         #[arg(long, default_value_t = 200)]
         prog_repeat: u32,
+        /// Only the program costs (BPF_PROG_TEST_RUN and in place), in
+        /// eBPF mode: no streams, latency or connection figures.
+        #[arg(long)]
+        programs_only: bool,
+        /// Also record a system-wide perf profile (cpu-clock, call graphs)
+        /// of a pinned ping-pong in each setup, per round, into this
+        /// directory.
+        #[arg(long)]
+        profile: Option<PathBuf>,
         /// Also write the report to this file.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -158,6 +167,8 @@ fn main() -> anyhow::Result<()> {
             conn_seconds,
             prog_calls,
             prog_repeat,
+            programs_only,
+            profile,
             out,
         }) => {
             testbed::wait::interrupt_waits_on_signal()?;
@@ -168,6 +179,8 @@ fn main() -> anyhow::Result<()> {
                 conn_seconds,
                 prog_calls,
                 prog_repeat,
+                programs_only,
+                profile,
                 out,
             };
             testbed::bench_datapath::run(&params)?;

@@ -232,10 +232,11 @@ impl Engine {
         };
         match merle_cni::dataplane::reconcile(&self.cfg, &blocks, scope) {
             Ok(r) => {
-                if r.endpoints_put + r.endpoints_removed + r.links_added + r.links_removed > 0 {
+                if r.endpoints_put + r.endpoints_removed + r.ifaces_fixed + r.links_added + r.links_removed > 0 {
                     info!(
-                        "dataplane: reconciled with IPAM: {} endpoints put, {} removed; {} pod links added, {} removed",
-                        r.endpoints_put, r.endpoints_removed, r.links_added, r.links_removed
+                        "dataplane: reconciled with IPAM: {} endpoints put, {} removed, {} veth entries fixed; \
+                         {} pod links added, {} removed",
+                        r.endpoints_put, r.endpoints_removed, r.ifaces_fixed, r.links_added, r.links_removed
                     );
                 }
                 for e in r.errors {

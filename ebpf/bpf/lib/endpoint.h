@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* merle_endpoints: the pods of this node, by address. merle-cni writes an
  * entry at ADD and removes it at DEL; merled reconciles the map with the
- * pods that exist when it starts. Delivering to an endpoint is a routed
+ * pods that exist when it starts. merle_pod_ifaces: the same pods by the
+ * ifindex of their host veth, for the source check (lib/types.h). Delivering to an endpoint is a routed
  * hop: MACs rewritten, TTL decremented, then bpf_redirect_peer into the
  * pod's namespace. */
 #ifndef MERLE_ENDPOINT_H
@@ -18,6 +19,21 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } merle_endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, POD_IFACES_MAX);
+	__type(key, __u32);
+	__type(value, struct pod_iface);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} merle_pod_ifaces SEC(".maps");
+
+/* The entry of the pod veth `ifindex`, or NULL past the end of the array
+ * (the verifier inlines the lookup: a bounds check and a load). */
+static __always_inline const struct pod_iface *pod_iface(__u32 ifindex)
+{
+	return bpf_map_lookup_elem(&merle_pod_ifaces, &ifindex);
+}
 
 static __always_inline struct endpoint_info *endpoint_v4(__be32 addr)
 {

@@ -46,16 +46,17 @@ static __always_inline __u32 nets_v6(const struct in6_addr *a)
 	return n ? n->flags : 0;
 }
 
-/* A packet from a pod of a nat_outgoing pool to outside every cluster
- * range: the range lookup is paid only by such pods. */
-static __always_inline int nat_outgoing_v4(const struct endpoint_info *src, __be32 daddr)
+/* A packet from a pod of a nat_outgoing pool (`nat` is the source's
+ * flag) to outside every cluster range: the range lookup is paid only by
+ * such pods. */
+static __always_inline int nat_outgoing_v4(__u32 nat, __be32 daddr)
 {
-	return (src->flags & ENDPOINT_F_NAT_OUTGOING) && nets_v4(daddr) == 0;
+	return nat && nets_v4(daddr) == 0;
 }
 
-static __always_inline int nat_outgoing_v6(const struct endpoint_info *src, const struct in6_addr *daddr)
+static __always_inline int nat_outgoing_v6(__u32 nat, const struct in6_addr *daddr)
 {
-	return (src->flags & ENDPOINT_F_NAT_OUTGOING) && nets_v6(daddr) == 0;
+	return nat && nets_v6(daddr) == 0;
 }
 
 #endif

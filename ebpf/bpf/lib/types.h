@@ -29,6 +29,24 @@ struct endpoint_info {
 	__u32 pad;
 };
 
+/* merle_pod_ifaces: an array indexed by the ifindex of a pod's host veth,
+ * so the pod program checks a packet's source with one inlined load
+ * instead of a hash lookup. For each family it names one endpoint of that
+ * veth (the lowest address); a source it does not name is looked up in
+ * merle_endpoints as before, so the entry only ever speeds up the check:
+ * an empty entry, or a veth whose ifindex is past the end, takes the hash
+ * path. An entry never names an address that is not that veth's endpoint. */
+#define POD_IFACE_F_V4               (1U << 0) /* v4 names an endpoint */
+#define POD_IFACE_F_V6               (1U << 1) /* v6 names an endpoint */
+#define POD_IFACE_F_NAT_OUTGOING_V4  (1U << 2) /* ...of a nat_outgoing pool */
+#define POD_IFACE_F_NAT_OUTGOING_V6  (1U << 3)
+
+struct pod_iface {
+	__u32 flags;    /* POD_IFACE_F_* */
+	__u32 v4;       /* network order */
+	__u32 v6[4];    /* network order */
+};
+
 /* merle_nets4 / merle_nets6: the cluster's address ranges, longest
  * prefix match. A destination inside none of them is "outside the
  * cluster" for outgoing NAT. */
@@ -66,6 +84,7 @@ struct metrics_value {
 #define METRIC_INDEX(hook, reason) ((hook) * REASONS_MAX + (reason))
 
 #define ENDPOINTS_MAX 65536
+#define POD_IFACES_MAX 65536
 #define NETS_MAX 1024
 
 #endif
