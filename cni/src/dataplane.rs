@@ -85,11 +85,19 @@ pub fn attach(cfg: &conf::Config, host: &str, addrs: &[IpAddr], pod_mac: [u8; 6]
     }
     let pins = pins(cfg);
     let mut linker = Linker::open(&pins, attach_mode(cfg), &objects::POD_INGRESS)?;
-    let linked = linker.link(host)?;
-    let mut eps = Endpoints::open(&pins)?;
+    let ifindex = merle_ebpf::sys::ifindex(host);
+    if ifindex == 0 {
+        return Err(merle_ebpf::Error::NoInterface(host.to_owned()));
+    }
+    // The entries first: the program reads the veth's entry from its first
+    // packet, and finds it whole.
     let entries: Vec<(IpAddr, EndpointInfo)> =
-        addrs.iter().map(|ip| (*ip, entry(cfg, *ip, linked.ifindex, pod_mac))).collect();
-    eps.put_pod(linked.ifindex, &entries)?;
+        addrs.iter().map(|ip| (*ip, entry(cfg, *ip, ifindex, pod_mac))).collect();
+    Endpoints::open(&pins)?.put_pod(ifindex, &entries)?;
+    let linked = linker.link(host)?;
+    if linked.ifindex != ifindex {
+        return Err(merle_ebpf::Error::Attach(host.to_owned(), "the interface changed while it was linked".into()));
+    }
     Ok(true)
 }
 
@@ -99,12 +107,14 @@ pub fn detach(cfg: &conf::Config, host: &str, addrs: &[IpAddr]) -> Result<(), me
     if !pins.root().exists() {
         return Ok(());
     }
+    // Unlinked first: no program reads the entries while they go.
+    let unlinked = datapath::unlink(&pins, Hook::PodIngress, host);
     if let Ok(mut eps) = Endpoints::open(&pins) {
         for ip in addrs {
             eps.remove(*ip)?;
         }
     }
-    datapath::unlink(&pins, Hook::PodIngress, host)
+    unlinked
 }
 
 /// The pods of `node` that exist: each address IPAM gave an attachment of

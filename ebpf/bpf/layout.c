@@ -21,6 +21,7 @@ int main(void)
 	FIELD(endpoint_key, family);
 	FIELD(endpoint_key, addr);
 	SIZE(pod_iface);
+	FIELD(pod_iface, ifindex);
 	FIELD(pod_iface, flags);
 	FIELD(pod_iface, v4);
 	FIELD(pod_iface, v6);

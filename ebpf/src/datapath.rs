@@ -292,6 +292,12 @@ pub fn load(pins: &PinDir, programs: &[Program], digest: &str) -> Result<bool, E
         }
         return Err(e);
     }
+    // A version that did not keep merle_pod_ifaces (an older one, after a
+    // downgrade) may have left it behind the endpoints: brought in line
+    // before any link runs a program that reads it.
+    if previous.is_some() {
+        crate::endpoints::Endpoints::open(pins)?.sync_ifaces(true, &Default::default())?;
+    }
     // Existing links move to the new programs; then the new version is
     // the current one and the old programs are unpinned (they stay loaded
     // as long as anything still runs them).

@@ -3,12 +3,25 @@
 //! to change so the map holds exactly the pods that exist (run by merled
 //! at start and when IPAM changes, and by the plugin's GC).
 //!
-//! `merle_pod_ifaces` follows it: by the ifindex of each pod veth, one
-//! endpoint address of each family (the lowest), which the pod program's
-//! source check reads with one load. [`Endpoints::put`] and
+//! `merle_pod_ifaces` follows it: at slot `ifindex % POD_IFACES_MAX` of
+//! each pod veth, the veth's ifindex and one endpoint address of each
+//! family (the lowest), which the pod program's source check reads with
+//! one load. [`Endpoints::put`], [`Endpoints::put_pod`] and
 //! [`Endpoints::remove`] keep it so that an entry only ever names a current
 //! endpoint of its veth; [`Endpoints::sync_ifaces`] brings it to exactly
 //! [`pod_ifaces`] of the endpoint map.
+//!
+//! merle-cni (ADD, DEL, GC) and merled change the maps from different
+//! processes: [`Endpoints::open`] takes an exclusive `flock` on the pin
+//! directory's `maps/`, held until the handle is dropped, so each change
+//! (and each reconcile, from its read to its last write) is done alone.
+//!
+//! A program may read an entry while user space rewrites it (an array
+//! update is a plain copy). The plugin writes a new veth's entry before it
+//! links the program, and unlinks before it removes the entries at DEL, so
+//! no program reads those writes; an entry that must change under a linked
+//! program (a reconcile's repair) is emptied first and then written, so a
+//! torn read mixes one address with zeroes, never two addresses.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -26,6 +39,8 @@ pub const MAP: &str = "merle_endpoints";
 pub const IFACES: &str = "merle_pod_ifaces";
 
 pub struct Endpoints {
+    /// The `flock` on `maps/`, released on drop.
+    _lock: nix::fcntl::Flock<std::fs::File>,
     map: HashMap<MapData, EndpointKey, EndpointInfo>,
     /// `None` under the pins of an older merled that had no such map (a
     /// plugin upgraded before merled): the programs there do not read it.
@@ -83,21 +98,28 @@ impl PodIface {
     }
 }
 
-/// What `merle_pod_ifaces` holds for an endpoint map: for every veth with
-/// endpoints, its lowest address of each family. Veths whose ifindex is
-/// past the end of the array are left out (their sources take the hash
-/// lookup).
+/// The slot of the veth `ifindex` in `merle_pod_ifaces`.
+pub fn slot(ifindex: u32) -> u32 {
+    ifindex & (POD_IFACES_MAX - 1)
+}
+
+/// What `merle_pod_ifaces` holds for an endpoint map, by slot: for every
+/// veth with endpoints, its lowest address of each family; where veths
+/// share a slot, the one with the lowest ifindex has it (the others'
+/// sources take the hash lookup).
 pub fn pod_ifaces(endpoints: &BTreeMap<IpAddr, EndpointInfo>) -> BTreeMap<u32, PodIface> {
-    let mut out: BTreeMap<u32, PodIface> = BTreeMap::new();
+    let mut by_veth: BTreeMap<u32, PodIface> = BTreeMap::new();
     // In address order: the first of each family is the lowest.
     for (ip, info) in endpoints {
-        if info.ifindex >= POD_IFACES_MAX {
-            continue;
-        }
-        let e = out.entry(info.ifindex).or_default();
+        let e = by_veth.entry(info.ifindex).or_insert(PodIface { ifindex: info.ifindex, ..PodIface::default() });
         if e.named(ip.is_ipv6()).is_none() {
             e.name(*ip, info);
         }
+    }
+    let mut out: BTreeMap<u32, PodIface> = BTreeMap::new();
+    // In ifindex order: the first of each slot is the lowest.
+    for (ifindex, e) in by_veth {
+        out.entry(slot(ifindex)).or_insert(e);
     }
     out
 }
@@ -138,6 +160,10 @@ pub fn reconcile(
 
 impl Endpoints {
     pub fn open(pins: &PinDir) -> Result<Self, Error> {
+        let dir = pins.maps();
+        let file = std::fs::File::open(&dir).map_err(|e| Error::Pin(dir.display().to_string(), e))?;
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| Error::Pin(format!("{}: flock", dir.display()), e.into()))?;
         let data = |name: &str| {
             let path = pins.map(name);
             MapData::from_pin(&path).map_err(|e| Error::Map(path.display().to_string(), e.to_string()))
@@ -149,29 +175,55 @@ impl Endpoints {
             }
             false => None,
         };
-        Ok(Self { map, ifaces })
+        Ok(Self { _lock: lock, map, ifaces })
     }
 
-    /// The `merle_pod_ifaces` entry of `ifindex` (empty past the end).
-    pub fn iface(&self, ifindex: u32) -> PodIface {
-        self.ifaces.as_ref().and_then(|a| a.get(&ifindex, 0).ok()).unwrap_or_default()
-    }
-
-    fn set_iface(&mut self, ifindex: u32, e: PodIface) -> Result<(), Error> {
-        match self.ifaces.as_mut() {
-            Some(a) => a.set(ifindex, e, 0).map_err(|err| Error::Map(format!("{IFACES} {ifindex}"), err.to_string())),
-            None => Ok(()),
+    /// What slot `slot` of `merle_pod_ifaces` holds (empty without the map).
+    fn slot_entry(&self, slot: u32) -> Result<PodIface, Error> {
+        match self.ifaces.as_ref() {
+            Some(a) => a.get(&slot, 0).map_err(|e| Error::Map(format!("{IFACES} {slot}"), e.to_string())),
+            None => Ok(PodIface::default()),
         }
     }
 
-    /// Stops `ifindex`'s entry naming `ip`, if it does.
+    /// The entry of the veth `ifindex`, if its slot holds one for it.
+    pub fn iface(&self, ifindex: u32) -> Result<Option<PodIface>, Error> {
+        let e = self.slot_entry(slot(ifindex))?;
+        Ok((e.ifindex == ifindex && e.flags != 0).then_some(e))
+    }
+
+    /// Writes slot `slot`; an entry that changes from one address to
+    /// another is emptied first (see the module's notes on torn reads).
+    fn write_slot(&mut self, slot: u32, new: PodIface) -> Result<(), Error> {
+        let Some(a) = self.ifaces.as_mut() else { return Ok(()) };
+        let err = |e: aya::maps::MapError| Error::Map(format!("{IFACES} {slot}"), e.to_string());
+        let old = a.get(&slot, 0).map_err(err)?;
+        if old == new {
+            return Ok(());
+        }
+        if old.flags != 0 && new.flags != 0 {
+            a.set(slot, PodIface::default(), 0).map_err(err)?;
+        }
+        a.set(slot, new, 0).map_err(err)
+    }
+
+    /// Stops the entry of `ifindex` naming `ip`, if it does.
     fn unname(&mut self, ifindex: u32, ip: IpAddr) -> Result<(), Error> {
-        let mut e = self.iface(ifindex);
-        if self.ifaces.is_some() && ifindex < POD_IFACES_MAX && e.named(ip.is_ipv6()) == Some(ip) {
-            e.clear(ip.is_ipv6());
-            self.set_iface(ifindex, e)?;
+        if let Some(mut e) = self.iface(ifindex)? {
+            if e.named(ip.is_ipv6()) == Some(ip) {
+                e.clear(ip.is_ipv6());
+                let e = if e.flags == 0 { PodIface::default() } else { e };
+                self.write_slot(slot(ifindex), e)?;
+            }
         }
         Ok(())
+    }
+
+    /// Whether the veth `ifindex` may take slot `s` from what holds it: an
+    /// empty slot, its own, one of a veth that is gone, or of a higher
+    /// ifindex (the lowest keeps a shared slot, as [`pod_ifaces`] says).
+    fn may_take(&self, s: &PodIface, ifindex: u32) -> bool {
+        s.flags == 0 || s.ifindex == ifindex || s.ifindex > ifindex || crate::sys::ifname(s.ifindex).is_none()
     }
 
     /// Puts `ip`'s entry, and names it in its veth's `merle_pod_ifaces`
@@ -184,23 +236,30 @@ impl Endpoints {
             self.unname(o.ifindex, ip)?;
         }
         self.map.insert(EndpointKey::new(ip), info, 0).map_err(|e| Error::Map(format!("{MAP} {ip}"), e.to_string()))?;
-        if self.ifaces.is_some() && info.ifindex < POD_IFACES_MAX {
-            let mut e = self.iface(info.ifindex);
-            let claim = match e.named(ip.is_ipv6()) {
-                None => true,
-                Some(n) => ip <= n || self.get(n).is_none_or(|x| x.ifindex != info.ifindex),
-            };
-            if claim {
-                e.name(ip, &info);
-                self.set_iface(info.ifindex, e)?;
-            }
+        if self.ifaces.is_none() {
+            return Ok(());
+        }
+        let s = self.slot_entry(slot(info.ifindex))?;
+        let mut e = match self.iface(info.ifindex)? {
+            Some(e) => e,
+            None if self.may_take(&s, info.ifindex) => PodIface { ifindex: info.ifindex, ..PodIface::default() },
+            None => return Ok(()),
+        };
+        let claim = match e.named(ip.is_ipv6()) {
+            None => true,
+            Some(n) => ip <= n || self.get(n).is_none_or(|x| x.ifindex != info.ifindex),
+        };
+        if claim {
+            e.name(ip, &info);
+            self.write_slot(slot(info.ifindex), e)?;
         }
         Ok(())
     }
 
     /// ADD: puts every address of a new pod on the veth `ifindex`, and
-    /// makes the veth's `merle_pod_ifaces` entry name exactly these (an
-    /// entry left by an earlier veth of the same ifindex is overwritten).
+    /// makes the veth's `merle_pod_ifaces` entry name exactly these (what an
+    /// earlier veth of the same ifindex left is overwritten). Called before
+    /// the program is linked to the veth.
     pub fn put_pod(&mut self, ifindex: u32, entries: &[(IpAddr, EndpointInfo)]) -> Result<(), Error> {
         for (ip, info) in entries {
             if let Some(o) = self.get(*ip).filter(|o| o.ifindex != ifindex) {
@@ -211,11 +270,12 @@ impl Endpoints {
                 .insert(EndpointKey::new(*ip), info, 0)
                 .map_err(|e| Error::Map(format!("{MAP} {ip}"), e.to_string()))?;
         }
-        if ifindex < POD_IFACES_MAX {
+        let s = self.slot_entry(slot(ifindex))?;
+        if self.may_take(&s, ifindex) {
             let own: BTreeMap<IpAddr, EndpointInfo> =
                 entries.iter().map(|(ip, i)| (*ip, EndpointInfo { ifindex, ..*i })).collect();
-            let e = pod_ifaces(&own).remove(&ifindex).unwrap_or_default();
-            self.set_iface(ifindex, e)?;
+            let e = pod_ifaces(&own).remove(&slot(ifindex)).unwrap_or_default();
+            self.write_slot(slot(ifindex), e)?;
         }
         Ok(())
     }
@@ -235,41 +295,41 @@ impl Endpoints {
     }
 
     /// Makes `merle_pod_ifaces` exactly [`pod_ifaces`] of the endpoint map.
-    /// With `all`, every index is read (once, at merled's start: a veth
-    /// that went while nobody watched leaves an entry no endpoint has);
-    /// otherwise the veths with endpoints and those in `also`. Returns how
-    /// many entries changed.
+    /// With `all`, every slot is read (at merled's start and before an
+    /// upgrade moves the links: a veth that went while nobody watched
+    /// leaves an entry no endpoint has); otherwise the slots of veths with
+    /// endpoints and of those in `also`. Returns how many slots changed.
     pub fn sync_ifaces(&mut self, all: bool, also: &BTreeSet<u32>) -> Result<usize, Error> {
         if self.ifaces.is_none() {
             return Ok(0);
         }
         let want = pod_ifaces(&self.list());
-        let mut check: BTreeSet<u32> = want.keys().copied().chain(also.iter().copied()).collect();
+        let mut check: BTreeSet<u32> = want.keys().copied().chain(also.iter().map(|i| slot(*i))).collect();
         if all {
-            for i in 0..POD_IFACES_MAX {
-                if self.iface(i) != PodIface::default() {
-                    check.insert(i);
-                }
-            }
+            check.extend(self.ifaces()?.into_keys());
         }
         let mut changed = 0;
-        for i in check.into_iter().filter(|i| *i < POD_IFACES_MAX) {
-            let w = want.get(&i).copied().unwrap_or_default();
-            if self.iface(i) != w {
-                self.set_iface(i, w)?;
+        for s in check {
+            let w = want.get(&s).copied().unwrap_or_default();
+            if self.slot_entry(s)? != w {
+                self.write_slot(s, w)?;
                 changed += 1;
             }
         }
         Ok(changed)
     }
 
-    /// Every non-empty `merle_pod_ifaces` entry, by ifindex.
-    pub fn ifaces(&self) -> BTreeMap<u32, PodIface> {
-        let Some(a) = self.ifaces.as_ref() else { return BTreeMap::new() };
-        (0..POD_IFACES_MAX)
-            .filter_map(|i| Some((i, a.get(&i, 0).ok()?)))
-            .filter(|(_, e)| *e != PodIface::default())
-            .collect()
+    /// Every non-empty slot of `merle_pod_ifaces`.
+    pub fn ifaces(&self) -> Result<BTreeMap<u32, PodIface>, Error> {
+        let Some(a) = self.ifaces.as_ref() else { return Ok(BTreeMap::new()) };
+        let mut out = BTreeMap::new();
+        for (i, e) in a.iter().enumerate() {
+            let e = e.map_err(|e| Error::Map(format!("{IFACES} {i}"), e.to_string()))?;
+            if e != PodIface::default() {
+                out.insert(u32::try_from(i).unwrap_or(u32::MAX), e);
+            }
+        }
+        Ok(out)
     }
 
     pub fn get(&self, ip: IpAddr) -> Option<EndpointInfo> {
@@ -317,8 +377,10 @@ mod tests {
         ]
         .into();
         let got = pod_ifaces(&eps);
-        assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![5, 6], "past the end: left out");
+        assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![0, 5, 6], "slots");
+        assert_eq!(got[&0].ifindex, POD_IFACES_MAX, "past the end: at ifindex % the size");
         let e5 = got[&5];
+        assert_eq!(e5.ifindex, 5);
         assert_eq!(e5.named(false), Some(ip("10.1.0.5")));
         assert_eq!(e5.named(true), Some(ip("fd00::5")));
         assert_eq!(e5.flags, POD_IFACE_F_V4 | POD_IFACE_F_V6 | POD_IFACE_F_NAT_OUTGOING_V4);
@@ -329,6 +391,14 @@ mod tests {
         assert_eq!((e.named(false), e.flags, e.v4), (None, POD_IFACE_F_V6, [0; 4]));
         e.name(ip("10.2.0.5"), &info(5, 1));
         assert_eq!((e.named(false), e.flags), (Some(ip("10.2.0.5")), POD_IFACE_F_V4 | POD_IFACE_F_V6));
+    }
+
+    #[test]
+    fn veths_sharing_a_slot_leave_it_to_the_lowest_ifindex() {
+        let eps: BTreeMap<_, _> = [(ip("10.0.0.1"), info(7 + POD_IFACES_MAX, 1)), (ip("10.0.0.2"), info(7, 2))].into();
+        let got = pod_ifaces(&eps);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[&7].ifindex, got[&7].named(false)), (7, Some(ip("10.0.0.2"))));
     }
 
     #[test]

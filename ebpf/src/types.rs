@@ -54,14 +54,17 @@ pub struct EndpointInfo {
     pub pad: u32,
 }
 
-/// `struct pod_iface`: one pod veth's usual source addresses, by ifindex
-/// (`merle_pod_ifaces`). Addresses in network order, as octets.
+/// `struct pod_iface`: one pod veth's usual source addresses, at slot
+/// `ifindex % POD_IFACES_MAX` of `merle_pod_ifaces`. Addresses in network
+/// order, as octets.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct PodIface {
+    pub ifindex: u32,
     pub flags: u32,
     pub v4: [u8; 4],
     pub v6: [u8; 16],
+    pub pad: u32,
 }
 
 pub const POD_IFACE_F_V4: u32 = 1;
@@ -258,6 +261,7 @@ mod tests {
         check("offset endpoint_info.node_mac", offset_of!(EndpointInfo, node_mac));
         check("offset endpoint_info.flags", offset_of!(EndpointInfo, flags));
         check("size pod_iface", size_of::<PodIface>());
+        check("offset pod_iface.ifindex", offset_of!(PodIface, ifindex));
         check("offset pod_iface.flags", offset_of!(PodIface, flags));
         check("offset pod_iface.v4", offset_of!(PodIface, v4));
         check("offset pod_iface.v6", offset_of!(PodIface, v6));

@@ -104,6 +104,8 @@ fn with_bed(test: &str, f: impl FnOnce(&Bed) + Send + 'static) {
             eps.put(IpAddr::V4(v4("10.2.0.5")), ep(p0, POD_MAC, 0)).unwrap();
             eps.put(IpAddr::V6(v6("fd00:1::5")), ep(p0, POD_MAC, nat)).unwrap();
             eps.put(IpAddr::V6(v6("fd00:1::6")), ep(p1, POD1_MAC, nat)).unwrap();
+            // The handle holds the maps' lock: a test opens its own.
+            drop(eps);
             let mut nets = Nets::open(&pins).unwrap();
             let want = [
                 ("10.1.0.0/16".parse().unwrap(), NET_F_POOL | NET_F_NAT_OUTGOING),
@@ -233,41 +235,51 @@ fn the_source_check_takes_the_veths_entry_and_falls_back_to_the_endpoint_map() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         // pod0 has 10.1.0.5 (nat_outgoing), 10.2.0.5 and fd00:1::5: its
         // entry names the lowest of each family, with the NAT flag.
-        let e = eps.iface(b.p0);
+        let named = |eps: &Endpoints, ifindex, v6| eps.iface(ifindex).unwrap().and_then(|e| e.named(v6));
+        let e = eps.iface(b.p0).unwrap().unwrap();
+        assert_eq!(e.ifindex, b.p0);
         assert_eq!((e.named(false), e.named(true)), (Some(ip("10.1.0.5")), Some(ip("fd00:1::5"))));
         assert_eq!(e.flags & POD_IFACE_F_NAT_OUTGOING_V4, POD_IFACE_F_NAT_OUTGOING_V4);
-        assert_eq!(eps.iface(b.p1).named(false), Some(ip("10.1.0.6")));
+        assert_eq!(named(&eps, b.p1, false), Some(ip("10.1.0.6")));
         let out = |src: &str| packet::ipv4(NODE_MAC, POD_MAC, V4::udp(v4(src), v4("10.98.0.7")));
         // The named address, by the entry (its NAT flag sends it to the
         // stack); the other one, by the endpoint map (no NAT: forwarded).
         b.expect("named source", &out("10.1.0.5"), TC_ACT_OK, Reason::PassNatOutgoing);
         b.expect("second address", &out("10.2.0.5"), TC_ACT_REDIRECT, Reason::RedirectNeigh);
         b.expect("pod1's address", &out("10.1.0.6"), TC_ACT_SHOT, Reason::DropSourceSpoofed);
+        // IPv6: the named address passes the entry; addresses that differ
+        // from it in any one 32-bit word are no pod's (the entry must
+        // compare all four).
+        let out6 = |src: &str| packet::ipv6(NODE_MAC, POD_MAC, v6(src), v6("fd00:98::7"), 64, 17);
+        b.expect("named v6 source", &out6("fd00:1::5"), TC_ACT_OK, Reason::PassNatOutgoing);
+        for near in ["fd01:1::5", "fd00:1:0:1::5", "fd00:1::1:0:5", "fd00:1::6:5"] {
+            b.expect(&format!("v6 near miss {near}"), &out6(near), TC_ACT_OK, Reason::PassUnknownSource);
+        }
         // Removed, the address is no longer named: its packets are from
         // an unknown source, not let through by a stale entry.
         let info = eps.get(ip("10.1.0.5")).unwrap();
         eps.remove(ip("10.1.0.5")).unwrap();
-        assert_eq!(eps.iface(b.p0).named(false), None);
+        assert_eq!(named(&eps, b.p0, false), None);
         b.expect("removed source", &out("10.1.0.5"), TC_ACT_OK, Reason::PassUnknownSource);
         // The sync names the next one; putting the lower one back names it
         // again.
         assert_eq!(eps.sync_ifaces(false, &Default::default()).unwrap(), 1);
-        assert_eq!(eps.iface(b.p0).named(false), Some(ip("10.2.0.5")));
-        assert_eq!(eps.iface(b.p0).flags & POD_IFACE_F_NAT_OUTGOING_V4, 0);
+        assert_eq!(named(&eps, b.p0, false), Some(ip("10.2.0.5")));
+        assert_eq!(eps.iface(b.p0).unwrap().unwrap().flags & POD_IFACE_F_NAT_OUTGOING_V4, 0);
         eps.put(ip("10.1.0.5"), info).unwrap();
-        assert_eq!(eps.iface(b.p0).named(false), Some(ip("10.1.0.5")));
+        assert_eq!(named(&eps, b.p0, false), Some(ip("10.1.0.5")));
         // An address moved to another veth leaves the old one's entry.
         eps.put(ip("10.1.0.5"), EndpointInfo { ifindex: b.p1, ..info }).unwrap();
-        assert_eq!(eps.iface(b.p0).named(false), None);
-        assert_eq!(eps.iface(b.p1).named(false), Some(ip("10.1.0.5")));
+        assert_eq!(named(&eps, b.p0, false), None);
+        assert_eq!(named(&eps, b.p1, false), Some(ip("10.1.0.5")));
         b.expect("moved away", &out("10.1.0.5"), TC_ACT_SHOT, Reason::DropSourceSpoofed);
         // The whole map, as pod_ifaces says.
         eps.sync_ifaces(true, &Default::default()).unwrap();
-        assert_eq!(eps.ifaces(), merle_ebpf::endpoints::pod_ifaces(&eps.list()));
+        assert_eq!(eps.ifaces().unwrap(), merle_ebpf::endpoints::pod_ifaces(&eps.list()));
         eps.put(ip("10.1.0.5"), info).unwrap();
         eps.sync_ifaces(false, &Default::default()).unwrap();
-        assert_eq!(eps.iface(b.p0).named(false), Some(ip("10.1.0.5")));
-        assert_eq!(eps.iface(b.p1).named(false), Some(ip("10.1.0.6")));
+        assert_eq!(named(&eps, b.p0, false), Some(ip("10.1.0.5")));
+        assert_eq!(named(&eps, b.p1, false), Some(ip("10.1.0.6")));
     });
 }
 

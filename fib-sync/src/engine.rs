@@ -715,7 +715,12 @@ impl Engine {
         if !self.converged {
             for p in &self.stale {
                 if let Some(RouteSpec::Via(hops)) = self.have.get(p).map(|k| &k.spec) {
-                    stale_vteps.extend(hops.iter().filter(|h| matches!(h, Hop::Vxlan(_))).map(Hop::kernel_gateway));
+                    // The gateway as the kernel holds it, and as written
+                    // (an older merle's IPv6 route through the VTEP itself).
+                    for h in hops.iter().filter(|h| matches!(h, Hop::Vxlan(_))) {
+                        stale_vteps.insert(h.kernel_gateway());
+                        stale_vteps.insert(h.gateway());
+                    }
                 }
             }
         }

@@ -71,7 +71,10 @@ pub fn route_message(
     devs: &Devices,
 ) -> Result<RouteMessage, BuildError> {
     let b = base(prefix, owner);
-    let hops = match spec {
+    // In the kernel's form: hops that name the same gateway (two VTEPs
+    // whose MACs collide) become one next hop rather than a refused route.
+    let spec = spec.kernel_form();
+    let hops = match &spec {
         RouteSpec::Blackhole => return Ok(b.kind(RouteType::BlackHole).build()),
         RouteSpec::Via(h) => h,
     };

@@ -73,12 +73,27 @@ pub fn route_gateway(vtep: IpAddr) -> IpAddr {
     }
 }
 
+/// The IPv6 VTEP MAC of merle before 2026-12-02: `02:6e:` and the
+/// address's four 32-bit words xor-ed together. Only recognised, so that
+/// the entries an older merle made are cleaned up.
+fn legacy_vtep_mac_v6(a: Ipv6Addr) -> [u8; 6] {
+    let mut w = [0u8; 4];
+    for chunk in a.octets().chunks_exact(4) {
+        for (x, y) in w.iter_mut().zip(chunk) {
+            *x ^= y;
+        }
+    }
+    [0x02, 0x6e, w[0], w[1], w[2], w[3]]
+}
+
 /// Whether a permanent neighbour or FDB entry pairing `ip` and `mac` is
 /// one merle makes: the VTEP address (IPv4 neighbour, FDB destination) or
-/// its link-local address (IPv6 neighbour) with the VTEP's MAC.
+/// its link-local address (IPv6 neighbour) with the VTEP's MAC, or an
+/// IPv6 VTEP with the MAC an older merle gave it.
 pub fn is_vtep_entry(ip: IpAddr, mac: [u8; 6]) -> bool {
     match ip {
         IpAddr::V6(a) if mac_of_link_local(a) == Some(mac) => true,
+        IpAddr::V6(a) if legacy_vtep_mac_v6(a) == mac => true,
         _ => vtep_mac(ip) == mac,
     }
 }
@@ -100,7 +115,9 @@ mod tests {
         let v6 = |s: &str| vtep_mac(s.parse().unwrap_or(IpAddr::from([0u8; 16])));
         let m = v6("fd00::1");
         assert_eq!((m[0], m[0] & 0x03), (0x06, 0x02), "locally administered, unicast");
-        assert_eq!(v6("fd00::1"), m, "a function of the address");
+        // A known answer: every node, of every version from now on, must
+        // derive the same MAC for the same address.
+        assert_eq!(mac_string(m), "06:9e:b8:bf:5b:8b");
         // Distinct across subnets and hosts laid out the way racks are
         // (an xor of the words made fd00:1::3 and fd00::2 one MAC).
         let mut seen = std::collections::HashSet::new();
@@ -134,6 +151,8 @@ mod tests {
         assert!(is_vtep_entry(v4, vtep_mac(v4)));
         assert!(!is_vtep_entry(IpAddr::V6(ll), vtep_mac(v4)));
         assert!(!is_vtep_entry("fe80::1".parse().unwrap_or(v4), mac));
+        // What an older merle made for fd00::2 is recognised, to be removed.
+        assert!(is_vtep_entry(vtep, [0x02, 0x6e, 0xfd, 0x00, 0x00, 0x02]));
         assert_eq!(mac_of_link_local("fd00::2".parse().unwrap_or(Ipv6Addr::UNSPECIFIED)), None);
     }
 }

@@ -284,6 +284,11 @@ fn ipv6_plain_multipath_blackhole_and_vxlan_v6() {
         },
     ];
     s2.node.v6 = Some("fd00::1/64".parse().unwrap());
+    // Every route change the kernel reports while the new engine starts:
+    // there must be none.
+    let mut monitor =
+        ns.command("ip").args(["-6", "monitor", "route"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
     let fib = start(&ns, s2);
     fib.routes(vec![
         (p("fd00:244:0:2::/122"), hops(&["fd00::2"])),
@@ -293,6 +298,10 @@ fn ipv6_plain_multipath_blackhole_and_vxlan_v6() {
     ]);
     fib.converged();
     std::thread::sleep(Duration::from_millis(500));
+    let _ = monitor.kill();
+    let seen = String::from_utf8(monitor.wait_with_output().unwrap().stdout).unwrap();
+    let changes: Vec<&str> = seen.lines().filter(|l| l.contains("fd00:24") || l.contains("fd00:96")).collect();
+    assert!(changes.is_empty(), "the restarted engine rewrote routes that were right: {changes:?}");
     assert_eq!(routes_of(&ns, "-6"), want);
     assert_eq!(l2_tables(&ns, "vxlan-v6.merle").0, want_neigh);
     // The only tunnelled route through fd00::2 goes (the CrossSubnet pool

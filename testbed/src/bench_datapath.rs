@@ -69,6 +69,9 @@ pub struct Params {
     pub prog_repeat: u32,
     /// Only the program costs (test runs and in place), no streams.
     pub programs_only: bool,
+    /// The tests to run (all when empty): cross, same, pinned, unpinned,
+    /// conns.
+    pub tests: Vec<String>,
     /// Where to write a system-wide `perf record` (cpu-clock, call
     /// graphs) of a pinned ping-pong in each setup, per round.
     pub profile: Option<PathBuf>,
@@ -438,6 +441,32 @@ fn switch(c: &Cluster, mode: Mode, p: &Pods) -> anyhow::Result<()> {
     c.wait_ping(&p.a1, &p.a2.v4)
 }
 
+/// Every (node, hook, reason) counter's packets.
+fn all_counters(c: &Cluster) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for i in 0..c.nodes.len() {
+        let Ok(d) = c.dataplane(i) else { continue };
+        for e in d["counters"].as_array().into_iter().flatten() {
+            let key =
+                format!("n{} {} {}", i + 1, e["hook"].as_str().unwrap_or("?"), e["reason"].as_str().unwrap_or("?"));
+            out.insert(key, e["packets"].as_u64().unwrap_or(0));
+        }
+    }
+    out
+}
+
+/// The counters that rose from `a` to `b`, as `name +n`.
+fn counted(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> String {
+    let rose: Vec<String> = b
+        .iter()
+        .filter_map(|(k, v)| {
+            let d = v.saturating_sub(a.get(k).copied().unwrap_or(0));
+            (d > 0).then(|| format!("{k} +{d}"))
+        })
+        .collect();
+    rose.join(", ")
+}
+
 /// The eBPF fast-path counters: same-node, FIB, arriving into a pod.
 fn fast_path(c: &Cluster) -> [u64; 3] {
     [
@@ -459,6 +488,16 @@ enum Test {
 
 impl Test {
     const ALL: [Test; 5] = [Test::Cross, Test::Same, Test::Pinned, Test::Unpinned, Test::Conns];
+
+    fn name(self) -> &'static str {
+        match self {
+            Test::Cross => "cross",
+            Test::Same => "same",
+            Test::Pinned => "pinned",
+            Test::Unpinned => "unpinned",
+            Test::Conns => "conns",
+        }
+    }
 
     /// The fast-path counters (see [`fast_path`]) its traffic must raise.
     fn counters(self) -> &'static [usize] {
@@ -804,11 +843,24 @@ fn profile(p: &Pods, secs: u32, out: &std::path::Path) -> anyhow::Result<f64> {
     let done = wait::until("perf record to finish", Duration::from_secs(30), Duration::from_millis(50), || {
         child.try_wait().ok().flatten()
     });
-    if done.is_err() {
-        let _ = child.kill();
-        let _ = child.wait();
+    let status = match done {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
     }
-    done?;
+    // perf exits with the signal's status after a clean SIGINT stop.
+    anyhow::ensure!(
+        out.exists() && (status.success() || status.code() == Some(130) || status.code().is_none()),
+        "perf record failed ({status}): {}",
+        err.trim()
+    );
     lat
 }
 
@@ -839,6 +891,12 @@ fn enter(c: &Cluster, p: &Pods, m: &Minimal, from: Option<Setup>, to: Setup) -> 
 /// goes first), the baseline in kernel mode, and the program costs.
 pub fn run(prm: &Params) -> anyhow::Result<()> {
     anyhow::ensure!(prm.runs >= 1, "--runs must be at least 1");
+    for t in &prm.tests {
+        anyhow::ensure!(
+            Test::ALL.iter().any(|x| x.name() == t),
+            "--tests: no test {t:?} (cross, same, pinned, unpinned, conns)"
+        );
+    }
     anyhow::ensure!(
         prm.seconds >= 1 && prm.latency_seconds >= 1 && prm.conn_seconds >= 1 && prm.prog_calls >= 1,
         "durations and --prog-calls must be at least 1"
@@ -879,13 +937,20 @@ pub fn run(prm: &Params) -> anyhow::Result<()> {
             if prm.programs_only {
                 break;
             }
+            if !prm.tests.is_empty() && !prm.tests.iter().any(|n| n == t.name()) {
+                continue;
+            }
             for setup in order {
                 wait::check_interrupted()?;
                 enter(&c, &pods, &minimal, current, setup).with_context(|| format!("switching to {}", setup.name()))?;
                 current = Some(setup);
                 let before = fast_path(&c);
+                let reasons = all_counters(&c);
                 let line = measure_pods(t, &pods, prm, setup.col(), &mut s).with_context(|| setup.name())?;
                 say(&mut log, &format!("round {}: {:>8}  {line}", r + 1, setup.name()));
+                if setup == Setup::Ebpf {
+                    say(&mut log, &format!("round {}:   counted  {}", r + 1, counted(&reasons, &all_counters(&c))));
+                }
                 let after = fast_path(&c);
                 match setup {
                     Setup::Ebpf => {

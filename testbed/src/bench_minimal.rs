@@ -60,6 +60,15 @@ impl Minimal {
 /// `None` back at each node's own merle programs. Returns how many links
 /// moved.
 pub fn relink(c: &Cluster, to: Option<&Minimal>) -> anyhow::Result<usize> {
+    let r = relink_all(c, to);
+    if r.is_err() && to.is_some() {
+        // Half moved: put every link back on merle's programs.
+        let _ = relink_all(c, None);
+    }
+    r
+}
+
+fn relink_all(c: &Cluster, to: Option<&Minimal>) -> anyhow::Result<usize> {
     let mut n = 0;
     for node in &c.nodes {
         let pins = PinDir::new(node.bpffs.pin_dir());
@@ -91,14 +100,25 @@ pub fn relink(c: &Cluster, to: Option<&Minimal>) -> anyhow::Result<usize> {
 /// links: with `iptables -I FORWARD -j DROP` on both nodes, the kernel path
 /// cannot forward, so a ping that passes went around it.
 pub fn prove_fast_path(c: &Cluster, a: &Pod, b: &Pod) -> anyhow::Result<()> {
-    let rule = |on: bool| -> anyhow::Result<()> {
-        for i in 0..c.nodes.len() {
-            c.ns(i).exec(&["iptables", if on { "-I" } else { "-D" }, "FORWARD", "-j", "DROP"])?;
+    let mut added = Vec::new();
+    let mut r = Ok(());
+    for i in 0..c.nodes.len() {
+        match c.ns(i).exec(&["iptables", "-I", "FORWARD", "-j", "DROP"]) {
+            Ok(_) => added.push(i),
+            Err(e) => {
+                r = Err(e);
+                break;
+            }
         }
-        Ok(())
-    };
-    rule(true)?;
-    let r = c.wait_ping(a, &b.v4).and_then(|_| c.wait_ping(b, &a.v4));
-    rule(false)?;
+    }
+    if r.is_ok() {
+        r = c.wait_ping(a, &b.v4).and_then(|_| c.wait_ping(b, &a.v4));
+    }
+    // Every rule that went in comes out, whatever happened.
+    for i in added {
+        if let Err(e) = c.ns(i).exec(&["iptables", "-D", "FORWARD", "-j", "DROP"]) {
+            r = r.and(Err(e));
+        }
+    }
     r.context("with FORWARD DROP the minimal programs must still forward")
 }

@@ -98,6 +98,10 @@ enum Bench {
         /// eBPF mode: no streams, latency or connection figures.
         #[arg(long)]
         programs_only: bool,
+        /// Only these tests (comma-separated: cross, same, pinned,
+        /// unpinned, conns); all by default.
+        #[arg(long, value_delimiter = ',')]
+        tests: Vec<String>,
         /// Also record a system-wide perf profile (cpu-clock, call graphs)
         /// of a pinned ping-pong in each setup, per round, into this
         /// directory.
@@ -168,6 +172,7 @@ fn main() -> anyhow::Result<()> {
             prog_calls,
             prog_repeat,
             programs_only,
+            tests,
             profile,
             out,
         }) => {
@@ -180,6 +185,7 @@ fn main() -> anyhow::Result<()> {
                 prog_calls,
                 prog_repeat,
                 programs_only,
+                tests,
                 profile,
                 out,
             };

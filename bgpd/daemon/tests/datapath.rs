@@ -330,7 +330,7 @@ fn pod_churn_leaves_no_stale_endpoint_and_two_pods_keep_talking() {
         // The veth entries of the source check went with their pods.
         let pins = merle_ebpf::PinDir::new(c.nodes[node].bpffs.pin_dir());
         let eps = merle_ebpf::endpoints::Endpoints::open(&pins).unwrap();
-        let ifaces = eps.ifaces();
+        let ifaces = eps.ifaces().unwrap();
         assert_eq!(ifaces, merle_ebpf::endpoints::pod_ifaces(&eps.list()), "node {node}: merle_pod_ifaces");
         assert_eq!(ifaces.len(), 1, "node {node}: one veth entry left: {ifaces:?}");
     }

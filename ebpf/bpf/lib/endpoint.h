@@ -20,6 +20,8 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } merle_endpoints SEC(".maps");
 
+_Static_assert((POD_IFACES_MAX & (POD_IFACES_MAX - 1)) == 0, "POD_IFACES_MAX must be a power of two");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, POD_IFACES_MAX);
@@ -28,11 +30,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } merle_pod_ifaces SEC(".maps");
 
-/* The entry of the pod veth `ifindex`, or NULL past the end of the array
- * (the verifier inlines the lookup: a bounds check and a load). */
+/* The entry of the pod veth `ifindex`, or NULL when its slot holds none
+ * or another veth's (the verifier inlines the lookup: a bounds check and
+ * a load). */
 static __always_inline const struct pod_iface *pod_iface(__u32 ifindex)
 {
-	return bpf_map_lookup_elem(&merle_pod_ifaces, &ifindex);
+	__u32 slot = ifindex & (POD_IFACES_MAX - 1);
+	const struct pod_iface *e = bpf_map_lookup_elem(&merle_pod_ifaces, &slot);
+
+	if (!e || e->ifindex != ifindex)
+		return NULL;
+	return e;
 }
 
 static __always_inline struct endpoint_info *endpoint_v4(__be32 addr)

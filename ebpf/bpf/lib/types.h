@@ -29,22 +29,25 @@ struct endpoint_info {
 	__u32 pad;
 };
 
-/* merle_pod_ifaces: an array indexed by the ifindex of a pod's host veth,
+/* merle_pod_ifaces: an array of pod veths at slot ifindex % POD_IFACES_MAX,
  * so the pod program checks a packet's source with one inlined load
- * instead of a hash lookup. For each family it names one endpoint of that
- * veth (the lowest address); a source it does not name is looked up in
- * merle_endpoints as before, so the entry only ever speeds up the check:
- * an empty entry, or a veth whose ifindex is past the end, takes the hash
- * path. An entry never names an address that is not that veth's endpoint. */
+ * instead of a hash lookup. An entry is the veth's only when its ifindex
+ * matches; for each family it names one endpoint of that veth (the
+ * lowest address). A source it does not name, a veth without an entry or
+ * one whose slot another veth holds, is looked up in merle_endpoints as
+ * before, so the entry only ever speeds up the check. An entry never
+ * names an address that is not an endpoint of its veth. */
 #define POD_IFACE_F_V4               (1U << 0) /* v4 names an endpoint */
 #define POD_IFACE_F_V6               (1U << 1) /* v6 names an endpoint */
 #define POD_IFACE_F_NAT_OUTGOING_V4  (1U << 2) /* ...of a nat_outgoing pool */
 #define POD_IFACE_F_NAT_OUTGOING_V6  (1U << 3)
 
 struct pod_iface {
+	__u32 ifindex;  /* the veth the entry is for */
 	__u32 flags;    /* POD_IFACE_F_* */
 	__u32 v4;       /* network order */
 	__u32 v6[4];    /* network order */
+	__u32 pad;
 };
 
 /* merle_nets4 / merle_nets6: the cluster's address ranges, longest
