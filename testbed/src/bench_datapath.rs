@@ -724,13 +724,13 @@ fn summary(prm: &Params, s: &Samples, progs: &[[f64; 4]], situ: &[Vec<f64>]) -> 
         let r = median(s.ratios(f, Col::Ebpf, vs));
         let met = if at_least { r >= goal } else { r <= goal };
         let reference = if vs == Col::Kernel {
-            format!("; the minimal program: {:.2}", median(s.ratios(f, Col::Minimal, vs)))
+            format!("; the minimal program: {:.3}", median(s.ratios(f, Col::Minimal, vs)))
         } else {
             String::new()
         };
         let _ = writeln!(
             o,
-            "- {what}: {r:.2} (goal {} {goal:.2}): {}{reference}",
+            "- {what}: {r:.3} (goal {} {goal:.2}): {}{reference}",
             if at_least { ">=" } else { "<=" },
             if met { "MET" } else { "MISSED" }
         );
