@@ -1,0 +1,8 @@
+//! Service load balancing, as pure functions (no maps, no sockets):
+//!
+//! - [`maglev`]: the Maglev lookup table of a service (Eisenbud et al.,
+//!   "Maglev: A Fast and Reliable Software Network Load Balancer", NSDI
+//!   2016, section 3.4), built from the backends' addresses alone, so every
+//!   node builds the same table and picks the same backend for a flow.
+
+pub mod maglev;
