@@ -4,5 +4,9 @@
 //!   "Maglev: A Fast and Reliable Software Network Load Balancer", NSDI
 //!   2016, section 3.4), built from the backends' addresses alone, so every
 //!   node builds the same table and picks the same backend for a flow.
+//! - [`service`]: what a service is (its addresses, ports, policy, mode
+//!   and backends) and the checks every source of services (the config
+//!   file, the datastore) runs before anything is programmed.
 
 pub mod maglev;
+pub mod service;
