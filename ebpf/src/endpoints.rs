@@ -240,10 +240,12 @@ impl Endpoints {
             return Ok(());
         }
         let s = self.slot_entry(slot(info.ifindex))?;
-        let mut e = match self.iface(info.ifindex)? {
-            Some(e) => e,
-            None if self.may_take(&s, info.ifindex) => PodIface { ifindex: info.ifindex, ..PodIface::default() },
-            None => return Ok(()),
+        let mut e = if s.ifindex == info.ifindex && s.flags != 0 {
+            s
+        } else if self.may_take(&s, info.ifindex) {
+            PodIface { ifindex: info.ifindex, ..PodIface::default() }
+        } else {
+            return Ok(());
         };
         let claim = match e.named(ip.is_ipv6()) {
             None => true,

@@ -140,16 +140,17 @@ pub enum RouteSpec {
 
 impl RouteSpec {
     /// The route as the kernel holds it: what a wanted route is compared
-    /// with when it is read back.
-    pub fn kernel_form(&self) -> RouteSpec {
+    /// with when it is read back. Borrowed when nothing changes (every
+    /// route but an IPv6 VXLAN one), so the comparison costs no allocation.
+    pub fn kernel_form(&self) -> std::borrow::Cow<'_, RouteSpec> {
         match self {
-            Self::Blackhole => Self::Blackhole,
-            Self::Via(hops) => {
+            Self::Via(hops) if hops.iter().any(|h| h.kernel_form() != *h) => {
                 let mut h: Vec<Hop> = hops.iter().map(Hop::kernel_form).collect();
                 h.sort_unstable();
                 h.dedup();
-                Self::Via(h)
+                std::borrow::Cow::Owned(Self::Via(h))
             }
+            _ => std::borrow::Cow::Borrowed(self),
         }
     }
 }

@@ -601,7 +601,7 @@ impl Engine {
                 // `have` is as the kernel holds it: an IPv6 VXLAN route of
                 // an older merle, through the VTEP itself, does not match
                 // and is replaced.
-                (Some(w), Some(h)) if h.spec == w.kernel_form() && h.priority == default_priority(&p) => {
+                (Some(w), Some(h)) if h.spec == *w.kernel_form() && h.priority == default_priority(&p) => {
                     self.failed.remove(&p);
                 }
                 (Some(w), h) => {
@@ -654,7 +654,7 @@ impl Engine {
                         table: self.s.owner.table,
                         protocol: self.s.owner.protocol,
                         priority,
-                        spec: spec.kernel_form(),
+                        spec: spec.kernel_form().into_owned(),
                     };
                     self.have.insert(p, k);
                     if self.failed.remove(&p).is_some() {

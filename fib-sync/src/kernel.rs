@@ -74,7 +74,7 @@ pub fn route_message(
     // In the kernel's form: hops that name the same gateway (two VTEPs
     // whose MACs collide) become one next hop rather than a refused route.
     let spec = spec.kernel_form();
-    let hops = match &spec {
+    let hops = match spec.as_ref() {
         RouteSpec::Blackhole => return Ok(b.kind(RouteType::BlackHole).build()),
         RouteSpec::Via(h) => h,
     };

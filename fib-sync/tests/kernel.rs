@@ -231,13 +231,14 @@ fn ipv6_plain_multipath_blackhole_and_vxlan_v6() {
         nat_outgoing: false,
     });
     s.node.v6 = Some("fd00::1/64".parse().unwrap());
-    let fib = start(&ns, s);
-    fib.routes(vec![
+    let learned = vec![
         (p("fd00:244:0:2::/122"), hops(&["fd00::2"])),
         (p("fd00:244:0:3::/122"), hops(&["fd00:1::3"])),
         (p("fd00:245:0:2::/122"), hops(&["fd00::2"])),
         (p("fd00:96::/108"), hops(&["fd00::3", "fd00::2"])),
-    ]);
+    ];
+    let fib = start(&ns, s.clone());
+    fib.routes(learned.clone());
     let ll = |vtep: &str| fib_sync::vtep::link_local(fib_sync::vtep::vtep_mac(vtep.parse().unwrap()));
     let want = [
         "blackhole fd00:244:0:1::/122".to_owned(),
@@ -266,36 +267,13 @@ fn ipv6_plain_multipath_blackhole_and_vxlan_v6() {
     // link-local gateway matches the VTEP it was made for, nothing is
     // replaced (same kernel state, no warnings of a repair).
     fib.stop();
-    let mut s2 = settings(&["fd00:244:0:1::/122"], Duration::from_secs(60));
-    s2.pools = vec![
-        Pool {
-            cidr: "fd00:244::/56".parse().unwrap(),
-            block_size: None,
-            ipip_mode: EncapMode::Never,
-            vxlan_mode: EncapMode::CrossSubnet,
-            nat_outgoing: false,
-        },
-        Pool {
-            cidr: "fd00:245::/56".parse().unwrap(),
-            block_size: None,
-            ipip_mode: EncapMode::Never,
-            vxlan_mode: EncapMode::Always,
-            nat_outgoing: false,
-        },
-    ];
-    s2.node.v6 = Some("fd00::1/64".parse().unwrap());
     // Every route change the kernel reports while the new engine starts:
     // there must be none.
     let mut monitor =
         ns.command("ip").args(["-6", "monitor", "route"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let fib = start(&ns, s2);
-    fib.routes(vec![
-        (p("fd00:244:0:2::/122"), hops(&["fd00::2"])),
-        (p("fd00:244:0:3::/122"), hops(&["fd00:1::3"])),
-        (p("fd00:245:0:2::/122"), hops(&["fd00::2"])),
-        (p("fd00:96::/108"), hops(&["fd00::3", "fd00::2"])),
-    ]);
+    let fib = start(&ns, s);
+    fib.routes(learned);
     fib.converged();
     std::thread::sleep(Duration::from_millis(500));
     let _ = monitor.kill();

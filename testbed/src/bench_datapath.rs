@@ -56,25 +56,41 @@ const USER_HZ: f64 = 100.0;
 const LISTEN: Duration = Duration::from_secs(10);
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
-#[derive(Debug, Clone)]
+/// The benchmark's parameters, as `testbed bench datapath` takes them.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Params {
+    #[arg(long, default_value_t = 5)]
     pub runs: u32,
-    /// Of each iperf3 stream.
+    /// Seconds of each iperf3 stream.
+    #[arg(long, default_value_t = 10)]
     pub seconds: u32,
+    /// Seconds of each sockperf ping-pong.
+    #[arg(long, default_value_t = 5)]
     pub latency_seconds: u32,
+    /// Seconds of each connections-per-second run.
+    #[arg(long, default_value_t = 5)]
     pub conn_seconds: u32,
-    /// BPF_PROG_TEST_RUN calls per case and round.
+    /// BPF_PROG_TEST_RUN calls per packet and round (median taken).
+    #[arg(long, default_value_t = 5000)]
     pub prog_calls: u32,
-    /// Repeats per call; the TTL (255) drops by one each.
+    /// Repeats per BPF_PROG_TEST_RUN call (at most 250: the packet's
+    /// TTL, 255, drops by one per repeat).
+    #[arg(long, default_value_t = 200)]
     pub prog_repeat: u32,
-    /// Only the program costs (test runs and in place), no streams.
+    /// Only the program costs (BPF_PROG_TEST_RUN and in place), in eBPF
+    /// mode: no streams, latency or connection figures.
+    #[arg(long)]
     pub programs_only: bool,
-    /// The tests to run (all when empty): cross, same, pinned, unpinned,
-    /// conns.
+    /// Only these tests (comma-separated: cross, same, pinned, unpinned,
+    /// conns); all by default.
+    #[arg(long, value_delimiter = ',')]
     pub tests: Vec<String>,
-    /// Where to write a system-wide `perf record` (cpu-clock, call
-    /// graphs) of a pinned ping-pong in each setup, per round.
+    /// Also record a system-wide perf profile (cpu-clock, call graphs) of
+    /// a pinned ping-pong in each setup, per round, into this directory.
+    #[arg(long)]
     pub profile: Option<PathBuf>,
+    /// Also write the report to this file.
+    #[arg(long)]
     pub out: Option<PathBuf>,
 }
 

@@ -1,6 +1,5 @@
 //! `testbed`: runs merle testbeds in network namespaces.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -75,42 +74,7 @@ enum Bench {
     /// nodes and on one node, in eBPF and kernel mode (switched live,
     /// alternating), against the node-to-node baseline; and the programs'
     /// per-packet cost from BPF_PROG_TEST_RUN.
-    Datapath {
-        #[arg(long, default_value_t = 5)]
-        runs: u32,
-        /// Seconds of each iperf3 stream.
-        #[arg(long, default_value_t = 10)]
-        seconds: u32,
-        /// Seconds of each sockperf ping-pong.
-        #[arg(long, default_value_t = 5)]
-        latency_seconds: u32,
-        /// Seconds of each connections-per-second run.
-        #[arg(long, default_value_t = 5)]
-        conn_seconds: u32,
-        /// BPF_PROG_TEST_RUN calls per packet and round (median taken).
-        #[arg(long, default_value_t = 5000)]
-        prog_calls: u32,
-        /// Repeats per BPF_PROG_TEST_RUN call (at most 250: the packet's
-        /// TTL, 255, drops by one per repeat).
-        #[arg(long, default_value_t = 200)]
-        prog_repeat: u32,
-        /// Only the program costs (BPF_PROG_TEST_RUN and in place), in
-        /// eBPF mode: no streams, latency or connection figures.
-        #[arg(long)]
-        programs_only: bool,
-        /// Only these tests (comma-separated: cross, same, pinned,
-        /// unpinned, conns); all by default.
-        #[arg(long, value_delimiter = ',')]
-        tests: Vec<String>,
-        /// Also record a system-wide perf profile (cpu-clock, call graphs)
-        /// of a pinned ping-pong in each setup, per round, into this
-        /// directory.
-        #[arg(long)]
-        profile: Option<PathBuf>,
-        /// Also write the report to this file.
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
+    Datapath(testbed::bench_datapath::Params),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -164,31 +128,8 @@ fn main() -> anyhow::Result<()> {
             testbed::wait::interrupt_waits_on_signal()?;
             testbed::bench_cni::run_bench(pods, runs, &sibling_binary("merle-cni")?)?;
         }
-        Command::Bench(Bench::Datapath {
-            runs,
-            seconds,
-            latency_seconds,
-            conn_seconds,
-            prog_calls,
-            prog_repeat,
-            programs_only,
-            tests,
-            profile,
-            out,
-        }) => {
+        Command::Bench(Bench::Datapath(params)) => {
             testbed::wait::interrupt_waits_on_signal()?;
-            let params = testbed::bench_datapath::Params {
-                runs,
-                seconds,
-                latency_seconds,
-                conn_seconds,
-                prog_calls,
-                prog_repeat,
-                programs_only,
-                tests,
-                profile,
-                out,
-            };
             testbed::bench_datapath::run(&params)?;
         }
     }
