@@ -3,6 +3,8 @@
  * packet a pod sends. merle-cni links it at ADD (TCX where the kernel has
  * it, else a clsact filter) to the copy merled loaded and pinned.
  *
+ *   to a service frontend      DNAT to the backend conntrack or Maglev
+ *                              picks (lib/lb.h), then as below
  *   to a pod of this node      bpf_redirect_peer into it (lib/deliver.h)
  *   leaving the cluster from a
  *     nat_outgoing pool        the stack, whose netfilter rules masquerade
@@ -25,6 +27,7 @@
 #include "lib/fib.h"
 #include "lib/ipv4.h"
 #include "lib/ipv6.h"
+#include "lib/lb.h"
 #include "lib/metrics.h"
 #include "lib/nets.h"
 
@@ -70,6 +73,39 @@ static __always_inline int source_v6(const struct __sk_buff *skb, const struct i
 	return 0;
 }
 
+/* After DNAT: to the backend, on this node or another. */
+static __always_inline int to_backend_v4(struct __sk_buff *skb)
+{
+	struct iphdr *ip = ipv4_header(skb);
+	struct endpoint_info *dst;
+
+	if (!ip)
+		return -DROP_INVALID_IPV4;
+	dst = endpoint_v4(ip->daddr);
+	if (dst) {
+		if (dst->ifindex == skb->ifindex)
+			return -DROP_SERVICE_LOOPBACK;
+		return deliver_v4(skb, ip, dst);
+	}
+	return fib_forward_v4(skb, ip);
+}
+
+static __always_inline int to_backend_v6(struct __sk_buff *skb)
+{
+	struct ipv6hdr *ip6 = ipv6_header(skb);
+	struct endpoint_info *dst;
+
+	if (!ip6)
+		return -DROP_INVALID_IPV6;
+	dst = endpoint_v6(&ip6->daddr);
+	if (dst) {
+		if (dst->ifindex == skb->ifindex)
+			return -DROP_SERVICE_LOOPBACK;
+		return deliver_v6(skb, ip6, dst);
+	}
+	return fib_forward_v6(skb, ip6);
+}
+
 static __always_inline int from_pod_v4(struct __sk_buff *skb)
 {
 	struct iphdr *ip = ipv4_header(skb);
@@ -90,6 +126,13 @@ static __always_inline int from_pod_v4(struct __sk_buff *skb)
 		if (dst->ifindex == skb->ifindex)
 			return PASS_HAIRPIN;
 		return deliver_v4(skb, ip, dst);
+	}
+	if (lb_active()) {
+		r = lb4_dnat(skb, ip);
+		if (r < 0)
+			return r;
+		if (r == LB_DNAT)
+			return to_backend_v4(skb);
 	}
 	if (nat_outgoing_v4(nat, ip->daddr))
 		return PASS_NAT_OUTGOING;
@@ -116,6 +159,13 @@ static __always_inline int from_pod_v6(struct __sk_buff *skb)
 		if (dst->ifindex == skb->ifindex)
 			return PASS_HAIRPIN;
 		return deliver_v6(skb, ip6, dst);
+	}
+	if (lb_active()) {
+		r = lb6_dnat(skb, ip6);
+		if (r < 0)
+			return r;
+		if (r == LB_DNAT)
+			return to_backend_v6(skb);
 	}
 	if (nat_outgoing_v6(nat, &ip6->daddr))
 		return PASS_NAT_OUTGOING;

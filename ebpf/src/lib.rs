@@ -12,6 +12,8 @@
 //!   to interfaces with TCX or clsact (merled and merle-cni).
 //! - [`endpoints`], [`nets`], [`metrics`]: the maps, with the pure
 //!   reconcile of the endpoint map.
+//! - [`services`]: the service maps (frontends, Maglev tables, backends,
+//!   rev-NAT, conntrack), written from a `merle_lb::plan::Plan` as a diff.
 //! - [`nat`]: outgoing NAT rules in nftables.
 //! - [`probe`]: whether this kernel can run the datapath, and why not.
 //! - [`sys`]: the bpf(2) commands aya does not wrap (BPF_PROG_TEST_RUN,
@@ -30,6 +32,7 @@ pub mod objects;
 pub mod pins;
 pub mod probe;
 pub mod report;
+pub mod services;
 pub mod stats;
 pub mod sys;
 pub mod types;

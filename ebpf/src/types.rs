@@ -111,6 +111,125 @@ pub struct MetricsValue {
     pub bytes: u64,
 }
 
+/// `struct service_key`: a frontend. Address and port in network order,
+/// as octets (IPv4 in the first four).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    pub addr: [u8; 16],
+    pub port: [u8; 2],
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// `struct service_info`: the table a frontend uses, its rev-NAT index.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ServiceInfo {
+    pub lb_id: u32,
+    pub rev_nat: u32,
+    pub count: u32,
+    pub flags: u32,
+}
+
+pub const SVC_F_CLUSTER_IP: u32 = 1;
+pub const SVC_F_NODE_PORT: u32 = 2;
+pub const SVC_F_EXTERNAL: u32 = 4;
+pub const SVC_F_LOCAL: u32 = 8;
+pub const SVC_F_DSR: u32 = 16;
+
+/// `struct backend_info`: where a backend id sends to.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct BackendInfo {
+    pub addr: [u8; 16],
+    pub port: [u8; 2],
+    pub family: u8,
+    pub pad: u8,
+    pub lb_id: u32,
+}
+
+/// `struct rev_nat_info`: the frontend replies are rewritten to.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct RevNatInfo {
+    pub addr: [u8; 16],
+    pub port: [u8; 2],
+    pub family: u8,
+    pub pad: u8,
+}
+
+/// `MAGLEV_M`: the size of every table in `merle_maglev`.
+pub const MAGLEV_M: u32 = 16381;
+
+/// `struct maglev_table`: slot to backend id.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaglevTable {
+    pub backend: [u32; MAGLEV_M as usize],
+}
+
+/// `struct ct_key`: a conntrack key (`CT_SERVICE` or `CT_REPLY`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub proto: u8,
+    pub family: u8,
+    pub dir: u8,
+    pub pad: u8,
+}
+
+pub const CT_SERVICE: u8 = 1;
+pub const CT_REPLY: u8 = 2;
+
+/// `struct ct_entry`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct CtEntry {
+    pub backend_id: u32,
+    pub rev_nat: u32,
+    pub lb_id: u32,
+    pub flags: u32,
+}
+
+/// `struct lb_config`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct LbConfig {
+    pub services: u32,
+    pub pad: u32,
+}
+
+pub const SERVICES_MAX: u32 = 65536;
+pub const BACKENDS_MAX: u32 = 262144;
+pub const CT_MAX: u32 = 262144;
+
+/// An address as a map holds it: network order, IPv4 in the first four
+/// octets, with its family.
+pub fn addr_octets(ip: IpAddr) -> ([u8; 16], u8) {
+    match ip {
+        IpAddr::V4(a) => {
+            let mut o = [0u8; 16];
+            o[..4].copy_from_slice(&a.octets());
+            (o, AF_INET)
+        }
+        IpAddr::V6(a) => (a.octets(), AF_INET6),
+    }
+}
+
+/// The address of `addr_octets`' form, or `None` for an unknown family.
+pub fn octets_addr(o: &[u8; 16], family: u8) -> Option<IpAddr> {
+    match family {
+        AF_INET => Some(IpAddr::from([o[0], o[1], o[2], o[3]])),
+        AF_INET6 => Some(IpAddr::from(*o)),
+        _ => None,
+    }
+}
+
 // SAFETY: each type is #[repr(C)], Copy, made of integers and byte arrays
 // with explicit padding fields, so every bit pattern is a valid value and
 // no byte is uninitialised: what aya's Pod requires to copy them to and
@@ -122,6 +241,14 @@ mod pod {
     unsafe impl aya::Pod for super::PodIface {}
     unsafe impl aya::Pod for super::NetInfo {}
     unsafe impl aya::Pod for super::MetricsValue {}
+    unsafe impl aya::Pod for super::ServiceKey {}
+    unsafe impl aya::Pod for super::ServiceInfo {}
+    unsafe impl aya::Pod for super::BackendInfo {}
+    unsafe impl aya::Pod for super::RevNatInfo {}
+    unsafe impl aya::Pod for super::MaglevTable {}
+    unsafe impl aya::Pod for super::CtKey {}
+    unsafe impl aya::Pod for super::CtEntry {}
+    unsafe impl aya::Pod for super::LbConfig {}
 }
 
 /// Where a program runs (`HOOK_*`).
@@ -215,6 +342,12 @@ reasons! {
     DropSourceSpoofed = 34, "DROP_SOURCE_SPOOFED", "drop-source-spoofed";
     DropFibBlackhole = 37, "DROP_FIB_BLACKHOLE", "drop-fib-blackhole";
     DropRedirect = 38, "DROP_REDIRECT", "drop-redirect";
+    /// To a service frontend whose table has no backend.
+    DropNoBackend = 39, "DROP_NO_BACKEND", "drop-no-backend";
+    /// A service translation's rewrite helper failed.
+    DropNat = 40, "DROP_NAT", "drop-nat";
+    /// A pod to a service whose chosen backend is that pod.
+    DropServiceLoopback = 41, "DROP_SERVICE_LOOPBACK", "drop-service-loopback";
 }
 
 impl Reason {
@@ -276,6 +409,41 @@ mod tests {
         check("size metrics_value", size_of::<MetricsValue>());
         check("offset metrics_value.packets", offset_of!(MetricsValue, packets));
         check("offset metrics_value.bytes", offset_of!(MetricsValue, bytes));
+        check("size service_key", size_of::<ServiceKey>());
+        check("offset service_key.addr", offset_of!(ServiceKey, addr));
+        check("offset service_key.port", offset_of!(ServiceKey, port));
+        check("offset service_key.proto", offset_of!(ServiceKey, proto));
+        check("offset service_key.family", offset_of!(ServiceKey, family));
+        check("size service_info", size_of::<ServiceInfo>());
+        check("offset service_info.lb_id", offset_of!(ServiceInfo, lb_id));
+        check("offset service_info.rev_nat", offset_of!(ServiceInfo, rev_nat));
+        check("offset service_info.count", offset_of!(ServiceInfo, count));
+        check("offset service_info.flags", offset_of!(ServiceInfo, flags));
+        check("size backend_info", size_of::<BackendInfo>());
+        check("offset backend_info.addr", offset_of!(BackendInfo, addr));
+        check("offset backend_info.port", offset_of!(BackendInfo, port));
+        check("offset backend_info.family", offset_of!(BackendInfo, family));
+        check("offset backend_info.lb_id", offset_of!(BackendInfo, lb_id));
+        check("size rev_nat_info", size_of::<RevNatInfo>());
+        check("offset rev_nat_info.addr", offset_of!(RevNatInfo, addr));
+        check("offset rev_nat_info.port", offset_of!(RevNatInfo, port));
+        check("offset rev_nat_info.family", offset_of!(RevNatInfo, family));
+        check("size maglev_table", size_of::<MaglevTable>());
+        check("size ct_key", size_of::<CtKey>());
+        check("offset ct_key.saddr", offset_of!(CtKey, saddr));
+        check("offset ct_key.daddr", offset_of!(CtKey, daddr));
+        check("offset ct_key.sport", offset_of!(CtKey, sport));
+        check("offset ct_key.dport", offset_of!(CtKey, dport));
+        check("offset ct_key.proto", offset_of!(CtKey, proto));
+        check("offset ct_key.family", offset_of!(CtKey, family));
+        check("offset ct_key.dir", offset_of!(CtKey, dir));
+        check("size ct_entry", size_of::<CtEntry>());
+        check("offset ct_entry.backend_id", offset_of!(CtEntry, backend_id));
+        check("offset ct_entry.rev_nat", offset_of!(CtEntry, rev_nat));
+        check("offset ct_entry.lb_id", offset_of!(CtEntry, lb_id));
+        check("offset ct_entry.flags", offset_of!(CtEntry, flags));
+        check("size lb_config", size_of::<LbConfig>());
+        check("offset lb_config.services", offset_of!(LbConfig, services));
         // aya's LPM key is what the C side calls net_key4 / net_key6.
         assert_eq!(size_of::<aya::maps::lpm_trie::Key<[u8; 4]>>(), size_of::<NetKey4>());
         assert_eq!(size_of::<aya::maps::lpm_trie::Key<[u8; 16]>>(), size_of::<NetKey6>());
@@ -302,6 +470,17 @@ mod tests {
             ("NET_F_SERVICE", NET_F_SERVICE),
             ("NET_F_NODE", NET_F_NODE),
             ("ENDPOINT_F_NAT_OUTGOING", ENDPOINT_F_NAT_OUTGOING),
+            ("SVC_F_CLUSTER_IP", SVC_F_CLUSTER_IP),
+            ("SVC_F_NODE_PORT", SVC_F_NODE_PORT),
+            ("SVC_F_EXTERNAL", SVC_F_EXTERNAL),
+            ("SVC_F_LOCAL", SVC_F_LOCAL),
+            ("SVC_F_DSR", SVC_F_DSR),
+            ("MAGLEV_M", MAGLEV_M),
+            ("CT_SERVICE", u32::from(CT_SERVICE)),
+            ("CT_REPLY", u32::from(CT_REPLY)),
+            ("SERVICES_MAX", SERVICES_MAX),
+            ("BACKENDS_MAX", BACKENDS_MAX),
+            ("CT_MAX", CT_MAX),
         ] {
             assert_eq!(c[&format!("const {name}")], i64::from(v), "{name}");
         }

@@ -7,6 +7,11 @@
 //! - [`service`]: what a service is (its addresses, ports, policy, mode
 //!   and backends) and the checks every source of services (the config
 //!   file, the datastore) runs before anything is programmed.
+//! - [`plan`]: the frontends and backend tables one node programs.
+//! - [`flow`]: the flow hash that picks a slot, as the datapath computes
+//!   it.
 
+pub mod flow;
 pub mod maglev;
+pub mod plan;
 pub mod service;

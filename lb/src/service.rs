@@ -92,6 +92,10 @@ pub struct Ranges {
     pub node_ports: RangeInclusive<u16>,
 }
 
+/// The most backends one service may have: Maglev needs a table at least
+/// 100 times larger than its backends to balance them within 1%.
+pub const MAX_BACKENDS: usize = (crate::maglev::DEFAULT_SIZE / 100) as usize;
+
 /// Kubernetes' default `--service-node-port-range`.
 pub const NODE_PORTS: RangeInclusive<u16> = 30000..=32767;
 
@@ -179,6 +183,16 @@ pub fn validate(services: &[Service], r: &Ranges) -> Result<(), Invalid> {
                     format!("another service already has NodePort {np} {:?}", s.protocol),
                 ));
             }
+        }
+        if s.backends.len() > MAX_BACKENDS {
+            return Err(invalid(
+                key("backends"),
+                format!(
+                    "{} backends: a Maglev table of {} slots balances at most {MAX_BACKENDS}",
+                    s.backends.len(),
+                    crate::maglev::DEFAULT_SIZE
+                ),
+            ));
         }
         let mut seen = HashSet::new();
         for (j, b) in s.backends.iter().enumerate() {

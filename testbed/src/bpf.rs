@@ -193,6 +193,136 @@ pub mod packet {
         v
     }
 
+    /// A TCP segment or UDP datagram with a valid checksum: Ethernet,
+    /// IPv4 or IPv6 (no options or extension headers), the L4 header and
+    /// `payload` bytes. `tcp_flags` is 0 for UDP.
+    #[derive(Debug, Clone, Copy)]
+    pub struct L4 {
+        pub src: std::net::IpAddr,
+        pub sport: u16,
+        pub dst: std::net::IpAddr,
+        pub dport: u16,
+        pub proto: u8,
+        pub tcp_flags: u8,
+        pub payload: usize,
+    }
+
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const SYN: u8 = 0x02;
+    pub const ACK: u8 = 0x10;
+
+    impl L4 {
+        pub fn tcp(src: std::net::IpAddr, sport: u16, dst: std::net::IpAddr, dport: u16, flags: u8) -> Self {
+            Self { src, sport, dst, dport, proto: TCP, tcp_flags: flags, payload: 16 }
+        }
+        pub fn udp(src: std::net::IpAddr, sport: u16, dst: std::net::IpAddr, dport: u16) -> Self {
+            Self { src, sport, dst, dport, proto: UDP, tcp_flags: 0, payload: 16 }
+        }
+    }
+
+    fn pseudo(src: &[u8], dst: &[u8], proto: u8, len: usize) -> Vec<u8> {
+        let mut p = Vec::with_capacity(40);
+        p.extend_from_slice(src);
+        p.extend_from_slice(dst);
+        if src.len() == 4 {
+            p.extend_from_slice(&[0, proto]);
+            p.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            p.extend_from_slice(&(len as u32).to_be_bytes());
+            p.extend_from_slice(&[0, 0, 0, proto]);
+        }
+        p
+    }
+
+    fn octets(a: std::net::IpAddr) -> Vec<u8> {
+        match a {
+            std::net::IpAddr::V4(a) => a.octets().to_vec(),
+            std::net::IpAddr::V6(a) => a.octets().to_vec(),
+        }
+    }
+
+    pub fn l4(dst_mac: [u8; 6], src_mac: [u8; 6], p: L4) -> Vec<u8> {
+        let hl = if p.proto == TCP { 20 } else { 8 };
+        let mut seg = vec![0u8; hl];
+        seg[0..2].copy_from_slice(&p.sport.to_be_bytes());
+        seg[2..4].copy_from_slice(&p.dport.to_be_bytes());
+        if p.proto == TCP {
+            seg[4..8].copy_from_slice(&0x0102_0304u32.to_be_bytes());
+            seg[12] = 5 << 4;
+            seg[13] = p.tcp_flags;
+            seg[14..16].copy_from_slice(&64240u16.to_be_bytes());
+        } else {
+            seg[4..6].copy_from_slice(&((hl + p.payload) as u16).to_be_bytes());
+        }
+        seg.extend((0..p.payload).map(|i| (i * 7) as u8));
+        let (s, d) = (octets(p.src), octets(p.dst));
+        let mut sum = pseudo(&s, &d, p.proto, seg.len());
+        sum.extend_from_slice(&seg);
+        let c = csum(&sum);
+        let at = if p.proto == TCP { 16 } else { 6 };
+        seg[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        if s.len() == 4 {
+            let mut v = ipv4(
+                dst_mac,
+                src_mac,
+                V4 {
+                    src: Ipv4Addr::new(s[0], s[1], s[2], s[3]),
+                    dst: Ipv4Addr::new(d[0], d[1], d[2], d[3]),
+                    ttl: 64,
+                    ihl: 5,
+                    frag: 0,
+                    proto: p.proto,
+                    payload: seg.len(),
+                },
+            );
+            v.truncate(34);
+            v.extend_from_slice(&seg);
+            v
+        } else {
+            let mut v = eth(dst_mac, src_mac, ETH_P_IPV6);
+            v.extend_from_slice(&[0x60, 0, 0, 0]);
+            v.extend_from_slice(&(seg.len() as u16).to_be_bytes());
+            v.push(p.proto);
+            v.push(64);
+            v.extend_from_slice(&s);
+            v.extend_from_slice(&d);
+            v.extend_from_slice(&seg);
+            v
+        }
+    }
+
+    /// The addresses and ports of a frame `l4` made (after any rewrite).
+    pub fn l4_tuple(frame: &[u8]) -> (std::net::IpAddr, u16, std::net::IpAddr, u16) {
+        let (s, d, off) = if frame[12..14] == ETH_P_IP.to_be_bytes() {
+            let a = |o: usize| std::net::IpAddr::from([frame[o], frame[o + 1], frame[o + 2], frame[o + 3]]);
+            (a(26), a(30), 34)
+        } else {
+            let a = |o: usize| {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(&frame[o..o + 16]);
+                std::net::IpAddr::from(b)
+            };
+            (a(22), a(38), 54)
+        };
+        let port = |o: usize| u16::from_be_bytes([frame[o], frame[o + 1]]);
+        (s, port(off), d, port(off + 2))
+    }
+
+    /// Whether the TCP or UDP checksum of a frame `l4` made is valid (a
+    /// UDP checksum of 0 over IPv4 means none, and is not valid here).
+    pub fn l4_csum_ok(frame: &[u8]) -> bool {
+        let (s, d, proto, off) = if frame[12..14] == ETH_P_IP.to_be_bytes() {
+            (&frame[26..30], &frame[30..34], frame[23], 34)
+        } else {
+            (&frame[22..38], &frame[38..54], frame[20], 54)
+        };
+        let seg = &frame[off..];
+        let mut sum = pseudo(s, d, proto, seg.len());
+        sum.extend_from_slice(seg);
+        csum(&sum) == 0
+    }
+
     /// Whether the IPv4 header at offset 14 has a valid checksum.
     pub fn ipv4_csum_ok(frame: &[u8]) -> bool {
         let hl = usize::from(frame[14] & 0x0f) * 4;

@@ -34,6 +34,9 @@ enum reason {
 	DROP_SOURCE_SPOOFED = 34,   /* source address of another pod's veth */
 	DROP_FIB_BLACKHOLE = 37,    /* blackhole route, as the kernel would */
 	DROP_REDIRECT = 38,         /* the redirect helper refused */
+	DROP_NO_BACKEND = 39,       /* to a service without a backend (Cilium: no service backend) */
+	DROP_NAT = 40,              /* a service translation's rewrite failed */
+	DROP_SERVICE_LOOPBACK = 41, /* a pod to a service whose chosen backend is the pod itself */
 };
 
 /* What an internal function's result means for tc: a redirect reason

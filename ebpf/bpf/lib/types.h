@@ -90,4 +90,93 @@ struct metrics_value {
 #define POD_IFACES_MAX 65536
 #define NETS_MAX 1024
 
+/* Services (lib/lb.h), in the style of Cilium's lb4/lb6 maps.
+ *
+ * merle_services: a frontend (VIP or node address, port, protocol) to the
+ * table of backends it uses. A ClusterIP and the NodePort of the same
+ * service may use different tables: with externalTrafficPolicy Local the
+ * outside frontends use a table of this node's backends only. */
+struct service_key {
+	__u32 addr[4];  /* network order; IPv4 in addr[0], zeroes after */
+	__u16 port;     /* network order */
+	__u8 proto;     /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 family;    /* AF_INET or AF_INET6 */
+};
+
+#define SVC_F_CLUSTER_IP   (1U << 0) /* a ClusterIP: from pods and the node */
+#define SVC_F_NODE_PORT    (1U << 1) /* a NodePort on one of this node's addresses */
+#define SVC_F_EXTERNAL     (1U << 2) /* an external or load-balancer IP */
+#define SVC_F_LOCAL        (1U << 3) /* externalTrafficPolicy Local */
+#define SVC_F_DSR          (1U << 4) /* remote backends by DSR (else SNAT) */
+
+struct service_info {
+	__u32 lb_id;    /* the table: merle_maglev key, merle_backends' lb_id */
+	__u32 rev_nat;  /* merle_rev_nat: the address replies come from */
+	__u32 count;    /* backends in the table; 0: none to send to */
+	__u32 flags;    /* SVC_F_* */
+};
+
+/* merle_backends: backend id to where it is. An id belongs to one table
+ * (lb_id): removing a backend from a service removes its id, and the
+ * flows that conntrack kept on it are balanced again. */
+struct backend_info {
+	__u32 addr[4];  /* network order */
+	__u16 port;     /* network order */
+	__u8 family;
+	__u8 pad;
+	__u32 lb_id;
+};
+
+/* merle_maglev: lb_id to the Maglev lookup table the Rust side built
+ * (merle-lb): slot hash % MAGLEV_M holds the backend id. */
+#define MAGLEV_M 16381
+
+struct maglev_table {
+	__u32 backend[MAGLEV_M];
+};
+
+/* merle_rev_nat: what replies of a translated flow are rewritten to. */
+struct rev_nat_info {
+	__u32 addr[4];  /* network order */
+	__u16 port;     /* network order */
+	__u8 family;
+	__u8 pad;
+};
+
+/* merle_ct: an LRU conntrack. CT_SERVICE entries are keyed by the flow as
+ * the client sent it (client, frontend) and keep it on its backend;
+ * CT_REPLY entries are keyed by the reply as the backend sends it
+ * (backend, client) and name the frontend to rewrite its source to. */
+#define CT_SERVICE 1
+#define CT_REPLY   2
+
+struct ct_key {
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__u16 sport;    /* network order */
+	__u16 dport;
+	__u8 proto;
+	__u8 family;
+	__u8 dir;       /* CT_SERVICE or CT_REPLY */
+	__u8 pad;
+};
+
+struct ct_entry {
+	__u32 backend_id;  /* CT_SERVICE: the backend the flow is on */
+	__u32 rev_nat;     /* CT_REPLY: merle_rev_nat index */
+	__u32 lb_id;       /* CT_SERVICE: the table it was chosen from */
+	__u32 flags;
+};
+
+/* merle_lb_config: one entry; a program skips every service lookup while
+ * no service is programmed. */
+struct lb_config {
+	__u32 services;    /* frontends in merle_services */
+	__u32 pad;
+};
+
+#define SERVICES_MAX  65536
+#define BACKENDS_MAX  262144
+#define CT_MAX        262144
+
 #endif

@@ -1,0 +1,279 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Services: the frontend lookup, the backend a flow goes to, and the
+ * translations both ways, in the shape of Cilium's lb4/lb6.
+ *
+ *   merle_services   (VIP, port, proto) -> table, rev-NAT index, flags
+ *   merle_maglev     table -> Maglev lookup table of backend ids
+ *   merle_backends   backend id -> (address, port)
+ *   merle_rev_nat    rev-NAT index -> (VIP, port) replies come from
+ *   merle_ct         LRU conntrack: flow -> backend, reply -> rev-NAT
+ *
+ * A flow's first packet takes slot flow_hash % MAGLEV_M of the table,
+ * which every node built alike, and the choice is kept in merle_ct: a
+ * backend added later takes new flows only; one removed (its id gone)
+ * sends its own flows through the table again, and no other flow moves.
+ * merled writes all of these (ebpf/src/services.rs). */
+#ifndef MERLE_LB_H
+#define MERLE_LB_H
+
+#include "common.h"
+#include "drop.h"
+#include "hash.h"
+#include "ipv4.h"
+#include "ipv6.h"
+#include "l4.h"
+#include "types.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SERVICES_MAX);
+	__type(key, struct service_key);
+	__type(value, struct service_info);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} merle_services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SERVICES_MAX);
+	__type(key, __u32);
+	__type(value, struct maglev_table);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} merle_maglev SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BACKENDS_MAX);
+	__type(key, __u32);
+	__type(value, struct backend_info);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} merle_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SERVICES_MAX);
+	__type(key, __u32);
+	__type(value, struct rev_nat_info);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} merle_rev_nat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, CT_MAX);
+	__type(key, struct ct_key);
+	__type(value, struct ct_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} merle_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lb_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} merle_lb_config SEC(".maps");
+
+/* Whether any service is programmed: one inlined load, so that a cluster
+ * without services pays nothing else. */
+static __always_inline int lb_active(void)
+{
+	__u32 zero = 0;
+	const struct lb_config *c = bpf_map_lookup_elem(&merle_lb_config, &zero);
+
+	return c && c->services;
+}
+
+/* The backend for the flow `fwd` (CT_SERVICE, as the client sent it) of
+ * `svc`: the one conntrack kept it on while that backend is still in the
+ * service's table, else the table's slot for `hash`, recorded. *fresh is
+ * set when the choice is new. NULL: the table has no such backend. */
+static __always_inline const struct backend_info *lb_backend(const struct ct_key *fwd, const struct service_info *svc,
+							     __u32 hash, __u32 *fresh)
+{
+	const struct ct_entry *ct = bpf_map_lookup_elem(&merle_ct, fwd);
+	const struct maglev_table *t;
+	const struct backend_info *b;
+	struct ct_entry e = {};
+	__u32 id, slot;
+
+	if (ct && ct->lb_id == svc->lb_id) {
+		id = ct->backend_id;
+		b = bpf_map_lookup_elem(&merle_backends, &id);
+		if (b && b->lb_id == svc->lb_id)
+			return b;
+	}
+	t = bpf_map_lookup_elem(&merle_maglev, &svc->lb_id);
+	if (!t)
+		return NULL;
+	slot = hash % MAGLEV_M;
+	/* The verifier does not bound a remainder: say it again, past the
+	 * compiler, which knows it already. */
+	asm volatile("" : "+r"(slot));
+	if (slot >= MAGLEV_M)
+		return NULL;
+	id = t->backend[slot];
+	b = bpf_map_lookup_elem(&merle_backends, &id);
+	if (!b || b->lb_id != svc->lb_id)
+		return NULL;
+	e.backend_id = id;
+	e.lb_id = svc->lb_id;
+	bpf_map_update_elem(&merle_ct, fwd, &e, BPF_ANY);
+	*fresh = 1;
+	return b;
+}
+
+/* Records that replies of the flow from (baddr, bport) to the client go
+ * out as from the frontend `rev_nat`. */
+static __always_inline void lb_reply_record(const struct ct_key *fwd, const __u32 *baddr, __u16 bport, __u32 rev_nat)
+{
+	struct ct_key r = { .proto = fwd->proto, .family = fwd->family, .dir = CT_REPLY };
+	struct ct_entry e = { .rev_nat = rev_nat };
+
+	__builtin_memcpy(r.saddr, baddr, sizeof(r.saddr));
+	__builtin_memcpy(r.daddr, fwd->saddr, sizeof(r.daddr));
+	r.sport = bport;
+	r.dport = fwd->sport;
+	bpf_map_update_elem(&merle_ct, &r, &e, BPF_ANY);
+}
+
+/* The frontend for a packet to (daddr, dport, proto), or NULL. */
+static __always_inline const struct service_info *lb_frontend(__u8 family, const __u32 *daddr, __u16 dport, __u8 proto)
+{
+	struct service_key k = { .port = dport, .proto = proto, .family = family };
+
+	__builtin_memcpy(k.addr, daddr, sizeof(k.addr));
+	return bpf_map_lookup_elem(&merle_services, &k);
+}
+
+/* The result of a frontend lookup and translation. */
+#define LB_NONE 0  /* not for a service: carry on */
+#define LB_DNAT 1  /* translated to a backend */
+
+/* A TCP or UDP packet to a frontend is translated to its backend:
+ * destination address and port, checksums, conntrack. LB_NONE for any
+ * other packet; -DROP_NO_BACKEND for a service without one. */
+static __always_inline int lb4_dnat(struct __sk_buff *skb, const struct iphdr *ip)
+{
+	struct ct_key fwd = { .proto = ip->protocol, .family = AF_INET, .dir = CT_SERVICE };
+	const struct service_info *svc;
+	const struct backend_info *b;
+	struct l4_ports p;
+	__u32 fresh = 0, daddr = ip->daddr, baddr, bport;
+	int r;
+
+	if (!l4_is_tcp_udp(fwd.proto) || l4_ports(skb, L4_OFF_V4, &p) < 0)
+		return LB_NONE;
+	fwd.daddr[0] = daddr;
+	svc = lb_frontend(AF_INET, fwd.daddr, p.dport, fwd.proto);
+	if (!svc)
+		return LB_NONE;
+	if (!svc->count)
+		return -DROP_NO_BACKEND;
+	fwd.saddr[0] = ip->saddr;
+	fwd.sport = p.sport;
+	fwd.dport = p.dport;
+	b = lb_backend(&fwd, svc, flow_hash_v4(ip->saddr, daddr, p.sport, p.dport, fwd.proto), &fresh);
+	if (!b)
+		return -DROP_NO_BACKEND;
+	baddr = b->addr[0];
+	bport = b->port;
+	if (fresh)
+		lb_reply_record(&fwd, b->addr, bport, svc->rev_nat);
+	r = nat_v4(skb, fwd.proto, offsetof(struct iphdr, daddr), daddr, baddr, L4_DPORT, p.dport, bport);
+	return r < 0 ? r : LB_DNAT;
+}
+
+static __always_inline int lb6_dnat(struct __sk_buff *skb, const struct ipv6hdr *ip6)
+{
+	struct ct_key fwd = { .proto = ip6->nexthdr, .family = AF_INET6, .dir = CT_SERVICE };
+	const struct service_info *svc;
+	const struct backend_info *b;
+	struct l4_ports p;
+	__u32 fresh = 0, baddr[4];
+	__u16 bport;
+	int r;
+
+	if (!l4_is_tcp_udp(fwd.proto) || l4_ports(skb, L4_OFF_V6, &p) < 0)
+		return LB_NONE;
+	__builtin_memcpy(fwd.daddr, &ip6->daddr, sizeof(fwd.daddr));
+	svc = lb_frontend(AF_INET6, fwd.daddr, p.dport, fwd.proto);
+	if (!svc)
+		return LB_NONE;
+	if (!svc->count)
+		return -DROP_NO_BACKEND;
+	__builtin_memcpy(fwd.saddr, &ip6->saddr, sizeof(fwd.saddr));
+	fwd.sport = p.sport;
+	fwd.dport = p.dport;
+	b = lb_backend(&fwd, svc, flow_hash_v6(fwd.saddr, fwd.daddr, p.sport, p.dport, fwd.proto), &fresh);
+	if (!b)
+		return -DROP_NO_BACKEND;
+	__builtin_memcpy(baddr, b->addr, sizeof(baddr));
+	bport = b->port;
+	if (fresh)
+		lb_reply_record(&fwd, baddr, bport, svc->rev_nat);
+	r = nat_v6(skb, fwd.proto, offsetof(struct ipv6hdr, daddr), fwd.daddr, baddr, L4_DPORT, p.dport, bport);
+	return r < 0 ? r : LB_DNAT;
+}
+
+/* A reply of a translated flow, on its way into the client's pod: its
+ * source becomes the frontend the client used. 1 when it was rewritten
+ * (packet pointers must be loaded again), 0 for any other packet. */
+static __always_inline int lb4_rev_nat(struct __sk_buff *skb)
+{
+	struct iphdr *ip = ipv4_header(skb);
+	struct ct_key k = { .family = AF_INET, .dir = CT_REPLY };
+	const struct rev_nat_info *rn;
+	const struct ct_entry *ct;
+	struct l4_ports p;
+	__u32 saddr;
+	int r;
+
+	if (!ip || !l4_is_tcp_udp(ip->protocol) || l4_ports(skb, L4_OFF_V4, &p) < 0)
+		return 0;
+	k.proto = ip->protocol;
+	k.saddr[0] = saddr = ip->saddr;
+	k.daddr[0] = ip->daddr;
+	k.sport = p.sport;
+	k.dport = p.dport;
+	ct = bpf_map_lookup_elem(&merle_ct, &k);
+	if (!ct)
+		return 0;
+	rn = bpf_map_lookup_elem(&merle_rev_nat, &ct->rev_nat);
+	if (!rn || rn->family != AF_INET)
+		return 0;
+	r = nat_v4(skb, k.proto, offsetof(struct iphdr, saddr), saddr, rn->addr[0], L4_SPORT, p.sport, rn->port);
+	return r < 0 ? r : 1;
+}
+
+static __always_inline int lb6_rev_nat(struct __sk_buff *skb)
+{
+	struct ipv6hdr *ip6 = ipv6_header(skb);
+	struct ct_key k = { .family = AF_INET6, .dir = CT_REPLY };
+	const struct rev_nat_info *rn;
+	const struct ct_entry *ct;
+	struct l4_ports p;
+	__u32 vip[4];
+	int r;
+
+	if (!ip6 || !l4_is_tcp_udp(ip6->nexthdr) || l4_ports(skb, L4_OFF_V6, &p) < 0)
+		return 0;
+	k.proto = ip6->nexthdr;
+	__builtin_memcpy(k.saddr, &ip6->saddr, sizeof(k.saddr));
+	__builtin_memcpy(k.daddr, &ip6->daddr, sizeof(k.daddr));
+	k.sport = p.sport;
+	k.dport = p.dport;
+	ct = bpf_map_lookup_elem(&merle_ct, &k);
+	if (!ct)
+		return 0;
+	rn = bpf_map_lookup_elem(&merle_rev_nat, &ct->rev_nat);
+	if (!rn || rn->family != AF_INET6)
+		return 0;
+	__builtin_memcpy(vip, rn->addr, sizeof(vip));
+	r = nat_v6(skb, k.proto, offsetof(struct ipv6hdr, saddr), k.saddr, vip, L4_SPORT, p.sport, rn->port);
+	return r < 0 ? r : 1;
+}
+
+#endif

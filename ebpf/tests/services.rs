@@ -1,0 +1,305 @@
+//! Services in the programs, with BPF_PROG_TEST_RUN on crafted TCP and UDP
+//! packets: ClusterIP translation from pods, the reverse on the way back
+//! in, Maglev as the C side reads the table the Rust side built, and what
+//! conntrack keeps when backends come and go. The namespace is
+//! `testbed::bpf::prog_net`'s (pod0 10.1.0.5, pod1 10.1.0.6 on this node;
+//! 10.99.0.0/24 behind up0).
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use merle_ebpf::datapath::{load, AttachMode, Linker};
+use merle_ebpf::endpoints::Endpoints;
+use merle_ebpf::metrics::Metrics;
+use merle_ebpf::objects;
+use merle_ebpf::services::Services;
+use merle_ebpf::types::{EndpointInfo, Hook, Reason, MAGLEV_M};
+use merle_ebpf::PinDir;
+use merle_lb::plan::{plan, Frontend, Plan, Target};
+use merle_lb::service::{Backend, Mode, Protocol, Service, TrafficPolicy};
+use testbed::bpf::packet::{self, ACK, L4, SYN, TCP};
+use testbed::bpf::{mac_of, prog_net, skip_unless_bpf, BpfFs};
+use testbed::netns::Netns;
+
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
+const POD_MAC: [u8; 6] = [0x0a, 0x58, 10, 1, 0, 5];
+const POD1_MAC: [u8; 6] = [0x0a, 0x58, 10, 1, 0, 6];
+const NODE_MAC: [u8; 6] = [0xee; 6];
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+struct Bed {
+    pins: PinDir,
+    pod: Linker,
+    node: Linker,
+    metrics: Metrics,
+    p0: u32,
+    p1: u32,
+    up: u32,
+    up_mac: [u8; 6],
+}
+
+impl Bed {
+    fn run(&self, l: &Linker, ifindex: u32, pkt: &[u8], verdict: u32, hook: Hook, reason: Reason) -> Vec<u8> {
+        let before = self.metrics.get(hook, reason).packets;
+        let r = l.test_run(pkt, ifindex, 1).unwrap();
+        assert_eq!(r.retval, verdict, "verdict (reason wanted: {})", reason.name());
+        assert_eq!(self.metrics.get(hook, reason).packets, before + 1, "counter {}", reason.name());
+        r.data
+    }
+    /// A packet pod0 sends; the frame as it would leave.
+    fn pod0_sends(&self, p: L4, reason: Reason) -> Vec<u8> {
+        let pkt = packet::l4(NODE_MAC, POD_MAC, p);
+        self.run(&self.pod, self.p0, &pkt, TC_ACT_REDIRECT, Hook::PodIngress, reason)
+    }
+    fn services(&self) -> Services {
+        Services::open(&self.pins).unwrap()
+    }
+    fn program(&self, services: &[Service]) -> Plan {
+        let p = plan(services, "n1", &[ip("192.0.2.1")]);
+        self.services().sync(&p).unwrap();
+        p
+    }
+}
+
+fn with_bed(test: &str, f: impl FnOnce(&Bed) + Send + 'static) {
+    if skip_unless_bpf(test) {
+        return;
+    }
+    let fs = BpfFs::new(test).unwrap();
+    let pins = PinDir::new(fs.pin_dir());
+    let ns = Netns::new("svc").unwrap();
+    prog_net(&ns).unwrap();
+    let up_mac = mac_of(&ns, "up0").unwrap();
+    let h = ns
+        .spawn(move || {
+            load(&pins, &objects::PROGRAMS, &objects::digest()).unwrap();
+            let pod = Linker::open(&pins, AttachMode::Tcx, &objects::POD_INGRESS).unwrap();
+            let node = Linker::open(&pins, AttachMode::Tcx, &objects::NODE_INGRESS).unwrap();
+            let metrics = Metrics::open(&pins).unwrap();
+            let (p0, p1, up) =
+                (merle_ebpf::sys::ifindex("pod0"), merle_ebpf::sys::ifindex("pod1"), merle_ebpf::sys::ifindex("up0"));
+            let mut eps = Endpoints::open(&pins).unwrap();
+            let ep = |ifindex, pod_mac| EndpointInfo { ifindex, pod_mac, node_mac: NODE_MAC, flags: 0, pad: 0 };
+            eps.put(ip("10.1.0.5"), ep(p0, POD_MAC)).unwrap();
+            eps.put(ip("10.1.0.6"), ep(p1, POD1_MAC)).unwrap();
+            eps.put(ip("fd00:1::5"), ep(p0, POD_MAC)).unwrap();
+            eps.put(ip("fd00:1::6"), ep(p1, POD1_MAC)).unwrap();
+            drop(eps);
+            f(&Bed { pins, pod, node, metrics, p0, p1, up, up_mac });
+        })
+        .unwrap();
+    let r = h.join();
+    drop(ns);
+    drop(fs);
+    match r {
+        Ok(r) => r.unwrap(),
+        Err(p) => std::panic::resume_unwind(p),
+    }
+}
+
+fn service(name: &str, vip: &str, port: u16, protocol: Protocol, backends: &[(&str, u16)]) -> Service {
+    Service {
+        name: name.into(),
+        protocol,
+        cluster_ip: ip(vip),
+        port,
+        node_port: None,
+        external_ips: vec![],
+        load_balancer_ips: vec![],
+        external_traffic_policy: TrafficPolicy::Cluster,
+        mode: Mode::Snat,
+        backends: backends.iter().map(|(a, p)| Backend { address: ip(a), port: *p, node: "n1".into() }).collect(),
+    }
+}
+
+/// The backend the datapath must pick for a new flow: the slot of the
+/// flow's hash in the table merle-lb builds for these targets.
+fn expected(targets: &[Target], src: IpAddr, sport: u16, vip: IpAddr, port: u16, proto: u8) -> Target {
+    let keys: Vec<Vec<u8>> = targets.iter().map(Target::maglev_key).collect();
+    let t = merle_lb::maglev::table(&keys, MAGLEV_M).unwrap();
+    let h = merle_lb::flow::flow_hash(src, sport, vip, port, proto);
+    targets[t[(h % MAGLEV_M) as usize] as usize]
+}
+
+#[test]
+fn a_pod_to_a_cluster_ip_goes_to_the_backend_maglev_picks_with_checksums_right() {
+    with_bed("svc_dnat", |b| {
+        let s = service("web", "10.100.0.10", 80, Protocol::Tcp, &[("10.1.0.6", 8080), ("10.99.0.7", 8080)]);
+        let p = b.program(&[s]);
+        let targets = p.tables.values().next().unwrap().clone();
+        // The map holds the table merle-lb built, slot for slot.
+        let svcs = b.services();
+        let prog = svcs.programmed();
+        assert_eq!(prog.len(), 1);
+        let ids: BTreeMap<u32, Target> = prog[0].backends.iter().copied().collect();
+        let held = svcs.table(prog[0].lb_id).unwrap();
+        let keys: Vec<Vec<u8>> = targets.iter().map(Target::maglev_key).collect();
+        let built = merle_lb::maglev::table(&keys, MAGLEV_M).unwrap();
+        assert_eq!(held.len(), built.len());
+        assert!(held.iter().zip(&built).all(|(id, i)| ids[id] == targets[*i as usize]), "the map is the Rust table");
+
+        let (vip, client) = (ip("10.100.0.10"), ip("10.1.0.5"));
+        let mut seen: BTreeMap<Target, u32> = BTreeMap::new();
+        for sport in 40000..40200u16 {
+            let want = expected(&targets, client, sport, vip, 80, TCP);
+            let local = want.address == ip("10.1.0.6");
+            let reason = if local { Reason::RedirectPeer } else { Reason::RedirectFib };
+            let out = b.pod0_sends(L4::tcp(client, sport, vip, 80, SYN), reason);
+            let (s, sp, d, dp) = packet::l4_tuple(&out);
+            assert_eq!((s, sp), (client, sport), "the source is kept");
+            assert_eq!(Target { address: d, port: dp }, want, "flow {sport}: the backend of the flow's slot");
+            assert!(packet::ipv4_csum_ok(&out), "IPv4 checksum");
+            assert!(packet::l4_csum_ok(&out), "TCP checksum after DNAT");
+            *seen.entry(want).or_default() += 1;
+            // The next segment of the flow takes the same backend.
+            let again = b.pod0_sends(L4::tcp(client, sport, vip, 80, ACK), reason);
+            assert_eq!(packet::l4_tuple(&again).2, d);
+        }
+        assert_eq!(seen.len(), 2, "both backends get flows: {seen:?}");
+        assert!(seen.values().all(|n| *n > 60), "roughly even: {seen:?}");
+        assert_eq!(svcs.flows(), 400, "a CT_SERVICE and a CT_REPLY entry per flow");
+    });
+}
+
+#[test]
+fn replies_are_translated_back_to_the_cluster_ip_on_the_way_into_the_client() {
+    with_bed("svc_rev", |b| {
+        let tcp = service("web", "10.100.0.10", 80, Protocol::Tcp, &[("10.1.0.6", 8080)]);
+        let udp = service("dns", "10.100.0.53", 53, Protocol::Udp, &[("10.99.0.7", 5353)]);
+        let v6 = service("web6", "fd00:100::10", 80, Protocol::Tcp, &[("fd00:1::6", 8080)]);
+        b.program(&[tcp, udp, v6]);
+        let (client, client6) = (ip("10.1.0.5"), ip("fd00:1::5"));
+
+        // TCP, local backend: the reply comes from pod1 through its veth.
+        let out = b.pod0_sends(L4::tcp(client, 41000, ip("10.100.0.10"), 80, SYN), Reason::RedirectPeer);
+        assert_eq!(packet::l4_tuple(&out), (client, 41000, ip("10.1.0.6"), 8080));
+        let reply = packet::l4(NODE_MAC, POD1_MAC, L4::tcp(ip("10.1.0.6"), 8080, client, 41000, SYN | ACK));
+        let back = b.run(&b.pod, b.p1, &reply, TC_ACT_REDIRECT, Hook::PodIngress, Reason::RedirectPeer);
+        assert_eq!(packet::l4_tuple(&back), (ip("10.100.0.10"), 80, client, 41000), "from the ClusterIP");
+        assert!(packet::ipv4_csum_ok(&back) && packet::l4_csum_ok(&back));
+
+        // UDP, remote backend: the reply arrives on the uplink.
+        let out = b.pod0_sends(L4::udp(client, 41001, ip("10.100.0.53"), 53), Reason::RedirectFib);
+        assert_eq!(packet::l4_tuple(&out), (client, 41001, ip("10.99.0.7"), 5353));
+        assert!(packet::l4_csum_ok(&out), "UDP checksum after DNAT");
+        let reply = packet::l4(b.up_mac, [2; 6], L4::udp(ip("10.99.0.7"), 5353, client, 41001));
+        let back = b.run(&b.node, b.up, &reply, TC_ACT_REDIRECT, Hook::NodeIngress, Reason::RedirectPeer);
+        assert_eq!(packet::l4_tuple(&back), (ip("10.100.0.53"), 53, client, 41001));
+        assert!(packet::ipv4_csum_ok(&back) && packet::l4_csum_ok(&back));
+
+        // IPv6.
+        let out = b.pod0_sends(L4::tcp(client6, 41002, ip("fd00:100::10"), 80, SYN), Reason::RedirectPeer);
+        assert_eq!(packet::l4_tuple(&out), (client6, 41002, ip("fd00:1::6"), 8080));
+        assert!(packet::l4_csum_ok(&out), "TCP over IPv6 checksum after DNAT");
+        let reply = packet::l4(NODE_MAC, POD1_MAC, L4::tcp(ip("fd00:1::6"), 8080, client6, 41002, SYN | ACK));
+        let back = b.run(&b.pod, b.p1, &reply, TC_ACT_REDIRECT, Hook::PodIngress, Reason::RedirectPeer);
+        assert_eq!(packet::l4_tuple(&back), (ip("fd00:100::10"), 80, client6, 41002));
+        assert!(packet::l4_csum_ok(&back));
+
+        // A packet between the same pods that is not a reply stays as it is.
+        let plain = packet::l4(NODE_MAC, POD1_MAC, L4::tcp(ip("10.1.0.6"), 9999, client, 41000, ACK));
+        let out = b.run(&b.pod, b.p1, &plain, TC_ACT_REDIRECT, Hook::PodIngress, Reason::RedirectPeer);
+        assert_eq!(packet::l4_tuple(&out), (ip("10.1.0.6"), 9999, client, 41000));
+    });
+}
+
+#[test]
+fn removing_a_backend_moves_only_its_flows_and_adding_one_takes_new_flows_only() {
+    with_bed("svc_churn", |b| {
+        let three = [("10.99.0.7", 80), ("10.99.0.8", 80), ("10.99.0.9", 80)];
+        b.program(&[service("web", "10.100.0.10", 80, Protocol::Tcp, &three)]);
+        let (vip, client) = (ip("10.100.0.10"), ip("10.1.0.5"));
+        let flow = |sport: u16| {
+            let out = b.pod0_sends(L4::tcp(client, sport, vip, 80, ACK), Reason::RedirectFib);
+            packet::l4_tuple(&out).2
+        };
+        let before: Vec<IpAddr> = (42000..42300).map(flow).collect();
+        let gone = ip("10.99.0.8");
+        let s = b.program(&[service("web", "10.100.0.10", 80, Protocol::Tcp, &[three[0], three[2]])]);
+        let targets = s.tables.values().next().unwrap().clone();
+        let mut moved = 0;
+        for (i, sport) in (42000..42300).enumerate() {
+            let now = flow(sport);
+            if before[i] == gone {
+                moved += 1;
+                assert_eq!(now, expected(&targets, client, sport, vip, 80, TCP).address, "moved by the new table");
+            } else {
+                assert_eq!(now, before[i], "flow {sport} was not on the removed backend and stays");
+            }
+        }
+        assert!(moved > 50, "the removed backend had flows: {moved}");
+
+        // A fourth backend: every existing flow stays; new flows follow
+        // the new table, and some of them go to it.
+        let four = [three[0], three[2], ("10.99.0.10", 80)];
+        let s = b.program(&[service("web", "10.100.0.10", 80, Protocol::Tcp, &four)]);
+        let targets = s.tables.values().next().unwrap().clone();
+        let kept: Vec<IpAddr> = (42000..42300).map(flow).collect();
+        for (i, sport) in (42000..42300).enumerate() {
+            if before[i] != gone {
+                assert_eq!(kept[i], before[i], "flow {sport} stays on its backend");
+            }
+        }
+        let fresh: Vec<IpAddr> = (43000..43300).map(flow).collect();
+        assert!(fresh.contains(&ip("10.99.0.10")), "new flows reach the new backend");
+        for (i, sport) in (43000..43300).enumerate() {
+            assert_eq!(fresh[i], expected(&targets, client, sport, vip, 80, TCP).address);
+        }
+    });
+}
+
+#[test]
+fn a_service_without_backends_or_to_the_pod_itself_is_dropped_with_its_reason() {
+    with_bed("svc_drop", |b| {
+        b.program(&[
+            service("empty", "10.100.0.1", 80, Protocol::Tcp, &[]),
+            service("self", "10.100.0.2", 80, Protocol::Udp, &[("10.1.0.5", 8080)]),
+        ]);
+        let pkt = packet::l4(NODE_MAC, POD_MAC, L4::tcp(ip("10.1.0.5"), 1234, ip("10.100.0.1"), 80, SYN));
+        b.run(&b.pod, b.p0, &pkt, TC_ACT_SHOT, Hook::PodIngress, Reason::DropNoBackend);
+        let pkt = packet::l4(NODE_MAC, POD_MAC, L4::udp(ip("10.1.0.5"), 1234, ip("10.100.0.2"), 80));
+        b.run(&b.pod, b.p0, &pkt, TC_ACT_SHOT, Hook::PodIngress, Reason::DropServiceLoopback);
+        // Another port of the same address is no service: routed as before.
+        let pkt = packet::l4(NODE_MAC, POD_MAC, L4::udp(ip("10.1.0.5"), 1234, ip("10.100.0.2"), 81));
+        let r = b.pod.test_run(&pkt, b.p0, 1).unwrap();
+        assert_ne!(r.retval, TC_ACT_SHOT);
+        assert_eq!(packet::l4_tuple(&r.data).2, ip("10.100.0.2"));
+    });
+}
+
+#[test]
+fn a_second_sync_changes_nothing_and_ids_survive_reopening_the_maps() {
+    with_bed("svc_sync", |b| {
+        let set = vec![
+            service("a", "10.100.0.1", 80, Protocol::Tcp, &[("10.99.0.7", 80), ("10.99.0.8", 80)]),
+            service("b", "10.100.0.2", 53, Protocol::Udp, &[("10.99.0.7", 53)]),
+        ];
+        let p = plan(&set, "n1", &[]);
+        let first = b.services().sync(&p).unwrap();
+        assert_eq!((first.frontends_put, first.tables_written, first.backends_put), (2, 2, 3));
+        let before = b.services().programmed();
+        let again = b.services().sync(&p).unwrap();
+        assert!(!again.changed(), "nothing to do: {again:?}");
+        assert_eq!(b.services().programmed(), before, "same ids, same entries");
+        // Changing one service rewrites that one only.
+        let mut set2 = set.clone();
+        set2[1].backends.push(Backend { address: ip("10.99.0.9"), port: 53, node: "n2".into() });
+        let d = b.services().sync(&plan(&set2, "n1", &[])).unwrap();
+        assert_eq!((d.tables_written, d.backends_put, d.frontends_put), (1, 1, 1), "{d:?}");
+        let after = b.services().programmed();
+        let a = |v: &[merle_ebpf::services::Programmed]| v.iter().find(|f| f.frontend.port == 80).cloned().unwrap();
+        assert_eq!(a(&after), a(&before), "service a untouched");
+        // Everything removed: the maps are empty and the programs skip.
+        let d = b.services().sync(&Plan::default()).unwrap();
+        assert_eq!((d.frontends_removed, d.tables_removed, d.backends_removed), (2, 2, 4));
+        assert!(b.services().programmed().is_empty());
+        let f = Frontend { address: ip("10.100.0.1"), port: 80, protocol: Protocol::Tcp };
+        assert_eq!(f.to_string(), "10.100.0.1:80/tcp");
+    });
+}
