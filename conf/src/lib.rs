@@ -63,12 +63,29 @@ fn parse<S: config::Source + Send + Sync + 'static>(source: S, file: &Path) -> R
         .add_source(source)
         .build()
         .map_err(|e| err(String::new(), format!("cannot parse TOML: {e}")))?;
-    let cfg: Config = serde_path_to_error::deserialize(raw).map_err(|e| {
+    let mut cfg: Config = serde_path_to_error::deserialize(raw).map_err(|e| {
         let key = e.path().to_string();
         let key = if key == "." { String::new() } else { key };
         err(key, clean_serde_message(&e.inner().to_string()))
     })?;
-    validate::validate(&cfg).map_err(|(key, message)| err(key, message))?;
+    let legacy = cfg.services.legacy_ranges.is_some();
+    if let Some(r) = cfg.services.legacy_ranges.take() {
+        if cfg.service_ranges != Services::default() {
+            return Err(err(
+                "services".into(),
+                "the [services] table of ranges is the older spelling of [service_ranges]: give one of them".into(),
+            ));
+        }
+        cfg.service_ranges = r;
+    }
+    validate::validate(&cfg).map_err(|(key, message)| {
+        // Named as the file spells it.
+        let key = match key.strip_prefix("service_ranges.") {
+            Some(rest) if legacy => format!("services.{rest}"),
+            _ => key,
+        };
+        err(key, message)
+    })?;
     Ok(cfg)
 }
 

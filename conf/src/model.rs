@@ -24,8 +24,14 @@ pub struct Config {
     /// node-to-node mesh and the route-reflector sessions come from here.
     #[serde(default)]
     pub nodes: Vec<NodeEntry>,
+    /// The services this node load-balances (`[[services]]`). The older
+    /// `[services]` table of ranges is still read, as `service_ranges`.
     #[serde(default)]
-    pub services: Services,
+    pub services: ServiceList,
+    /// The service address ranges (Calico's serviceClusterIPs,
+    /// serviceExternalIPs, serviceLoadBalancerIPs).
+    #[serde(default)]
+    pub service_ranges: Services,
     /// The cluster's IP pools (Calico IPPool): block size and encapsulation.
     #[serde(default)]
     pub pools: Vec<Pool>,
@@ -290,6 +296,52 @@ pub struct NodeEntry {
     /// Set: that node is a route reflector.
     #[serde(default)]
     pub route_reflector_cluster_id: Option<Ipv4Addr>,
+}
+
+/// `[[services]]`: Kubernetes Services as merle programs them. For the
+/// files of earlier versions, `services` may also be the table of ranges
+/// that is now `[service_ranges]`; loading moves it there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct ServiceList {
+    pub list: Vec<merle_lb::service::Service>,
+    /// The `[services]` table of an older file, until loading moves it.
+    #[serde(skip)]
+    pub legacy_ranges: Option<Services>,
+}
+
+impl std::ops::Deref for ServiceList {
+    type Target = [merle_lb::service::Service];
+    fn deref(&self) -> &Self::Target {
+        &self.list
+    }
+}
+
+impl From<Vec<merle_lb::service::Service>> for ServiceList {
+    fn from(list: Vec<merle_lb::service::Service>) -> Self {
+        Self { list, legacy_ranges: None }
+    }
+}
+
+impl<'de> Deserialize<'de> for ServiceList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ServiceList;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of services ([[services]]) or the older table of ranges ([services])")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, a: A) -> Result<ServiceList, A::Error> {
+                let list = Vec::deserialize(serde::de::value::SeqAccessDeserializer::new(a))?;
+                Ok(ServiceList { list, legacy_ranges: None })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<ServiceList, A::Error> {
+                let r = Services::deserialize(serde::de::value::MapAccessDeserializer::new(a))?;
+                Ok(ServiceList { list: Vec::new(), legacy_ranges: Some(r) })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Service address ranges every node advertises.

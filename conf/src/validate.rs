@@ -108,6 +108,18 @@ fn check_prefix(key: String, p: &IpNet) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Where `[[services]]` may put addresses: the service ranges, the pools
+/// (every backend is a pod) and Kubernetes' NodePort range.
+pub fn service_ranges(c: &Config) -> merle_lb::service::Ranges {
+    merle_lb::service::Ranges {
+        cluster_ips: c.service_ranges.cluster_ips.clone(),
+        external_ips: c.service_ranges.external_ips.clone(),
+        load_balancer_ips: c.service_ranges.load_balancer_ips.clone(),
+        pools: c.pools.iter().map(|p| p.cidr).collect(),
+        node_ports: merle_lb::service::NODE_PORTS,
+    }
+}
+
 pub fn validate(c: &Config) -> Result<(), Failure> {
     let n = &c.node;
     if n.name.trim().is_empty() {
@@ -225,14 +237,15 @@ pub fn validate(c: &Config) -> Result<(), Failure> {
         }
     }
     for (name, list) in [
-        ("cluster_ips", &c.services.cluster_ips),
-        ("external_ips", &c.services.external_ips),
-        ("load_balancer_ips", &c.services.load_balancer_ips),
+        ("cluster_ips", &c.service_ranges.cluster_ips),
+        ("external_ips", &c.service_ranges.external_ips),
+        ("load_balancer_ips", &c.service_ranges.load_balancer_ips),
     ] {
         for (i, p) in list.iter().enumerate() {
-            check_prefix(format!("services.{name}[{i}]"), p)?;
+            check_prefix(format!("service_ranges.{name}[{i}]"), p)?;
         }
     }
+    merle_lb::service::validate(&c.services, &service_ranges(c)).map_err(|e| (e.key, e.message))?;
 
     let mut names = HashSet::new();
     let mut addrs = HashSet::new();

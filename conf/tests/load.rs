@@ -29,7 +29,68 @@ fn example_config_loads() {
     assert_eq!(c.bgp.peers.len(), 1);
     assert_eq!(c.advertise.len(), 2);
     assert_eq!(c.nodes.len(), 2);
-    assert_eq!(c.services.cluster_ips.len(), 1);
+    assert_eq!(c.service_ranges.cluster_ips.len(), 1);
+    assert_eq!(c.services.len(), 1);
+    assert_eq!(c.services[0].backends.len(), 2);
+}
+
+#[test]
+fn the_older_services_table_is_read_as_the_service_ranges() {
+    let f = write(&format!("{MINIMAL}[services]\ncluster_ips = [\"10.96.0.0/12\"]\n"));
+    let c = conf::load(f.path()).unwrap();
+    assert_eq!(c.service_ranges.cluster_ips[0].to_string(), "10.96.0.0/12");
+    assert!(c.services.is_empty());
+    let f = write(&format!(
+        "{MINIMAL}[service_ranges]\ncluster_ips = [\"10.96.0.0/12\"]\n[services]\ncluster_ips = [\"10.97.0.0/16\"]\n"
+    ));
+    let e = conf::load(f.path()).unwrap_err();
+    assert_eq!(e.key, "services");
+    assert!(e.message.contains("give one of them"), "{e}");
+}
+
+const SERVICES: &str = "[service_ranges]\ncluster_ips = [\"10.96.0.0/12\"]\nload_balancer_ips = [\"192.0.2.0/24\"]\n\
+    [[pools]]\ncidr = \"10.244.0.0/16\"\n";
+
+fn service(extra: &str) -> String {
+    format!(
+        "{MINIMAL}{SERVICES}[[services]]\nname = \"web\"\nprotocol = \"tcp\"\ncluster_ip = \"10.96.0.80\"\nport = 80\n{extra}"
+    )
+}
+
+#[test]
+fn services_load_and_each_mistake_is_named_by_its_key() {
+    let f = write(&service("backends = [{ address = \"10.244.0.10\", port = 8080, node = \"n1\" }]\n"));
+    let c = conf::load(f.path()).unwrap();
+    assert_eq!(c.services[0].backends[0].port, 8080);
+    for (extra, key, words) in [
+        ("node_port = 80\n", "services[0].node_port", "outside the NodePort range"),
+        ("load_balancer_ips = [\"198.51.100.1\"]\n", "services[0].load_balancer_ips[0]", "outside every"),
+        (
+            "backends = [{ address = \"10.9.0.1\", port = 80, node = \"n1\" }]\n",
+            "services[0].backends[0].address",
+            "not a pod address",
+        ),
+        (
+            "backends = [{ address = \"10.244.0.1\", port = 70000, node = \"n1\" }]\n",
+            "services[0].backends[0].port",
+            "16 bit",
+        ),
+        ("mode = \"fast\"\n", "services[0].mode", "use snat, dsr or hybrid"),
+        ("external_traffic_policy = \"local\"\n", "services[0].external_traffic_policy", "use Cluster or Local"),
+        ("protocol2 = \"udp\"\n", "services[0]", "unknown field"),
+    ] {
+        let f = write(&service(extra));
+        let e = conf::load(f.path()).unwrap_err();
+        assert!(e.key.starts_with(key), "{extra:?}: key {} (want {key}): {e}", e.key);
+        assert!(e.message.contains(words), "{extra:?}: {e}");
+    }
+    let twice = format!(
+        "{}[[services]]\nname = \"web\"\nprotocol = \"udp\"\ncluster_ip = \"10.96.0.81\"\nport = 53\n",
+        service("")
+    );
+    let e = conf::load(write(&twice).path()).unwrap_err();
+    assert_eq!(e.key, "services[1].name");
+    assert!(e.message.contains("duplicate service"), "{e}");
 }
 
 #[test]
@@ -73,6 +134,7 @@ fn bad_values_are_named_by_key() {
         ("[log]\nlevel = \"loud\"\n", "log.level", "unknown level"),
         ("[[advertise]]\nprefix = \"10.244.1.0/26\"\ncommunities = [\"70000:1\"]\n", "advertise[0].communities[0]", "invalid community"),
         ("[services]\ncluster_ips = [\"10.96.0.1/12\"]\n", "services.cluster_ips[0]", "host bits"),
+        ("[service_ranges]\ncluster_ips = [\"10.96.0.1/12\"]\n", "service_ranges.cluster_ips[0]", "host bits"),
         ("[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 1\npassword = \"\"\n", "bgp.peers[0].password", "1 to 80"),
         ("[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 1\nttl_security = 0\n", "bgp.peers[0].ttl_security", "out of range"),
         ("[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 1\nnext_hop_mode = \"maybe\"\n", "bgp.peers[0].next_hop_mode", "use auto, self or keep"),

@@ -21,7 +21,7 @@ pub fn ranges(cfg: &conf::Config) -> BTreeMap<IpNet, u32> {
     for p in &cfg.pools {
         add(p.cidr, NET_F_POOL | if p.nat_outgoing { NET_F_NAT_OUTGOING } else { 0 });
     }
-    for s in cfg.services.all() {
+    for s in cfg.service_ranges.all() {
         add(*s, NET_F_SERVICE);
     }
     add(cfg.node.address, NET_F_NODE);

@@ -28,6 +28,41 @@ pub struct Report {
     pub counters: Vec<Counter>,
     /// Outgoing NAT: whether merle's nftables table is in place.
     pub nat_outgoing: bool,
+    /// The configured services and what of them is programmed.
+    #[serde(default)]
+    pub services: Vec<ServiceReport>,
+    /// Why the services are not programmed as configured (the previous
+    /// set stays in the maps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services_error: Option<String>,
+}
+
+/// One service: as configured, and its frontends on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceReport {
+    pub service: merle_lb::service::Service,
+    /// The node reporting.
+    pub node: String,
+    pub frontends: Vec<FrontendReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrontendReport {
+    /// `10.96.0.10:80/tcp`.
+    pub frontend: String,
+    pub kind: merle_lb::plan::Kind,
+    /// `externalTrafficPolicy: Local`: only this node's backends.
+    pub local: bool,
+    /// Remote backends by DSR.
+    pub dsr: bool,
+    /// Backends of its table, as planned.
+    pub backends: usize,
+    /// The table id in the maps, when programmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lb_id: Option<u32>,
+    /// Backends the maps hold for it, when programmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub programmed_backends: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::service::{Mode, Protocol, Service, TrafficPolicy};
 
@@ -44,7 +44,7 @@ impl std::fmt::Display for Frontend {
 }
 
 /// Which kind of address a frontend is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
     ClusterIp,

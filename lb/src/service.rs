@@ -20,7 +20,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum Protocol {
     Tcp,
     Udp,
@@ -28,7 +28,7 @@ pub enum Protocol {
 
 /// How a node forwards to a backend on another node.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum Mode {
     /// DNAT and SNAT to the node's address; replies come back through it.
     #[default]
@@ -42,6 +42,7 @@ pub enum Mode {
 
 /// Kubernetes' `externalTrafficPolicy`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String")]
 pub enum TrafficPolicy {
     /// Any backend, on any node.
     #[default]
@@ -49,6 +50,41 @@ pub enum TrafficPolicy {
     /// Only this node's backends; the client's address is kept, and a node
     /// without one does not advertise the service.
     Local,
+}
+
+// Named errors for the enums, as the rest of the configuration gives them.
+impl TryFrom<String> for Protocol {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "tcp" => Ok(Self::Tcp),
+            "udp" => Ok(Self::Udp),
+            other => Err(format!("unknown protocol {other:?}: use tcp or udp")),
+        }
+    }
+}
+
+impl TryFrom<String> for Mode {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "snat" => Ok(Self::Snat),
+            "dsr" => Ok(Self::Dsr),
+            "hybrid" => Ok(Self::Hybrid),
+            other => Err(format!("unknown mode {other:?}: use snat, dsr or hybrid")),
+        }
+    }
+}
+
+impl TryFrom<String> for TrafficPolicy {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "Cluster" => Ok(Self::Cluster),
+            "Local" => Ok(Self::Local),
+            other => Err(format!("unknown external_traffic_policy {other:?}: use Cluster or Local")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]

@@ -236,6 +236,37 @@ impl Cluster {
         self.wait_mode(node, mode)
     }
 
+    /// Replaces the services section of node `i`'s configuration (what an
+    /// earlier call appended) with `toml`; merled applies it live.
+    pub fn set_services(&self, node: usize, toml: &str) -> anyhow::Result<()> {
+        const MARK: &str = "\n# testbed: services\n";
+        let path = &self.nodes[node].merled.config;
+        let text = std::fs::read_to_string(path)?;
+        let base = text.split(MARK).next().unwrap_or(&text);
+        std::fs::write(path, format!("{base}{MARK}{toml}"))?;
+        Ok(())
+    }
+
+    /// `merlectl service list --json` of node `i`.
+    pub fn services(&self, node: usize) -> anyhow::Result<serde_json::Value> {
+        Ok(serde_json::from_str(&self.nodes[node].merled.merlectl(&["--json", "service", "list"])?)?)
+    }
+
+    /// Waits until node `i` has programmed every frontend of every
+    /// configured service, `n` of them.
+    pub fn wait_services(&self, node: usize, n: usize) -> anyhow::Result<()> {
+        wait::poll(&format!("{} services programmed on {}", n, self.nodes[node].name), T, || {
+            let v = self.services(node).ok()?;
+            let list = v.as_array()?;
+            (list.len() == n
+                && list
+                    .iter()
+                    .all(|s| s["frontends"].as_array().is_some_and(|f| f.iter().all(|f| !f["lb_id"].is_null()))))
+            .then_some(())
+        })
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))
+    }
+
     pub fn restart(&mut self, node: usize) -> anyhow::Result<()> {
         let ns = &self.lan.hosts[node];
         self.nodes[node].merled.restart(ns, &self.merled_bin)

@@ -23,6 +23,7 @@ pub mod capture;
 pub mod cni;
 pub mod datapath;
 pub mod demo;
+pub mod echo;
 pub mod etcd;
 pub mod frr;
 pub mod merled;

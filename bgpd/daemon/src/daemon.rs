@@ -45,7 +45,8 @@ fn take_restart_marker(cfg: &conf::Config) -> bool {
 }
 
 /// The prefixes this node originates: its `[[advertise]]` blocks (with
-/// their communities) and the service CIDRs.
+/// their communities), the service ranges, and the /32 or /128 of each
+/// `Local`-policy external or load-balancer IP this node has a backend of.
 pub fn local_routes(cfg: &conf::Config) -> Vec<(IpNet, Vec<Community>, Vec<LargeCommunity>)> {
     let mut out: Vec<(IpNet, Vec<Community>, Vec<LargeCommunity>)> = Vec::new();
     for a in &cfg.advertise {
@@ -54,9 +55,17 @@ pub fn local_routes(cfg: &conf::Config) -> Vec<(IpNet, Vec<Community>, Vec<Large
         let large = a.communities.iter().filter_map(|c| c.parse::<LargeCommunity>().ok()).collect();
         out.push((a.prefix, std, large));
     }
-    for p in cfg.services.all() {
+    for p in cfg.service_ranges.all() {
         if !out.iter().any(|(q, ..)| q == p) {
             out.push((*p, vec![], vec![]));
+        }
+    }
+    // externalTrafficPolicy Local: the VIPs of services with a backend on
+    // this node, as host routes (Calico's per-service advertisement).
+    for vip in crate::services::node_plan(cfg).local_vips() {
+        let p = IpNet::from(vip);
+        if !out.iter().any(|(q, ..)| *q == p) {
+            out.push((p, vec![], vec![]));
         }
     }
     out
@@ -229,6 +238,7 @@ impl Running {
             || new.pools != self.cfg.pools
             || new.nodes != self.cfg.nodes
             || new.services != self.cfg.services
+            || new.service_ranges != self.cfg.service_ranges
         {
             self.dataplane.reconfigure(&new);
         }

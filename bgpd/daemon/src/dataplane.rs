@@ -63,6 +63,10 @@ struct Engine {
     store: Option<Box<dyn merle_cni::ipam::Store>>,
     /// The pods that existed when eBPF mode was entered are linked.
     pods_linked: bool,
+    /// The service plan the maps hold, and why the configured one is not
+    /// there (a backend IPAM does not know, a map error).
+    services_applied: Option<merle_lb::plan::Plan>,
+    services_error: Option<String>,
 }
 
 /// The interfaces holding the node's addresses, or the configured ones;
@@ -159,6 +163,7 @@ impl Engine {
     fn leave(&mut self, reason: String) {
         let pins = self.pins();
         self.dp = None;
+        self.services_applied = None;
         self.pods_linked = false;
         self.node_ifaces.clear();
         if pins.root().exists() {
@@ -207,29 +212,83 @@ impl Engine {
         // that already exist); afterwards stale entries only.
         self.reconcile_pods(if full { Scope::Full } else { Scope::Stale });
         self.pods_linked = true;
+        self.sync_services();
+    }
+
+    /// IPAM's blocks, through the store opened once.
+    fn blocks(&mut self) -> Option<merle_cni::ipam::alloc::Blocks> {
+        if self.store.is_none() {
+            match merle_cni::ipam::open(&self.cfg) {
+                Ok(s) => self.store = Some(s),
+                Err(e) => {
+                    warn!("dataplane: cannot open IPAM: {e}");
+                    return None;
+                }
+            }
+        }
+        match self.store.as_ref()?.load() {
+            Ok(b) => Some(b),
+            Err(e) => {
+                warn!("dataplane: cannot read IPAM: {e}");
+                None
+            }
+        }
+    }
+
+    /// The service maps as the configuration says, once every backend is
+    /// a pod IPAM knows; until then the maps keep what they had and the
+    /// reason is reported. A plan already in the maps is not rewritten.
+    fn sync_services(&mut self) {
+        if self.dp.is_none() {
+            return;
+        }
+        let plan = crate::services::node_plan(&self.cfg);
+        if self.services_error.is_none() && self.services_applied.as_ref() == Some(&plan) {
+            return;
+        }
+        if !self.cfg.services.is_empty() {
+            let Some(blocks) = self.blocks() else {
+                self.services_error = Some("IPAM cannot be read to check the backends".into());
+                return;
+            };
+            if let Err(e) = crate::services::check_backends(&self.cfg.services, &crate::services::pods(&blocks)) {
+                if self.services_error.as_deref() != Some(e.as_str()) {
+                    warn!("dataplane: services not programmed, the maps keep the previous set: {e}");
+                }
+                self.services_error = Some(e);
+                return;
+            }
+        }
+        let Some(dp) = self.dp.as_ref() else { return };
+        match merle_ebpf::services::Services::open(&dp.pins).and_then(|mut m| m.sync(&plan)) {
+            Ok(d) => {
+                if d.changed() {
+                    info!(
+                        "dataplane: services: {} frontends put, {} removed; {} tables written, {} removed; \
+                         {} backends put, {} removed",
+                        d.frontends_put,
+                        d.frontends_removed,
+                        d.tables_written,
+                        d.tables_removed,
+                        d.backends_put,
+                        d.backends_removed
+                    );
+                }
+                self.services_applied = Some(plan);
+                self.services_error = None;
+            }
+            Err(e) => {
+                warn!("dataplane: services: {e}");
+                self.services_error = Some(e.to_string());
+            }
+        }
     }
 
     fn reconcile_pods(&mut self, scope: merle_cni::dataplane::Scope) {
         if self.dp.is_none() {
             return;
         }
-        if self.store.is_none() {
-            match merle_cni::ipam::open(&self.cfg) {
-                Ok(s) => self.store = Some(s),
-                Err(e) => {
-                    warn!("dataplane: cannot open IPAM to reconcile the endpoints: {e}");
-                    return;
-                }
-            }
-        }
-        let Some(store) = self.store.as_ref() else { return };
-        let blocks = match store.load() {
-            Ok(b) => b,
-            Err(e) => {
-                warn!("dataplane: cannot read IPAM to reconcile the endpoints: {e}");
-                return;
-            }
-        };
+        let Some(blocks) = self.blocks() else { return };
         match merle_cni::dataplane::reconcile(&self.cfg, &blocks, scope) {
             Ok(r) => {
                 if r.endpoints_put + r.endpoints_removed + r.ifaces_fixed + r.links_added + r.links_removed > 0 {
@@ -298,7 +357,13 @@ impl Engine {
             nat_outgoing: self.nat,
             ..Report::default()
         };
-        let Some(dp) = &self.dp else { return r };
+        r.services_error = self.services_error.clone();
+        let Some(dp) = &self.dp else {
+            r.services = crate::services::report(&self.cfg, None);
+            return r;
+        };
+        let programmed = merle_ebpf::services::Services::open(&dp.pins).map(|m| m.programmed()).ok();
+        r.services = crate::services::report(&self.cfg, programmed.as_deref());
         r.attach = Some(dp.attach.name().into());
         r.version = Some(dp.digest.clone());
         r.adopted = dp.adopted;
@@ -346,6 +411,7 @@ impl Engine {
                 self.sync();
             } else {
                 self.reconcile_pods(Scope::Stale);
+                self.sync_services();
             }
         }
     }
@@ -361,7 +427,10 @@ impl Engine {
             }
             match rx.recv_timeout(next.saturating_duration_since(now)) {
                 Ok(Cmd::Reconfigure(cfg)) => self.reconfigure(*cfg),
-                Ok(Cmd::Reconcile) => self.reconcile_pods(Scope::Stale),
+                Ok(Cmd::Reconcile) => {
+                    self.reconcile_pods(Scope::Stale);
+                    self.sync_services();
+                }
                 Ok(Cmd::Report(tx)) => {
                     let _ = tx.send(self.report());
                 }
@@ -398,6 +467,8 @@ impl DataplaneLink {
             shared: shared.clone(),
             store: None,
             pods_linked: false,
+            services_applied: None,
+            services_error: None,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let (started_tx, started) = oneshot::channel();

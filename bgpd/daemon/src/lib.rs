@@ -35,5 +35,6 @@ pub mod listener;
 pub mod peer;
 pub mod plan;
 pub mod routes;
+pub mod services;
 pub mod shared;
 pub mod sockopt;

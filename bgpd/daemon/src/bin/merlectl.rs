@@ -37,6 +37,20 @@ enum Command {
     /// The datapath: eBPF or kernel mode and why, the interfaces with their
     /// programs, the endpoint map, and the path and drop counters.
     Dataplane,
+    /// Services: as configured, and what of them the datapath holds.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ServiceCommand {
+    /// One line per service.
+    List,
+    /// One service: its frontends on this node and its backends.
+    Show {
+        /// The service's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -353,6 +367,80 @@ fn print_dataplane(d: &merle_ebpf::report::Report) {
     print!("{}", table(&["HOOK", "REASON", "KIND", "PACKETS", "BYTES"], &rows));
 }
 
+fn service_state(s: &merle_ebpf::report::ServiceReport, d: &merle_ebpf::report::Report) -> String {
+    if d.mode != "ebpf" {
+        return "not programmed (kernel mode)".into();
+    }
+    if s.frontends.iter().all(|f| f.lb_id.is_some()) {
+        "programmed".into()
+    } else if d.services_error.is_some() {
+        "refused (see below)".into()
+    } else {
+        "pending".into()
+    }
+}
+
+fn print_services(d: &merle_ebpf::report::Report) {
+    let rows: Vec<Vec<String>> = d
+        .services
+        .iter()
+        .map(|r| {
+            let s = &r.service;
+            let outside: Vec<String> =
+                s.external_ips.iter().chain(&s.load_balancer_ips).map(ToString::to_string).collect();
+            let local = s.backends.iter().filter(|b| b.node == r.node).count();
+            vec![
+                s.name.clone(),
+                format!("{:?}", s.protocol).to_lowercase(),
+                format!("{}:{}", s.cluster_ip, s.port),
+                s.node_port.map_or("-".into(), |p| p.to_string()),
+                if outside.is_empty() { "-".into() } else { outside.join(",") },
+                format!("{:?}", s.external_traffic_policy),
+                format!("{:?}", s.mode).to_lowercase(),
+                format!("{} ({local} here)", s.backends.len()),
+                service_state(r, d),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["NAME", "PROTO", "CLUSTER-IP", "NODEPORT", "EXTERNAL", "POLICY", "MODE", "BACKENDS", "STATE"], &rows)
+    );
+    if let Some(e) = &d.services_error {
+        println!("\nNot programmed as configured: {e}");
+    }
+}
+
+fn print_service(r: &merle_ebpf::report::ServiceReport, d: &merle_ebpf::report::Report) {
+    let s = &r.service;
+    println!("Service: {} ({})", s.name, service_state(r, d));
+    println!("Protocol: {:?}, mode {:?}, externalTrafficPolicy {:?}", s.protocol, s.mode, s.external_traffic_policy);
+    println!("\nFrontends on {}:", r.node);
+    let rows: Vec<Vec<String>> = r
+        .frontends
+        .iter()
+        .map(|f| {
+            vec![
+                f.frontend.clone(),
+                format!("{:?}", f.kind),
+                if f.local { "local backends" } else { "all backends" }.into(),
+                if f.dsr { "dsr" } else { "snat" }.into(),
+                f.backends.to_string(),
+                f.lb_id.map_or("-".into(), |i| i.to_string()),
+                f.programmed_backends.map_or("-".into(), |i| i.to_string()),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["FRONTEND", "KIND", "TABLE", "REMOTE", "BACKENDS", "LB ID", "IN MAPS"], &rows));
+    println!("\nBackends:");
+    let rows: Vec<Vec<String>> =
+        s.backends.iter().map(|b| vec![b.address.to_string(), b.port.to_string(), b.node.clone()]).collect();
+    print!("{}", table(&["ADDRESS", "PORT", "NODE"], &rows));
+    if let Some(e) = &d.services_error {
+        println!("\nNot programmed as configured: {e}");
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.command {
@@ -400,6 +488,29 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&d)?);
             } else {
                 print_dataplane(&d);
+            }
+        }
+        Command::Service(cmd) => {
+            let r = query(&args.socket, &Request::Dataplane)?;
+            let d = r.dataplane.context("merled sent no dataplane report")?;
+            match cmd {
+                ServiceCommand::List => {
+                    if args.json {
+                        println!("{}", serde_json::to_string_pretty(&d.services)?);
+                    } else {
+                        print_services(&d);
+                    }
+                }
+                ServiceCommand::Show { name } => {
+                    let Some(s) = d.services.iter().find(|s| s.service.name == name) else {
+                        bail!("no service {name:?} (merlectl service list shows them)");
+                    };
+                    if args.json {
+                        println!("{}", serde_json::to_string_pretty(s)?);
+                    } else {
+                        print_service(s, &d);
+                    }
+                }
             }
         }
         Command::Ipam(IpamCommand::Show) => {

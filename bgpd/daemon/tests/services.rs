@@ -1,0 +1,133 @@
+//! Services end to end: two merled nodes in eBPF mode, pods wired by
+//! merle-cni, `[[services]]` in the configuration applied live, and real
+//! TCP and UDP through ClusterIPs.
+//!
+//! ```text
+//!   n1: a1 (client), a2 (backend)      n2: b1 (backend), b2 (client)
+//!   web   10.96.0.10:80/tcp     -> a2:8080, b1:8080
+//!   dns   10.96.0.53:53/udp     -> a2:5353, b1:5353
+//!   web6  [fd00:96::10]:80/tcp  -> a2:8086, b1:8086
+//! ```
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use testbed::bpf::skip_unless_bpf;
+use testbed::datapath::{Cluster, Encap, Mode, Pod};
+use testbed::echo::{ask_tcp, ask_udp, Echo};
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn backend(p: &Pod, v6: bool, port: u16) -> String {
+    let a = if v6 { p.v6.clone().unwrap() } else { p.v4.clone() };
+    format!("{{ address = \"{a}\", port = {port}, node = \"n{}\" }}", p.node + 1)
+}
+
+fn services(web: &[&Pod], dns: &[&Pod], web6: &[&Pod]) -> String {
+    let list = |pods: &[&Pod], v6, port| pods.iter().map(|p| backend(p, v6, port)).collect::<Vec<_>>().join(", ");
+    format!(
+        "[service_ranges]\ncluster_ips = [\"10.96.0.0/16\", \"fd00:96::/112\"]\n\n\
+         [[services]]\nname = \"web\"\nprotocol = \"tcp\"\ncluster_ip = \"10.96.0.10\"\nport = 80\nbackends = [{}]\n\n\
+         [[services]]\nname = \"dns\"\nprotocol = \"udp\"\ncluster_ip = \"10.96.0.53\"\nport = 53\nbackends = [{}]\n\n\
+         [[services]]\nname = \"web6\"\nprotocol = \"tcp\"\ncluster_ip = \"fd00:96::10\"\nport = 80\nbackends = [{}]\n",
+        list(web, false, 8080),
+        list(dns, false, 5353),
+        list(web6, true, 8086)
+    )
+}
+
+/// `n` connections from `client` to `vip`: each answered from the VIP,
+/// each server saw the client's own address. The servers that answered.
+fn through(client: &Pod, vip: SocketAddr, n: usize, udp: bool) -> BTreeSet<String> {
+    let own: IpAddr = if vip.is_ipv6() { client.v6.clone().unwrap() } else { client.v4.clone() }.parse().unwrap();
+    let mut seen = BTreeSet::new();
+    for i in 0..n {
+        let a = if udp { ask_udp(&client.ns, vip) } else { ask_tcp(&client.ns, vip) }
+            .unwrap_or_else(|e| panic!("{} -> {vip} #{i}: {e:#}", client.id));
+        assert_eq!(a.from, vip, "the answer comes from the service address");
+        assert_eq!(a.peer.ip(), own, "the backend sees the client's own address");
+        seen.insert(a.server);
+    }
+    seen
+}
+
+#[test]
+fn pods_reach_cluster_ips_across_nodes_and_live_edits_apply_as_a_diff() {
+    if skip_unless_bpf("pods_reach_cluster_ips") {
+        return;
+    }
+    let c = Cluster::new("svc", 2, Encap::Native, Mode::Ebpf).unwrap();
+    for i in 0..2 {
+        c.wait_mode(i, Mode::Ebpf).unwrap();
+    }
+    let a1 = c.add_pod(0, "svca1").unwrap();
+    let a2 = c.add_pod(0, "svca2").unwrap();
+    let b1 = c.add_pod(1, "svcb1").unwrap();
+    let b2 = c.add_pod(1, "svcb2").unwrap();
+    let mut servers = Vec::new();
+    for (p, name) in [(&a2, "a2"), (&b1, "b1")] {
+        servers.push(Echo::tcp(&p.ns, sa("0.0.0.0:8080"), name).unwrap());
+        servers.push(Echo::udp(&p.ns, sa("0.0.0.0:5353"), name).unwrap());
+        servers.push(Echo::tcp(&p.ns, sa("[::]:8086"), name).unwrap());
+    }
+    let all = services(&[&a2, &b1], &[&a2, &b1], &[&a2, &b1]);
+    for i in 0..2 {
+        c.set_services(i, &all).unwrap();
+    }
+    for i in 0..2 {
+        c.wait_services(i, 3).unwrap();
+    }
+    let both: BTreeSet<String> = ["a2", "b1"].map(String::from).into();
+    for client in [&a1, &b2] {
+        assert_eq!(through(client, sa("10.96.0.10:80"), 40, false), both, "TCP from {}", client.id);
+        assert_eq!(through(client, sa("10.96.0.53:53"), 30, true), both, "UDP from {}", client.id);
+        assert_eq!(through(client, sa("[fd00:96::10]:80"), 40, false), both, "TCP over IPv6 from {}", client.id);
+    }
+    let d = c.dataplane(0).unwrap();
+    for cn in d["counters"].as_array().unwrap() {
+        assert_ne!(cn["kind"], "drop", "no packet dropped: {cn}");
+    }
+    let shown = c.nodes[0].merled.merlectl(&["service", "show", "web"]).unwrap();
+    assert!(shown.contains("programmed") && shown.contains("10.96.0.10:80/tcp"), "{shown}");
+    let listed = c.nodes[0].merled.merlectl(&["service", "list"]).unwrap();
+    assert!(listed.contains("web6") && listed.contains("2 (1 here)"), "{listed}");
+
+    // A backend that is not a pod: refused by name, the maps keep the
+    // previous set and flows go on.
+    let bad = all.replacen(&backend(&a2, false, 8080), "{ address = \"10.244.250.1\", port = 8080, node = \"n1\" }", 1);
+    c.set_services(0, &bad).unwrap();
+    testbed::wait::poll("the refusal reported", Duration::from_secs(20), || {
+        let d = c.dataplane(0).ok()?;
+        d["services_error"].as_str().filter(|e| e.contains("10.244.250.1")).map(|_| ())
+    })
+    .unwrap();
+    let listed = c.nodes[0].merled.merlectl(&["service", "list"]).unwrap();
+    assert!(listed.contains("not the address of any pod IPAM knows"), "{listed}");
+    assert_eq!(through(&a1, sa("10.96.0.10:80"), 20, false), both, "the previous set still serves");
+
+    // A backend removed: every new flow goes to the one left; the other
+    // services are not rewritten.
+    c.set_services(0, &services(&[&b1], &[&a2, &b1], &[&a2, &b1])).unwrap();
+    testbed::wait::poll("one backend for web", Duration::from_secs(20), || {
+        let v = c.services(0).ok()?;
+        let web = v.as_array()?.iter().find(|s| s["service"]["name"] == "web")?.clone();
+        (web["frontends"][0]["programmed_backends"] == 1).then_some(())
+    })
+    .unwrap();
+    assert!(c.dataplane(0).unwrap()["services_error"].is_null());
+    let only: BTreeSet<String> = ["b1"].map(String::from).into();
+    assert_eq!(through(&a1, sa("10.96.0.10:80"), 20, false), only);
+    assert_eq!(through(&a1, sa("10.96.0.53:53"), 20, true), both);
+    let log = c.nodes[0].merled.daemon.log_tail(50_000);
+    let last = log.lines().rfind(|l| l.contains("dataplane: services:")).unwrap_or_default().to_owned();
+    assert!(last.contains("0 frontends put") || last.contains("1 frontends put"), "{last}");
+    assert!(last.contains("1 tables written"), "only web's table is rewritten: {last}");
+    drop(servers);
+    for p in [&a1, &a2, &b1, &b2] {
+        c.del_pod(p).unwrap();
+    }
+}
