@@ -74,8 +74,24 @@ int main(void)
 	FIELD(ct_entry, rev_nat);
 	FIELD(ct_entry, lb_id);
 	FIELD(ct_entry, flags);
+	FIELD(ct_entry, addr);
+	FIELD(ct_entry, port);
 	SIZE(lb_config);
 	FIELD(lb_config, services);
+	FIELD(lb_config, flags);
+	FIELD(lb_config, addr4);
+	FIELD(lb_config, addr6);
+	SIZE(dsr_opt_v4);
+	SIZE(dsr_opt_v6);
+	CONST(CT_F_DSR);
+	CONST(CT_F_SNAT);
+	CONST(LB_F_ADDR4);
+	CONST(LB_F_ADDR6);
+	CONST(DSR_IPV4_OPT_TYPE);
+	CONST(DSR_IPV4_OPT_LEN);
+	CONST(DSR_IPV6_OPT_TYPE);
+	CONST(DSR_IPV6_OPT_LEN);
+	CONST(DSR_IPV6_EXT_LEN);
 	CONST(SVC_F_CLUSTER_IP);
 	CONST(SVC_F_NODE_PORT);
 	CONST(SVC_F_EXTERNAL);
@@ -107,6 +123,7 @@ int main(void)
 	REASON(REASON_REDIRECT_PEER);
 	REASON(REASON_REDIRECT_FIB);
 	REASON(REASON_REDIRECT_NEIGH);
+	REASON(REASON_ICMP_TOO_BIG);
 	REASON(PASS_NOT_IP);
 	REASON(PASS_LOCAL);
 	REASON(PASS_TTL);
@@ -127,5 +144,8 @@ int main(void)
 	REASON(DROP_NO_BACKEND);
 	REASON(DROP_NAT);
 	REASON(DROP_SERVICE_LOOPBACK);
+	REASON(DROP_DSR);
+	REASON(DROP_NAT_NO_PORT);
+	REASON(DROP_ICMP);
 	return 0;
 }

@@ -4,7 +4,11 @@
  * the wire. merled loads, attaches and pins it.
  *
  *   to a pod of this node      bpf_redirect_peer into it (lib/deliver.h),
- *                              skipping the host's stack and netfilter
+ *                              skipping the host's stack and netfilter; a
+ *                              DSR request's option is recorded first
+ *                              (lib/dsr.h), a service reply translated
+ *   to a service frontend      the backend's way (lib/nodeport.h): local,
+ *                              DSR or SNAT; a SNAT reply reversed
  *   anything else              the stack, untouched
  *
  * Every verdict is counted under HOOK_NODE_INGRESS with its reason. */
@@ -17,22 +21,29 @@
 #include "lib/ipv4.h"
 #include "lib/ipv6.h"
 #include "lib/metrics.h"
+#include "lib/nodeport.h"
 
 static __always_inline int to_pod_v4(struct __sk_buff *skb)
 {
 	struct iphdr *ip = ipv4_header(skb);
 	struct endpoint_info *ep;
-	int r;
+	int r, dsr = 0;
 
 	if (!ip)
 		return PASS_NO_ENDPOINT;
 	ep = endpoint_v4(ip->daddr);
-	if (!ep)
-		return PASS_NO_ENDPOINT;
-	r = ipv4_check(skb, ip);
+	if (!ep) {
+		if (!lb_active())
+			return PASS_NO_ENDPOINT;
+		r = lb4_nodeport(skb, ip);
+		return r == LB_NONE ? PASS_NO_ENDPOINT : r;
+	}
+	if (ip->ihl == 7 && lb_active())
+		dsr = dsr4_accept(skb, ip);
+	r = ipv4_check_options(skb, ip, dsr);
 	if (r != 0)
 		return r;
-	return deliver_v4(skb, ip, ep);
+	return deliver_v4(skb, ip, ep, 1);
 }
 
 static __always_inline int to_pod_v6(struct __sk_buff *skb)
@@ -44,12 +55,18 @@ static __always_inline int to_pod_v6(struct __sk_buff *skb)
 	if (!ip6)
 		return PASS_NO_ENDPOINT;
 	ep = endpoint_v6(&ip6->daddr);
-	if (!ep)
-		return PASS_NO_ENDPOINT;
+	if (!ep) {
+		if (!lb_active())
+			return PASS_NO_ENDPOINT;
+		r = lb6_nodeport(skb, ip6);
+		return r == LB_NONE ? PASS_NO_ENDPOINT : r;
+	}
+	if (ip6->nexthdr == NEXTHDR_DEST && lb_active())
+		dsr6_accept(skb, ip6);
 	r = ipv6_check(skb, ip6);
 	if (r != 0)
 		return r;
-	return deliver_v6(skb, ip6, ep);
+	return deliver_v6(skb, ip6, ep, 1);
 }
 
 static __always_inline int to_node(struct __sk_buff *skb)

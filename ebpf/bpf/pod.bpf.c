@@ -3,6 +3,8 @@
  * packet a pod sends. merle-cni links it at ADD (TCX where the kernel has
  * it, else a clsact filter) to the copy merled loaded and pinned.
  *
+ *   a service's reply          its source translated back to the
+ *                              frontend (lib/lb.h), then as below
  *   to a service frontend      DNAT to the backend conntrack or Maglev
  *                              picks (lib/lb.h), then as below
  *   to a pod of this node      bpf_redirect_peer into it (lib/deliver.h)
@@ -85,7 +87,7 @@ static __always_inline int to_backend_v4(struct __sk_buff *skb)
 	if (dst) {
 		if (dst->ifindex == skb->ifindex)
 			return -DROP_SERVICE_LOOPBACK;
-		return deliver_v4(skb, ip, dst);
+		return deliver_v4(skb, ip, dst, 0);
 	}
 	return fib_forward_v4(skb, ip);
 }
@@ -101,7 +103,7 @@ static __always_inline int to_backend_v6(struct __sk_buff *skb)
 	if (dst) {
 		if (dst->ifindex == skb->ifindex)
 			return -DROP_SERVICE_LOOPBACK;
-		return deliver_v6(skb, ip6, dst);
+		return deliver_v6(skb, ip6, dst, 0);
 	}
 	return fib_forward_v6(skb, ip6);
 }
@@ -111,7 +113,7 @@ static __always_inline int from_pod_v4(struct __sk_buff *skb)
 	struct iphdr *ip = ipv4_header(skb);
 	struct endpoint_info *dst;
 	__u32 nat = 0;
-	int r;
+	int r, lb, rev = 0;
 
 	if (!ip)
 		return -DROP_INVALID_IPV4;
@@ -121,13 +123,28 @@ static __always_inline int from_pod_v4(struct __sk_buff *skb)
 	r = source_v4(skb, ip->saddr, &nat);
 	if (r != 0)
 		return r;
+	lb = lb_active();
+	if (lb) {
+		r = lb4_rev_nat(skb);
+		if (r < 0)
+			return r;
+		if (r > 0) {
+			rev = 1;
+			ip = ipv4_header(skb);
+			if (!ip)
+				return -DROP_INVALID_IPV4;
+		}
+	}
 	dst = endpoint_v4(ip->daddr);
 	if (dst) {
 		if (dst->ifindex == skb->ifindex)
 			return PASS_HAIRPIN;
-		return deliver_v4(skb, ip, dst);
+		return deliver_v4(skb, ip, dst, 0);
 	}
-	if (lb_active()) {
+	/* A translated reply goes to its client as it is. */
+	if (rev)
+		return fib_forward_v4(skb, ip);
+	if (lb) {
 		r = lb4_dnat(skb, ip);
 		if (r < 0)
 			return r;
@@ -144,7 +161,7 @@ static __always_inline int from_pod_v6(struct __sk_buff *skb)
 	struct ipv6hdr *ip6 = ipv6_header(skb);
 	struct endpoint_info *dst;
 	__u32 nat = 0;
-	int r;
+	int r, lb, rev = 0;
 
 	if (!ip6)
 		return -DROP_INVALID_IPV6;
@@ -154,13 +171,28 @@ static __always_inline int from_pod_v6(struct __sk_buff *skb)
 	r = source_v6(skb, &ip6->saddr, &nat);
 	if (r != 0)
 		return r;
+	lb = lb_active();
+	if (lb) {
+		r = lb6_rev_nat(skb);
+		if (r < 0)
+			return r;
+		if (r > 0) {
+			rev = 1;
+			ip6 = ipv6_header(skb);
+			if (!ip6)
+				return -DROP_INVALID_IPV6;
+		}
+	}
 	dst = endpoint_v6(&ip6->daddr);
 	if (dst) {
 		if (dst->ifindex == skb->ifindex)
 			return PASS_HAIRPIN;
-		return deliver_v6(skb, ip6, dst);
+		return deliver_v6(skb, ip6, dst, 0);
 	}
-	if (lb_active()) {
+	/* A translated reply goes to its client as it is. */
+	if (rev)
+		return fib_forward_v6(skb, ip6);
+	if (lb) {
 		r = lb6_dnat(skb, ip6);
 		if (r < 0)
 			return r;

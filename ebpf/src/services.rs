@@ -19,7 +19,8 @@ use merle_lb::service::Protocol;
 use crate::pins::PinDir;
 use crate::types::{
     addr_octets, octets_addr, BackendInfo, CtEntry, CtKey, LbConfig, MaglevTable, RevNatInfo, ServiceInfo, ServiceKey,
-    CT_REPLY, CT_SERVICE, MAGLEV_M, SVC_F_CLUSTER_IP, SVC_F_DSR, SVC_F_EXTERNAL, SVC_F_LOCAL, SVC_F_NODE_PORT,
+    CT_REPLY, CT_SERVICE, LB_F_ADDR4, LB_F_ADDR6, MAGLEV_M, SVC_F_CLUSTER_IP, SVC_F_DSR, SVC_F_EXTERNAL, SVC_F_LOCAL,
+    SVC_F_NODE_PORT,
 };
 use crate::Error;
 
@@ -249,7 +250,7 @@ impl Services {
             }
             want_fe.insert(key);
         }
-        self.set_frontends(want_fe.len() as u32)?;
+        self.set_config(want_fe.len() as u32, &plan.node_addresses)?;
 
         // What is gone.
         for key in have_fe.keys().filter(|k| !want_fe.contains(k)) {
@@ -272,10 +273,19 @@ impl Services {
         Ok(done)
     }
 
-    fn set_frontends(&mut self, n: u32) -> Result<(), Error> {
+    fn set_config(&mut self, n: u32, addrs: &[IpAddr]) -> Result<(), Error> {
         let cur = self.config.get(&0, 0).map_err(map_err(LB_CONFIG, 0))?;
-        if cur.services != n {
-            self.config.set(0, LbConfig { services: n, pad: 0 }, 0).map_err(map_err(LB_CONFIG, 0))?;
+        let mut want = LbConfig { services: n, ..LbConfig::default() };
+        if let Some(IpAddr::V4(a)) = addrs.iter().find(|a| a.is_ipv4()) {
+            want.addr4 = a.octets();
+            want.flags |= LB_F_ADDR4;
+        }
+        if let Some(IpAddr::V6(a)) = addrs.iter().find(|a| a.is_ipv6()) {
+            want.addr6 = a.octets();
+            want.flags |= LB_F_ADDR6;
+        }
+        if cur != want {
+            self.config.set(0, want, 0).map_err(map_err(LB_CONFIG, 0))?;
         }
         Ok(())
     }

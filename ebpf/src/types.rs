@@ -194,15 +194,31 @@ pub struct CtEntry {
     pub rev_nat: u32,
     pub lb_id: u32,
     pub flags: u32,
+    pub addr: [u8; 16],
+    pub port: [u8; 2],
+    pub pad: u16,
 }
+
+pub const CT_F_DSR: u32 = 1;
+pub const CT_F_SNAT: u32 = 2;
 
 /// `struct lb_config`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct LbConfig {
     pub services: u32,
-    pub pad: u32,
+    pub flags: u32,
+    pub addr4: [u8; 4],
+    pub addr6: [u8; 16],
 }
+
+pub const LB_F_ADDR4: u32 = 1;
+pub const LB_F_ADDR6: u32 = 2;
+pub const DSR_IPV4_OPT_TYPE: u8 = 0x9a;
+pub const DSR_IPV4_OPT_LEN: u8 = 8;
+pub const DSR_IPV6_OPT_TYPE: u8 = 0x1b;
+pub const DSR_IPV6_OPT_LEN: u8 = 20;
+pub const DSR_IPV6_EXT_LEN: u8 = 24;
 
 pub const SERVICES_MAX: u32 = 65536;
 pub const BACKENDS_MAX: u32 = 262144;
@@ -325,6 +341,9 @@ reasons! {
     RedirectFib = 2, "REASON_REDIRECT_FIB", "redirect-fib";
     /// `bpf_redirect_neigh` after NO_NEIGH.
     RedirectNeigh = 3, "REASON_REDIRECT_NEIGH", "redirect-neigh";
+    /// The DSR option would exceed the MTU: ICMP Frag Needed / Packet Too
+    /// Big sent back to the client.
+    IcmpTooBig = 4, "REASON_ICMP_TOO_BIG", "icmp-too-big";
     PassNotIp = 8, "PASS_NOT_IP", "pass-not-ip";
     PassLocal = 9, "PASS_LOCAL", "pass-local";
     PassTtl = 10, "PASS_TTL", "pass-ttl";
@@ -348,6 +367,12 @@ reasons! {
     DropNat = 40, "DROP_NAT", "drop-nat";
     /// A pod to a service whose chosen backend is that pod.
     DropServiceLoopback = 41, "DROP_SERVICE_LOOPBACK", "drop-service-loopback";
+    /// The DSR option could not be inserted.
+    DropDsr = 42, "DROP_DSR", "drop-dsr";
+    /// SNAT found no free source port for the flow.
+    DropNatNoPort = 43, "DROP_NAT_NO_PORT", "drop-nat-no-port";
+    /// The ICMP error could not be built.
+    DropIcmp = 44, "DROP_ICMP", "drop-icmp";
 }
 
 impl Reason {
@@ -442,8 +467,15 @@ mod tests {
         check("offset ct_entry.rev_nat", offset_of!(CtEntry, rev_nat));
         check("offset ct_entry.lb_id", offset_of!(CtEntry, lb_id));
         check("offset ct_entry.flags", offset_of!(CtEntry, flags));
+        check("offset ct_entry.addr", offset_of!(CtEntry, addr));
+        check("offset ct_entry.port", offset_of!(CtEntry, port));
         check("size lb_config", size_of::<LbConfig>());
         check("offset lb_config.services", offset_of!(LbConfig, services));
+        check("offset lb_config.flags", offset_of!(LbConfig, flags));
+        check("offset lb_config.addr4", offset_of!(LbConfig, addr4));
+        check("offset lb_config.addr6", offset_of!(LbConfig, addr6));
+        check("size dsr_opt_v4", 8);
+        check("size dsr_opt_v6", usize::from(DSR_IPV6_EXT_LEN));
         // aya's LPM key is what the C side calls net_key4 / net_key6.
         assert_eq!(size_of::<aya::maps::lpm_trie::Key<[u8; 4]>>(), size_of::<NetKey4>());
         assert_eq!(size_of::<aya::maps::lpm_trie::Key<[u8; 16]>>(), size_of::<NetKey6>());
@@ -481,6 +513,15 @@ mod tests {
             ("SERVICES_MAX", SERVICES_MAX),
             ("BACKENDS_MAX", BACKENDS_MAX),
             ("CT_MAX", CT_MAX),
+            ("CT_F_DSR", CT_F_DSR),
+            ("CT_F_SNAT", CT_F_SNAT),
+            ("LB_F_ADDR4", LB_F_ADDR4),
+            ("LB_F_ADDR6", LB_F_ADDR6),
+            ("DSR_IPV4_OPT_TYPE", u32::from(DSR_IPV4_OPT_TYPE)),
+            ("DSR_IPV4_OPT_LEN", u32::from(DSR_IPV4_OPT_LEN)),
+            ("DSR_IPV6_OPT_TYPE", u32::from(DSR_IPV6_OPT_TYPE)),
+            ("DSR_IPV6_OPT_LEN", u32::from(DSR_IPV6_OPT_LEN)),
+            ("DSR_IPV6_EXT_LEN", u32::from(DSR_IPV6_EXT_LEN)),
         ] {
             assert_eq!(c[&format!("const {name}")], i64::from(v), "{name}");
         }

@@ -303,3 +303,317 @@ fn a_second_sync_changes_nothing_and_ids_survive_reopening_the_maps() {
         assert_eq!(f.to_string(), "10.100.0.1:80/tcp");
     });
 }
+
+// From outside: the node program on up0 (this node is 192.0.2.1 and
+// fd00:2::1; clients and remote backends are behind 192.0.2.2).
+
+const VIP: &str = "192.0.2.80";
+const VIP6: &str = "fd00:2::80";
+
+fn outside(name: &str, vip: &str, protocol: Protocol, mode: Mode, backends: &[(&str, u16)]) -> Service {
+    let mut s = service(name, if vip.contains(':') { "fd00:100::1" } else { "10.100.0.1" }, 80, protocol, backends);
+    s.load_balancer_ips = vec![ip(vip)];
+    s.node_port = Some(30080);
+    s.mode = mode;
+    s
+}
+
+impl Bed {
+    fn program_outside(&self, services: &[Service]) {
+        let p = plan(services, "n1", &[ip("192.0.2.1"), ip("fd00:2::1")]);
+        self.services().sync(&p).unwrap();
+    }
+    /// A packet arriving on up0; the frame as it would leave.
+    fn arrives(&self, p: L4, verdict: u32, reason: Reason) -> Vec<u8> {
+        let pkt = packet::l4(self.up_mac, [2; 6], p);
+        self.run(&self.node, self.up, &pkt, verdict, Hook::NodeIngress, reason)
+    }
+    fn arrives_frame(&self, pkt: &[u8], verdict: u32, reason: Reason) -> Vec<u8> {
+        self.run(&self.node, self.up, pkt, verdict, Hook::NodeIngress, reason)
+    }
+    fn pod1_sends(&self, p: L4, reason: Reason) -> Vec<u8> {
+        let pkt = packet::l4(NODE_MAC, POD1_MAC, p);
+        self.run(&self.pod, self.p1, &pkt, TC_ACT_REDIRECT, Hook::PodIngress, reason)
+    }
+}
+
+/// The IPv4 DSR option of a frame, if its header has one.
+fn dsr_option(f: &[u8]) -> Option<(IpAddr, u16)> {
+    if f[14] & 0x0f != 7 || f[34] != 0x9a || f[35] != 8 {
+        return None;
+    }
+    Some((IpAddr::from([f[38], f[39], f[40], f[41]]), u16::from_be_bytes([f[36], f[37]])))
+}
+
+/// The IPv6 DSR destination option of a frame, if it has one.
+fn dsr6_option(f: &[u8]) -> Option<(IpAddr, u16)> {
+    if f[20] != 60 || f[56] != 0x1b || f[57] != 20 || f[55] != 2 {
+        return None;
+    }
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&f[58..74]);
+    Some((IpAddr::from(a), u16::from_be_bytes([f[74], f[75]])))
+}
+
+/// The L4 checksum of a frame whose IPv4 header has options, or whose
+/// IPv6 header is followed by one extension header.
+fn l4_csum_ok_after_option(f: &[u8]) -> bool {
+    let mut g = f.to_vec();
+    if f[12..14] == [0x08, 0x00] {
+        let hl = usize::from(f[14] & 0x0f) * 4;
+        g.drain(34..14 + hl);
+        g[14] = 0x45;
+        let tot = u16::from_be_bytes([g[16], g[17]]) - (hl as u16 - 20);
+        g[16..18].copy_from_slice(&tot.to_be_bytes());
+    } else {
+        let next = f[54];
+        let ext = (usize::from(f[55]) + 1) * 8;
+        g.drain(54..54 + ext);
+        g[20] = next;
+        let pl = u16::from_be_bytes([g[18], g[19]]) - ext as u16;
+        g[18..20].copy_from_slice(&pl.to_be_bytes());
+    }
+    packet::l4_csum_ok(&g)
+}
+
+#[test]
+fn a_nodeport_to_a_local_backend_goes_into_the_pod_and_its_reply_leaves_from_the_nodeport() {
+    with_bed("svc_np_local", |b| {
+        b.program_outside(&[outside("web", VIP, Protocol::Tcp, Mode::Dsr, &[("10.1.0.6", 8080)])]);
+        let client = ip("10.99.0.200");
+        let out = b.arrives(L4::tcp(client, 5000, ip("192.0.2.1"), 30080, SYN), TC_ACT_REDIRECT, Reason::RedirectPeer);
+        assert_eq!(packet::l4_tuple(&out), (client, 5000, ip("10.1.0.6"), 8080), "DNAT, the client's address kept");
+        assert!(packet::ipv4_csum_ok(&out) && packet::l4_csum_ok(&out));
+        assert_eq!(&out[0..6], &POD1_MAC, "into pod1");
+        let reply = b.pod1_sends(L4::tcp(ip("10.1.0.6"), 8080, client, 5000, SYN | ACK), Reason::RedirectFib);
+        assert_eq!(packet::l4_tuple(&reply), (ip("192.0.2.1"), 30080, client, 5000), "from the NodePort");
+        assert!(packet::ipv4_csum_ok(&reply) && packet::l4_csum_ok(&reply));
+        // The load-balancer IP to the same backend.
+        let out = b.arrives(L4::tcp(client, 5001, ip(VIP), 80, SYN), TC_ACT_REDIRECT, Reason::RedirectPeer);
+        assert_eq!(packet::l4_tuple(&out).2, ip("10.1.0.6"));
+        let reply = b.pod1_sends(L4::tcp(ip("10.1.0.6"), 8080, client, 5001, ACK), Reason::RedirectFib);
+        assert_eq!(packet::l4_tuple(&reply), (ip(VIP), 80, client, 5001));
+    });
+}
+
+#[test]
+fn dsr_keeps_the_client_address_and_carries_the_service_in_an_ip_option_on_the_syn_only() {
+    with_bed("svc_dsr4", |b| {
+        b.program_outside(&[
+            outside("web", VIP, Protocol::Tcp, Mode::Dsr, &[("10.99.0.7", 8080)]),
+            outside("dns", "192.0.2.53", Protocol::Udp, Mode::Dsr, &[("10.99.0.7", 5353)]),
+        ]);
+        let client = ip("10.99.0.200");
+        let syn = b.arrives(L4::tcp(client, 5000, ip(VIP), 80, SYN), TC_ACT_REDIRECT, Reason::RedirectFib);
+        assert_eq!(&syn[0..6], &[2, 0, 0, 0, 0, 2], "towards the backend's node, out of the way it came");
+        assert_eq!(dsr_option(&syn), Some((ip(VIP), 80)), "the option names the service");
+        assert_eq!(u16::from_be_bytes([syn[16], syn[17]]), 20 + 8 + 20 + 16, "total length grew by 8");
+        assert!(packet::ipv4_csum_ok(&syn), "header checksum over the option");
+        assert_eq!(packet::l4_tuple(&without_option(&syn)), (client, 5000, ip("10.99.0.7"), 8080));
+        assert!(l4_csum_ok_after_option(&syn), "TCP checksum after DNAT");
+        let ack = b.arrives(L4::tcp(client, 5000, ip(VIP), 80, ACK), TC_ACT_REDIRECT, Reason::RedirectFib);
+        assert_eq!(dsr_option(&ack), None, "no option after the SYN");
+        assert_eq!(packet::l4_tuple(&ack), (client, 5000, ip("10.99.0.7"), 8080));
+        // A flow this node has not seen (it moved here mid-way): its first
+        // packet carries the option, so the backend's node learns it.
+        let moved = b.arrives(L4::tcp(client, 5002, ip(VIP), 80, ACK), TC_ACT_REDIRECT, Reason::RedirectFib);
+        assert_eq!(dsr_option(&moved), Some((ip(VIP), 80)));
+        // UDP: every datagram.
+        for _ in 0..2 {
+            let d = b.arrives(L4::udp(client, 6000, ip("192.0.2.53"), 80), TC_ACT_REDIRECT, Reason::RedirectFib);
+            assert_eq!(dsr_option(&d), Some((ip("192.0.2.53"), 80)));
+            assert!(packet::ipv4_csum_ok(&d) && l4_csum_ok_after_option(&d));
+        }
+    });
+}
+
+/// The frame without its IPv4 option (for reading its tuple).
+fn without_option(f: &[u8]) -> Vec<u8> {
+    let mut g = f.to_vec();
+    let hl = usize::from(f[14] & 0x0f) * 4;
+    g.drain(34..14 + hl);
+    g[14] = 0x45;
+    g
+}
+
+#[test]
+fn the_backends_node_reads_the_option_and_its_reply_leaves_from_the_service_address() {
+    with_bed("svc_dsr_backend", |b| {
+        // Any service at all turns the datapath's service code on; this
+        // node has none of the flow's.
+        b.program(&[service("other", "10.100.0.9", 80, Protocol::Tcp, &[("10.1.0.5", 80)])]);
+        let client = ip("10.99.0.200");
+        let plain = packet::l4(b.up_mac, [2; 6], L4::tcp(client, 5000, ip("10.1.0.6"), 8080, SYN));
+        let mut with = plain[..34].to_vec();
+        with.extend_from_slice(&[0x9a, 8, 0, 80, 192, 0, 2, 80]);
+        with.extend_from_slice(&plain[34..]);
+        with[14] = 0x47;
+        let tot = u16::from_be_bytes([with[16], with[17]]) + 8;
+        with[16..18].copy_from_slice(&tot.to_be_bytes());
+        with[24..26].copy_from_slice(&[0, 0]);
+        let c = packet::csum(&with[14..42]);
+        with[24..26].copy_from_slice(&c.to_be_bytes());
+        let inp = b.arrives_frame(&with, TC_ACT_REDIRECT, Reason::RedirectPeer);
+        assert_eq!(dsr_option(&inp), Some((ip(VIP), 80)), "delivered with its option");
+        let reply = b.pod1_sends(L4::tcp(ip("10.1.0.6"), 8080, client, 5000, SYN | ACK), Reason::RedirectFib);
+        assert_eq!(packet::l4_tuple(&reply), (ip(VIP), 80, client, 5000), "straight to the client, from the VIP");
+        assert!(packet::ipv4_csum_ok(&reply) && packet::l4_csum_ok(&reply));
+        // Another packet of the flow without the option, and the replies
+        // still go out from the VIP.
+        b.arrives(L4::tcp(client, 5000, ip("10.1.0.6"), 8080, ACK), TC_ACT_REDIRECT, Reason::RedirectPeer);
+        let reply = b.pod1_sends(L4::tcp(ip("10.1.0.6"), 8080, client, 5000, ACK), Reason::RedirectFib);
+        assert_eq!(packet::l4_tuple(&reply).0, ip(VIP));
+        // An option of another kind still goes to the stack.
+        let mut other = with.clone();
+        other[34] = 0x94;
+        let c = {
+            other[24..26].copy_from_slice(&[0, 0]);
+            packet::csum(&other[14..42])
+        };
+        other[24..26].copy_from_slice(&c.to_be_bytes());
+        b.arrives_frame(&other, 0, Reason::PassIpOptions);
+    });
+}
+
+#[test]
+fn snat_translates_both_ways_and_gives_colliding_clients_their_own_ports() {
+    with_bed("svc_snat", |b| {
+        b.program_outside(&[outside("web", VIP, Protocol::Tcp, Mode::Snat, &[("10.99.0.7", 8080)])]);
+        let (c1, c2) = (ip("10.99.0.200"), ip("10.99.0.201"));
+        let out = b.arrives(L4::tcp(c1, 5000, ip(VIP), 80, SYN), TC_ACT_REDIRECT, Reason::RedirectFib);
+        assert_eq!(packet::l4_tuple(&out), (ip("192.0.2.1"), 5000, ip("10.99.0.7"), 8080), "from this node");
+        assert!(packet::ipv4_csum_ok(&out) && packet::l4_csum_ok(&out));
+        let out2 = b.arrives(L4::tcp(c2, 5000, ip(VIP), 80, SYN), TC_ACT_REDIRECT, Reason::RedirectFib);
+        let (_, p2, ..) = packet::l4_tuple(&out2);
+        assert_ne!(p2, 5000, "the second client's port is taken: another one");
+        for (client, port) in [(c1, 5000), (c2, p2)] {
+            let back = b.arrives(
+                L4::tcp(ip("10.99.0.7"), 8080, ip("192.0.2.1"), port, SYN | ACK),
+                TC_ACT_REDIRECT,
+                Reason::RedirectFib,
+            );
+            assert_eq!(packet::l4_tuple(&back), (ip(VIP), 80, client, 5000), "back to its client, from the VIP");
+            assert!(packet::ipv4_csum_ok(&back) && packet::l4_csum_ok(&back));
+            assert_eq!(&back[0..6], &[2, 0, 0, 0, 0, 2]);
+        }
+        // The flow keeps its port.
+        let again = b.arrives(L4::tcp(c2, 5000, ip(VIP), 80, ACK), TC_ACT_REDIRECT, Reason::RedirectFib);
+        assert_eq!(packet::l4_tuple(&again).1, p2);
+    });
+}
+
+#[test]
+fn hybrid_is_dsr_for_tcp_and_snat_for_udp_and_local_policy_without_a_local_backend_drops() {
+    with_bed("svc_hybrid", |b| {
+        let mut local = outside("local", "192.0.2.81", Protocol::Tcp, Mode::Dsr, &[("10.99.0.7", 80)]);
+        local.external_traffic_policy = TrafficPolicy::Local;
+        local.backends[0].node = "n2".into();
+        b.program_outside(&[
+            outside("web", VIP, Protocol::Tcp, Mode::Hybrid, &[("10.99.0.7", 8080)]),
+            outside("dns", "192.0.2.53", Protocol::Udp, Mode::Hybrid, &[("10.99.0.7", 5353)]),
+            local,
+        ]);
+        let client = ip("10.99.0.200");
+        let syn = b.arrives(L4::tcp(client, 5000, ip(VIP), 80, SYN), TC_ACT_REDIRECT, Reason::RedirectFib);
+        assert!(dsr_option(&syn).is_some(), "TCP by DSR");
+        let d = b.arrives(L4::udp(client, 5000, ip("192.0.2.53"), 80), TC_ACT_REDIRECT, Reason::RedirectFib);
+        assert_eq!(dsr_option(&d), None, "UDP by SNAT");
+        assert_eq!(packet::l4_tuple(&d).0, ip("192.0.2.1"));
+        b.arrives(L4::tcp(client, 5000, ip("192.0.2.81"), 80, SYN), TC_ACT_SHOT, Reason::DropNoBackend);
+    });
+}
+
+#[test]
+fn a_datagram_the_option_would_push_over_the_mtu_gets_frag_needed_or_packet_too_big() {
+    with_bed("svc_too_big", |b| {
+        b.program_outside(&[
+            outside("dns", "192.0.2.53", Protocol::Udp, Mode::Dsr, &[("10.99.0.7", 5353)]),
+            outside("dns6", "fd00:2::53", Protocol::Udp, Mode::Dsr, &[("fd00:99::7", 5353)]),
+        ]);
+        let client = ip("10.99.0.200");
+        let mut big = L4::udp(client, 7000, ip("192.0.2.53"), 80);
+        big.payload = 1500 - 20 - 8; // a full 1500-byte datagram
+        let err = b.arrives(big, TC_ACT_REDIRECT, Reason::IcmpTooBig);
+        assert_eq!(&err[0..6], &[2; 6], "back to the sender's MAC");
+        assert_eq!(err.len(), 14 + 20 + 8 + 28);
+        assert_eq!((err[23], err[34], err[35]), (1, 3, 4), "ICMP destination unreachable, fragmentation needed");
+        assert_eq!(u16::from_be_bytes([err[40], err[41]]), 1492, "the MTU less the option");
+        assert_eq!(IpAddr::from([err[26], err[27], err[28], err[29]]), ip("192.0.2.53"), "from the VIP");
+        assert_eq!(IpAddr::from([err[30], err[31], err[32], err[33]]), client);
+        assert!(packet::ipv4_csum_ok(&err));
+        assert_eq!(packet::csum(&err[34..]), 0, "ICMP checksum");
+        // One that fits goes through with its option.
+        let mut fits = big;
+        fits.payload -= 8;
+        let ok = b.arrives(fits, TC_ACT_REDIRECT, Reason::RedirectFib);
+        assert!(dsr_option(&ok).is_some());
+
+        let client6 = ip("fd00:99::200");
+        let mut big6 = L4::udp(client6, 7000, ip("fd00:2::53"), 80);
+        big6.payload = 1500 - 40 - 8;
+        let err = b.arrives(big6, TC_ACT_REDIRECT, Reason::IcmpTooBig);
+        assert_eq!(err.len(), 14 + 40 + 8 + 48);
+        assert_eq!((err[20], err[54]), (58, 2), "ICMPv6 Packet Too Big");
+        assert_eq!(u32::from_be_bytes([err[58], err[59], err[60], err[61]]), 1476);
+        let mut pseudo = err[22..54].to_vec();
+        pseudo.extend_from_slice(&(56u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, 58]);
+        pseudo.extend_from_slice(&err[54..]);
+        assert_eq!(packet::csum(&pseudo), 0, "ICMPv6 checksum");
+    });
+}
+
+#[test]
+fn ipv6_dsr_carries_a_destination_options_header_and_snat_and_local_work_too() {
+    with_bed("svc_v6", |b| {
+        b.program_outside(&[
+            outside("web6", VIP6, Protocol::Tcp, Mode::Dsr, &[("fd00:99::7", 8080)]),
+            outside("snat6", "fd00:2::81", Protocol::Tcp, Mode::Snat, &[("fd00:99::7", 8080)]),
+            outside("local6", "fd00:2::82", Protocol::Tcp, Mode::Dsr, &[("fd00:1::6", 8080)]),
+        ]);
+        let client = ip("fd00:99::200");
+        let syn = b.arrives(L4::tcp(client, 5000, ip(VIP6), 80, SYN), TC_ACT_REDIRECT, Reason::RedirectFib);
+        assert_eq!(dsr6_option(&syn), Some((ip(VIP6), 80)));
+        assert_eq!(u16::from_be_bytes([syn[18], syn[19]]), 24 + 20 + 16, "payload length grew by 24");
+        assert!(l4_csum_ok_after_option(&syn), "TCP checksum after DNAT");
+        let ack = b.arrives(L4::tcp(client, 5000, ip(VIP6), 80, ACK), TC_ACT_REDIRECT, Reason::RedirectFib);
+        assert_eq!(dsr6_option(&ack), None);
+        assert_eq!(packet::l4_tuple(&ack), (client, 5000, ip("fd00:99::7"), 8080));
+
+        let out = b.arrives(L4::tcp(client, 5001, ip("fd00:2::81"), 80, SYN), TC_ACT_REDIRECT, Reason::RedirectFib);
+        assert_eq!(packet::l4_tuple(&out), (ip("fd00:2::1"), 5001, ip("fd00:99::7"), 8080));
+        assert!(packet::l4_csum_ok(&out));
+        let back = b.arrives(
+            L4::tcp(ip("fd00:99::7"), 8080, ip("fd00:2::1"), 5001, SYN | ACK),
+            TC_ACT_REDIRECT,
+            Reason::RedirectFib,
+        );
+        assert_eq!(packet::l4_tuple(&back), (ip("fd00:2::81"), 80, client, 5001));
+        assert!(packet::l4_csum_ok(&back));
+
+        let inp = b.arrives(L4::tcp(client, 5002, ip("fd00:2::82"), 80, SYN), TC_ACT_REDIRECT, Reason::RedirectPeer);
+        assert_eq!(packet::l4_tuple(&inp), (client, 5002, ip("fd00:1::6"), 8080));
+        let reply = b.pod1_sends(L4::tcp(ip("fd00:1::6"), 8080, client, 5002, SYN | ACK), Reason::RedirectFib);
+        assert_eq!(packet::l4_tuple(&reply), (ip("fd00:2::82"), 80, client, 5002));
+        assert!(packet::l4_csum_ok(&reply));
+
+        // The backend's side of IPv6 DSR.
+        let plain = packet::l4(b.up_mac, [2; 6], L4::tcp(client, 5003, ip("fd00:1::6"), 8080, SYN));
+        let mut with = plain[..54].to_vec();
+        with[20] = 60;
+        let pl = u16::from_be_bytes([with[18], with[19]]) + 24;
+        with[18..20].copy_from_slice(&pl.to_be_bytes());
+        with.extend_from_slice(&[6, 2, 0x1b, 20]);
+        with.extend_from_slice(&ip6_octets(VIP6));
+        with.extend_from_slice(&[0, 80, 0, 0]);
+        with.extend_from_slice(&plain[54..]);
+        b.arrives_frame(&with, TC_ACT_REDIRECT, Reason::RedirectPeer);
+        let reply = b.pod1_sends(L4::tcp(ip("fd00:1::6"), 8080, client, 5003, SYN | ACK), Reason::RedirectFib);
+        assert_eq!(packet::l4_tuple(&reply), (ip(VIP6), 80, client, 5003));
+        assert!(packet::l4_csum_ok(&reply));
+    });
+}
+
+fn ip6_octets(s: &str) -> [u8; 16] {
+    s.parse::<std::net::Ipv6Addr>().unwrap().octets()
+}

@@ -90,6 +90,9 @@ pub struct Plan {
     /// Each table's backends, sorted (the Maglev table does not depend on
     /// the order; the maps' diff is easier on a sorted list).
     pub tables: BTreeMap<TableKey, Vec<Target>>,
+    /// This node's addresses: where its NodePorts are, and the source of
+    /// SNAT towards remote backends.
+    pub node_addresses: Vec<IpAddr>,
 }
 
 impl Protocol {
@@ -131,7 +134,7 @@ impl Mode {
 /// The frontends and tables of `node` (its name and addresses) for a set
 /// of services that passed `validate`.
 pub fn plan(services: &[Service], node: &str, node_addresses: &[IpAddr]) -> Plan {
-    let mut out = Plan::default();
+    let mut out = Plan { node_addresses: node_addresses.to_vec(), ..Plan::default() };
     for s in services {
         let all: Vec<Target> = sorted(s.backends.iter().map(|b| Target { address: b.address, port: b.port }));
         let local_policy = s.external_traffic_policy == TrafficPolicy::Local;

@@ -29,9 +29,11 @@ static __always_inline int deliver(struct __sk_buff *skb, const struct endpoint_
 	return REASON_REDIRECT_PEER;
 }
 
-static __always_inline int deliver_v4(struct __sk_buff *skb, struct iphdr *ip, const struct endpoint_info *ep)
+/* `rev`: look for a service reply to translate (the node program; the pod
+ * program has looked already, as the packet left its pod). */
+static __always_inline int deliver_v4(struct __sk_buff *skb, struct iphdr *ip, const struct endpoint_info *ep, int rev)
 {
-	if (lb_active()) {
+	if (rev && lb_active()) {
 		int r = lb4_rev_nat(skb);
 
 		if (r < 0)
@@ -46,9 +48,10 @@ static __always_inline int deliver_v4(struct __sk_buff *skb, struct iphdr *ip, c
 	return deliver(skb, ep);
 }
 
-static __always_inline int deliver_v6(struct __sk_buff *skb, struct ipv6hdr *ip6, const struct endpoint_info *ep)
+static __always_inline int deliver_v6(struct __sk_buff *skb, struct ipv6hdr *ip6, const struct endpoint_info *ep,
+				      int rev)
 {
-	if (lb_active()) {
+	if (rev && lb_active()) {
 		int r = lb6_rev_nat(skb);
 
 		if (r < 0)

@@ -13,6 +13,7 @@ enum reason {
 	REASON_REDIRECT_PEER = 1,   /* bpf_redirect_peer into a local pod */
 	REASON_REDIRECT_FIB = 2,    /* bpf_fib_lookup, then bpf_redirect */
 	REASON_REDIRECT_NEIGH = 3,  /* bpf_fib_lookup said NO_NEIGH: bpf_redirect_neigh */
+	REASON_ICMP_TOO_BIG = 4,    /* the DSR option would exceed the MTU: Frag Needed / Packet Too Big sent back */
 
 	/* Handed to the kernel's stack, which knows what to do. */
 	PASS_NOT_IP = 8,            /* ARP, LLDP, ... */
@@ -37,6 +38,9 @@ enum reason {
 	DROP_NO_BACKEND = 39,       /* to a service without a backend (Cilium: no service backend) */
 	DROP_NAT = 40,              /* a service translation's rewrite failed */
 	DROP_SERVICE_LOOPBACK = 41, /* a pod to a service whose chosen backend is the pod itself */
+	DROP_DSR = 42,              /* the DSR option could not be inserted */
+	DROP_NAT_NO_PORT = 43,      /* SNAT found no free source port for the flow */
+	DROP_ICMP = 44,             /* the ICMP error could not be built */
 };
 
 /* What an internal function's result means for tc: a redirect reason

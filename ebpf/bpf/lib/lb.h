@@ -89,21 +89,23 @@ static __always_inline int lb_active(void)
 /* The backend for the flow `fwd` (CT_SERVICE, as the client sent it) of
  * `svc`: the one conntrack kept it on while that backend is still in the
  * service's table, else the table's slot for `hash`, recorded. *fresh is
- * set when the choice is new. NULL: the table has no such backend. */
+ * set when the choice is new; *entry holds the flow's entry. NULL: the
+ * table has no such backend. */
 static __always_inline const struct backend_info *lb_backend(const struct ct_key *fwd, const struct service_info *svc,
-							     __u32 hash, __u32 *fresh)
+							     __u32 hash, __u32 *fresh, struct ct_entry *entry)
 {
 	const struct ct_entry *ct = bpf_map_lookup_elem(&merle_ct, fwd);
 	const struct maglev_table *t;
 	const struct backend_info *b;
-	struct ct_entry e = {};
 	__u32 id, slot;
 
 	if (ct && ct->lb_id == svc->lb_id) {
 		id = ct->backend_id;
 		b = bpf_map_lookup_elem(&merle_backends, &id);
-		if (b && b->lb_id == svc->lb_id)
+		if (b && b->lb_id == svc->lb_id) {
+			*entry = *ct;
 			return b;
+		}
 	}
 	t = bpf_map_lookup_elem(&merle_maglev, &svc->lb_id);
 	if (!t)
@@ -118,24 +120,38 @@ static __always_inline const struct backend_info *lb_backend(const struct ct_key
 	b = bpf_map_lookup_elem(&merle_backends, &id);
 	if (!b || b->lb_id != svc->lb_id)
 		return NULL;
-	e.backend_id = id;
-	e.lb_id = svc->lb_id;
-	bpf_map_update_elem(&merle_ct, fwd, &e, BPF_ANY);
+	__builtin_memset(entry, 0, sizeof(*entry));
+	entry->backend_id = id;
+	entry->lb_id = svc->lb_id;
+	bpf_map_update_elem(&merle_ct, fwd, entry, BPF_ANY);
 	*fresh = 1;
 	return b;
+}
+
+/* The CT_REPLY key of the replies of flow `fwd` from (baddr, bport) to
+ * (daddr, dport): the client's address and port for DNAT alone, the
+ * node's after SNAT. */
+static __always_inline void lb_reply_key(struct ct_key *r, const struct ct_key *fwd, const __u32 *baddr, __u16 bport,
+					 const __u32 *daddr, __u16 dport)
+{
+	__builtin_memset(r, 0, sizeof(*r));
+	r->proto = fwd->proto;
+	r->family = fwd->family;
+	r->dir = CT_REPLY;
+	__builtin_memcpy(r->saddr, baddr, sizeof(r->saddr));
+	__builtin_memcpy(r->daddr, daddr, sizeof(r->daddr));
+	r->sport = bport;
+	r->dport = dport;
 }
 
 /* Records that replies of the flow from (baddr, bport) to the client go
  * out as from the frontend `rev_nat`. */
 static __always_inline void lb_reply_record(const struct ct_key *fwd, const __u32 *baddr, __u16 bport, __u32 rev_nat)
 {
-	struct ct_key r = { .proto = fwd->proto, .family = fwd->family, .dir = CT_REPLY };
+	struct ct_key r;
 	struct ct_entry e = { .rev_nat = rev_nat };
 
-	__builtin_memcpy(r.saddr, baddr, sizeof(r.saddr));
-	__builtin_memcpy(r.daddr, fwd->saddr, sizeof(r.daddr));
-	r.sport = bport;
-	r.dport = fwd->sport;
+	lb_reply_key(&r, fwd, baddr, bport, fwd->saddr, fwd->sport);
 	bpf_map_update_elem(&merle_ct, &r, &e, BPF_ANY);
 }
 
@@ -160,6 +176,7 @@ static __always_inline int lb4_dnat(struct __sk_buff *skb, const struct iphdr *i
 	struct ct_key fwd = { .proto = ip->protocol, .family = AF_INET, .dir = CT_SERVICE };
 	const struct service_info *svc;
 	const struct backend_info *b;
+	struct ct_entry e;
 	struct l4_ports p;
 	__u32 fresh = 0, daddr = ip->daddr, baddr, bport;
 	int r;
@@ -175,7 +192,7 @@ static __always_inline int lb4_dnat(struct __sk_buff *skb, const struct iphdr *i
 	fwd.saddr[0] = ip->saddr;
 	fwd.sport = p.sport;
 	fwd.dport = p.dport;
-	b = lb_backend(&fwd, svc, flow_hash_v4(ip->saddr, daddr, p.sport, p.dport, fwd.proto), &fresh);
+	b = lb_backend(&fwd, svc, flow_hash_v4(ip->saddr, daddr, p.sport, p.dport, fwd.proto), &fresh, &e);
 	if (!b)
 		return -DROP_NO_BACKEND;
 	baddr = b->addr[0];
@@ -191,6 +208,7 @@ static __always_inline int lb6_dnat(struct __sk_buff *skb, const struct ipv6hdr 
 	struct ct_key fwd = { .proto = ip6->nexthdr, .family = AF_INET6, .dir = CT_SERVICE };
 	const struct service_info *svc;
 	const struct backend_info *b;
+	struct ct_entry e;
 	struct l4_ports p;
 	__u32 fresh = 0, baddr[4];
 	__u16 bport;
@@ -207,7 +225,7 @@ static __always_inline int lb6_dnat(struct __sk_buff *skb, const struct ipv6hdr 
 	__builtin_memcpy(fwd.saddr, &ip6->saddr, sizeof(fwd.saddr));
 	fwd.sport = p.sport;
 	fwd.dport = p.dport;
-	b = lb_backend(&fwd, svc, flow_hash_v6(fwd.saddr, fwd.daddr, p.sport, p.dport, fwd.proto), &fresh);
+	b = lb_backend(&fwd, svc, flow_hash_v6(fwd.saddr, fwd.daddr, p.sport, p.dport, fwd.proto), &fresh, &e);
 	if (!b)
 		return -DROP_NO_BACKEND;
 	__builtin_memcpy(baddr, b->addr, sizeof(baddr));
@@ -218,20 +236,44 @@ static __always_inline int lb6_dnat(struct __sk_buff *skb, const struct ipv6hdr 
 	return r < 0 ? r : LB_DNAT;
 }
 
-/* A reply of a translated flow, on its way into the client's pod: its
- * source becomes the frontend the client used. 1 when it was rewritten
- * (packet pointers must be loaded again), 0 for any other packet. */
+/* The address and port a reply's source becomes, from its CT_REPLY
+ * entry: the VIP a DSR request carried, or the frontend by rev-NAT index.
+ * NULL for a SNAT reply (the uplink reverses those) or no entry. */
+static __always_inline int lb_rev_target(const struct ct_entry *ct, __u8 family, __u32 *addr, __u16 *port)
+{
+	const struct rev_nat_info *rn;
+
+	if (ct->flags & CT_F_SNAT)
+		return -1;
+	if (ct->flags & CT_F_DSR) {
+		__builtin_memcpy(addr, ct->addr, 16);
+		*port = ct->port;
+		return 0;
+	}
+	rn = bpf_map_lookup_elem(&merle_rev_nat, &ct->rev_nat);
+	if (!rn || rn->family != family)
+		return -1;
+	__builtin_memcpy(addr, rn->addr, 16);
+	*port = rn->port;
+	return 0;
+}
+
+/* A reply of a translated flow, as it leaves its backend or arrives for
+ * its client: its source becomes the address the client asked. 1 when it
+ * was rewritten (packet pointers must be loaded again), 0 for any other
+ * packet. The first of the two hooks that sees a reply translates it; the
+ * other then finds no entry for it. */
 static __always_inline int lb4_rev_nat(struct __sk_buff *skb)
 {
 	struct iphdr *ip = ipv4_header(skb);
 	struct ct_key k = { .family = AF_INET, .dir = CT_REPLY };
-	const struct rev_nat_info *rn;
 	const struct ct_entry *ct;
 	struct l4_ports p;
-	__u32 saddr;
+	__u32 saddr, to[4];
+	__u16 port;
 	int r;
 
-	if (!ip || !l4_is_tcp_udp(ip->protocol) || l4_ports(skb, L4_OFF_V4, &p) < 0)
+	if (!ip || ip->ihl != 5 || !l4_is_tcp_udp(ip->protocol) || l4_ports(skb, L4_OFF_V4, &p) < 0)
 		return 0;
 	k.proto = ip->protocol;
 	k.saddr[0] = saddr = ip->saddr;
@@ -239,12 +281,9 @@ static __always_inline int lb4_rev_nat(struct __sk_buff *skb)
 	k.sport = p.sport;
 	k.dport = p.dport;
 	ct = bpf_map_lookup_elem(&merle_ct, &k);
-	if (!ct)
+	if (!ct || lb_rev_target(ct, AF_INET, to, &port) < 0)
 		return 0;
-	rn = bpf_map_lookup_elem(&merle_rev_nat, &ct->rev_nat);
-	if (!rn || rn->family != AF_INET)
-		return 0;
-	r = nat_v4(skb, k.proto, offsetof(struct iphdr, saddr), saddr, rn->addr[0], L4_SPORT, p.sport, rn->port);
+	r = nat_v4(skb, k.proto, offsetof(struct iphdr, saddr), saddr, to[0], L4_SPORT, p.sport, port);
 	return r < 0 ? r : 1;
 }
 
@@ -252,10 +291,10 @@ static __always_inline int lb6_rev_nat(struct __sk_buff *skb)
 {
 	struct ipv6hdr *ip6 = ipv6_header(skb);
 	struct ct_key k = { .family = AF_INET6, .dir = CT_REPLY };
-	const struct rev_nat_info *rn;
 	const struct ct_entry *ct;
 	struct l4_ports p;
-	__u32 vip[4];
+	__u32 to[4];
+	__u16 port;
 	int r;
 
 	if (!ip6 || !l4_is_tcp_udp(ip6->nexthdr) || l4_ports(skb, L4_OFF_V6, &p) < 0)
@@ -266,14 +305,17 @@ static __always_inline int lb6_rev_nat(struct __sk_buff *skb)
 	k.sport = p.sport;
 	k.dport = p.dport;
 	ct = bpf_map_lookup_elem(&merle_ct, &k);
-	if (!ct)
+	if (!ct || lb_rev_target(ct, AF_INET6, to, &port) < 0)
 		return 0;
-	rn = bpf_map_lookup_elem(&merle_rev_nat, &ct->rev_nat);
-	if (!rn || rn->family != AF_INET6)
-		return 0;
-	__builtin_memcpy(vip, rn->addr, sizeof(vip));
-	r = nat_v6(skb, k.proto, offsetof(struct ipv6hdr, saddr), k.saddr, vip, L4_SPORT, p.sport, rn->port);
+	r = nat_v6(skb, k.proto, offsetof(struct ipv6hdr, saddr), k.saddr, to, L4_SPORT, p.sport, port);
 	return r < 0 ? r : 1;
+}
+
+static __always_inline const struct lb_config *lb_config(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&merle_lb_config, &zero);
 }
 
 #endif

@@ -161,18 +161,55 @@ struct ct_key {
 	__u8 pad;
 };
 
+#define CT_F_DSR   (1U << 0) /* CT_REPLY: a DSR reply, the VIP in addr/port */
+#define CT_F_SNAT  (1U << 1) /* CT_REPLY: a SNAT reply, the client in addr/port */
+
 struct ct_entry {
 	__u32 backend_id;  /* CT_SERVICE: the backend the flow is on */
-	__u32 rev_nat;     /* CT_REPLY: merle_rev_nat index */
+	__u32 rev_nat;     /* CT_REPLY: merle_rev_nat index of the frontend */
 	__u32 lb_id;       /* CT_SERVICE: the table it was chosen from */
-	__u32 flags;
+	__u32 flags;       /* CT_F_* */
+	__u32 addr[4];     /* CT_REPLY: DSR: the VIP; SNAT: the client.
+			    * CT_SERVICE with SNAT: the node address used */
+	__u16 port;        /* the port of addr (network order) */
+	__u16 pad;
 };
 
 /* merle_lb_config: one entry; a program skips every service lookup while
  * no service is programmed. */
 struct lb_config {
 	__u32 services;    /* frontends in merle_services */
-	__u32 pad;
+	__u32 flags;       /* LB_F_* */
+	__u32 addr4;       /* this node's IPv4 address: the SNAT source */
+	__u32 addr6[4];    /* its IPv6 address */
+};
+
+#define LB_F_ADDR4 (1U << 0) /* addr4 is set */
+#define LB_F_ADDR6 (1U << 1) /* addr6 is set */
+
+/* The DSR option (Cilium's): IPv4 option 0x9a (copied, number 26), 8
+ * bytes; IPv6 destination option 0x1B in a 24-byte header. */
+#define DSR_IPV4_OPT_TYPE 0x9a
+#define DSR_IPV4_OPT_LEN  8
+#define DSR_IPV6_OPT_TYPE 0x1B
+#define DSR_IPV6_OPT_LEN  20
+#define DSR_IPV6_EXT_LEN  24
+
+struct dsr_opt_v4 {
+	__u8 type;
+	__u8 len;
+	__u16 port;     /* network order */
+	__u32 addr;     /* network order */
+};
+
+struct dsr_opt_v6 {
+	__u8 nexthdr;
+	__u8 hdrlen;    /* (24 / 8) - 1 */
+	__u8 type;
+	__u8 len;
+	__u32 addr[4];
+	__u16 port;
+	__u16 pad;      /* two Pad1 options */
 };
 
 #define SERVICES_MAX  65536
