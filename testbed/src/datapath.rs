@@ -106,6 +106,12 @@ impl Cluster {
     }
 
     pub fn with_nat(tag: &str, n: usize, encap: Encap, mode: Mode, nat: bool) -> anyhow::Result<Self> {
+        Self::build(tag, n, encap, mode, nat, "")
+    }
+
+    /// A cluster whose nodes' configurations end with `extra` (peers, for
+    /// one).
+    pub fn build(tag: &str, n: usize, encap: Encap, mode: Mode, nat: bool, extra: &str) -> anyhow::Result<Self> {
         let lan = Lan::with_subnet(tag, n as u8, "10.0.0", "fd00:")?;
         let merled_bin = sibling_binary("merled")?;
         let merlectl = sibling_binary("merlectl")?;
@@ -118,7 +124,7 @@ impl Cluster {
             let ns = &lan.hosts[i - 1];
             let data = data.clone();
             let bpffs = BpfFs::new(&format!("{tag}{i}"))?;
-            let cfg = config(i, n, encap, mode, data.path(), &bpffs.pin_dir(), nat);
+            let cfg = config(i, n, encap, mode, data.path(), &bpffs.pin_dir(), nat) + extra;
             let merled = Merled::start(ns, &format!("n{i}"), &merled_bin, &merlectl, &cfg)?;
             let runtime = Runtime::new(&cni, &merled.config)?;
             nodes.push(Node { name: format!("n{i}"), merled, bpffs, runtime, _data: data });

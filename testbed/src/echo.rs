@@ -86,6 +86,99 @@ impl Drop for Echo {
     }
 }
 
+/// A server of long connections: each gets `"{name}\n"`, then every byte
+/// it sends comes back, until it closes.
+#[derive(Debug)]
+pub struct Stream {
+    _echo: Echo,
+}
+
+impl Stream {
+    pub fn start(ns: &Netns, bind: SocketAddr, name: &str) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, name) = (stop.clone(), name.to_owned());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handle = ns.spawn(move || -> anyhow::Result<()> {
+            let l = TcpListener::bind(bind);
+            let _ = tx.send(l.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+            let Ok(l) = l else { return Ok(()) };
+            l.set_nonblocking(true)?;
+            while !s.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        c.set_nonblocking(false)?;
+                        let (name, s) = (name.clone(), s.clone());
+                        std::thread::spawn(move || {
+                            let _ = c.set_read_timeout(Some(Duration::from_millis(200)));
+                            if c.write_all(format!("{name}\n").as_bytes()).is_err() {
+                                return;
+                            }
+                            let mut buf = vec![0u8; 65536];
+                            while !s.load(Ordering::Relaxed) {
+                                match c.read(&mut buf) {
+                                    Ok(0) => return,
+                                    Ok(n) => {
+                                        if c.write_all(&buf[..n]).is_err() {
+                                            return;
+                                        }
+                                    }
+                                    Err(e)
+                                        if matches!(
+                                            e.kind(),
+                                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                        ) => {}
+                                    Err(_) => return,
+                                }
+                            }
+                        });
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(2))
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(())
+        })?;
+        rx.recv_timeout(Duration::from_secs(5))?.map_err(|e| anyhow::anyhow!("binding {bind}: {e}"))?;
+        Ok(Self { _echo: Echo { stop, handle: Some(handle) } })
+    }
+}
+
+/// A long connection to a [`Stream`] server, made in a namespace.
+#[derive(Debug)]
+pub struct Conn {
+    pub server: String,
+    s: TcpStream,
+}
+
+impl Conn {
+    pub fn open(ns: &Netns, to: SocketAddr) -> anyhow::Result<Self> {
+        ns.spawn(move || -> anyhow::Result<Conn> {
+            let s = TcpStream::connect_timeout(&to, Duration::from_secs(3)).with_context(|| format!("connect {to}"))?;
+            s.set_read_timeout(Some(Duration::from_secs(3)))?;
+            let mut line = Vec::new();
+            let mut b = [0u8; 1];
+            while b[0] != b'\n' {
+                (&s).read_exact(&mut b).with_context(|| format!("the greeting of {to}"))?;
+                line.push(b[0]);
+            }
+            Ok(Conn { server: String::from_utf8_lossy(&line).trim().to_owned(), s })
+        })?
+        .join()
+        .map_err(|_| anyhow::anyhow!("client thread panicked"))??
+    }
+
+    /// Sends `data` and reads it back.
+    pub fn echo(&mut self, data: &[u8]) -> anyhow::Result<()> {
+        self.s.write_all(data)?;
+        let mut back = vec![0u8; data.len()];
+        self.s.read_exact(&mut back)?;
+        anyhow::ensure!(back == data, "the echo differs");
+        Ok(())
+    }
+}
+
 /// What an echo server said: its name and the peer address it saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {

@@ -1,5 +1,6 @@
-//! FRR's bgpd in a namespace, started directly without zebra, queried with
-//! vtysh over its own vty socket directory.
+//! FRR's bgpd in a namespace, started directly (without zebra, or with it
+//! when the routes must reach the namespace's kernel, as a ToR's must),
+//! queried with vtysh over its own vty socket directory.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -12,10 +13,13 @@ use crate::process::Daemon;
 use crate::{wait, TempDir};
 
 pub const BGPD: &str = "/usr/lib/frr/bgpd";
+pub const ZEBRA: &str = "/usr/lib/frr/zebra";
 
 #[derive(Debug)]
 pub struct Frr {
     pub daemon: Daemon,
+    /// zebra, when bgpd's routes go into the kernel.
+    zebra: Option<Daemon>,
     pub vty_dir: PathBuf,
     /// bgpd's pid, for its /var/tmp/frr/bgpd.<pid> directory.
     pid: Option<u32>,
@@ -24,6 +28,17 @@ pub struct Frr {
 
 impl Frr {
     pub fn start(ns: &Netns, name: &str, config: &str) -> anyhow::Result<Self> {
+        Self::launch(ns, name, config, false)
+    }
+
+    /// bgpd with zebra: the best paths (ECMP with `maximum-paths`) are
+    /// installed in the namespace's kernel, so the namespace routes by
+    /// them.
+    pub fn start_routing(ns: &Netns, name: &str, config: &str) -> anyhow::Result<Self> {
+        Self::launch(ns, name, config, true)
+    }
+
+    fn launch(ns: &Netns, name: &str, config: &str, routing: bool) -> anyhow::Result<Self> {
         let dir = TempDir::new(&format!("frr-{name}"))?;
         let conf = dir.path().join("bgpd.conf");
         std::fs::write(&conf, config)?;
@@ -31,37 +46,51 @@ impl Frr {
         let log = dir.path().join("bgpd.log");
         let (conf_s, pid, zserv, vty, logarg) =
             (p("bgpd.conf"), p("bgpd.pid"), p("zserv.api"), p(""), format!("file:{}", p("bgpd.file.log")));
-        let daemon = Daemon::spawn(
-            ns,
-            &format!("frr {name}"),
-            &[
-                BGPD,
-                "-f",
-                &conf_s,
-                "-i",
-                &pid,
-                "-z",
-                &zserv,
-                "--vty_socket",
-                &vty,
-                "-Z",
-                "-n",
-                "-S",
-                "-P",
-                "0",
-                "--limit-fds",
-                "1024",
-                "--log",
-                &logarg,
-                "--log-level",
-                "info",
-            ],
-            &log,
-            &[],
-        )?;
+        let zebra = if routing {
+            std::fs::write(dir.path().join("zebra.conf"), format!("hostname {name}\n"))?;
+            // zebra drops to the frr user (it has no -S, and root is not
+            // in the frrvty group): the directory must be frr's.
+            run(Command::new("chown").args(["frr:frr"]).arg(dir.path()))?;
+            let (zconf, zpid, zlog) = (p("zebra.conf"), p("zebra.pid"), format!("file:{}", p("zebra.file.log")));
+            let z = Daemon::spawn(
+                ns,
+                &format!("zebra {name}"),
+                &[
+                    ZEBRA,
+                    "-f",
+                    &zconf,
+                    "-i",
+                    &zpid,
+                    "-z",
+                    &zserv,
+                    "--vty_socket",
+                    &vty,
+                    "-P",
+                    "0",
+                    "--limit-fds",
+                    "1024",
+                    "--log",
+                    &zlog,
+                ],
+                &dir.path().join("zebra.log"),
+                &[],
+            )?;
+            let api = dir.path().join("zserv.api");
+            wait::poll("zebra's zserv socket", Duration::from_secs(20), || api.exists().then_some(()))
+                .with_context(|| format!("zebra did not start:\n{}", z.log_tail(20)))?;
+            Some(z)
+        } else {
+            None
+        };
+        let mut argv = vec![BGPD, "-f", &conf_s, "-i", &pid, "-z", &zserv, "--vty_socket", &vty];
+        if !routing {
+            argv.extend(["-Z", "-n"]);
+        }
+        argv.extend(["-S", "-P", "0", "--limit-fds", "1024", "--log", &logarg, "--log-level", "info"]);
+        let daemon = Daemon::spawn(ns, &format!("frr {name}"), &argv, &log, &[])?;
         let vty_dir = dir.path().to_owned();
         let pid = daemon.pid();
-        let mut f = Self { daemon, vty_dir, pid, _dir: dir };
+        let mut f = Self { daemon, zebra, vty_dir, pid, _dir: dir };
         let sock = f.vty_dir.join("bgpd.vty");
         wait::poll("FRR bgpd vty socket", Duration::from_secs(20), || sock.exists().then_some(()))
             .with_context(|| format!("FRR bgpd did not start:\n{}", f.daemon.log_tail(20)))?;
@@ -95,6 +124,9 @@ impl Frr {
 impl Drop for Frr {
     fn drop(&mut self) {
         self.daemon.stop(Duration::from_secs(3));
+        if let Some(z) = self.zebra.as_mut() {
+            z.stop(Duration::from_secs(3));
+        }
         if let Some(pid) = self.pid {
             let _ = std::fs::remove_dir_all(format!("/var/tmp/frr/bgpd.{pid}"));
         }

@@ -26,6 +26,7 @@ pub mod demo;
 pub mod echo;
 pub mod etcd;
 pub mod frr;
+pub mod lbbed;
 pub mod merled;
 pub mod netns;
 pub mod process;
