@@ -34,7 +34,7 @@ fn main() {
     println!("cargo:rerun-if-changed=bpf");
     println!("cargo:rerun-if-env-changed=MERLE_CLANG");
     let arch_include = format!("-I/usr/include/{}-linux-gnu", std::env::consts::ARCH);
-    for name in ["pod", "node", "test/reject", "test/minimal"] {
+    for name in ["pod", "node", "sock", "test/reject", "test/minimal"] {
         let c = src.join(format!("{name}.bpf.c"));
         let o = out.join(format!("{}.bpf.o", name.replace('/', "_")));
         run(

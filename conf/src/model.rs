@@ -642,12 +642,35 @@ pub struct Dataplane {
     /// added whenever it exists.
     #[serde(default)]
     pub interfaces: Vec<String>,
+    /// Balance the host's own connections to services (kubelet, hostNetwork
+    /// pods) with cgroup socket programs, as Cilium's socket LB. Off: leave
+    /// ClusterIPs from the host to kube-proxy; NodePorts, external and
+    /// load-balancer IPs stay in eBPF.
+    #[serde(default = "default_true")]
+    pub socket_lb: bool,
+    /// Where cgroup v2 is mounted, or is mounted by merled when it is not
+    /// (a cgroup2 mount found elsewhere is used as it is).
+    #[serde(default = "default_cgroup_root")]
+    pub cgroup_root: PathBuf,
 }
+
+pub const DEFAULT_CGROUP_ROOT: &str = "/run/merle/cgroupv2";
 
 impl Default for Dataplane {
     fn default() -> Self {
-        Self { mode: DataplaneMode::Auto, attach: AttachKind::Auto, pin_dir: default_pin_dir(), interfaces: Vec::new() }
+        Self {
+            mode: DataplaneMode::Auto,
+            attach: AttachKind::Auto,
+            pin_dir: default_pin_dir(),
+            interfaces: Vec::new(),
+            socket_lb: true,
+            cgroup_root: default_cgroup_root(),
+        }
     }
+}
+
+fn default_cgroup_root() -> PathBuf {
+    PathBuf::from(DEFAULT_CGROUP_ROOT)
 }
 
 fn default_pin_dir() -> PathBuf {

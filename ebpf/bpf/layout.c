@@ -81,6 +81,13 @@ int main(void)
 	FIELD(lb_config, flags);
 	FIELD(lb_config, addr4);
 	FIELD(lb_config, addr6);
+	FIELD(lb_config, netns_cookie);
+	SIZE(sock_rev_key);
+	FIELD(sock_rev_key, cookie);
+	FIELD(sock_rev_key, addr);
+	FIELD(sock_rev_key, port);
+	FIELD(sock_rev_key, family);
+	CONST(SOCK_REV_MAX);
 	SIZE(dsr_opt_v4);
 	SIZE(dsr_opt_v6);
 	CONST(CT_F_DSR);

@@ -14,6 +14,8 @@
 //!   reconcile of the endpoint map.
 //! - [`services`]: the service maps (frontends, Maglev tables, backends,
 //!   rev-NAT, conntrack), written from a `merle_lb::plan::Plan` as a diff.
+//! - [`sock`]: the cgroup socket programs (the host's own connections to
+//!   services) on the cgroup v2 root.
 //! - [`nat`]: outgoing NAT rules in nftables.
 //! - [`probe`]: whether this kernel can run the datapath, and why not.
 //! - [`sys`]: the bpf(2) commands aya does not wrap (BPF_PROG_TEST_RUN,
@@ -33,6 +35,7 @@ pub mod pins;
 pub mod probe;
 pub mod report;
 pub mod services;
+pub mod sock;
 pub mod stats;
 pub mod sys;
 pub mod types;

@@ -7,6 +7,9 @@ pub static POD: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/p
 /// `bpf/node.bpf.c`: `node_ingress`.
 pub static NODE: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/node.bpf.o"));
 
+/// `bpf/sock.bpf.c`: the cgroup socket programs (`sock4_connect`, ...).
+pub static SOCK: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock.bpf.o"));
+
 /// `bpf/test/reject.bpf.c`: a program the verifier rejects, for the
 /// loader's tests.
 #[doc(hidden)]
@@ -30,11 +33,11 @@ pub const POD_INGRESS: Program = Program { name: "pod_ingress", object: POD, hoo
 pub const NODE_INGRESS: Program = Program { name: "node_ingress", object: NODE, hook: crate::types::Hook::NodeIngress };
 pub const PROGRAMS: [Program; 2] = [POD_INGRESS, NODE_INGRESS];
 
-/// FNV-1a over both objects, as 16 hex digits: the version of the
+/// FNV-1a over the objects, as 16 hex digits: the version of the
 /// datapath, kept in the pin directory's name for the programs.
 pub fn digest() -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for o in [POD, NODE] {
+    for o in [POD, NODE, SOCK] {
         for b in o {
             h ^= u64::from(*b);
             h = h.wrapping_mul(0x0100_0000_01b3);

@@ -28,6 +28,9 @@ pub struct Report {
     pub counters: Vec<Counter>,
     /// Outgoing NAT: whether merle's nftables table is in place.
     pub nat_outgoing: bool,
+    /// The socket programs: where they are linked, or why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_lb: Option<String>,
     /// The configured services and what of them is programmed.
     #[serde(default)]
     pub services: Vec<ServiceReport>,

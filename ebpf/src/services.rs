@@ -275,7 +275,7 @@ impl Services {
 
     fn set_config(&mut self, n: u32, addrs: &[IpAddr]) -> Result<(), Error> {
         let cur = self.config.get(&0, 0).map_err(map_err(LB_CONFIG, 0))?;
-        let mut want = LbConfig { services: n, ..LbConfig::default() };
+        let mut want = LbConfig { services: n, netns_cookie: cur.netns_cookie, ..LbConfig::default() };
         if let Some(IpAddr::V4(a)) = addrs.iter().find(|a| a.is_ipv4()) {
             want.addr4 = a.octets();
             want.flags |= LB_F_ADDR4;
@@ -286,6 +286,17 @@ impl Services {
         }
         if cur != want {
             self.config.set(0, want, 0).map_err(map_err(LB_CONFIG, 0))?;
+        }
+        Ok(())
+    }
+
+    /// The network namespace whose sockets the socket programs balance (0:
+    /// none).
+    pub fn set_host_netns(&mut self, cookie: u64) -> Result<(), Error> {
+        let mut cur = self.config.get(&0, 0).map_err(map_err(LB_CONFIG, 0))?;
+        if cur.netns_cookie != cookie {
+            cur.netns_cookie = cookie;
+            self.config.set(0, cur, 0).map_err(map_err(LB_CONFIG, 0))?;
         }
         Ok(())
     }

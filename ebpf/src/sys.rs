@@ -11,7 +11,9 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
+const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_PROG_QUERY: libc::c_long = 16;
@@ -50,6 +52,96 @@ pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     // SAFETY: BPF_OBJ_GET returned a new file descriptor that nothing else
     // owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Pins an object (a link) at `path` on a bpffs.
+pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+    #[repr(C)]
+    struct Attr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let mut a = Attr { pathname: c.as_ptr() as u64, bpf_fd: fd.as_raw_fd() as u32, file_flags: 0 };
+    bpf(BPF_OBJ_PIN, &mut a).map(|_| ())
+}
+
+/// Links `prog` to the object `target` (a cgroup directory) for
+/// `attach_type`; the link lives while its descriptor or a pin does.
+pub fn link_create(prog: BorrowedFd<'_>, target: BorrowedFd<'_>, attach_type: u32) -> io::Result<OwnedFd> {
+    #[repr(C)]
+    struct Attr {
+        prog_fd: u32,
+        target_fd: u32,
+        attach_type: u32,
+        flags: u32,
+        // The union that follows; zeroes for a cgroup link.
+        rest: [u64; 4],
+    }
+    let mut a = Attr {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_fd: target.as_raw_fd() as u32,
+        attach_type,
+        flags: 0,
+        rest: [0; 4],
+    };
+    let fd = bpf(BPF_LINK_CREATE, &mut a)?;
+    // SAFETY: BPF_LINK_CREATE returned a new file descriptor that nothing
+    // else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// The cookie of the calling thread's network namespace
+/// (`SO_NETNS_COOKIE`, Linux 5.14), as `bpf_get_netns_cookie` sees it.
+pub fn netns_cookie() -> io::Result<u64> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").or_else(|_| std::net::UdpSocket::bind("[::1]:0"))?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: the socket is open for the duration of the call, and the
+    // kernel writes at most `len` bytes into `cookie`, which is that big.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            &mut cookie as *mut u64 as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cookie)
+}
+
+/// `CGROUP2_SUPER_MAGIC` of statfs(2).
+const CGROUP2_MAGIC: i64 = 0x6367_7270;
+
+/// Whether `path` is on a cgroup v2 filesystem.
+pub fn is_cgroup2(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: statfs writes into the zeroed struct we own; c is a valid
+    // NUL-terminated path for the duration of the call.
+    unsafe {
+        let mut s: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut s) == 0 && s.f_type as i64 == CGROUP2_MAGIC
+    }
+}
+
+/// Mounts the cgroup v2 hierarchy (its root) at `dir`, created if missing.
+pub fn mount_cgroup2(dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let target = CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let fstype = c"cgroup2";
+    // SAFETY: all three strings are valid NUL-terminated C strings that
+    // outlive the call; no data argument is passed.
+    let r = unsafe { libc::mount(c"none".as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// What `struct bpf_link_info` says of a TCX link.

@@ -210,7 +210,24 @@ pub struct LbConfig {
     pub flags: u32,
     pub addr4: [u8; 4],
     pub addr6: [u8; 16],
+    pub pad: u32,
+    /// The host's network namespace, where the socket programs balance.
+    pub netns_cookie: u64,
 }
+
+/// `struct sock_rev_key`: a translated socket and the backend it was
+/// sent to.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct SockRevKey {
+    pub cookie: u64,
+    pub addr: [u8; 16],
+    pub port: [u8; 2],
+    pub family: u8,
+    pub pad: [u8; 5],
+}
+
+pub const SOCK_REV_MAX: u32 = 65536;
 
 pub const LB_F_ADDR4: u32 = 1;
 pub const LB_F_ADDR6: u32 = 2;
@@ -265,6 +282,7 @@ mod pod {
     unsafe impl aya::Pod for super::CtKey {}
     unsafe impl aya::Pod for super::CtEntry {}
     unsafe impl aya::Pod for super::LbConfig {}
+    unsafe impl aya::Pod for super::SockRevKey {}
 }
 
 /// Where a program runs (`HOOK_*`).
@@ -474,6 +492,12 @@ mod tests {
         check("offset lb_config.flags", offset_of!(LbConfig, flags));
         check("offset lb_config.addr4", offset_of!(LbConfig, addr4));
         check("offset lb_config.addr6", offset_of!(LbConfig, addr6));
+        check("offset lb_config.netns_cookie", offset_of!(LbConfig, netns_cookie));
+        check("size sock_rev_key", size_of::<SockRevKey>());
+        check("offset sock_rev_key.cookie", offset_of!(SockRevKey, cookie));
+        check("offset sock_rev_key.addr", offset_of!(SockRevKey, addr));
+        check("offset sock_rev_key.port", offset_of!(SockRevKey, port));
+        check("offset sock_rev_key.family", offset_of!(SockRevKey, family));
         check("size dsr_opt_v4", 8);
         check("size dsr_opt_v6", usize::from(DSR_IPV6_EXT_LEN));
         // aya's LPM key is what the C side calls net_key4 / net_key6.
@@ -513,6 +537,7 @@ mod tests {
             ("SERVICES_MAX", SERVICES_MAX),
             ("BACKENDS_MAX", BACKENDS_MAX),
             ("CT_MAX", CT_MAX),
+            ("SOCK_REV_MAX", SOCK_REV_MAX),
             ("CT_F_DSR", CT_F_DSR),
             ("CT_F_SNAT", CT_F_SNAT),
             ("LB_F_ADDR4", LB_F_ADDR4),

@@ -67,6 +67,9 @@ struct Engine {
     /// there (a backend IPAM does not know, a map error).
     services_applied: Option<merle_lb::plan::Plan>,
     services_error: Option<String>,
+    /// The socket programs' state for the report, once linked (or why not).
+    socket_lb: Option<String>,
+    socket_linked: bool,
 }
 
 /// The interfaces holding the node's addresses, or the configured ones;
@@ -164,6 +167,8 @@ impl Engine {
         let pins = self.pins();
         self.dp = None;
         self.services_applied = None;
+        self.socket_linked = false;
+        self.socket_lb = None;
         self.pods_linked = false;
         self.node_ifaces.clear();
         if pins.root().exists() {
@@ -213,6 +218,57 @@ impl Engine {
         self.reconcile_pods(if full { Scope::Full } else { Scope::Stale });
         self.pods_linked = true;
         self.sync_services();
+        self.sync_socket_lb();
+    }
+
+    /// The socket programs linked to the cgroup v2 root with this
+    /// namespace's cookie, or unlinked when `socket_lb` is off.
+    fn sync_socket_lb(&mut self) {
+        let Some(dp) = self.dp.as_ref() else { return };
+        let pins = dp.pins.clone();
+        if !self.cfg.dataplane.socket_lb {
+            if self.socket_linked || !merle_ebpf::sock::linked(&pins).is_empty() {
+                if let Err(e) = merle_ebpf::sock::unlink(&pins) {
+                    warn!("dataplane: socket programs: {e}");
+                }
+                let _ = merle_ebpf::services::Services::open(&pins).and_then(|mut m| m.set_host_netns(0));
+                info!("dataplane: socket programs unlinked: ClusterIPs from the host are left to kube-proxy");
+            }
+            self.socket_linked = false;
+            self.socket_lb =
+                Some("off ([dataplane] socket_lb = false): ClusterIPs from the host are left to kube-proxy".into());
+            return;
+        }
+        if self.socket_linked {
+            return;
+        }
+        let digest = dp.digest.clone();
+        let r = (|| -> Result<String, merle_ebpf::Error> {
+            merle_ebpf::sock::load(&pins, &digest)?;
+            let root = merle_ebpf::sock::cgroup_root(&self.cfg.dataplane.cgroup_root)?;
+            let links = merle_ebpf::sock::link(&pins, &digest, &root)?;
+            let cookie = merle_ebpf::sys::netns_cookie()
+                .map_err(|e| merle_ebpf::Error::Unsupported(format!("the network namespace's cookie: {e}")))?;
+            merle_ebpf::services::Services::open(&pins)?.set_host_netns(cookie)?;
+            let kept = links.iter().filter(|l| l.kept).count();
+            Ok(format!(
+                "{} programs on {} ({} kept), for network namespace {cookie}",
+                links.len(),
+                root.display(),
+                kept
+            ))
+        })();
+        match r {
+            Ok(s) => {
+                info!("dataplane: socket programs: {s}");
+                self.socket_lb = Some(s);
+                self.socket_linked = true;
+            }
+            Err(e) => {
+                warn!("dataplane: socket programs not linked, ClusterIPs from the host are not balanced: {e}");
+                self.socket_lb = Some(format!("not linked: {e}"));
+            }
+        }
     }
 
     /// IPAM's blocks, through the store opened once.
@@ -358,6 +414,7 @@ impl Engine {
             ..Report::default()
         };
         r.services_error = self.services_error.clone();
+        r.socket_lb = self.socket_lb.clone();
         let Some(dp) = &self.dp else {
             r.services = crate::services::report(&self.cfg, None);
             return r;
@@ -412,6 +469,7 @@ impl Engine {
             } else {
                 self.reconcile_pods(Scope::Stale);
                 self.sync_services();
+                self.sync_socket_lb();
             }
         }
     }
@@ -469,6 +527,8 @@ impl DataplaneLink {
             pods_linked: false,
             services_applied: None,
             services_error: None,
+            socket_lb: None,
+            socket_linked: false,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let (started_tx, started) = oneshot::channel();

@@ -28,10 +28,14 @@ fn backend(p: &Pod, v6: bool, port: u16) -> String {
 }
 
 fn services(web: &[&Pod], dns: &[&Pod], web6: &[&Pod]) -> String {
+    services_with(web, dns, web6, "")
+}
+
+fn services_with(web: &[&Pod], dns: &[&Pod], web6: &[&Pod], web_extra: &str) -> String {
     let list = |pods: &[&Pod], v6, port| pods.iter().map(|p| backend(p, v6, port)).collect::<Vec<_>>().join(", ");
     format!(
         "[service_ranges]\ncluster_ips = [\"10.96.0.0/16\", \"fd00:96::/112\"]\n\n\
-         [[services]]\nname = \"web\"\nprotocol = \"tcp\"\ncluster_ip = \"10.96.0.10\"\nport = 80\nbackends = [{}]\n\n\
+         [[services]]\nname = \"web\"\nprotocol = \"tcp\"\ncluster_ip = \"10.96.0.10\"\nport = 80\n{web_extra}backends = [{}]\n\n\
          [[services]]\nname = \"dns\"\nprotocol = \"udp\"\ncluster_ip = \"10.96.0.53\"\nport = 53\nbackends = [{}]\n\n\
          [[services]]\nname = \"web6\"\nprotocol = \"tcp\"\ncluster_ip = \"fd00:96::10\"\nport = 80\nbackends = [{}]\n",
         list(web, false, 8080),
@@ -91,6 +95,24 @@ fn pods_reach_cluster_ips_across_nodes_and_live_edits_apply_as_a_diff() {
     for cn in d["counters"].as_array().unwrap() {
         assert_ne!(cn["kind"], "drop", "no packet dropped: {cn}");
     }
+    // The nodes themselves (kubelet, hostNetwork pods): the socket
+    // programs send connect() and sendmsg() to a backend, and recvmsg()
+    // and getpeername() show the ClusterIP.
+    assert!(d["socket_lb"].as_str().unwrap_or_default().contains("8 programs"), "{}", d["socket_lb"]);
+    for i in 0..2 {
+        let host = c.ns(i);
+        let mut seen = BTreeSet::new();
+        for _ in 0..30 {
+            let a = ask_tcp(host, sa("10.96.0.10:80")).unwrap();
+            assert_eq!(a.from, sa("10.96.0.10:80"), "getpeername shows the ClusterIP");
+            seen.insert(a.server);
+        }
+        assert_eq!(seen, both, "from node n{}", i + 1);
+        for _ in 0..10 {
+            assert_eq!(ask_udp(host, sa("10.96.0.53:53")).unwrap().from, sa("10.96.0.53:53"), "recvmsg shows it");
+            assert_eq!(ask_tcp(host, sa("[fd00:96::10]:80")).unwrap().from, sa("[fd00:96::10]:80"));
+        }
+    }
     let shown = c.nodes[0].merled.merlectl(&["service", "show", "web"]).unwrap();
     assert!(shown.contains("programmed") && shown.contains("10.96.0.10:80/tcp"), "{shown}");
     let listed = c.nodes[0].merled.merlectl(&["service", "list"]).unwrap();
@@ -128,6 +150,111 @@ fn pods_reach_cluster_ips_across_nodes_and_live_edits_apply_as_a_diff() {
     assert!(last.contains("1 tables written"), "only web's table is rewritten: {last}");
     drop(servers);
     for p in [&a1, &a2, &b1, &b2] {
+        c.del_pod(p).unwrap();
+    }
+}
+
+/// kube-proxy's iptables rules for `web` on a node, as it writes them:
+/// ClusterIP DNAT in OUTPUT (KUBE-SERVICES), NodePort in PREROUTING with
+/// the masquerade mark (KUBE-NODEPORTS), MASQUERADE of marked packets.
+fn kube_proxy_rules(ns: &testbed::netns::Netns, backends: &[&Pod]) {
+    let ipt = |args: &str| {
+        ns.exec(&["iptables", "-t", "nat"].iter().copied().chain(args.split(' ')).collect::<Vec<_>>()).unwrap()
+    };
+    for chain in ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-SVC-WEB", "KUBE-MARK-MASQ", "KUBE-POSTROUTING"] {
+        ipt(&format!("-N {chain}"));
+    }
+    ipt("-A OUTPUT -j KUBE-SERVICES");
+    ipt("-A PREROUTING -j KUBE-SERVICES");
+    ipt("-A POSTROUTING -j KUBE-POSTROUTING");
+    ipt("-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000");
+    ipt("-A KUBE-POSTROUTING -m mark --mark 0x4000/0x4000 -j MASQUERADE");
+    ipt("-A KUBE-SERVICES -d 10.96.0.10/32 -p tcp --dport 80 -j KUBE-SVC-WEB");
+    ipt("-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS");
+    ipt("-A KUBE-NODEPORTS -p tcp --dport 30080 -j KUBE-MARK-MASQ");
+    ipt("-A KUBE-NODEPORTS -p tcp --dport 30080 -j KUBE-SVC-WEB");
+    let n = backends.len();
+    for (i, b) in backends.iter().enumerate() {
+        let sep = format!("KUBE-SEP-{i}");
+        ipt(&format!("-N {sep}"));
+        ipt(&format!("-A {sep} -p tcp -j DNAT --to-destination {}:8080", b.v4));
+        if i + 1 < n {
+            ipt(&format!(
+                "-A KUBE-SVC-WEB -m statistic --mode random --probability {:.5} -j {sep}",
+                1.0 / (n - i) as f64
+            ));
+        } else {
+            ipt(&format!("-A KUBE-SVC-WEB -j {sep}"));
+        }
+    }
+}
+
+/// Packets the nat table's rule jumping to `target` counted.
+fn iptables_count(ns: &testbed::netns::Netns, chain: &str, target: &str) -> u64 {
+    let out = ns.exec(&["iptables", "-t", "nat", "-L", chain, "-v", "-x", "-n"]).unwrap();
+    out.lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some(target))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn without_socket_lb_merle_coexists_with_kube_proxy_rules() {
+    if skip_unless_bpf("coexists_with_kube_proxy") {
+        return;
+    }
+    let c = Cluster::new("kpx", 2, Encap::Native, Mode::Ebpf).unwrap();
+    for i in 0..2 {
+        c.wait_mode(i, Mode::Ebpf).unwrap();
+    }
+    let a2 = c.add_pod(0, "kpxa2").unwrap();
+    let b1 = c.add_pod(1, "kpxb1").unwrap();
+    let _servers: Vec<Echo> =
+        [(&a2, "a2"), (&b1, "b1")].iter().map(|(p, n)| Echo::tcp(&p.ns, sa("0.0.0.0:8080"), n).unwrap()).collect();
+    // n1 leaves ClusterIPs from the host to kube-proxy.
+    let path = &c.nodes[0].merled.config;
+    let text = std::fs::read_to_string(path).unwrap();
+    std::fs::write(path, text.replacen("[dataplane]\n", "[dataplane]\nsocket_lb = false\n", 1)).unwrap();
+    let all = services_with(&[&a2, &b1], &[&a2, &b1], &[&a2, &b1], "node_port = 30080\nmode = \"dsr\"\n");
+    for i in 0..2 {
+        c.set_services(i, &all).unwrap();
+        c.wait_services(i, 3).unwrap();
+    }
+    testbed::wait::poll("socket programs off on n1", Duration::from_secs(20), || {
+        c.dataplane(0).ok()?["socket_lb"].as_str()?.starts_with("off").then_some(())
+    })
+    .unwrap();
+    kube_proxy_rules(c.ns(0), &[&a2, &b1]);
+    let both: BTreeSet<String> = ["a2", "b1"].map(String::from).into();
+
+    // The host's ClusterIP connections go through kube-proxy's DNAT.
+    let before = iptables_count(c.ns(0), "KUBE-SERVICES", "KUBE-SVC-WEB");
+    let mut seen = BTreeSet::new();
+    for _ in 0..30 {
+        let a = ask_tcp(c.ns(0), sa("10.96.0.10:80")).unwrap();
+        assert_eq!(a.from, sa("10.96.0.10:80"));
+        seen.insert(a.server);
+    }
+    assert_eq!(seen, both);
+    assert!(iptables_count(c.ns(0), "KUBE-SERVICES", "KUBE-SVC-WEB") >= before + 30, "iptables did the DNAT");
+
+    // NodePort traffic arriving at n1 is merle's (DSR: the backend sees
+    // the client, n2's address), before kube-proxy's rules see it.
+    let np = iptables_count(c.ns(0), "KUBE-NODEPORTS", "KUBE-MARK-MASQ");
+    let n2: IpAddr = "10.0.0.2".parse().unwrap();
+    let mut seen = BTreeSet::new();
+    for _ in 0..30 {
+        let a = ask_tcp(c.ns(1), sa("10.0.0.1:30080")).unwrap();
+        assert_eq!((a.from, a.peer.ip()), (sa("10.0.0.1:30080"), n2), "by merle's DSR, not masqueraded");
+        seen.insert(a.server);
+    }
+    assert_eq!(seen, both);
+    assert_eq!(
+        iptables_count(c.ns(0), "KUBE-NODEPORTS", "KUBE-MARK-MASQ"),
+        np,
+        "kube-proxy's NodePort rule saw nothing"
+    );
+    for p in [&a2, &b1] {
         c.del_pod(p).unwrap();
     }
 }

@@ -182,7 +182,22 @@ struct lb_config {
 	__u32 flags;       /* LB_F_* */
 	__u32 addr4;       /* this node's IPv4 address: the SNAT source */
 	__u32 addr6[4];    /* its IPv6 address */
+	__u32 pad;
+	__u64 netns_cookie; /* the host's network namespace: where the socket
+			     * programs balance (0: nowhere) */
 };
+
+/* merle_sock_rev: what a socket the socket programs translated was meant
+ * to reach, so that recvmsg and getpeername show the service address. */
+struct sock_rev_key {
+	__u64 cookie;    /* the socket's cookie */
+	__u32 addr[4];   /* the backend, network order */
+	__u16 port;      /* network order */
+	__u8 family;
+	__u8 pad[5];
+};
+
+#define SOCK_REV_MAX 65536
 
 #define LB_F_ADDR4 (1U << 0) /* addr4 is set */
 #define LB_F_ADDR6 (1U << 1) /* addr6 is set */
