@@ -499,6 +499,18 @@ fn snat_translates_both_ways_and_gives_colliding_clients_their_own_ports() {
         // The flow keeps its port.
         let again = b.arrives(L4::tcp(c2, 5000, ip(VIP), 80, ACK), TC_ACT_REDIRECT, Reason::RedirectFib);
         assert_eq!(packet::l4_tuple(&again).1, p2);
+        // The service goes and comes back (new rev-NAT ids): a new
+        // connection on the same tuple is translated both ways again.
+        b.program_outside(&[]);
+        b.program_outside(&[outside("web", VIP, Protocol::Tcp, Mode::Snat, &[("10.99.0.7", 8080)])]);
+        let out = b.arrives(L4::tcp(c1, 5000, ip(VIP), 80, SYN), TC_ACT_REDIRECT, Reason::RedirectFib);
+        let port = packet::l4_tuple(&out).1;
+        let back = b.arrives(
+            L4::tcp(ip("10.99.0.7"), 8080, ip("192.0.2.1"), port, SYN | ACK),
+            TC_ACT_REDIRECT,
+            Reason::RedirectFib,
+        );
+        assert_eq!(packet::l4_tuple(&back), (ip(VIP), 80, c1, 5000), "reversed after the service came back");
     });
 }
 

@@ -48,7 +48,7 @@ use crate::datapath::{Cluster, Encap, Mode, Pod, T as SWITCH_WAIT};
 use crate::netns::Netns;
 use crate::wait;
 
-const IPERF_PORT: u16 = 5201;
+pub(crate) const IPERF_PORT: u16 = 5201;
 const SOCKPERF_PORT: u16 = 11111;
 const CONN_PORT: u16 = 12000;
 /// USER_HZ: the unit of /proc/stat.
@@ -185,19 +185,19 @@ fn cell(v: &[f64], prec: usize) -> String {
 }
 
 /// Joins a thread started by [`Netns::spawn`].
-fn join<T>(h: JoinHandle<anyhow::Result<anyhow::Result<T>>>, what: &str) -> anyhow::Result<T> {
+pub(crate) fn join<T>(h: JoinHandle<anyhow::Result<anyhow::Result<T>>>, what: &str) -> anyhow::Result<T> {
     let r = h.join().map_err(|_| anyhow::anyhow!("{what}: the thread panicked"))?;
     r.with_context(|| format!("{what}: entering the namespace"))?.with_context(|| what.to_owned())
 }
 
 /// Pins the calling thread to CPU 0.
-fn pin_to_cpu0() -> anyhow::Result<()> {
+pub(crate) fn pin_to_cpu0() -> anyhow::Result<()> {
     let mut set = nix::sched::CpuSet::new();
     set.set(0).context("CPU set")?;
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).context("sched_setaffinity to CPU 0")
 }
 
-fn need(tool: &str) -> anyhow::Result<()> {
+pub(crate) fn need(tool: &str) -> anyhow::Result<()> {
     let found = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
     anyhow::ensure!(found, "{tool} is not installed (testbed/install-deps.sh installs it)");
     Ok(())
@@ -319,18 +319,24 @@ fn parse_sockperf(text: &str) -> anyhow::Result<f64> {
     bail!("no average latency in the sockperf output:\n{}", clip(text))
 }
 
-struct Stream {
-    gbps: f64,
-    cpu_per_gbps: f64,
+pub(crate) struct Stream {
+    pub(crate) gbps: f64,
+    pub(crate) cpu_per_gbps: f64,
 }
 
 /// One iperf3 stream from `client` to `addr`, served in `server`.
 fn stream(server: &Netns, client: &Netns, addr: &str, secs: u32) -> anyhow::Result<Stream> {
+    stream_to(server, client, addr, IPERF_PORT, secs)
+}
+
+/// One iperf3 stream from `client` to `addr`:`port` (a NodePort, say),
+/// served in `server` on iperf3's own port.
+pub(crate) fn stream_to(server: &Netns, client: &Netns, addr: &str, port: u16, secs: u32) -> anyhow::Result<Stream> {
     let mut s = server.command("iperf3");
     s.args(["-s", "-1"]);
     let _server = Server::start(s, "iperf3 -s", server, IPERF_PORT)?;
     let mut c = client.command("iperf3");
-    c.args(["-c", addr, "-t", &secs.to_string(), "-J"]);
+    c.args(["-c", addr, "-p", &port.to_string(), "-t", &secs.to_string(), "-J"]);
     let before = cpu_busy()?;
     let t = Instant::now();
     let out = run_bounded(c, Duration::from_secs(u64::from(secs) + 30), &format!("iperf3 -c {addr}"))?;

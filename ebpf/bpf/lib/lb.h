@@ -99,7 +99,10 @@ static __always_inline const struct backend_info *lb_backend(const struct ct_key
 	const struct backend_info *b;
 	__u32 id, slot;
 
-	if (ct && ct->lb_id == svc->lb_id) {
+	/* An entry of another table, or of a frontend since re-created (its
+	 * rev-NAT index differs: the reply entries the flow made name the
+	 * old one), is chosen again. */
+	if (ct && ct->lb_id == svc->lb_id && ct->rev_nat == svc->rev_nat) {
 		id = ct->backend_id;
 		b = bpf_map_lookup_elem(&merle_backends, &id);
 		if (b && b->lb_id == svc->lb_id) {
@@ -123,6 +126,7 @@ static __always_inline const struct backend_info *lb_backend(const struct ct_key
 	__builtin_memset(entry, 0, sizeof(*entry));
 	entry->backend_id = id;
 	entry->lb_id = svc->lb_id;
+	entry->rev_nat = svc->rev_nat;
 	bpf_map_update_elem(&merle_ct, fwd, entry, BPF_ANY);
 	*fresh = 1;
 	return b;

@@ -166,7 +166,7 @@ struct ct_key {
 
 struct ct_entry {
 	__u32 backend_id;  /* CT_SERVICE: the backend the flow is on */
-	__u32 rev_nat;     /* CT_REPLY: merle_rev_nat index of the frontend */
+	__u32 rev_nat;     /* merle_rev_nat index of the frontend */
 	__u32 lb_id;       /* CT_SERVICE: the table it was chosen from */
 	__u32 flags;       /* CT_F_* */
 	__u32 addr[4];     /* CT_REPLY: DSR: the VIP; SNAT: the client.
