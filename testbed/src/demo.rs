@@ -17,10 +17,18 @@
 //! Both nodes peer over eBGP with the ToR; they find each other in etcd's
 //! node registry and mesh over iBGP. merle-cni wires three pods and gives
 //! them addresses from per-node blocks, which the nodes advertise. The ToR
-//! originates a default route. The demo waits (bounded) until every
-//! session is Established and every block has spread, prints what each
-//! speaker sees and a pod-to-pod ping across the nodes, and tears
-//! everything down unless asked to keep it.
+//! originates a default route and routes (zebra installs its BGP routes,
+//! ECMP over the nodes). The demo waits (bounded) until every session is
+//! Established and every block has spread, prints what each speaker sees
+//! and a pod-to-pod ping across the nodes; then it programs a service
+//! (`default/web`: ClusterIP, NodePort 30080 and load-balancer IP
+//! 192.0.2.80, by DSR, backends a1 and b0) and a client behind the ToR
+//! (192.168.100.2) reaches it: each backend answers with the address it
+//! saw, the client's own. Everything is torn down unless asked to keep it.
+//!
+//! ```text
+//!   client 192.168.100.2 ── tor ── node-a, node-b
+//! ```
 
 use std::path::Path;
 use std::time::Duration;
@@ -34,6 +42,10 @@ use crate::netns::{veth, Netns};
 use crate::{wait, TempDir};
 
 pub const TOR_AS: u32 = 65001;
+/// The client behind the ToR.
+pub const CLIENT: &str = "192.168.100.2";
+pub const VIP: &str = "192.0.2.80";
+const SERVICE_PORT: u16 = 8080;
 
 pub fn tor_config() -> String {
     format!(
@@ -50,6 +62,7 @@ router bgp {TOR_AS}
   network 0.0.0.0/0
   neighbor 10.0.0.1 activate
   neighbor 10.0.0.2 activate
+  maximum-paths 4
  exit-address-family
  address-family ipv6 unicast
   network ::/0
@@ -59,8 +72,8 @@ router bgp {TOR_AS}
   neighbor 10.0.0.2 route-map V6-NH out
  exit-address-family
 !
-! bgpd runs without zebra and cannot see interface addresses: give IPv6
-! routes sent over IPv4 sessions an explicit next hop.
+! Give IPv6 routes sent over IPv4 sessions an explicit next hop (bgpd
+! would otherwise send an IPv4-mapped one).
 route-map V6-NH permit 10
  set ipv6 next-hop global fd00::254
 !
@@ -127,9 +140,13 @@ pub struct Demo {
     pub tor: Frr,
     pub etcd: Etcd,
     pub pods: Vec<Pod>,
+    /// The echo servers of the service's backends.
+    pub servers: Vec<crate::echo::Echo>,
     // Namespaces last: they are removed after the daemons stop.
     pub ns_nodes: Vec<Netns>,
     pub ns_tor: Netns,
+    /// A client behind the ToR.
+    pub ns_client: Netns,
     /// The nodes' bpf filesystems, unmounted after the daemons stop.
     pub bpffs: Vec<crate::bpf::BpfFs>,
     _dir: TempDir,
@@ -155,7 +172,13 @@ pub fn start(merled: &Path, merlectl: &Path) -> anyhow::Result<Demo> {
         // replace.)
         ns_nodes.push(ns);
     }
-    let tor = Frr::start(&ns_tor, "tor", &tor_config())?;
+    let ns_client = Netns::new("client")?;
+    veth(&ns_client, "eth0", &ns_tor, "eth-client")?;
+    ns_client.add_addr("eth0", &format!("{CLIENT}/24"))?;
+    ns_tor.add_addr("eth-client", "192.168.100.1/24")?;
+    ns_client.ip(&["route", "add", "default", "via", "192.168.100.1"])?;
+    ns_tor.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1"])?;
+    let tor = Frr::start_routing(&ns_tor, "tor", &tor_config())?;
     let etcd = Etcd::start(Some(&ns_tor), "10.0.0.254".parse()?).context("starting etcd on the ToR")?;
     let dir = TempDir::new("demo")?;
     let mut nodes = Vec::new();
@@ -168,7 +191,7 @@ pub fn start(merled: &Path, merlectl: &Path) -> anyhow::Result<Demo> {
         nodes.push(Merled::start(ns, &name, merled, merlectl, &cfg)?);
         bpffs.push(fs);
     }
-    Ok(Demo { nodes, tor, etcd, pods: Vec::new(), ns_nodes, ns_tor, bpffs, _dir: dir })
+    Ok(Demo { nodes, tor, etcd, pods: Vec::new(), servers: Vec::new(), ns_nodes, ns_tor, ns_client, bpffs, _dir: dir })
 }
 
 /// The block (/26 or /122) an address of the demo's pools lies in.
@@ -188,6 +211,57 @@ impl Demo {
             self.pods.push(Pod { name: name.into(), node, ns, addrs: crate::cni::addresses(&r) });
         }
         Ok(())
+    }
+
+    /// The service `default/web` in both nodes' configurations, with echo
+    /// servers in its backends (a1, b0) that answer with the client address
+    /// they saw; returns once both nodes have programmed it.
+    pub fn add_service(&mut self) -> anyhow::Result<()> {
+        let pod = |n: &str| self.pods.iter().find(|p| p.name == n).context("no such pod");
+        let (a1, b0) = (pod("a1")?, pod("b0")?);
+        let v4 = |p: &Pod| p.addrs.iter().find(|a| !a.contains(':')).cloned().context("no IPv4 address");
+        let toml = format!(
+            "\n[service_ranges]\ncluster_ips = [\"10.96.0.0/12\"]\nload_balancer_ips = [\"192.0.2.0/24\"]\n\n\
+             [[services]]\nname = \"default/web\"\nprotocol = \"tcp\"\ncluster_ip = \"10.96.0.80\"\nport = 80\n\
+             node_port = 30080\nload_balancer_ips = [\"{VIP}\"]\nmode = \"dsr\"\nbackends = [\n  \
+             {{ address = \"{}\", port = {SERVICE_PORT}, node = \"node-a\" }},\n  \
+             {{ address = \"{}\", port = {SERVICE_PORT}, node = \"node-b\" }},\n]\n",
+            v4(a1)?,
+            v4(b0)?
+        );
+        let bind: std::net::SocketAddr = format!("0.0.0.0:{SERVICE_PORT}").parse()?;
+        self.servers.push(crate::echo::Echo::tcp(&a1.ns, bind, "a1")?);
+        self.servers.push(crate::echo::Echo::tcp(&b0.ns, bind, "b0")?);
+        for m in &self.nodes {
+            let text = std::fs::read_to_string(&m.config)?;
+            std::fs::write(&m.config, text + &toml)?;
+        }
+        for m in &self.nodes {
+            wait::poll("the service programmed", Duration::from_secs(30), || {
+                let v: serde_json::Value =
+                    serde_json::from_str(&m.merlectl(&["--json", "service", "list"]).ok()?).ok()?;
+                let s = v.as_array()?.first()?.clone();
+                s["frontends"].as_array()?.iter().all(|f| !f["lb_id"].is_null()).then_some(())
+            })
+            .with_context(|| m.daemon.log_tail(20))?;
+        }
+        wait::poll("the ToR routes the load-balancer range", Duration::from_secs(30), || {
+            self.ns_tor.ip(&["route", "show", "192.0.2.0/24"]).ok().filter(|r| r.contains("10.0.0.")).map(|_| ())
+        })?;
+        Ok(())
+    }
+
+    /// Connections from the client behind the ToR to the service: who
+    /// answered and the address they saw, per frontend.
+    pub fn service_answers(&self, n: usize) -> anyhow::Result<Vec<(String, crate::echo::Answer)>> {
+        let mut out = Vec::new();
+        for to in [format!("{VIP}:80"), "10.0.0.1:30080".into(), "10.0.0.2:30080".into()] {
+            let sa: std::net::SocketAddr = to.parse()?;
+            for _ in 0..n {
+                out.push((to.clone(), crate::echo::ask_tcp(&self.ns_client, sa)?));
+            }
+        }
+        Ok(out)
     }
 
     /// Waits until both nodes have both sessions up (the iBGP one from the
@@ -280,6 +354,16 @@ impl Demo {
                     Err(e) => format!("FAILED: {e}"),
                 };
                 println!("==== ping from pod a0 ({src}) to pod b0 ({dst}): {summary}");
+            }
+        }
+        if !self.servers.is_empty() {
+            println!("==== node-a: merlectl service list ====");
+            print!("{}", self.nodes[0].merlectl(&["service", "list"])?);
+            println!("==== service default/web from the client behind the ToR ({CLIENT}) ====");
+            for (to, a) in self.service_answers(3)? {
+                let kept =
+                    if a.peer.ip().to_string() == CLIENT { "the client's own address" } else { "NOT the client's" };
+                println!("  {to:<16} answered by {} from {}, which saw {} ({kept})", a.server, a.from, a.peer);
             }
         }
         for (i, m) in self.nodes.iter().enumerate() {

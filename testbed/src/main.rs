@@ -98,6 +98,7 @@ fn main() -> anyhow::Result<()> {
             d.add_pods(&sibling_binary("merle-cni")?).context("creating pods with merle-cni")?;
             d.converge(Duration::from_secs(60))?;
             d.settle(Duration::from_secs(20))?;
+            d.add_service().context("programming the service")?;
             println!("All sessions Established, every pod block routed, every kernel route installed.\n");
             d.print()?;
             if keep {

@@ -36,6 +36,17 @@ fn the_demo_comes_up_clean() {
         a0.ns.exec(&["ping", "-c", "1", "-W", "2", dst]).unwrap();
     }
     // ... in eBPF mode, where this kernel allows it, and the demo shows it.
+    // A service reached from behind the ToR: its load-balancer IP (ECMP
+    // over both nodes) and its NodePorts, by DSR, the client's address kept.
+    d.add_service().unwrap();
+    let answers = d.service_answers(10).unwrap();
+    let mut servers = std::collections::BTreeSet::new();
+    for (to, a) in &answers {
+        assert_eq!(a.peer.ip().to_string(), testbed::demo::CLIENT, "{to}: the backend saw {}", a.peer);
+        assert_eq!(a.from.to_string(), *to, "the answer comes from the address asked");
+        servers.insert(a.server.clone());
+    }
+    assert_eq!(servers.len(), 2, "both backends answered: {answers:?}");
     for m in &d.nodes {
         let dp = m.merlectl(&["dataplane"]).unwrap();
         assert!(dp.contains("Mode: ebpf (requested auto)"), "{dp}");

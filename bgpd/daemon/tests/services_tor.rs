@@ -223,3 +223,75 @@ fn nodeport_and_load_balancer_ips_from_behind_the_tor_in_each_mode() {
         bed.cluster.del_pod(p).unwrap();
     }
 }
+
+/// The ToR's BGP next hops for `prefix`.
+fn tor_hops(bed: &ServiceBed, prefix: &str) -> BTreeSet<String> {
+    let v = bed.tor.json(&format!("show bgp ipv4 unicast {prefix} json")).unwrap_or_default();
+    v["paths"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["nexthops"][0]["ip"].as_str().map(String::from))
+        .collect()
+}
+
+fn local_service(pods: &[&Pod]) -> String {
+    format!(
+        "[service_ranges]\ncluster_ips = [\"10.96.0.0/16\"]\nload_balancer_ips = [\"192.0.2.0/24\"]\n\n\
+         [[services]]\nname = \"loc\"\nprotocol = \"tcp\"\ncluster_ip = \"10.96.0.20\"\nport = 80\n\
+         load_balancer_ips = [\"192.0.2.20\"]\nexternal_traffic_policy = \"Local\"\nmode = \"dsr\"\nbackends = [{}]\n",
+        backends(pods, 8080)
+    )
+}
+
+#[test]
+fn local_policy_vips_come_only_from_nodes_with_a_backend_and_go_when_it_goes() {
+    if skip_unless_bpf("local_policy_vips") {
+        return;
+    }
+    let bed = ServiceBed::new("lbl", 3).unwrap();
+    let b1 = bed.cluster.add_pod(1, "lblb1").unwrap();
+    let c1 = bed.cluster.add_pod(2, "lblc1").unwrap();
+    let _servers =
+        [Echo::tcp(&b1.ns, sa("0.0.0.0:8080"), "b1").unwrap(), Echo::tcp(&c1.ns, sa("0.0.0.0:8080"), "c1").unwrap()];
+    let set = |pods: &[&Pod]| {
+        for i in 0..3 {
+            bed.cluster.set_services(i, &local_service(pods)).unwrap();
+        }
+    };
+    let hops = |want: &[&str]| {
+        let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
+        testbed::wait::poll(&format!("192.0.2.20/32 from {want:?}"), Duration::from_secs(30), || {
+            (tor_hops(&bed, "192.0.2.20/32") == want).then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{e}: {:?}", tor_hops(&bed, "192.0.2.20/32")));
+    };
+    set(&[&b1]);
+    hops(&["10.0.0.2"]);
+    let client: IpAddr = CLIENT.parse().unwrap();
+    let only_b1: BTreeSet<String> = ["b1"].map(String::from).into();
+    assert_eq!(
+        connections(&bed, sa("192.0.2.20:80"), 50, client),
+        only_b1,
+        "Local: n2's backend, the client's address"
+    );
+    set(&[&b1, &c1]);
+    hops(&["10.0.0.2", "10.0.0.3"]);
+    bed.wait_ecmp("192.0.2.20/32", 2).unwrap();
+    // n2 loses its last backend of the service: its /32 goes. SIGHUP, so
+    // that the time is the withdrawal's, not the file poll's.
+    set(&[&c1]);
+    let t = std::time::Instant::now();
+    let pid = bed.cluster.nodes[1].merled.daemon.pid().unwrap().to_string();
+    std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    hops(&["10.0.0.3"]);
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(1), "withdrawn in {took:?}");
+    println!("the /32 of a node without a local backend left the ToR in {took:?}");
+    let only_c1: BTreeSet<String> = ["c1"].map(String::from).into();
+    bed.wait_ecmp("192.0.2.20/32", 1).unwrap();
+    assert_eq!(connections(&bed, sa("192.0.2.20:80"), 50, client), only_c1);
+    for p in [&b1, &c1] {
+        bed.cluster.del_pod(p).unwrap();
+    }
+}
