@@ -89,6 +89,35 @@ fn parse<S: config::Source + Send + Sync + 'static>(source: S, file: &Path) -> R
     Ok(cfg)
 }
 
+/// A file of services alone (`[[services]]` tables, as in the
+/// configuration), for `merlectl service apply`: each error names its key.
+/// The checks that need the cluster's ranges are merled's.
+pub fn services_file(path: &Path) -> Result<Vec<merle_lb::service::Service>, ConfigError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        #[serde(default)]
+        services: Vec<merle_lb::service::Service>,
+    }
+    let err = |key: String, message: String| ConfigError { file: path.to_owned(), key, message };
+    if !path.is_file() {
+        return Err(err(String::new(), "file not found or not a regular file".into()));
+    }
+    let raw = config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml).required(true))
+        .build()
+        .map_err(|e| err(String::new(), format!("cannot parse TOML: {e}")))?;
+    let f: File = serde_path_to_error::deserialize(raw).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { String::new() } else { key };
+        err(key, clean_serde_message(&e.inner().to_string()))
+    })?;
+    if f.services.is_empty() {
+        return Err(err("services".into(), "no [[services]] in the file".into()));
+    }
+    Ok(f.services)
+}
+
 /// The `config` crate appends its own origin to some messages; the file is
 /// already in our prefix, so keep only serde's words.
 fn clean_serde_message(m: &str) -> String {

@@ -38,6 +38,9 @@ pub struct Report {
     /// set stays in the maps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub services_error: Option<String>,
+    /// Services in the datastore left out, each with its key and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datastore_errors: Vec<String>,
 }
 
 /// One service: as configured, and its frontends on this node.

@@ -72,6 +72,9 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     pub encap: Encap,
     merled_bin: std::path::PathBuf,
+    /// The datastore, when the cluster keeps IPAM and services in etcd
+    /// (on the switch, 10.0.0.254).
+    pub etcd: Option<crate::etcd::Etcd>,
 }
 
 pub const T: Duration = Duration::from_secs(40);
@@ -112,7 +115,25 @@ impl Cluster {
     /// A cluster whose nodes' configurations end with `extra` (peers, for
     /// one).
     pub fn build(tag: &str, n: usize, encap: Encap, mode: Mode, nat: bool, extra: &str) -> anyhow::Result<Self> {
+        Self::build_with(tag, n, encap, mode, nat, extra, false)
+    }
+
+    /// A cluster whose datastore is etcd, on the switch.
+    pub fn with_etcd(tag: &str, n: usize, mode: Mode) -> anyhow::Result<Self> {
+        Self::build_with(tag, n, Encap::Native, mode, false, "", true)
+    }
+
+    fn build_with(
+        tag: &str,
+        n: usize,
+        encap: Encap,
+        mode: Mode,
+        nat: bool,
+        extra: &str,
+        etcd: bool,
+    ) -> anyhow::Result<Self> {
         let lan = Lan::with_subnet(tag, n as u8, "10.0.0", "fd00:")?;
+        let etcd = if etcd { Some(crate::etcd::Etcd::start(Some(&lan.switch), "10.0.0.254".parse()?)?) } else { None };
         let merled_bin = sibling_binary("merled")?;
         let merlectl = sibling_binary("merlectl")?;
         let cni = sibling_binary("merle-cni")?;
@@ -124,12 +145,24 @@ impl Cluster {
             let ns = &lan.hosts[i - 1];
             let data = data.clone();
             let bpffs = BpfFs::new(&format!("{tag}{i}"))?;
-            let cfg = config(i, n, encap, mode, data.path(), &bpffs.pin_dir(), nat) + extra;
+            let mut cfg = config(i, n, encap, mode, data.path(), &bpffs.pin_dir(), nat) + extra;
+            if let Some(e) = &etcd {
+                // Each node its own lock directory; the blocks in etcd.
+                let lock = data.path().join(format!("n{i}"));
+                cfg = cfg.replace(
+                    &format!("[datastore]\npath = \"{}\"\n", data.path().display()),
+                    &format!(
+                        "[datastore]\ntype = \"etcd\"\nendpoints = [\"{}\"]\npath = \"{}\"\n",
+                        e.url,
+                        lock.display()
+                    ),
+                );
+            }
             let merled = Merled::start(ns, &format!("n{i}"), &merled_bin, &merlectl, &cfg)?;
             let runtime = Runtime::new(&cni, &merled.config)?;
             nodes.push(Node { name: format!("n{i}"), merled, bpffs, runtime, _data: data });
         }
-        let c = Self { lan, nodes, encap, merled_bin };
+        let c = Self { lan, nodes, encap, merled_bin, etcd };
         c.wait_mesh()?;
         Ok(c)
     }

@@ -19,6 +19,15 @@ pub enum Request {
     },
     /// The eBPF datapath: mode, interfaces, endpoints, counters.
     Dataplane,
+    /// Store a service in the datastore (etcd), after the checks; every
+    /// node sees it.
+    ServicePut {
+        service: Box<merle_lb::service::Service>,
+    },
+    /// Remove a service from the datastore.
+    ServiceDelete {
+        name: String,
+    },
 }
 
 /// What `merlectl routes` asks for. Every field is optional, so

@@ -200,10 +200,23 @@ async fn answer(req: Request, shared: &Shared) -> Response {
                 return Response::error("the dataplane thread is not running");
             }
             match tokio::time::timeout(IPAM_TIMEOUT, rx).await {
-                Ok(Ok(rep)) => r.dataplane = Some(rep),
+                Ok(Ok(mut rep)) => {
+                    rep.datastore_errors = shared.service_errors();
+                    r.dataplane = Some(rep)
+                }
                 _ => return Response::error("the dataplane thread did not answer in time"),
             }
         }
+        Request::ServicePut { service } => {
+            if let Err(e) = ipam(shared, |tx| Cmd::PutService(service, tx)).await {
+                return Response::error(e);
+            }
+        }
+        Request::ServiceDelete { name } => match ipam(shared, |tx| Cmd::DeleteService(name.clone(), tx)).await {
+            Ok(true) => {}
+            Ok(false) => return Response::error(format!("no service {name:?} in the datastore")),
+            Err(e) => return Response::error(e),
+        },
         // Streamed by `serve`.
         Request::Routes(_) | Request::Fib => return Response::error("internal: streamed request"),
     }

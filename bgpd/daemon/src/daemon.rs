@@ -396,6 +396,12 @@ pub async fn run(file_cfg: conf::Config, path: &std::path::Path) -> anyhow::Resu
             _ = poll.tick() => running.check_file(false).await,
             Ok(()) = ipam_rx.changed() => {
                 running.ipam_view = ipam_rx.borrow_and_update().clone();
+                for e in &running.ipam_view.service_errors {
+                    if !running.shared.service_errors().contains(e) {
+                        warn!("datastore service left out: {e}");
+                    }
+                }
+                running.shared.set_service_errors(running.ipam_view.service_errors.clone());
                 running.dataplane.reconcile();
                 let file = running.file_cfg.clone();
                 match running.apply(file).await {

@@ -16,12 +16,18 @@ const REFRESH: Duration = Duration::from_secs(30);
 /// Retry an unreachable store this often.
 const RETRY: Duration = Duration::from_secs(2);
 
-/// What this node routes for, from IPAM.
+/// What this node routes for, from IPAM, and the cluster's services from
+/// the datastore.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IpamView {
     pub blocks: NodeBlocks,
     /// Registered nodes (etcd only), this one included.
     pub nodes: Vec<NodeRecord>,
+    /// Services stored in the datastore (etcd only) that pass the checks
+    /// next to the file's.
+    pub services: Vec<merle_lb::service::Service>,
+    /// Stored services left out, each with its key and why.
+    pub service_errors: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -32,6 +38,10 @@ pub enum Cmd {
     Release(String, oneshot::Sender<Result<Vec<IpAddr>, String>>),
     /// A new configuration (pools, IPAM options).
     Reconfigure(Box<conf::Config>),
+    /// Store a service in the datastore, after the checks.
+    PutService(Box<merle_lb::service::Service>, oneshot::Sender<Result<(), String>>),
+    /// Remove a stored service: whether there was one.
+    DeleteService(String, oneshot::Sender<Result<bool, String>>),
     Stop,
 }
 
@@ -120,6 +130,20 @@ impl Worker {
                     let _ = reply.send(r.map_err(|e| e.to_string()));
                 }
                 Some(Cmd::Reconfigure(cfg)) => self.cfg = *cfg,
+                Some(Cmd::PutService(svc, reply)) => {
+                    let r = self.put_service(*svc);
+                    let _ = reply.send(r);
+                }
+                Some(Cmd::DeleteService(name, reply)) => {
+                    let r = self.store().map_err(|e| e.to_string()).and_then(|st| match st.services() {
+                        None => Err(NO_SERVICE_STORE.to_owned()),
+                        Some(reg) => reg.delete_service(&name).map_err(|e| e.to_string()),
+                    });
+                    if let Ok(true) = r {
+                        info!(service = %name, "service removed from the datastore");
+                    }
+                    let _ = reply.send(r);
+                }
                 Some(Cmd::Changed) | None => {}
             }
             // Coalesce a burst of notifications into one read.
@@ -173,11 +197,27 @@ impl Worker {
         }
     }
 
+    /// Checks `svc` next to the file's services and the stored ones (a
+    /// stored one of the same name is replaced) and stores it.
+    fn put_service(&mut self, svc: merle_lb::service::Service) -> Result<(), String> {
+        let file = self.cfg.clone();
+        let store = self.store().map_err(|e| e.to_string())?;
+        let reg = store.services().ok_or_else(|| NO_SERVICE_STORE.to_owned())?;
+        let stored = reg.services().map_err(|e| e.to_string())?;
+        let (mut others, _) = accept_stored(&file, stored);
+        others.retain(|s| s.name != svc.name);
+        check_service(&file, &others, &svc)?;
+        reg.put_service(&svc).map_err(|e| e.to_string())?;
+        info!(service = %svc.name, "service stored in the datastore");
+        Ok(())
+    }
+
     fn read(&mut self) -> Result<IpamView, IpamError> {
         let node = self.cfg.node.name.clone();
         let grace = self.cfg.ipam.release_empty_blocks_after;
         let me = record(&self.cfg);
         let pools = self.cfg.pools.clone();
+        let file = self.cfg.clone();
         let store = self.store()?;
         let blocks = match grace {
             Some(g) => {
@@ -208,15 +248,72 @@ impl Worker {
             }
             None => Vec::new(),
         };
-        Ok(IpamView { blocks: alloc::node_blocks(&blocks, &node, &pools), nodes })
+        let (services, service_errors) = match store.services() {
+            Some(reg) => accept_stored(&file, reg.services()?),
+            None => (Vec::new(), Vec::new()),
+        };
+        Ok(IpamView { blocks: alloc::node_blocks(&blocks, &node, &pools), nodes, services, service_errors })
     }
+}
+
+const NO_SERVICE_STORE: &str =
+    "services are stored in the datastore only with [datastore] type = \"etcd\"; edit [[services]] in the configuration file";
+
+/// Whether `s` may join the file's services and `others`: the checks of
+/// the configuration, with the error named by the service, not by an
+/// index the caller never wrote.
+pub fn check_service(
+    file: &conf::Config,
+    others: &[merle_lb::service::Service],
+    s: &merle_lb::service::Service,
+) -> Result<(), String> {
+    if file.services.iter().any(|f| f.name == s.name) {
+        return Err(format!(
+            "service {:?}: the configuration file defines a service of that name, which takes precedence",
+            s.name
+        ));
+    }
+    let mut set: Vec<merle_lb::service::Service> = file.services.to_vec();
+    set.extend(others.iter().cloned());
+    let at = set.len();
+    set.push(s.clone());
+    merle_lb::service::validate(&set, &conf::validate::service_ranges(file)).map_err(|e| {
+        let own = format!("services[{at}].");
+        match e.key.strip_prefix(&own) {
+            Some(field) => format!("service {:?}: {field}: {}", s.name, e.message),
+            // The clash was found at another service (a duplicate).
+            None => format!("service {:?}: {} ({})", s.name, e.message, e.key),
+        }
+    })
+}
+
+/// The stored services that pass the checks, in key order, and why the
+/// others do not.
+pub fn accept_stored(
+    file: &conf::Config,
+    stored: Vec<ipam::StoredService>,
+) -> (Vec<merle_lb::service::Service>, Vec<String>) {
+    let mut ok = Vec::new();
+    let mut errors = Vec::new();
+    for (key, r) in stored {
+        match r {
+            Err(e) => errors.push(format!("{key}: not a service: {e}")),
+            Ok(s) => match check_service(file, &ok, &s) {
+                Ok(()) => ok.push(s),
+                Err(e) => errors.push(format!("{key}: {e}")),
+            },
+        }
+    }
+    (ok, errors)
 }
 
 /// The configuration merled runs with: the file's, plus this node's IPAM
 /// blocks and borrowed addresses as advertised prefixes, plus registered
-/// nodes (not already listed) in the node list.
+/// nodes (not already listed) in the node list, plus the datastore's
+/// services.
 pub fn effective(file: &conf::Config, v: &IpamView) -> conf::Config {
     let mut c = file.clone();
+    c.services.list.extend(v.services.iter().cloned());
     for p in v.blocks.affine.iter().chain(&v.blocks.borrowed) {
         if !c.advertise.iter().any(|a| a.prefix == *p) {
             c.advertise.push(conf::Advertise { prefix: *p, communities: Vec::new() });
@@ -267,11 +364,57 @@ mod tests {
                     as_number: 64512,
                 },
             ],
+            ..IpamView::default()
         };
         let e = effective(&file, &v);
         let adv: Vec<String> = e.advertise.iter().map(|a| a.prefix.to_string()).collect();
         assert_eq!(adv, ["10.244.0.0/26", "10.244.0.64/26", "10.244.1.5/32"]);
         let names: Vec<&str> = e.nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
+    }
+
+    fn with_services(extra: &str) -> conf::Config {
+        conf::from_str(
+            &format!(
+                "[node]\nname = \"a\"\naddress = \"10.0.0.1/24\"\n[service_ranges]\ncluster_ips = [\"10.96.0.0/16\"]\n\
+                 [[pools]]\ncidr = \"10.244.0.0/16\"\n{extra}"
+            ),
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap()
+    }
+
+    fn svc(name: &str, cip: &str, port: u16) -> merle_lb::service::Service {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "protocol": "tcp", "cluster_ip": cip, "port": port,
+            "backends": [{ "address": "10.244.0.5", "port": 80, "node": "a" }],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn stored_services_are_checked_next_to_the_files_and_bad_ones_left_out_by_key() {
+        let file =
+            with_services("[[services]]\nname = \"file\"\nprotocol = \"tcp\"\ncluster_ip = \"10.96.0.1\"\nport = 80\n");
+        let stored: Vec<ipam::StoredService> = vec![
+            ("/merle/services/a".into(), Ok(svc("a", "10.96.0.2", 80))),
+            ("/merle/services/b".into(), Err("expected value at line 1".into())),
+            ("/merle/services/c".into(), Ok(svc("c", "10.200.0.1", 80))),
+            ("/merle/services/d".into(), Ok(svc("d", "10.96.0.2", 80))),
+            ("/merle/services/file".into(), Ok(svc("file", "10.96.0.3", 80))),
+        ];
+        let (ok, errors) = accept_stored(&file, stored);
+        assert_eq!(ok.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(errors[0].starts_with("/merle/services/b: not a service"), "{errors:?}");
+        assert!(errors[1].contains("service \"c\": cluster_ip: 10.200.0.1 is outside"), "{errors:?}");
+        assert!(errors[2].contains("another service already has 10.96.0.2 port 80"), "{errors:?}");
+        assert!(errors[3].contains("the configuration file defines a service of that name"), "{errors:?}");
+        let v = IpamView { services: ok, ..IpamView::default() };
+        let names: Vec<String> = effective(&file, &v).services.iter().map(|s| s.name.clone()).collect();
+        assert_eq!(names, ["file", "a"], "the file's, then the stored ones");
+        // A new one is checked the same way and named by its field.
+        let e = check_service(&file, &[], &svc("n", "10.96.0.9", 0)).unwrap_err();
+        assert_eq!(e, "service \"n\": port: port 0 is not a port: use 1 to 65535");
     }
 }

@@ -85,6 +85,8 @@ pub struct Shared {
     /// Requests to the dataplane thread, and the mode it is in.
     dataplane: Mutex<Option<std::sync::mpsc::Sender<crate::dataplane::Cmd>>>,
     dataplane_summary: Mutex<Option<crate::dataplane::Summary>>,
+    /// Services in the datastore left out, and why.
+    service_errors: Mutex<Vec<String>>,
 }
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it:
@@ -110,6 +112,7 @@ impl Shared {
             peers: Mutex::new(BTreeMap::new()),
             exports: Mutex::new(HashMap::new()),
             config_error: Mutex::new(None),
+            service_errors: Mutex::new(Vec::new()),
             fib_queue: Mutex::new(None),
             fib_status: Mutex::new(None),
             converged: Mutex::new(std::collections::HashSet::new()),
@@ -130,6 +133,14 @@ impl Shared {
 
     pub fn set_dataplane_summary(&self, s: crate::dataplane::Summary) {
         *lock(&self.dataplane_summary) = Some(s);
+    }
+
+    pub fn set_service_errors(&self, e: Vec<String>) {
+        *lock(&self.service_errors) = e;
+    }
+
+    pub fn service_errors(&self) -> Vec<String> {
+        lock(&self.service_errors).clone()
     }
 
     pub fn set_ipam(&self, tx: std::sync::mpsc::Sender<crate::ipam::Cmd>) {

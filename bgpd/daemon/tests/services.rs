@@ -258,3 +258,119 @@ fn without_socket_lb_merle_coexists_with_kube_proxy_rules() {
         c.del_pod(p).unwrap();
     }
 }
+
+#[test]
+fn services_stored_in_etcd_reach_every_node_and_bad_ones_change_nothing() {
+    if skip_unless_bpf("services_in_etcd") {
+        return;
+    }
+    assert!(testbed::etcd::Etcd::installed(), "etcd is not installed; run the README test command");
+    let c = Cluster::with_etcd("sde", 2, Mode::Ebpf).unwrap();
+    for i in 0..2 {
+        c.wait_mode(i, Mode::Ebpf).unwrap();
+        c.set_services(i, "[service_ranges]\ncluster_ips = [\"10.96.0.0/16\"]\n").unwrap();
+    }
+    for i in 0..2 {
+        testbed::wait::poll("the ranges loaded", Duration::from_secs(20), || {
+            c.nodes[i].merled.daemon.log_tail(1000).contains("configuration reloaded").then_some(())
+        })
+        .unwrap();
+    }
+    let a2 = c.add_pod(0, "sdea2").unwrap();
+    let b1 = c.add_pod(1, "sdeb1").unwrap();
+    let b2 = c.add_pod(1, "sdeb2").unwrap();
+    let _servers: Vec<Echo> =
+        [(&a2, "a2"), (&b1, "b1")].iter().map(|(p, n)| Echo::tcp(&p.ns, sa("0.0.0.0:8080"), n).unwrap()).collect();
+    let dir = testbed::TempDir::new("sde-files").unwrap();
+    let file = |name: &str, body: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p.display().to_string()
+    };
+    let web = |cip: &str, port: u16| {
+        format!(
+            "[[services]]\nname = \"default/web\"\nprotocol = \"tcp\"\ncluster_ip = \"{cip}\"\nport = {port}\n\
+             backends = [{}, {}]\n",
+            backend(&a2, false, 8080),
+            backend(&b1, false, 8080)
+        )
+    };
+    // Stored through n1; n2 programs it without an edit of its own.
+    let out = c.nodes[0].merled.merlectl(&["service", "apply", &file("web.toml", &web("10.96.0.10", 80))]).unwrap();
+    assert!(out.contains("default/web: stored"), "{out}");
+    for i in 0..2 {
+        c.wait_services(i, 1).unwrap();
+    }
+    let both: BTreeSet<String> = ["a2", "b1"].map(String::from).into();
+    assert_eq!(through(&b2, sa("10.96.0.10:80"), 30, false), both, "from a pod of n2");
+
+    // Refused by name, and nothing changes.
+    for (body, words) in [
+        (web("10.200.0.1", 80), "service \"default/web\": cluster_ip: 10.200.0.1 is outside every cluster IP range"),
+        (web("10.96.0.10", 0), "port: port 0 is not a port"),
+        (web("10.96.0.10", 80).replace("protocol = \"tcp\"", "protocol = \"sctp\""), "use tcp or udp"),
+    ] {
+        let e = c.nodes[0].merled.merlectl(&["service", "apply", &file("bad.toml", &body)]).unwrap_err();
+        assert!(format!("{e:#}").contains(words), "{e:#}");
+    }
+    assert_eq!(through(&b2, sa("10.96.0.10:80"), 10, false), both, "the stored service is untouched");
+
+    // One written straight into etcd past the checks (another tool, an
+    // older merled): left out by every node, with the reason, and the
+    // others go on.
+    let ds = conf::Datastore {
+        kind: conf::DatastoreKind::Etcd,
+        endpoints: vec![c.etcd.as_ref().unwrap().url.clone()],
+        path: dir.path().join("lock"),
+        ..Default::default()
+    };
+    let mut junk: merle_lb::service::Service = toml_service(&web("10.96.0.10", 80));
+    junk.name = "default/junk".into();
+    junk.cluster_ip = "10.250.0.1".parse().unwrap();
+    // From the switch's namespace, where etcd is: no test traffic leaves
+    // the namespaces the test made.
+    c.lan
+        .switch
+        .spawn(move || {
+            let store = merle_cni::ipam::etcd::EtcdStore::connect(&ds).unwrap();
+            merle_cni::ipam::Store::services(&store).unwrap().put_service(&junk).unwrap();
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+        .unwrap();
+    testbed::wait::poll("the bad entry reported", Duration::from_secs(20), || {
+        let d = c.dataplane(1).ok()?;
+        d["datastore_errors"]
+            .as_array()?
+            .iter()
+            .any(|e| e.as_str().is_some_and(|e| e.contains("default/junk")))
+            .then_some(())
+    })
+    .unwrap();
+    let listed = c.nodes[1].merled.merlectl(&["service", "list"]).unwrap();
+    assert!(listed.contains("Left out of the datastore's services") && listed.contains("10.250.0.1"), "{listed}");
+    assert_eq!(c.services(1).unwrap().as_array().unwrap().len(), 1);
+
+    // Removed through n2: gone from both.
+    c.nodes[1].merled.merlectl(&["service", "delete", "default/web"]).unwrap();
+    c.nodes[1].merled.merlectl(&["service", "delete", "default/junk"]).unwrap();
+    for i in 0..2 {
+        testbed::wait::poll("no service", Duration::from_secs(20), || {
+            c.services(i).ok()?.as_array()?.is_empty().then_some(())
+        })
+        .unwrap();
+    }
+    let e = c.nodes[0].merled.merlectl(&["service", "delete", "default/web"]).unwrap_err();
+    assert!(format!("{e:#}").contains("no service \"default/web\" in the datastore"), "{e:#}");
+    for p in [&a2, &b1, &b2] {
+        c.del_pod(p).unwrap();
+    }
+}
+
+fn toml_service(text: &str) -> merle_lb::service::Service {
+    let dir = testbed::TempDir::new("sde-parse").unwrap();
+    let p = dir.path().join("s.toml");
+    std::fs::write(&p, text).unwrap();
+    conf::services_file(&p).unwrap().remove(0)
+}

@@ -21,7 +21,7 @@ use std::time::Duration;
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp, WatchOptions};
 use ipnet::IpNet;
 
-use super::{Block, Blocks, IpamError, NodeRecord, Registry, Store};
+use super::{Block, Blocks, IpamError, NodeRecord, Registry, ServiceRegistry, Store, StoredService};
 
 /// Transactions tried before giving up with a try-again error.
 const MAX_ATTEMPTS: u32 = 200;
@@ -153,6 +153,10 @@ impl Store for EtcdStore {
         Some(self)
     }
 
+    fn services(&self) -> Option<&dyn ServiceRegistry> {
+        Some(self)
+    }
+
     /// Calls `on_change` after every change under the prefix (blocks or
     /// nodes), from a task of the store's runtime, until the store drops.
     fn watch(&self, on_change: Box<dyn Fn() + Send + Sync>) {
@@ -178,6 +182,44 @@ impl Store for EtcdStore {
                 backoff = (backoff * 2).min(WATCH_RETRY_MAX);
             }
         });
+    }
+}
+
+/// `<prefix>/services/<name>`: a name may hold slashes (`namespace/name`),
+/// which etcd keeps as they are.
+fn service_key(prefix: &str, name: &str) -> String {
+    format!("{prefix}/services/{name}")
+}
+
+impl ServiceRegistry for EtcdStore {
+    fn services(&self) -> Result<Vec<StoredService>, IpamError> {
+        let mut kv = self.kv.clone();
+        let resp = self
+            .rt
+            .block_on(kv.get(format!("{}/services/", self.prefix), Some(GetOptions::new().with_prefix())))
+            .map_err(unavailable)?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|item| {
+                let key = String::from_utf8_lossy(item.key()).into_owned();
+                let s = serde_json::from_slice(item.value()).map_err(|e| e.to_string());
+                (key, s)
+            })
+            .collect())
+    }
+
+    fn put_service(&self, s: &merle_lb::service::Service) -> Result<(), IpamError> {
+        let mut kv = self.kv.clone();
+        let value = serde_json::to_vec(s).map_err(|e| IpamError::Io(e.to_string()))?;
+        self.rt.block_on(kv.put(service_key(&self.prefix, &s.name), value, None)).map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn delete_service(&self, name: &str) -> Result<bool, IpamError> {
+        let mut kv = self.kv.clone();
+        let resp = self.rt.block_on(kv.delete(service_key(&self.prefix, name), None)).map_err(unavailable)?;
+        Ok(resp.deleted() > 0)
     }
 }
 

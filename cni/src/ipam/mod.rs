@@ -59,6 +59,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn registry(&self) -> Option<&dyn Registry> {
         None
     }
+    /// The cluster's services, for stores shared between nodes.
+    fn services(&self) -> Option<&dyn ServiceRegistry> {
+        None
+    }
     /// Calls `on_change` whenever another writer changes the store. A
     /// node-local store has no other writers but this node's plugin, which
     /// tells merled over the control socket instead, so by default this
@@ -72,6 +76,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 pub trait Registry: std::fmt::Debug {
     fn register(&self, node: &NodeRecord) -> Result<(), IpamError>;
     fn nodes(&self) -> Result<Vec<NodeRecord>, IpamError>;
+}
+
+/// One stored service: its key, and the service or why it cannot be read.
+pub type StoredService = (String, Result<merle_lb::service::Service, String>);
+
+/// Services kept in a shared store, so every node sees the same ones.
+pub trait ServiceRegistry: std::fmt::Debug {
+    /// Every stored service, in key order; an entry that does not parse
+    /// comes with the reason, so one bad entry hides no other.
+    fn services(&self) -> Result<Vec<StoredService>, IpamError>;
+    fn put_service(&self, s: &merle_lb::service::Service) -> Result<(), IpamError>;
+    /// Whether there was such a service.
+    fn delete_service(&self, name: &str) -> Result<bool, IpamError>;
 }
 
 /// Runs `f` in one atomic update and returns what it returned.

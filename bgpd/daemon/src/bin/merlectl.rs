@@ -51,6 +51,18 @@ enum ServiceCommand {
         /// The service's name.
         name: String,
     },
+    /// Stores the services of a file (`[[services]]` tables, as in the
+    /// configuration) in the datastore, so that every node programs them;
+    /// each is checked first and a refused one changes nothing.
+    Apply {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Removes a service from the datastore.
+    Delete {
+        /// The service's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -409,6 +421,9 @@ fn print_services(d: &merle_ebpf::report::Report) {
     if let Some(e) = &d.services_error {
         println!("\nNot programmed as configured: {e}");
     }
+    for e in &d.datastore_errors {
+        println!("Left out of the datastore's services: {e}");
+    }
 }
 
 fn print_service(r: &merle_ebpf::report::ServiceReport, d: &merle_ebpf::report::Report) {
@@ -490,6 +505,18 @@ fn main() -> anyhow::Result<()> {
                 print_dataplane(&d);
             }
         }
+        Command::Service(ServiceCommand::Apply { file }) => {
+            let list = conf::services_file(&file)?;
+            for s in list {
+                let name = s.name.clone();
+                query(&args.socket, &Request::ServicePut { service: Box::new(s) })?;
+                println!("{name}: stored");
+            }
+        }
+        Command::Service(ServiceCommand::Delete { name }) => {
+            query(&args.socket, &Request::ServiceDelete { name: name.clone() })?;
+            println!("{name}: removed");
+        }
         Command::Service(cmd) => {
             let r = query(&args.socket, &Request::Dataplane)?;
             let d = r.dataplane.context("merled sent no dataplane report")?;
@@ -501,6 +528,7 @@ fn main() -> anyhow::Result<()> {
                         print_services(&d);
                     }
                 }
+                ServiceCommand::Apply { .. } | ServiceCommand::Delete { .. } => {}
                 ServiceCommand::Show { name } => {
                     let Some(s) = d.services.iter().find(|s| s.service.name == name) else {
                         bail!("no service {name:?} (merlectl service list shows them)");
