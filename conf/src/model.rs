@@ -652,6 +652,14 @@ pub struct Dataplane {
     /// (a cgroup2 mount found elsewhere is used as it is).
     #[serde(default = "default_cgroup_root")]
     pub cgroup_root: PathBuf,
+    /// Slots of each service's Maglev table: a prime, at least 100 times
+    /// a service's backends (Cilium's `bpf-lb-maglev-table-size`).
+    #[serde(default = "default_maglev_table_size")]
+    pub maglev_table_size: u32,
+}
+
+fn default_maglev_table_size() -> u32 {
+    merle_lb::maglev::DEFAULT_SIZE
 }
 
 pub const DEFAULT_CGROUP_ROOT: &str = "/run/merle/cgroupv2";
@@ -665,6 +673,7 @@ impl Default for Dataplane {
             interfaces: Vec::new(),
             socket_lb: true,
             cgroup_root: default_cgroup_root(),
+            maglev_table_size: default_maglev_table_size(),
         }
     }
 }

@@ -108,6 +108,10 @@ fn check_prefix(key: String, p: &IpNet) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The Maglev table sizes the datapath takes.
+const MAGLEV_MIN: u32 = 251;
+const MAGLEV_MAX: u32 = 131_071;
+
 /// Where `[[services]]` may put addresses: the service ranges, the pools
 /// (every backend is a pod) and Kubernetes' NodePort range.
 pub fn service_ranges(c: &Config) -> merle_lb::service::Ranges {
@@ -117,6 +121,7 @@ pub fn service_ranges(c: &Config) -> merle_lb::service::Ranges {
         load_balancer_ips: c.service_ranges.load_balancer_ips.clone(),
         pools: c.pools.iter().map(|p| p.cidr).collect(),
         node_ports: merle_lb::service::NODE_PORTS,
+        maglev_size: c.dataplane.maglev_table_size,
     }
 }
 
@@ -244,6 +249,13 @@ pub fn validate(c: &Config) -> Result<(), Failure> {
         for (i, p) in list.iter().enumerate() {
             check_prefix(format!("service_ranges.{name}[{i}]"), p)?;
         }
+    }
+    let m = c.dataplane.maglev_table_size;
+    if !(MAGLEV_MIN..=MAGLEV_MAX).contains(&m) || !merle_lb::maglev::is_prime(m) {
+        return Err((
+            "dataplane.maglev_table_size".into(),
+            format!("{m} is not a prime from {MAGLEV_MIN} to {MAGLEV_MAX} (Cilium's sizes: 251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071)"),
+        ));
     }
     merle_lb::service::validate(&c.services, &service_ranges(c)).map_err(|e| (e.key, e.message))?;
 

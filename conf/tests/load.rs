@@ -158,6 +158,8 @@ fn bad_values_are_named_by_key() {
         ("[[pools]]\ncidr = \"10.244.0.0/16\"\nvxlan_mode = \"Sometimes\"\n", "pools[0].vxlan_mode", "use Never, Always or CrossSubnet"),
         ("[[pools]]\ncidr = \"10.244.0.0/16\"\n[[pools]]\ncidr = \"10.244.64.0/18\"\n", "pools[1].cidr", "overlaps pools[0]"),
         ("[fib]\nprotocol = 4\n", "fib.protocol", "reserved by the kernel"),
+        ("[dataplane]\nmaglev_table_size = 16384\n", "dataplane.maglev_table_size", "is not a prime"),
+        ("[dataplane]\nmaglev_table_size = 199\n", "dataplane.maglev_table_size", "from 251"),
         ("[fib]\nprotocol = 256\n", "fib.protocol", "unsigned 8 bit"),
         ("[fib]\ntable = 255\n", "fib.table", "reserved"),
         ("[fib]\nvxlan_vni = 16777216\n", "fib.vxlan_vni", "24-bit"),

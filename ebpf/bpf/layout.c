@@ -51,6 +51,7 @@ int main(void)
 	FIELD(service_info, rev_nat);
 	FIELD(service_info, count);
 	FIELD(service_info, flags);
+	FIELD(service_info, maglev_m);
 	SIZE(backend_info);
 	FIELD(backend_info, addr);
 	FIELD(backend_info, port);
@@ -60,7 +61,9 @@ int main(void)
 	FIELD(rev_nat_info, addr);
 	FIELD(rev_nat_info, port);
 	FIELD(rev_nat_info, family);
-	SIZE(maglev_table);
+	SIZE(maglev_key);
+	FIELD(maglev_key, chunk);
+	SIZE(maglev_chunk);
 	SIZE(ct_key);
 	FIELD(ct_key, saddr);
 	FIELD(ct_key, daddr);
@@ -104,7 +107,9 @@ int main(void)
 	CONST(SVC_F_EXTERNAL);
 	CONST(SVC_F_LOCAL);
 	CONST(SVC_F_DSR);
-	CONST(MAGLEV_M);
+	CONST(MAGLEV_CHUNK);
+	CONST(MAGLEV_M_MAX);
+	CONST(MAGLEV_CHUNKS_MAX);
 	CONST(CT_SERVICE);
 	CONST(CT_REPLY);
 	CONST(SERVICES_MAX);

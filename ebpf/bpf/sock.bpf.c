@@ -43,18 +43,9 @@ static __always_inline __u8 sock_proto(const struct bpf_sock_addr *ctx)
 /* A backend of `svc` at a random slot of its table. */
 static __always_inline const struct backend_info *sock_backend(const struct service_info *svc)
 {
-	const struct maglev_table *t = bpf_map_lookup_elem(&merle_maglev, &svc->lb_id);
-	const struct backend_info *b;
-	__u32 slot, id;
+	__u32 id = maglev_pick(svc, bpf_get_prandom_u32());
+	const struct backend_info *b = bpf_map_lookup_elem(&merle_backends, &id);
 
-	if (!t)
-		return NULL;
-	slot = bpf_get_prandom_u32() % MAGLEV_M;
-	asm volatile("" : "+r"(slot));
-	if (slot >= MAGLEV_M)
-		return NULL;
-	id = t->backend[slot];
-	b = bpf_map_lookup_elem(&merle_backends, &id);
 	if (!b || b->lb_id != svc->lb_id)
 		return NULL;
 	return b;

@@ -18,9 +18,9 @@ use merle_lb::service::Protocol;
 
 use crate::pins::PinDir;
 use crate::types::{
-    addr_octets, octets_addr, BackendInfo, CtEntry, CtKey, LbConfig, MaglevTable, RevNatInfo, ServiceInfo, ServiceKey,
-    CT_REPLY, CT_SERVICE, LB_F_ADDR4, LB_F_ADDR6, MAGLEV_M, SVC_F_CLUSTER_IP, SVC_F_DSR, SVC_F_EXTERNAL, SVC_F_LOCAL,
-    SVC_F_NODE_PORT,
+    addr_octets, octets_addr, BackendInfo, CtEntry, CtKey, LbConfig, MaglevChunk, MaglevKey, RevNatInfo, ServiceInfo,
+    ServiceKey, CT_REPLY, CT_SERVICE, LB_F_ADDR4, LB_F_ADDR6, MAGLEV_CHUNK, MAGLEV_M_MAX, SVC_F_CLUSTER_IP, SVC_F_DSR,
+    SVC_F_EXTERNAL, SVC_F_LOCAL, SVC_F_NODE_PORT,
 };
 use crate::Error;
 
@@ -34,7 +34,7 @@ pub const LB_CONFIG: &str = "merle_lb_config";
 /// The maps, opened from their pins.
 pub struct Services {
     services: HashMap<MapData, ServiceKey, ServiceInfo>,
-    maglev: HashMap<MapData, u32, MaglevTable>,
+    maglev: HashMap<MapData, MaglevKey, MaglevChunk>,
     backends: HashMap<MapData, u32, BackendInfo>,
     rev_nat: HashMap<MapData, u32, RevNatInfo>,
     ct: HashMap<MapData, CtKey, CtEntry>,
@@ -69,6 +69,7 @@ impl Synced {
 pub struct Programmed {
     pub frontend: Frontend,
     pub lb_id: u32,
+    pub maglev_m: u32,
     pub rev_nat: u32,
     pub flags: u32,
     pub backends: Vec<(u32, Target)>,
@@ -147,7 +148,17 @@ impl Services {
         let have_fe = self.frontends_held();
         let have_be = self.backends_held();
         let have_rn: BTreeMap<u32, RevNatInfo> = self.rev_nat.iter().flatten().collect();
-        let have_tables: BTreeSet<u32> = self.maglev.keys().flatten().collect();
+        let mut have_tables: BTreeMap<u32, BTreeSet<u32>> = BTreeMap::new();
+        for k in self.maglev.keys().flatten() {
+            have_tables.entry(k.lb_id).or_default().insert(k.chunk);
+        }
+        let size = plan.maglev_size;
+        if !merle_lb::maglev::is_prime(size) || size > MAGLEV_M_MAX {
+            return Err(Error::Map(MAGLEV.into(), format!("table size {size} is not a prime up to {MAGLEV_M_MAX}")));
+        }
+        let chunks = size.div_ceil(MAGLEV_CHUNK);
+        // The size each table was built with, from its frontends.
+        let held_size: BTreeMap<u32, u32> = have_fe.values().map(|i| (i.lb_id, i.maglev_m)).collect();
 
         // Table ids: each table keeps the id its frontends already use.
         let mut table_ids: BTreeMap<&TableKey, u32> = BTreeMap::new();
@@ -164,7 +175,7 @@ impl Services {
                 .values()
                 .map(|i| i.lb_id)
                 .chain(have_be.values().map(|b| b.lb_id))
-                .chain(have_tables.iter().copied())
+                .chain(have_tables.keys().copied())
                 .chain(taken.iter().copied()),
         );
         for t in plan.tables.keys() {
@@ -204,24 +215,31 @@ impl Services {
             }
         }
 
-        // Tables: rebuilt when their backends changed or they are missing.
+        // Tables: rebuilt when their backends or the size changed, or a
+        // chunk is missing. Chunk by chunk: a reader between two chunk
+        // writes finds a backend of the old or of the new set, both in
+        // the maps until the end.
         for (lb_id, list) in &table_backends {
             let held: BTreeSet<u32> = have_be.iter().filter(|(_, b)| b.lb_id == *lb_id).map(|(id, _)| *id).collect();
             let want: BTreeSet<u32> = list.iter().map(|(id, _)| *id).collect();
             if list.is_empty() {
                 continue;
             }
-            if held == want && have_tables.contains(lb_id) {
+            let complete = have_tables.get(lb_id).is_some_and(|c| (0..chunks).all(|i| c.contains(&i)));
+            if held == want && complete && held_size.get(lb_id) == Some(&size) {
                 continue;
             }
             let keys: Vec<Vec<u8>> = list.iter().map(|(_, t)| t.maglev_key()).collect();
-            let slots = merle_lb::maglev::table(&keys, MAGLEV_M)
+            let slots = merle_lb::maglev::table(&keys, size)
                 .map_err(|e| Error::Map(format!("{MAGLEV} {lb_id}"), e.to_string()))?;
-            let mut table = Box::new(MaglevTable { backend: [0; MAGLEV_M as usize] });
-            for (slot, i) in table.backend.iter_mut().zip(slots) {
-                *slot = list[i as usize].0;
+            for (chunk, part) in slots.chunks(MAGLEV_CHUNK as usize).enumerate() {
+                let mut c = Box::new(MaglevChunk { backend: [0; MAGLEV_CHUNK as usize] });
+                for (slot, i) in c.backend.iter_mut().zip(part) {
+                    *slot = list[*i as usize].0;
+                }
+                let key = MaglevKey { lb_id: *lb_id, chunk: chunk as u32 };
+                self.maglev.insert(key, c.as_ref(), 0).map_err(map_err(MAGLEV, lb_id))?;
             }
-            self.maglev.insert(lb_id, table.as_ref(), 0).map_err(map_err(MAGLEV, lb_id))?;
             done.tables_written += 1;
         }
 
@@ -243,7 +261,7 @@ impl Services {
             want_rn.insert(rev_nat);
             let lb_id = table_ids[&p.table];
             let count = table_backends.get(&lb_id).map_or(0, Vec::len) as u32;
-            let info = ServiceInfo { lb_id, rev_nat, count, flags: flags(p.kind, p.local, p.dsr) };
+            let info = ServiceInfo { lb_id, rev_nat, count, flags: flags(p.kind, p.local, p.dsr), maglev_m: size };
             if have_fe.get(&key) != Some(&info) {
                 self.services.insert(key, info, 0).map_err(map_err(SERVICES, f))?;
                 done.frontends_put += 1;
@@ -259,9 +277,14 @@ impl Services {
         }
         let live_tables: BTreeSet<u32> =
             table_backends.iter().filter(|(_, l)| !l.is_empty()).map(|(id, _)| *id).collect();
-        for id in have_tables.iter().filter(|id| !live_tables.contains(id)) {
-            self.maglev.remove(id).map_err(map_err(MAGLEV, id))?;
-            done.tables_removed += 1;
+        for (id, held) in &have_tables {
+            let live = live_tables.contains(id);
+            for chunk in held.iter().filter(|c| !live || **c >= chunks) {
+                self.maglev.remove(&MaglevKey { lb_id: *id, chunk: *chunk }).map_err(map_err(MAGLEV, id))?;
+            }
+            if !live {
+                done.tables_removed += 1;
+            }
         }
         for id in have_be.keys().filter(|id| !want_be.contains_key(id)) {
             self.backends.remove(id).map_err(map_err(BACKENDS, id))?;
@@ -316,6 +339,7 @@ impl Services {
                 Some(Programmed {
                     frontend: frontend_of(&k)?,
                     lb_id: i.lb_id,
+                    maglev_m: i.maglev_m,
                     rev_nat: i.rev_nat,
                     flags: i.flags,
                     backends: by_lb.get(&i.lb_id).cloned().unwrap_or_default(),
@@ -326,9 +350,16 @@ impl Services {
         out
     }
 
-    /// The Maglev table of `lb_id`, as the datapath reads it.
-    pub fn table(&self, lb_id: u32) -> Option<Vec<u32>> {
-        self.maglev.get(&lb_id, 0).ok().map(|t| t.backend.to_vec())
+    /// The Maglev table of `lb_id`, as the datapath reads it: `size` slots
+    /// from its chunks.
+    pub fn table(&self, lb_id: u32, size: u32) -> Option<Vec<u32>> {
+        let mut out = Vec::with_capacity(size as usize);
+        for chunk in 0..size.div_ceil(MAGLEV_CHUNK) {
+            let c = self.maglev.get(&MaglevKey { lb_id, chunk }, 0).ok()?;
+            out.extend_from_slice(&c.backend);
+        }
+        out.truncate(size as usize);
+        Some(out)
     }
 
     /// The backend conntrack keeps the flow `client -> frontend` on.
@@ -341,6 +372,13 @@ impl Services {
     /// `client`.
     pub fn reply_rev_nat(&self, backend: IpAddr, bport: u16, client: IpAddr, cport: u16, proto: u8) -> Option<u32> {
         self.ct.get(&ct_key(backend, bport, client, cport, proto, CT_REPLY), 0).ok().map(|e| e.rev_nat)
+    }
+
+    /// Writes a conntrack entry: for tests that need a table in a state
+    /// real traffic takes long to reach (every SNAT port of a flow taken).
+    #[doc(hidden)]
+    pub fn put_flow(&mut self, k: CtKey, e: CtEntry) -> Result<(), Error> {
+        self.ct.insert(k, e, 0).map_err(map_err(CT, "put"))
     }
 
     /// Conntrack entries, both directions.

@@ -130,6 +130,8 @@ pub struct ServiceInfo {
     pub rev_nat: u32,
     pub count: u32,
     pub flags: u32,
+    /// The size of the table, a prime.
+    pub maglev_m: u32,
 }
 
 pub const SVC_F_CLUSTER_IP: u32 = 1;
@@ -159,14 +161,25 @@ pub struct RevNatInfo {
     pub pad: u8,
 }
 
-/// `MAGLEV_M`: the size of every table in `merle_maglev`.
-pub const MAGLEV_M: u32 = 16381;
+/// `MAGLEV_CHUNK`: slots per entry of `merle_maglev`.
+pub const MAGLEV_CHUNK: u32 = 1024;
+/// `MAGLEV_M_MAX`: the largest table size the programs accept.
+pub const MAGLEV_M_MAX: u32 = 131_071;
+pub const MAGLEV_CHUNKS_MAX: u32 = 1 << 20;
 
-/// `struct maglev_table`: slot to backend id.
+/// `struct maglev_key`: one chunk of one table.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MaglevKey {
+    pub lb_id: u32,
+    pub chunk: u32,
+}
+
+/// `struct maglev_chunk`: `MAGLEV_CHUNK` slots' backend ids.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MaglevTable {
-    pub backend: [u32; MAGLEV_M as usize],
+pub struct MaglevChunk {
+    pub backend: [u32; MAGLEV_CHUNK as usize],
 }
 
 /// `struct ct_key`: a conntrack key (`CT_SERVICE` or `CT_REPLY`).
@@ -278,7 +291,8 @@ mod pod {
     unsafe impl aya::Pod for super::ServiceInfo {}
     unsafe impl aya::Pod for super::BackendInfo {}
     unsafe impl aya::Pod for super::RevNatInfo {}
-    unsafe impl aya::Pod for super::MaglevTable {}
+    unsafe impl aya::Pod for super::MaglevKey {}
+    unsafe impl aya::Pod for super::MaglevChunk {}
     unsafe impl aya::Pod for super::CtKey {}
     unsafe impl aya::Pod for super::CtEntry {}
     unsafe impl aya::Pod for super::LbConfig {}
@@ -462,6 +476,7 @@ mod tests {
         check("offset service_info.rev_nat", offset_of!(ServiceInfo, rev_nat));
         check("offset service_info.count", offset_of!(ServiceInfo, count));
         check("offset service_info.flags", offset_of!(ServiceInfo, flags));
+        check("offset service_info.maglev_m", offset_of!(ServiceInfo, maglev_m));
         check("size backend_info", size_of::<BackendInfo>());
         check("offset backend_info.addr", offset_of!(BackendInfo, addr));
         check("offset backend_info.port", offset_of!(BackendInfo, port));
@@ -471,7 +486,9 @@ mod tests {
         check("offset rev_nat_info.addr", offset_of!(RevNatInfo, addr));
         check("offset rev_nat_info.port", offset_of!(RevNatInfo, port));
         check("offset rev_nat_info.family", offset_of!(RevNatInfo, family));
-        check("size maglev_table", size_of::<MaglevTable>());
+        check("size maglev_key", size_of::<MaglevKey>());
+        check("offset maglev_key.chunk", offset_of!(MaglevKey, chunk));
+        check("size maglev_chunk", size_of::<MaglevChunk>());
         check("size ct_key", size_of::<CtKey>());
         check("offset ct_key.saddr", offset_of!(CtKey, saddr));
         check("offset ct_key.daddr", offset_of!(CtKey, daddr));
@@ -531,7 +548,9 @@ mod tests {
             ("SVC_F_EXTERNAL", SVC_F_EXTERNAL),
             ("SVC_F_LOCAL", SVC_F_LOCAL),
             ("SVC_F_DSR", SVC_F_DSR),
-            ("MAGLEV_M", MAGLEV_M),
+            ("MAGLEV_CHUNK", MAGLEV_CHUNK),
+            ("MAGLEV_M_MAX", MAGLEV_M_MAX),
+            ("MAGLEV_CHUNKS_MAX", MAGLEV_CHUNKS_MAX),
             ("CT_SERVICE", u32::from(CT_SERVICE)),
             ("CT_REPLY", u32::from(CT_REPLY)),
             ("SERVICES_MAX", SERVICES_MAX),

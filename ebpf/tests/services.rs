@@ -15,7 +15,9 @@ use merle_ebpf::endpoints::Endpoints;
 use merle_ebpf::metrics::Metrics;
 use merle_ebpf::objects;
 use merle_ebpf::services::Services;
-use merle_ebpf::types::{EndpointInfo, Hook, Reason, MAGLEV_M};
+use merle_ebpf::types::{EndpointInfo, Hook, Reason};
+
+const M: u32 = merle_lb::maglev::DEFAULT_SIZE;
 use merle_ebpf::PinDir;
 use merle_lb::plan::{plan, Frontend, Plan, Target};
 use merle_lb::service::{Backend, Mode, Protocol, Service, TrafficPolicy};
@@ -121,10 +123,14 @@ fn service(name: &str, vip: &str, port: u16, protocol: Protocol, backends: &[(&s
 /// The backend the datapath must pick for a new flow: the slot of the
 /// flow's hash in the table merle-lb builds for these targets.
 fn expected(targets: &[Target], src: IpAddr, sport: u16, vip: IpAddr, port: u16, proto: u8) -> Target {
+    expected_in(M, targets, src, sport, vip, port, proto)
+}
+
+fn expected_in(m: u32, targets: &[Target], src: IpAddr, sport: u16, vip: IpAddr, port: u16, proto: u8) -> Target {
     let keys: Vec<Vec<u8>> = targets.iter().map(Target::maglev_key).collect();
-    let t = merle_lb::maglev::table(&keys, MAGLEV_M).unwrap();
+    let t = merle_lb::maglev::table(&keys, m).unwrap();
     let h = merle_lb::flow::flow_hash(src, sport, vip, port, proto);
-    targets[t[(h % MAGLEV_M) as usize] as usize]
+    targets[t[(h % m) as usize] as usize]
 }
 
 #[test]
@@ -138,9 +144,10 @@ fn a_pod_to_a_cluster_ip_goes_to_the_backend_maglev_picks_with_checksums_right()
         let prog = svcs.programmed();
         assert_eq!(prog.len(), 1);
         let ids: BTreeMap<u32, Target> = prog[0].backends.iter().copied().collect();
-        let held = svcs.table(prog[0].lb_id).unwrap();
+        assert_eq!(prog[0].maglev_m, M);
+        let held = svcs.table(prog[0].lb_id, M).unwrap();
         let keys: Vec<Vec<u8>> = targets.iter().map(Target::maglev_key).collect();
-        let built = merle_lb::maglev::table(&keys, MAGLEV_M).unwrap();
+        let built = merle_lb::maglev::table(&keys, M).unwrap();
         assert_eq!(held.len(), built.len());
         assert!(held.iter().zip(&built).all(|(id, i)| ids[id] == targets[*i as usize]), "the map is the Rust table");
 
@@ -164,6 +171,25 @@ fn a_pod_to_a_cluster_ip_goes_to_the_backend_maglev_picks_with_checksums_right()
         assert_eq!(seen.len(), 2, "both backends get flows: {seen:?}");
         assert!(seen.values().all(|n| *n > 60), "roughly even: {seen:?}");
         assert_eq!(svcs.flows(), 400, "a CT_SERVICE and a CT_REPLY entry per flow");
+
+        // Other table sizes, smaller and larger: the C side reads each the
+        // way the Rust side built it, new flows by the new table.
+        let s = service("web", "10.100.0.10", 80, Protocol::Tcp, &[("10.1.0.6", 8080), ("10.99.0.7", 8080)]);
+        for (m, from) in [(251u32, 45000u16), (65521, 46000)] {
+            let mut p = plan(std::slice::from_ref(&s), "n1", &[ip("192.0.2.1")]);
+            p.maglev_size = m;
+            let d = b.services().sync(&p).unwrap();
+            assert_eq!(d.tables_written, 1, "size {m}: the table is rebuilt");
+            let prog = b.services().programmed();
+            assert_eq!(prog[0].maglev_m, m);
+            assert_eq!(b.services().table(prog[0].lb_id, m).unwrap().len(), m as usize);
+            for sport in from..from + 100 {
+                let want = expected_in(m, &targets, client, sport, vip, 80, TCP);
+                let reason = if want.address == ip("10.1.0.6") { Reason::RedirectPeer } else { Reason::RedirectFib };
+                let out = b.pod0_sends(L4::tcp(client, sport, vip, 80, SYN), reason);
+                assert_eq!(packet::l4_tuple(&out).2, want.address, "size {m}, flow {sport}");
+            }
+        }
     });
 }
 
@@ -628,4 +654,44 @@ fn ipv6_dsr_carries_a_destination_options_header_and_snat_and_local_work_too() {
 
 fn ip6_octets(s: &str) -> [u8; 16] {
     s.parse::<std::net::Ipv6Addr>().unwrap().octets()
+}
+
+#[test]
+fn snat_without_a_free_port_or_a_node_address_is_dropped_with_its_reason() {
+    with_bed("svc_snat_drop", |b| {
+        b.program_outside(&[outside("web", VIP, Protocol::Tcp, Mode::Snat, &[("10.99.0.7", 8080)])]);
+        let c = ip("10.99.0.200");
+        // Every port this flow would try, held by flows of other clients.
+        let h = merle_lb::flow::flow_hash(c, 5000, ip(VIP), 80, TCP);
+        let ports: Vec<u16> =
+            std::iter::once(5000).chain((1..4u32).map(|i| (32768 + h.wrapping_add(i * 7919) % 28232) as u16)).collect();
+        let mut svcs = b.services();
+        for (n, port) in ports.iter().enumerate() {
+            let k = merle_ebpf::services::ct_key(
+                ip("10.99.0.7"),
+                8080,
+                ip("192.0.2.1"),
+                *port,
+                TCP,
+                merle_ebpf::types::CT_REPLY,
+            );
+            let (addr, _) = merle_ebpf::types::addr_octets(ip(&format!("10.99.0.{}", 100 + n)));
+            let e = merle_ebpf::types::CtEntry {
+                flags: merle_ebpf::types::CT_F_SNAT,
+                addr,
+                port: 5000u16.to_be_bytes(),
+                ..Default::default()
+            };
+            svcs.put_flow(k, e).unwrap();
+        }
+        b.arrives(L4::tcp(c, 5000, ip(VIP), 80, SYN), TC_ACT_SHOT, Reason::DropNatNoPort);
+        // Another source port finds one.
+        b.arrives(L4::tcp(c, 5001, ip(VIP), 80, SYN), TC_ACT_REDIRECT, Reason::RedirectFib);
+
+        // A node without an IPv4 address has nothing to SNAT to.
+        let p =
+            plan(&[outside("web", VIP, Protocol::Tcp, Mode::Snat, &[("10.99.0.7", 8080)])], "n1", &[ip("fd00:2::1")]);
+        b.services().sync(&p).unwrap();
+        b.arrives(L4::tcp(c, 5002, ip(VIP), 80, SYN), TC_ACT_SHOT, Reason::DropNat);
+    });
 }

@@ -84,7 +84,7 @@ pub struct FrontendPlan {
     pub dsr: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Plan {
     pub frontends: BTreeMap<Frontend, FrontendPlan>,
     /// Each table's backends, sorted (the Maglev table does not depend on
@@ -93,6 +93,8 @@ pub struct Plan {
     /// This node's addresses: where its NodePorts are, and the source of
     /// SNAT towards remote backends.
     pub node_addresses: Vec<IpAddr>,
+    /// The size of every Maglev table, a prime.
+    pub maglev_size: u32,
 }
 
 impl Protocol {
@@ -131,8 +133,20 @@ impl Mode {
     }
 }
 
+impl Default for Plan {
+    fn default() -> Self {
+        Self {
+            frontends: BTreeMap::new(),
+            tables: BTreeMap::new(),
+            node_addresses: Vec::new(),
+            maglev_size: crate::maglev::DEFAULT_SIZE,
+        }
+    }
+}
+
 /// The frontends and tables of `node` (its name and addresses) for a set
-/// of services that passed `validate`.
+/// of services that passed `validate`, with tables of the default size
+/// (see [`Plan::maglev_size`]).
 pub fn plan(services: &[Service], node: &str, node_addresses: &[IpAddr]) -> Plan {
     let mut out = Plan { node_addresses: node_addresses.to_vec(), ..Plan::default() };
     for s in services {

@@ -126,11 +126,17 @@ pub struct Ranges {
     pub load_balancer_ips: Vec<IpNet>,
     pub pools: Vec<IpNet>,
     pub node_ports: RangeInclusive<u16>,
+    /// The size of the Maglev tables, which bounds the backends of one
+    /// service.
+    pub maglev_size: u32,
 }
 
-/// The most backends one service may have: Maglev needs a table at least
-/// 100 times larger than its backends to balance them within 1%.
-pub const MAX_BACKENDS: usize = (crate::maglev::DEFAULT_SIZE / 100) as usize;
+/// The most backends one service may have with tables of `size` slots:
+/// Maglev needs a table at least 100 times larger than its backends to
+/// balance them within 1%.
+pub fn max_backends(size: u32) -> usize {
+    (size / 100) as usize
+}
 
 /// Kubernetes' default `--service-node-port-range`.
 pub const NODE_PORTS: RangeInclusive<u16> = 30000..=32767;
@@ -220,13 +226,15 @@ pub fn validate(services: &[Service], r: &Ranges) -> Result<(), Invalid> {
                 ));
             }
         }
-        if s.backends.len() > MAX_BACKENDS {
+        let most = max_backends(r.maglev_size);
+        if s.backends.len() > most {
             return Err(invalid(
                 key("backends"),
                 format!(
-                    "{} backends: a Maglev table of {} slots balances at most {MAX_BACKENDS}",
+                    "{} backends: a Maglev table of {} slots balances at most {most} \
+                     (a larger dataplane.maglev_table_size takes more)",
                     s.backends.len(),
-                    crate::maglev::DEFAULT_SIZE
+                    r.maglev_size
                 ),
             ));
         }
@@ -275,6 +283,7 @@ mod tests {
             load_balancer_ips: vec!["198.51.100.0/24".parse().unwrap()],
             pools: vec!["10.244.0.0/16".parse().unwrap(), "fd00:244::/56".parse().unwrap()],
             node_ports: NODE_PORTS,
+            maglev_size: crate::maglev::DEFAULT_SIZE,
         }
     }
 

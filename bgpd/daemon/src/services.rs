@@ -17,7 +17,9 @@ pub fn node_addresses(cfg: &conf::Config) -> Vec<IpAddr> {
 
 /// The frontends and tables of this node.
 pub fn node_plan(cfg: &conf::Config) -> Plan {
-    plan(&cfg.services, &cfg.node.name, &node_addresses(cfg))
+    let mut p = plan(&cfg.services, &cfg.node.name, &node_addresses(cfg));
+    p.maglev_size = cfg.dataplane.maglev_table_size;
+    p
 }
 
 /// Every address IPAM gave to a pod, with the node that holds it.

@@ -3,12 +3,12 @@
  * translations both ways, in the shape of Cilium's lb4/lb6.
  *
  *   merle_services   (VIP, port, proto) -> table, rev-NAT index, flags
- *   merle_maglev     table -> Maglev lookup table of backend ids
+ *   merle_maglev     (table, chunk) -> backend ids of its Maglev slots
  *   merle_backends   backend id -> (address, port)
  *   merle_rev_nat    rev-NAT index -> (VIP, port) replies come from
  *   merle_ct         LRU conntrack: flow -> backend, reply -> rev-NAT
  *
- * A flow's first packet takes slot flow_hash % MAGLEV_M of the table,
+ * A flow's first packet takes slot flow_hash % m of its table (m prime),
  * which every node built alike, and the choice is kept in merle_ct: a
  * backend added later takes new flows only; one removed (its id gone)
  * sends its own flows through the table again, and no other flow moves.
@@ -35,12 +35,31 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, SERVICES_MAX);
-	__type(key, __u32);
-	__type(value, struct maglev_table);
+	__uint(max_entries, MAGLEV_CHUNKS_MAX);
+	__type(key, struct maglev_key);
+	__type(value, struct maglev_chunk);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } merle_maglev SEC(".maps");
+
+/* The backend id at `hash`'s slot of `svc`'s table, 0 when there is
+ * none. */
+static __always_inline __u32 maglev_pick(const struct service_info *svc, __u32 hash)
+{
+	struct maglev_key k = { .lb_id = svc->lb_id };
+	const struct maglev_chunk *c;
+	__u32 m = svc->maglev_m, slot, i;
+
+	if (m == 0 || m > MAGLEV_M_MAX)
+		return 0;
+	slot = hash % m;
+	k.chunk = slot / MAGLEV_CHUNK;
+	c = bpf_map_lookup_elem(&merle_maglev, &k);
+	if (!c)
+		return 0;
+	i = slot & (MAGLEV_CHUNK - 1);
+	return c->backend[i];
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -95,9 +114,8 @@ static __always_inline const struct backend_info *lb_backend(const struct ct_key
 							     __u32 hash, __u32 *fresh, struct ct_entry *entry)
 {
 	const struct ct_entry *ct = bpf_map_lookup_elem(&merle_ct, fwd);
-	const struct maglev_table *t;
 	const struct backend_info *b;
-	__u32 id, slot;
+	__u32 id;
 
 	/* An entry of another table, or of a frontend since re-created (its
 	 * rev-NAT index differs: the reply entries the flow made name the
@@ -110,16 +128,7 @@ static __always_inline const struct backend_info *lb_backend(const struct ct_key
 			return b;
 		}
 	}
-	t = bpf_map_lookup_elem(&merle_maglev, &svc->lb_id);
-	if (!t)
-		return NULL;
-	slot = hash % MAGLEV_M;
-	/* The verifier does not bound a remainder: say it again, past the
-	 * compiler, which knows it already. */
-	asm volatile("" : "+r"(slot));
-	if (slot >= MAGLEV_M)
-		return NULL;
-	id = t->backend[slot];
+	id = maglev_pick(svc, hash);
 	b = bpf_map_lookup_elem(&merle_backends, &id);
 	if (!b || b->lb_id != svc->lb_id)
 		return NULL;

@@ -114,6 +114,7 @@ struct service_info {
 	__u32 rev_nat;  /* merle_rev_nat: the address replies come from */
 	__u32 count;    /* backends in the table; 0: none to send to */
 	__u32 flags;    /* SVC_F_* */
+	__u32 maglev_m; /* the table's size, a prime */
 };
 
 /* merle_backends: backend id to where it is. An id belongs to one table
@@ -127,12 +128,22 @@ struct backend_info {
 	__u32 lb_id;
 };
 
-/* merle_maglev: lb_id to the Maglev lookup table the Rust side built
- * (merle-lb): slot hash % MAGLEV_M holds the backend id. */
-#define MAGLEV_M 16381
+/* merle_maglev: the Maglev lookup tables the Rust side built (merle-lb),
+ * in chunks of MAGLEV_CHUNK slots: slot `hash % maglev_m` of table lb_id
+ * is entry slot % MAGLEV_CHUNK of chunk slot / MAGLEV_CHUNK, a backend id.
+ * The size is configured (a prime, 16381 by default); a table takes
+ * ceil(m / MAGLEV_CHUNK) chunks, so memory follows the size. */
+#define MAGLEV_CHUNK 1024
+#define MAGLEV_M_MAX 131071
+#define MAGLEV_CHUNKS_MAX (1U << 20)
 
-struct maglev_table {
-	__u32 backend[MAGLEV_M];
+struct maglev_key {
+	__u32 lb_id;
+	__u32 chunk;
+};
+
+struct maglev_chunk {
+	__u32 backend[MAGLEV_CHUNK];
 };
 
 /* merle_rev_nat: what replies of a translated flow are rewritten to. */
