@@ -95,6 +95,8 @@ int main(void)
 	SIZE(dsr_opt_v6);
 	CONST(CT_F_DSR);
 	CONST(CT_F_SNAT);
+	CONST(CT_F_HAIRPIN);
+	printf("const HAIRPIN_V4 %lld\n", (long long)HAIRPIN_V4);
 	CONST(LB_F_ADDR4);
 	CONST(LB_F_ADDR6);
 	CONST(DSR_IPV4_OPT_TYPE);

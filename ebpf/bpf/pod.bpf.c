@@ -85,7 +85,8 @@ static __always_inline int to_backend_v4(struct __sk_buff *skb)
 		return -DROP_INVALID_IPV4;
 	dst = endpoint_v4(ip->daddr);
 	if (dst) {
-		if (dst->ifindex == skb->ifindex)
+		/* Back into the pod it came from: only as HAIRPIN_V4's. */
+		if (dst->ifindex == skb->ifindex && ip->saddr != HAIRPIN_V4)
 			return -DROP_SERVICE_LOOPBACK;
 		return deliver_v4(skb, ip, dst, 0);
 	}
@@ -137,7 +138,9 @@ static __always_inline int from_pod_v4(struct __sk_buff *skb)
 	}
 	dst = endpoint_v4(ip->daddr);
 	if (dst) {
-		if (dst->ifindex == skb->ifindex)
+		/* A translated reply may be for its own pod (a service the pod
+		 * backs itself). */
+		if (dst->ifindex == skb->ifindex && !rev)
 			return PASS_HAIRPIN;
 		return deliver_v4(skb, ip, dst, 0);
 	}

@@ -214,6 +214,9 @@ pub struct CtEntry {
 
 pub const CT_F_DSR: u32 = 1;
 pub const CT_F_SNAT: u32 = 2;
+pub const CT_F_HAIRPIN: u32 = 4;
+/// `HAIRPIN_V4`: the source of a pod's flow to a service it backs itself.
+pub const HAIRPIN_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 42, 1);
 
 /// `struct lb_config`.
 #[repr(C)]
@@ -397,7 +400,7 @@ reasons! {
     DropNoBackend = 39, "DROP_NO_BACKEND", "drop-no-backend";
     /// A service translation's rewrite helper failed.
     DropNat = 40, "DROP_NAT", "drop-nat";
-    /// A pod to a service whose chosen backend is that pod.
+    /// IPv6: a pod to a service whose chosen backend is that pod.
     DropServiceLoopback = 41, "DROP_SERVICE_LOOPBACK", "drop-service-loopback";
     /// The DSR option could not be inserted.
     DropDsr = 42, "DROP_DSR", "drop-dsr";
@@ -559,6 +562,7 @@ mod tests {
             ("SOCK_REV_MAX", SOCK_REV_MAX),
             ("CT_F_DSR", CT_F_DSR),
             ("CT_F_SNAT", CT_F_SNAT),
+            ("CT_F_HAIRPIN", CT_F_HAIRPIN),
             ("LB_F_ADDR4", LB_F_ADDR4),
             ("LB_F_ADDR6", LB_F_ADDR6),
             ("DSR_IPV4_OPT_TYPE", u32::from(DSR_IPV4_OPT_TYPE)),
@@ -579,6 +583,9 @@ mod tests {
         assert_eq!(Reason::DropSourceSpoofed.kind(), Kind::Drop);
         assert_eq!(Reason::PassLocal.kind(), Kind::Pass);
         assert_eq!(Reason::RedirectNeigh.kind(), Kind::Redirect);
+        // As the program compares it: the address's bytes read as a
+        // little-endian word.
+        assert_eq!(c["const HAIRPIN_V4"] as u32, u32::from_le_bytes(HAIRPIN_V4.octets()));
     }
 
     #[test]

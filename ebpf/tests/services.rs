@@ -281,7 +281,7 @@ fn removing_a_backend_moves_only_its_flows_and_adding_one_takes_new_flows_only()
 }
 
 #[test]
-fn a_service_without_backends_or_to_the_pod_itself_is_dropped_with_its_reason() {
+fn a_service_without_backends_is_dropped_and_a_pod_reaches_a_service_it_backs_itself() {
     with_bed("svc_drop", |b| {
         b.program(&[
             service("empty", "10.100.0.1", 80, Protocol::Tcp, &[]),
@@ -289,7 +289,24 @@ fn a_service_without_backends_or_to_the_pod_itself_is_dropped_with_its_reason() 
         ]);
         let pkt = packet::l4(NODE_MAC, POD_MAC, L4::tcp(ip("10.1.0.5"), 1234, ip("10.100.0.1"), 80, SYN));
         b.run(&b.pod, b.p0, &pkt, TC_ACT_SHOT, Hook::PodIngress, Reason::DropNoBackend);
+        // A pod to a service it backs itself: into the pod again from
+        // 169.254.42.1, and its reply back to it from the ClusterIP.
         let pkt = packet::l4(NODE_MAC, POD_MAC, L4::udp(ip("10.1.0.5"), 1234, ip("10.100.0.2"), 80));
+        let out = b.run(&b.pod, b.p0, &pkt, TC_ACT_REDIRECT, Hook::PodIngress, Reason::RedirectPeer);
+        assert_eq!(packet::l4_tuple(&out), (ip("169.254.42.1"), 1234, ip("10.1.0.5"), 8080));
+        assert!(packet::ipv4_csum_ok(&out) && packet::l4_csum_ok(&out));
+        let reply = packet::l4(NODE_MAC, POD_MAC, L4::udp(ip("10.1.0.5"), 8080, ip("169.254.42.1"), 1234));
+        let back = b.run(&b.pod, b.p0, &reply, TC_ACT_REDIRECT, Hook::PodIngress, Reason::RedirectPeer);
+        assert_eq!(packet::l4_tuple(&back), (ip("10.100.0.2"), 80, ip("10.1.0.5"), 1234), "from the ClusterIP");
+        assert!(packet::ipv4_csum_ok(&back) && packet::l4_csum_ok(&back));
+        assert_eq!(&back[0..6], &POD_MAC);
+        // IPv6 has no hairpin address: dropped, by name.
+        b.program(&[
+            service("empty", "10.100.0.1", 80, Protocol::Tcp, &[]),
+            service("self", "10.100.0.2", 80, Protocol::Udp, &[("10.1.0.5", 8080)]),
+            service("self6", "fd00:100::2", 80, Protocol::Udp, &[("fd00:1::5", 8080)]),
+        ]);
+        let pkt = packet::l4(NODE_MAC, POD_MAC, L4::udp(ip("fd00:1::5"), 1234, ip("fd00:100::2"), 80));
         b.run(&b.pod, b.p0, &pkt, TC_ACT_SHOT, Hook::PodIngress, Reason::DropServiceLoopback);
         // Another port of the same address is no service: routed as before.
         let pkt = packet::l4(NODE_MAC, POD_MAC, L4::udp(ip("10.1.0.5"), 1234, ip("10.100.0.2"), 81));

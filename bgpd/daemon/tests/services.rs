@@ -91,6 +91,18 @@ fn pods_reach_cluster_ips_across_nodes_and_live_edits_apply_as_a_diff() {
         assert_eq!(through(client, sa("10.96.0.53:53"), 30, true), both, "UDP from {}", client.id);
         assert_eq!(through(client, sa("[fd00:96::10]:80"), 40, false), both, "TCP over IPv6 from {}", client.id);
     }
+    // A backend reaching its own service: its flows to itself come back
+    // into it from 169.254.42.1 (a pod drops a packet from its own address).
+    let own: IpAddr = a2.v4.parse().unwrap();
+    let mut seen = BTreeSet::new();
+    for _ in 0..40 {
+        let a = ask_tcp(&a2.ns, sa("10.96.0.10:80")).unwrap();
+        assert_eq!(a.from, sa("10.96.0.10:80"));
+        let want: IpAddr = if a.server == "a2" { "169.254.42.1".parse().unwrap() } else { own };
+        assert_eq!(a.peer.ip(), want, "answered by {}", a.server);
+        seen.insert(a.server);
+    }
+    assert_eq!(seen, both, "a2 reaches itself and b1 through the ClusterIP");
     let d = c.dataplane(0).unwrap();
     for cn in d["counters"].as_array().unwrap() {
         assert_ne!(cn["kind"], "drop", "no packet dropped: {cn}");

@@ -168,6 +168,19 @@ static __always_inline void lb_reply_record(const struct ct_key *fwd, const __u3
 	bpf_map_update_elem(&merle_ct, &r, &e, BPF_ANY);
 }
 
+/* The reply entry of a pod's flow to a service it backs itself: replies
+ * from it to HAIRPIN_V4 go back to it, from the frontend. */
+static __always_inline void lb_hairpin_record(const struct ct_key *fwd, __u16 bport, __u32 rev_nat)
+{
+	struct ct_entry e = { .flags = CT_F_HAIRPIN, .rev_nat = rev_nat, .port = fwd->sport };
+	__u32 hairpin[4] = { HAIRPIN_V4, 0, 0, 0 };
+	struct ct_key r;
+
+	e.addr[0] = fwd->saddr[0];
+	lb_reply_key(&r, fwd, fwd->saddr, bport, hairpin, fwd->sport);
+	bpf_map_update_elem(&merle_ct, &r, &e, BPF_ANY);
+}
+
 /* The frontend for a packet to (daddr, dport, proto), or NULL. */
 static __always_inline const struct service_info *lb_frontend(__u8 family, const __u32 *daddr, __u16 dport, __u8 proto)
 {
@@ -210,6 +223,18 @@ static __always_inline int lb4_dnat(struct __sk_buff *skb, const struct iphdr *i
 		return -DROP_NO_BACKEND;
 	baddr = b->addr[0];
 	bport = b->port;
+	if (baddr == fwd.saddr[0]) {
+		/* The pod backs the service it asked: from HAIRPIN_V4, so that
+		 * it takes its own packet, and its reply comes back here. */
+		if (fresh)
+			lb_hairpin_record(&fwd, bport, svc->rev_nat);
+		r = nat_v4(skb, fwd.proto, offsetof(struct iphdr, daddr), daddr, baddr, L4_DPORT, p.dport, bport);
+		if (r < 0)
+			return r;
+		r = nat_v4(skb, fwd.proto, offsetof(struct iphdr, saddr), fwd.saddr[0], HAIRPIN_V4, L4_SPORT, p.sport,
+			   p.sport);
+		return r < 0 ? r : LB_DNAT;
+	}
 	if (fresh)
 		lb_reply_record(&fwd, b->addr, bport, svc->rev_nat);
 	r = nat_v4(skb, fwd.proto, offsetof(struct iphdr, daddr), daddr, baddr, L4_DPORT, p.dport, bport);
@@ -282,7 +307,7 @@ static __always_inline int lb4_rev_nat(struct __sk_buff *skb)
 	struct ct_key k = { .family = AF_INET, .dir = CT_REPLY };
 	const struct ct_entry *ct;
 	struct l4_ports p;
-	__u32 saddr, to[4];
+	__u32 saddr, to[4], hairpin, client;
 	__u16 port;
 	int r;
 
@@ -296,8 +321,17 @@ static __always_inline int lb4_rev_nat(struct __sk_buff *skb)
 	ct = bpf_map_lookup_elem(&merle_ct, &k);
 	if (!ct || lb_rev_target(ct, AF_INET, to, &port) < 0)
 		return 0;
+	hairpin = ct->flags & CT_F_HAIRPIN;
+	client = ct->addr[0];
 	r = nat_v4(skb, k.proto, offsetof(struct iphdr, saddr), saddr, to[0], L4_SPORT, p.sport, port);
-	return r < 0 ? r : 1;
+	if (r < 0)
+		return r;
+	if (hairpin) {
+		r = nat_v4(skb, k.proto, offsetof(struct iphdr, daddr), k.daddr[0], client, L4_DPORT, p.dport, p.dport);
+		if (r < 0)
+			return r;
+	}
+	return 1;
 }
 
 static __always_inline int lb6_rev_nat(struct __sk_buff *skb)

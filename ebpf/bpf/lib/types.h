@@ -174,6 +174,14 @@ struct ct_key {
 
 #define CT_F_DSR   (1U << 0) /* CT_REPLY: a DSR reply, the VIP in addr/port */
 #define CT_F_SNAT  (1U << 1) /* CT_REPLY: a SNAT reply, the client in addr/port */
+#define CT_F_HAIRPIN (1U << 2) /* CT_REPLY: a pod's own flow to a service it backs:
+			      * the reply goes to the client in addr/port */
+
+/* The source a pod's flow to itself through a service takes (Cilium's
+ * IPV4_LOOPBACK): a pod drops a packet from its own address, and this one
+ * routes back to the host's end of its veth. 169.254.42.1, network order
+ * as it sits in memory. */
+#define HAIRPIN_V4 ((__u32)(169 | (254 << 8) | (42 << 16) | (1U << 24)))
 
 struct ct_entry {
 	__u32 backend_id;  /* CT_SERVICE: the backend the flow is on */
