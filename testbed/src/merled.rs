@@ -27,10 +27,14 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
 
 /// A test that does not ask for the eBPF datapath runs the kernel path:
 /// merled under `ip netns exec` would otherwise pin into a bpffs of its
-/// private mount namespace, where the test cannot remove it.
-fn with_dataplane(text: &str) -> String {
-    if text.contains("[dataplane]") {
+/// private mount namespace, where the test cannot remove it. One that does
+/// gets a cgroup v2 mount point in its own directory (`cgroup_root`), so
+/// that nothing is left under /run.
+fn with_dataplane(text: &str, dir: &Path) -> String {
+    if text.contains("cgroup_root") {
         text.to_owned()
+    } else if text.contains("[dataplane]\n") {
+        text.replacen("[dataplane]\n", &format!("[dataplane]\ncgroup_root = \"{}\"\n", dir.join("cgroup").display()), 1)
     } else {
         format!("{text}\n[dataplane]\nmode = \"kernel\"\n")
     }
@@ -53,7 +57,7 @@ impl Merled {
         let dir = TempDir::new(&format!("merled-{name}"))?;
         let socket = dir.path().join("merled.sock");
         let conf = dir.path().join("merled.toml");
-        std::fs::write(&conf, with_dataplane(&config.replace("{socket}", &socket.to_string_lossy())))?;
+        std::fs::write(&conf, with_dataplane(&config.replace("{socket}", &socket.to_string_lossy()), dir.path()))?;
         let log = dir.path().join("merled.log");
         let bin = merled.to_str().context("non-UTF-8 path")?;
         let daemon = Daemon::spawn(
@@ -104,7 +108,7 @@ impl Merled {
     /// Replaces the configuration file (merled reloads it), keeping the
     /// kernel dataplane of [`Merled::start`] unless `text` says otherwise.
     pub fn write_config(&self, text: &str) -> anyhow::Result<()> {
-        std::fs::write(&self.config, with_dataplane(text))?;
+        std::fs::write(&self.config, with_dataplane(text, self._dir.path()))?;
         Ok(())
     }
 
