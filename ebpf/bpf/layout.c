@@ -91,7 +91,6 @@ int main(void)
 	FIELD(lb_config, next_lb);
 	FIELD(lb_config, next_backend);
 	FIELD(lb_config, next_rev_nat);
-	FIELD(lb_config, syncing);
 	SIZE(sock_rev_key);
 	FIELD(sock_rev_key, cookie);
 	FIELD(sock_rev_key, addr);

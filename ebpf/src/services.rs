@@ -147,10 +147,6 @@ impl Services {
     pub fn sync(&mut self, plan: &Plan) -> Result<Synced, Error> {
         let mut done = Synced::default();
         let ids = self.config.get(&0, 0).map_err(map_err(LB_CONFIG, 0))?;
-        // A sync cut short (merled killed, a map error) may have left a
-        // table half written under an unchanged backend set: rebuild all.
-        let interrupted = ids.syncing != 0;
-        self.config.set(0, LbConfig { syncing: 1, ..ids }, 0).map_err(map_err(LB_CONFIG, 0))?;
         let have_fe = self.frontends_held();
         let have_be = self.backends_held();
         let have_rn: BTreeMap<u32, RevNatInfo> = self.rev_nat.iter().flatten().collect();
@@ -233,7 +229,7 @@ impl Services {
                 continue;
             }
             let complete = have_tables.get(lb_id).is_some_and(|c| (0..chunks).all(|i| c.contains(&i)));
-            if !interrupted && held == want && complete && held_size.get(lb_id) == Some(&size) {
+            if held == want && complete && held_size.get(lb_id) == Some(&size) {
                 continue;
             }
             let keys: Vec<Vec<u8>> = list.iter().map(|(_, t)| t.maglev_key()).collect();
@@ -399,14 +395,6 @@ impl Services {
     /// `client`.
     pub fn reply_rev_nat(&self, backend: IpAddr, bport: u16, client: IpAddr, cport: u16, proto: u8) -> Option<u32> {
         self.ct.get(&ct_key(backend, bport, client, cport, proto, CT_REPLY), 0).ok().map(|e| e.rev_nat)
-    }
-
-    /// Leaves the mark of a sync under way, as one cut short does: for
-    /// tests.
-    #[doc(hidden)]
-    pub fn mark_syncing(&mut self) -> Result<(), Error> {
-        let cur = self.config.get(&0, 0).map_err(map_err(LB_CONFIG, 0))?;
-        self.config.set(0, LbConfig { syncing: 1, ..cur }, 0).map_err(map_err(LB_CONFIG, 0))
     }
 
     /// Writes a conntrack entry: for tests that need a table in a state

@@ -243,8 +243,7 @@ pub struct LbConfig {
     pub next_lb: u32,
     pub next_backend: u32,
     pub next_rev_nat: u32,
-    /// A sync is under way (1); one that finds it set rebuilds every table.
-    pub syncing: u32,
+    pub pad2: u32,
 }
 
 /// `struct sock_rev_key`: a translated socket and the backend it was
@@ -535,7 +534,6 @@ mod tests {
         check("offset lb_config.next_lb", offset_of!(LbConfig, next_lb));
         check("offset lb_config.next_backend", offset_of!(LbConfig, next_backend));
         check("offset lb_config.next_rev_nat", offset_of!(LbConfig, next_rev_nat));
-        check("offset lb_config.syncing", offset_of!(LbConfig, syncing));
         check("size sock_rev_key", size_of::<SockRevKey>());
         check("offset sock_rev_key.cookie", offset_of!(SockRevKey, cookie));
         check("offset sock_rev_key.addr", offset_of!(SockRevKey, addr));

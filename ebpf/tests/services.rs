@@ -329,12 +329,6 @@ fn a_second_sync_changes_nothing_and_ids_survive_reopening_the_maps() {
         let before = b.services().programmed();
         let again = b.services().sync(&p).unwrap();
         assert!(!again.changed(), "nothing to do: {again:?}");
-        // A sync cut short leaves its mark: the next one rebuilds every
-        // table, even where the backends look the same.
-        b.services().mark_syncing().unwrap();
-        let redo = b.services().sync(&p).unwrap();
-        assert_eq!(redo.tables_written, 2, "{redo:?}");
-        assert!(!b.services().sync(&p).unwrap().changed(), "and then nothing again");
         assert_eq!(b.services().programmed(), before, "same ids, same entries");
         // Changing one service rewrites that one only.
         let mut set2 = set.clone();
@@ -545,12 +539,11 @@ fn snat_translates_both_ways_and_gives_colliding_clients_their_own_ports() {
         let out = b.arrives(L4::tcp(c1, 5000, ip(VIP), 80, SYN), TC_ACT_REDIRECT, Reason::RedirectFib);
         let (s1, p1, d1, dp1) = packet::l4_tuple(&out);
         assert_eq!((s1, d1, dp1), (ip("192.0.2.1"), ip("10.99.0.7"), 8080), "from this node");
-        assert_eq!(p1, 5000, "the client's port, while free");
+        assert!((61000..=65535).contains(&p1), "a port above the ephemeral range: {p1}");
         assert!(packet::ipv4_csum_ok(&out) && packet::l4_csum_ok(&out));
         let out2 = b.arrives(L4::tcp(c2, 5000, ip(VIP), 80, SYN), TC_ACT_REDIRECT, Reason::RedirectFib);
         let (_, p2, ..) = packet::l4_tuple(&out2);
         assert_ne!(p2, p1, "each flow its own port");
-        assert!((32768..=65535).contains(&p2), "{p2}");
         for (client, port) in [(c1, p1), (c2, p2)] {
             let back = b.arrives(
                 L4::tcp(ip("10.99.0.7"), 8080, ip("192.0.2.1"), port, SYN | ACK),
@@ -673,7 +666,7 @@ fn ipv6_dsr_carries_a_destination_options_header_and_snat_and_local_work_too() {
         let out = b.arrives(L4::tcp(client, 5001, ip("fd00:2::81"), 80, SYN), TC_ACT_REDIRECT, Reason::RedirectFib);
         let (src, nport, dst, dport) = packet::l4_tuple(&out);
         assert_eq!((src, dst, dport), (ip("fd00:2::1"), ip("fd00:99::7"), 8080));
-        assert_eq!(nport, 5001);
+        assert!((61000..=65535).contains(&nport));
         assert!(packet::l4_csum_ok(&out));
         let back = b.arrives(
             L4::tcp(ip("fd00:99::7"), 8080, ip("fd00:2::1"), nport, SYN | ACK),
@@ -718,8 +711,7 @@ fn snat_without_a_free_port_or_a_node_address_is_dropped_with_its_reason() {
         // Every port this flow would try, held by live flows of other
         // clients.
         let h = merle_lb::flow::flow_hash(c, 5000, ip(VIP), 80, TCP);
-        let ports: Vec<u16> =
-            std::iter::once(5000).chain((1..4u32).map(|i| (32768 + h.wrapping_add(i * 7919) % 32768) as u16)).collect();
+        let ports: Vec<u16> = (0..8u32).map(|i| (61000 + h.wrapping_add(i * 7919) % 4536) as u16).collect();
         let mut svcs = b.services();
         let now = merle_ebpf::services::ct_tick();
         for (n, port) in ports.iter().enumerate() {

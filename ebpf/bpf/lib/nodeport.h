@@ -28,51 +28,39 @@
 #include "icmp.h"
 #include "lb.h"
 
-/* SNAT source ports: the client's own when free, else hashed ones in
- * 32768-65535. Free means no live flow of another client holds it. The
- * node's own sockets are not consulted: a connection of the node to the
- * same backend from the same port would share the tuple (see
- * docs/architecture.md, known limits). */
-#define SNAT_PORT_MIN 32768
-#define SNAT_PORT_SPAN 32768
-#define SNAT_TRIES 4
+/* SNAT source ports: 61000-65535, above the kernel's default ephemeral
+ * range (32768-60999), so that no connection of the node's own takes the
+ * same tuple. */
+#define SNAT_PORT_MIN 61000
+#define SNAT_PORT_SPAN 4536
+#define SNAT_TRIES 8
 
 #ifndef BPF_MTU_CHK_RET_FRAG_NEEDED
 #define BPF_MTU_CHK_RET_FRAG_NEEDED 1
 #endif
 
 /* A source port for the SNAT of the flow `fwd` to (naddr) towards the
- * backend (baddr, bport): this flow's own, the client's port, or one of a
- * few hashed ones, whichever no live flow holds (an expired entry's is
- * free again). 0: none free. */
-static __always_inline int snat_port_free(const struct ct_key *fwd, const __u32 *baddr, __u16 bport,
-					  const __u32 *naddr, __u16 port, __u32 rev_nat, __u32 now)
-{
-	const struct ct_entry *e;
-	struct ct_key r;
-
-	lb_reply_key(&r, fwd, baddr, bport, naddr, port);
-	e = bpf_map_lookup_elem(&merle_ct, &r);
-	if (!e || ct_expired(e, fwd->proto, now))
-		return 1;
-	/* This flow's own. */
-	return e->port == fwd->sport && e->rev_nat == rev_nat && e->addr[0] == fwd->saddr[0] &&
-	       e->addr[1] == fwd->saddr[1] && e->addr[2] == fwd->saddr[2] && e->addr[3] == fwd->saddr[3];
-}
-
+ * backend (baddr, bport): one of a few hashed ones that no live flow
+ * holds (an expired entry's is free again), this flow's own first. 0:
+ * none free. */
 static __always_inline __u16 snat_port(const struct ct_key *fwd, const __u32 *baddr, __u16 bport, const __u32 *naddr,
 				       __u32 hash, __u32 rev_nat)
 {
+	const struct ct_entry *e;
 	__u32 now = ct_now();
-	__u16 port = fwd->sport;
+	struct ct_key r;
+	__u16 port;
 
-	if (snat_port_free(fwd, baddr, bport, naddr, port, rev_nat, now))
-		return port;
 #pragma unroll
-	for (int i = 1; i < SNAT_TRIES; i++) {
+	for (int i = 0; i < SNAT_TRIES; i++) {
 		port = bpf_htons(SNAT_PORT_MIN + (hash + i * 7919) % SNAT_PORT_SPAN);
-		if (snat_port_free(fwd, baddr, bport, naddr, port, rev_nat, now))
+		lb_reply_key(&r, fwd, baddr, bport, naddr, port);
+		e = bpf_map_lookup_elem(&merle_ct, &r);
+		if (!e || ct_expired(e, fwd->proto, now))
 			return port;
+		if (e->port == fwd->sport && e->rev_nat == rev_nat && e->addr[0] == fwd->saddr[0] &&
+		    e->addr[1] == fwd->saddr[1] && e->addr[2] == fwd->saddr[2] && e->addr[3] == fwd->saddr[3])
+			return port; /* this flow's own */
 	}
 	return 0;
 }

@@ -224,8 +224,7 @@ struct lb_config {
 	__u32 next_lb;
 	__u32 next_backend;
 	__u32 next_rev_nat;
-	__u32 syncing;     /* merled is writing the maps: a sync that finds
-			    * this set (one was cut short) rebuilds every table */
+	__u32 pad2;
 };
 
 /* merle_sock_rev: what a socket the socket programs translated was meant
