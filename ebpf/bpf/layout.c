@@ -52,8 +52,6 @@ int main(void)
 	FIELD(service_info, count);
 	FIELD(service_info, flags);
 	FIELD(service_info, maglev_m);
-	FIELD(service_info, cluster_lb_id);
-	FIELD(service_info, cluster_count);
 	SIZE(backend_info);
 	FIELD(backend_info, addr);
 	FIELD(backend_info, port);

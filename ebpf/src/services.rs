@@ -264,20 +264,7 @@ impl Services {
             want_rn.insert(rev_nat);
             let lb_id = table_ids[&p.table];
             let count = table_backends.get(&lb_id).map_or(0, Vec::len) as u32;
-            let cluster = TableKey { service: p.table.service.clone(), local: false };
-            let (cluster_lb_id, cluster_count) = match (p.local, table_ids.get(&cluster)) {
-                (true, Some(id)) => (*id, table_backends.get(id).map_or(0, Vec::len) as u32),
-                _ => (0, 0),
-            };
-            let info = ServiceInfo {
-                lb_id,
-                rev_nat,
-                count,
-                flags: flags(p.kind, p.local, p.dsr),
-                maglev_m: size,
-                cluster_lb_id,
-                cluster_count,
-            };
+            let info = ServiceInfo { lb_id, rev_nat, count, flags: flags(p.kind, p.local, p.dsr), maglev_m: size };
             if have_fe.get(&key) != Some(&info) {
                 self.services.insert(key, info, 0).map_err(map_err(SERVICES, f))?;
                 done.frontends_put += 1;

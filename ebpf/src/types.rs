@@ -132,9 +132,6 @@ pub struct ServiceInfo {
     pub flags: u32,
     /// The size of the table, a prime.
     pub maglev_m: u32,
-    /// `SVC_F_LOCAL`: the table of every backend, for traffic from pods.
-    pub cluster_lb_id: u32,
-    pub cluster_count: u32,
 }
 
 pub const SVC_F_CLUSTER_IP: u32 = 1;
@@ -495,8 +492,6 @@ mod tests {
         check("offset service_info.count", offset_of!(ServiceInfo, count));
         check("offset service_info.flags", offset_of!(ServiceInfo, flags));
         check("offset service_info.maglev_m", offset_of!(ServiceInfo, maglev_m));
-        check("offset service_info.cluster_lb_id", offset_of!(ServiceInfo, cluster_lb_id));
-        check("offset service_info.cluster_count", offset_of!(ServiceInfo, cluster_count));
         check("size backend_info", size_of::<BackendInfo>());
         check("offset backend_info.addr", offset_of!(BackendInfo, addr));
         check("offset backend_info.port", offset_of!(BackendInfo, port));

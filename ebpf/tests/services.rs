@@ -590,10 +590,6 @@ fn hybrid_is_dsr_for_tcp_and_snat_for_udp_and_local_policy_without_a_local_backe
         assert_eq!(dsr_option(&d), None, "UDP by SNAT");
         assert_eq!(packet::l4_tuple(&d).0, ip("192.0.2.1"));
         b.arrives(L4::tcp(client, 5000, ip("192.0.2.81"), 80, SYN), TC_ACT_SHOT, Reason::DropNoBackend);
-        // Local applies to outside traffic: a pod of this node reaches the
-        // same load-balancer IP through every backend, as with kube-proxy.
-        let out = b.pod0_sends(L4::tcp(ip("10.1.0.5"), 5000, ip("192.0.2.81"), 80, SYN), Reason::RedirectFib);
-        assert_eq!(packet::l4_tuple(&out), (ip("10.1.0.5"), 5000, ip("10.99.0.7"), 80));
     });
 }
 

@@ -204,18 +204,6 @@ static __always_inline void lb_hairpin_record(const struct ct_key *fwd, __u16 bp
 	bpf_map_update_elem(&merle_ct, &r, &e, BPF_ANY);
 }
 
-/* The frontend as traffic from pods uses it: externalTrafficPolicy Local
- * limits outside traffic to this node's backends, not the cluster's own
- * (kube-proxy's rule too). */
-static __always_inline void lb_from_pods(struct service_info *eff, const struct service_info *svc)
-{
-	*eff = *svc;
-	if (svc->flags & SVC_F_LOCAL) {
-		eff->lb_id = svc->cluster_lb_id;
-		eff->count = svc->cluster_count;
-	}
-}
-
 /* The frontend for a packet to (daddr, dport, proto), or NULL. */
 static __always_inline const struct service_info *lb_frontend(__u8 family, const __u32 *daddr, __u16 dport, __u8 proto)
 {
@@ -235,8 +223,7 @@ static __always_inline const struct service_info *lb_frontend(__u8 family, const
 static __always_inline int lb4_dnat(struct __sk_buff *skb, const struct iphdr *ip)
 {
 	struct ct_key fwd = { .proto = ip->protocol, .family = AF_INET, .dir = CT_SERVICE };
-	const struct service_info *svc, *found;
-	struct service_info eff;
+	const struct service_info *svc;
 	const struct backend_info *b;
 	struct ct_entry e;
 	struct l4_ports p;
@@ -246,11 +233,9 @@ static __always_inline int lb4_dnat(struct __sk_buff *skb, const struct iphdr *i
 	if (!l4_is_tcp_udp(fwd.proto) || l4_ports(skb, L4_OFF_V4, &p) < 0)
 		return LB_NONE;
 	fwd.daddr[0] = daddr;
-	found = lb_frontend(AF_INET, fwd.daddr, p.dport, fwd.proto);
-	if (!found)
+	svc = lb_frontend(AF_INET, fwd.daddr, p.dport, fwd.proto);
+	if (!svc)
 		return LB_NONE;
-	lb_from_pods(&eff, found);
-	svc = &eff;
 	if (!svc->count)
 		return -DROP_NO_BACKEND;
 	fwd.saddr[0] = ip->saddr;
@@ -282,8 +267,7 @@ static __always_inline int lb4_dnat(struct __sk_buff *skb, const struct iphdr *i
 static __always_inline int lb6_dnat(struct __sk_buff *skb, const struct ipv6hdr *ip6)
 {
 	struct ct_key fwd = { .proto = ip6->nexthdr, .family = AF_INET6, .dir = CT_SERVICE };
-	const struct service_info *svc, *found;
-	struct service_info eff;
+	const struct service_info *svc;
 	const struct backend_info *b;
 	struct ct_entry e;
 	struct l4_ports p;
@@ -294,11 +278,9 @@ static __always_inline int lb6_dnat(struct __sk_buff *skb, const struct ipv6hdr 
 	if (!l4_is_tcp_udp(fwd.proto) || l4_ports(skb, L4_OFF_V6, &p) < 0)
 		return LB_NONE;
 	__builtin_memcpy(fwd.daddr, &ip6->daddr, sizeof(fwd.daddr));
-	found = lb_frontend(AF_INET6, fwd.daddr, p.dport, fwd.proto);
-	if (!found)
+	svc = lb_frontend(AF_INET6, fwd.daddr, p.dport, fwd.proto);
+	if (!svc)
 		return LB_NONE;
-	lb_from_pods(&eff, found);
-	svc = &eff;
 	if (!svc->count)
 		return -DROP_NO_BACKEND;
 	__builtin_memcpy(fwd.saddr, &ip6->saddr, sizeof(fwd.saddr));

@@ -44,7 +44,7 @@
  * holds (an expired entry's is free again), this flow's own first. 0:
  * none free. */
 static __always_inline __u16 snat_port(const struct ct_key *fwd, const __u32 *baddr, __u16 bport, const __u32 *naddr,
-				       __u32 hash, __u32 rev_nat)
+				       __u32 hash)
 {
 	const struct ct_entry *e;
 	__u32 now = ct_now();
@@ -58,8 +58,8 @@ static __always_inline __u16 snat_port(const struct ct_key *fwd, const __u32 *ba
 		e = bpf_map_lookup_elem(&merle_ct, &r);
 		if (!e || ct_expired(e, fwd->proto, now))
 			return port;
-		if (e->port == fwd->sport && e->rev_nat == rev_nat && e->addr[0] == fwd->saddr[0] &&
-		    e->addr[1] == fwd->saddr[1] && e->addr[2] == fwd->saddr[2] && e->addr[3] == fwd->saddr[3])
+		if (e->port == fwd->sport && e->addr[0] == fwd->saddr[0] && e->addr[1] == fwd->saddr[1] &&
+		    e->addr[2] == fwd->saddr[2] && e->addr[3] == fwd->saddr[3])
 			return port; /* this flow's own */
 	}
 	return 0;
@@ -269,7 +269,7 @@ static __always_inline int lb4_nodeport(struct __sk_buff *skb, const struct iphd
 	naddr[0] = cfg->addr4;
 	nport = e.port;
 	if (fresh || !nport || syn) {
-		nport = snat_port(&fwd, b->addr, bport, naddr, hash, svc->rev_nat);
+		nport = snat_port(&fwd, b->addr, bport, naddr, hash);
 		if (!nport)
 			return -DROP_NAT_NO_PORT;
 		e.port = nport;
@@ -409,7 +409,7 @@ static __always_inline int lb6_nodeport(struct __sk_buff *skb, const struct ipv6
 	__builtin_memcpy(naddr, cfg->addr6, sizeof(naddr));
 	nport = e.port;
 	if (fresh || !nport || syn) {
-		nport = snat_port(&fwd, baddr, bport, naddr, hash, svc->rev_nat);
+		nport = snat_port(&fwd, baddr, bport, naddr, hash);
 		if (!nport)
 			return -DROP_NAT_NO_PORT;
 		e.port = nport;

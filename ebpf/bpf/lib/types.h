@@ -115,10 +115,6 @@ struct service_info {
 	__u32 count;    /* backends in the table; 0: none to send to */
 	__u32 flags;    /* SVC_F_* */
 	__u32 maglev_m; /* the table's size, a prime */
-	/* SVC_F_LOCAL: the service's table of every backend, which its
-	 * traffic from pods uses (Local applies to outside traffic only). */
-	__u32 cluster_lb_id;
-	__u32 cluster_count;
 };
 
 /* merle_backends: backend id to where it is. An id belongs to one table
