@@ -116,11 +116,10 @@ fn flags(kind: Kind, local: bool, dsr: bool) -> u32 {
     k | if local { SVC_F_LOCAL } else { 0 } | if dsr { SVC_F_DSR } else { 0 }
 }
 
-/// A fresh id: past the largest in use and past every id handed out
-/// before (`floor`, kept in `merle_lb_config`), so that no conntrack entry
-/// of a removed table, backend or frontend names a new one.
-fn next_id(used: impl Iterator<Item = u32>, floor: u32) -> u32 {
-    used.max().unwrap_or(0).saturating_add(1).max(floor).max(1)
+/// Ids are never reused while an entry holds them; a fresh one is one past
+/// the largest in use.
+fn next_id(used: impl Iterator<Item = u32>) -> u32 {
+    used.max().unwrap_or(0).saturating_add(1)
 }
 
 impl Services {
@@ -146,7 +145,6 @@ impl Services {
     /// Makes the maps hold exactly `plan`.
     pub fn sync(&mut self, plan: &Plan) -> Result<Synced, Error> {
         let mut done = Synced::default();
-        let ids = self.config.get(&0, 0).map_err(map_err(LB_CONFIG, 0))?;
         let have_fe = self.frontends_held();
         let have_be = self.backends_held();
         let have_rn: BTreeMap<u32, RevNatInfo> = self.rev_nat.iter().flatten().collect();
@@ -179,7 +177,6 @@ impl Services {
                 .chain(have_be.values().map(|b| b.lb_id))
                 .chain(have_tables.keys().copied())
                 .chain(taken.iter().copied()),
-            ids.next_lb,
         );
         for t in plan.tables.keys() {
             table_ids.entry(t).or_insert_with(|| {
@@ -189,7 +186,7 @@ impl Services {
         }
 
         // Backends: an id per (table, target), kept while both stay.
-        let mut next_be = next_id(have_be.keys().copied(), ids.next_backend);
+        let mut next_be = next_id(have_be.keys().copied());
         let mut want_be: BTreeMap<u32, BackendInfo> = BTreeMap::new();
         let mut table_backends: BTreeMap<u32, Vec<(u32, Target)>> = BTreeMap::new();
         for (t, targets) in &plan.tables {
@@ -247,7 +244,7 @@ impl Services {
         }
 
         // Rev-NAT and frontends.
-        let mut next_rn = next_id(have_rn.keys().copied().chain(have_fe.values().map(|i| i.rev_nat)), ids.next_rev_nat);
+        let mut next_rn = next_id(have_rn.keys().copied().chain(have_fe.values().map(|i| i.rev_nat)));
         let mut want_rn: BTreeSet<u32> = BTreeSet::new();
         let mut want_fe: BTreeSet<ServiceKey> = BTreeSet::new();
         for (f, p) in &plan.frontends {
@@ -271,7 +268,7 @@ impl Services {
             }
             want_fe.insert(key);
         }
-        self.set_config(want_fe.len() as u32, &plan.node_addresses, [next_lb, next_be, next_rn])?;
+        self.set_config(want_fe.len() as u32, &plan.node_addresses)?;
 
         // What is gone.
         for key in have_fe.keys().filter(|k| !want_fe.contains(k)) {
@@ -299,16 +296,9 @@ impl Services {
         Ok(done)
     }
 
-    fn set_config(&mut self, n: u32, addrs: &[IpAddr], next: [u32; 3]) -> Result<(), Error> {
+    fn set_config(&mut self, n: u32, addrs: &[IpAddr]) -> Result<(), Error> {
         let cur = self.config.get(&0, 0).map_err(map_err(LB_CONFIG, 0))?;
-        let mut want = LbConfig {
-            services: n,
-            netns_cookie: cur.netns_cookie,
-            next_lb: next[0].max(cur.next_lb),
-            next_backend: next[1].max(cur.next_backend),
-            next_rev_nat: next[2].max(cur.next_rev_nat),
-            ..LbConfig::default()
-        };
+        let mut want = LbConfig { services: n, netns_cookie: cur.netns_cookie, ..LbConfig::default() };
         if let Some(IpAddr::V4(a)) = addrs.iter().find(|a| a.is_ipv4()) {
             want.addr4 = a.octets();
             want.flags |= LB_F_ADDR4;
@@ -395,14 +385,6 @@ impl Services {
     pub fn flows(&self) -> usize {
         self.ct.keys().flatten().count()
     }
-}
-
-/// The conntrack clock the programs keep (`bpf_ktime_get_ns() >> 30`):
-/// CLOCK_MONOTONIC in ticks of about a second.
-pub fn ct_tick() -> u32 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| ((t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64) >> crate::types::CT_TICK_SHIFT) as u32)
-        .unwrap_or(0)
 }
 
 /// A conntrack key for `src:sport -> dst:dport`.

@@ -78,19 +78,6 @@ static __always_inline int dsr6_insert(struct __sk_buff *skb, const __u32 *vip, 
 	return 0;
 }
 
-/* Records a DSR reply entry, unless the tuple's replies already belong
- * to a flow this node translated itself (a ClusterIP, a local NodePort,
- * a hairpin): a packet from the wire never takes those over. */
-static __always_inline int dsr_record(const struct ct_key *k, const struct ct_entry *e)
-{
-	const struct ct_entry *held = bpf_map_lookup_elem(&merle_ct, k);
-
-	if (held && !(held->flags & CT_F_DSR) && !ct_expired(held, k->proto, ct_now()))
-		return 0;
-	bpf_map_update_elem(&merle_ct, k, e, BPF_ANY);
-	return 1;
-}
-
 /* On the backend's node: a packet for a local pod that carries the
  * option. Records where its replies must come from; 1 when it did (the
  * caller then lets the option through), 0 for any other packet. */
@@ -99,7 +86,7 @@ static __always_inline int dsr4_accept(struct __sk_buff *skb, const struct iphdr
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ct_key k = { .family = AF_INET, .dir = CT_REPLY };
-	struct ct_entry e = { .flags = CT_F_DSR, .seen = ct_now() };
+	struct ct_entry e = { .flags = CT_F_DSR };
 	const struct dsr_opt_v4 *opt;
 	const struct l4_ports *p;
 
@@ -111,10 +98,6 @@ static __always_inline int dsr4_accept(struct __sk_buff *skb, const struct iphdr
 		return 0;
 	if (opt->type != DSR_IPV4_OPT_TYPE || opt->len != DSR_IPV4_OPT_LEN)
 		return 0;
-	/* A fragment after the first carries the option too (it has the
-	 * copy bit) but no ports: the stack reassembles those. */
-	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
-		return 0;
 	k.proto = ip->protocol;
 	k.saddr[0] = ip->daddr;
 	k.daddr[0] = ip->saddr;
@@ -122,7 +105,8 @@ static __always_inline int dsr4_accept(struct __sk_buff *skb, const struct iphdr
 	k.dport = p->sport;
 	e.addr[0] = opt->addr;
 	e.port = opt->port;
-	return dsr_record(&k, &e);
+	bpf_map_update_elem(&merle_ct, &k, &e, BPF_ANY);
+	return 1;
 }
 
 static __always_inline int dsr6_accept(struct __sk_buff *skb, const struct ipv6hdr *ip6)
@@ -130,7 +114,7 @@ static __always_inline int dsr6_accept(struct __sk_buff *skb, const struct ipv6h
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ct_key k = { .family = AF_INET6, .dir = CT_REPLY };
-	struct ct_entry e = { .flags = CT_F_DSR, .seen = ct_now() };
+	struct ct_entry e = { .flags = CT_F_DSR };
 	const struct dsr_opt_v6 *opt;
 	const struct l4_ports *p;
 
@@ -150,7 +134,8 @@ static __always_inline int dsr6_accept(struct __sk_buff *skb, const struct ipv6h
 	k.dport = p->sport;
 	__builtin_memcpy(e.addr, opt->addr, sizeof(e.addr));
 	e.port = opt->port;
-	return dsr_record(&k, &e);
+	bpf_map_update_elem(&merle_ct, &k, &e, BPF_ANY);
+	return 1;
 }
 
 #endif

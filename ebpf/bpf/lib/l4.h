@@ -50,35 +50,8 @@ static __always_inline __u32 l4_csum_at(__u32 off, __u8 proto)
 
 static __always_inline __u64 l4_csum_flags(__u8 proto, int v6)
 {
-	/* UDP: a checksum of 0 stays 0 (none, over IPv4), and one that comes
-	 * out 0 is written 0xffff (over IPv6 a 0 would be dropped). */
-	(void)v6;
-	return proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
-}
-
-/* Whether the TCP segment at `off` carries FIN or RST. */
-static __always_inline int tcp_ends(const struct __sk_buff *skb, __u32 off)
-{
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	__u8 *flags = data + off + 13;
-
-	if ((void *)(flags + 1) > end)
-		return 0;
-	return *flags & 0x05;
-}
-
-/* Whether the TCP segment at `off` is a SYN without ACK: a new
- * connection, even on a tuple conntrack already holds. */
-static __always_inline int tcp_syn(const struct __sk_buff *skb, __u32 off)
-{
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	__u8 *flags = data + off + 13;
-
-	if ((void *)(flags + 1) > end)
-		return 0;
-	return (*flags & 0x12) == 0x02;
+	/* UDP over IPv4 may go without a checksum; over IPv6 it may not. */
+	return proto == IPPROTO_UDP && !v6 ? BPF_F_MARK_MANGLED_0 : 0;
 }
 
 /* Rewrites the port at `port_at` (L4_SPORT or L4_DPORT) of the TCP/UDP

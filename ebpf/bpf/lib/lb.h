@@ -141,29 +141,6 @@ static __always_inline const struct backend_info *lb_backend(const struct ct_key
 	return b;
 }
 
-static __always_inline __u32 ct_now(void)
-{
-	return (__u32)(bpf_ktime_get_ns() >> CT_TICK_SHIFT);
-}
-
-/* Whether a CT_REPLY entry has outlived its flow. */
-static __always_inline int ct_expired(const struct ct_entry *e, __u8 proto, __u32 now)
-{
-	__u32 life = proto != IPPROTO_TCP ? CT_LIFE_UDP : (e->flags & CT_F_CLOSING) ? CT_LIFE_CLOSING : CT_LIFE_TCP;
-
-	return now - e->seen > life;
-}
-
-/* A reply went by: the entry lives on, and a FIN or RST starts its end. */
-static __always_inline void ct_touch(struct ct_entry *e, const struct __sk_buff *skb, __u32 l4_off, __u8 proto,
-				     __u32 now)
-{
-	if (proto == IPPROTO_TCP && tcp_ends(skb, l4_off))
-		e->flags |= CT_F_CLOSING;
-	if (e->seen != now)
-		e->seen = now;
-}
-
 /* The CT_REPLY key of the replies of flow `fwd` from (baddr, bport) to
  * (daddr, dport): the client's address and port for DNAT alone, the
  * node's after SNAT. */
@@ -185,7 +162,7 @@ static __always_inline void lb_reply_key(struct ct_key *r, const struct ct_key *
 static __always_inline void lb_reply_record(const struct ct_key *fwd, const __u32 *baddr, __u16 bport, __u32 rev_nat)
 {
 	struct ct_key r;
-	struct ct_entry e = { .rev_nat = rev_nat, .seen = ct_now() };
+	struct ct_entry e = { .rev_nat = rev_nat };
 
 	lb_reply_key(&r, fwd, baddr, bport, fwd->saddr, fwd->sport);
 	bpf_map_update_elem(&merle_ct, &r, &e, BPF_ANY);
@@ -195,7 +172,7 @@ static __always_inline void lb_reply_record(const struct ct_key *fwd, const __u3
  * from it to HAIRPIN_V4 go back to it, from the frontend. */
 static __always_inline void lb_hairpin_record(const struct ct_key *fwd, __u16 bport, __u32 rev_nat)
 {
-	struct ct_entry e = { .flags = CT_F_HAIRPIN, .rev_nat = rev_nat, .port = fwd->sport, .seen = ct_now() };
+	struct ct_entry e = { .flags = CT_F_HAIRPIN, .rev_nat = rev_nat, .port = fwd->sport };
 	__u32 hairpin[4] = { HAIRPIN_V4, 0, 0, 0 };
 	struct ct_key r;
 
@@ -249,7 +226,7 @@ static __always_inline int lb4_dnat(struct __sk_buff *skb, const struct iphdr *i
 	if (baddr == fwd.saddr[0]) {
 		/* The pod backs the service it asked: from HAIRPIN_V4, so that
 		 * it takes its own packet, and its reply comes back here. */
-		if (fresh || (fwd.proto == IPPROTO_TCP && tcp_syn(skb, L4_OFF_V4)))
+		if (fresh)
 			lb_hairpin_record(&fwd, bport, svc->rev_nat);
 		r = nat_v4(skb, fwd.proto, offsetof(struct iphdr, daddr), daddr, baddr, L4_DPORT, p.dport, bport);
 		if (r < 0)
@@ -258,7 +235,7 @@ static __always_inline int lb4_dnat(struct __sk_buff *skb, const struct iphdr *i
 			   p.sport);
 		return r < 0 ? r : LB_DNAT;
 	}
-	if (fresh || (fwd.proto == IPPROTO_TCP && tcp_syn(skb, L4_OFF_V4)))
+	if (fresh)
 		lb_reply_record(&fwd, b->addr, bport, svc->rev_nat);
 	r = nat_v4(skb, fwd.proto, offsetof(struct iphdr, daddr), daddr, baddr, L4_DPORT, p.dport, bport);
 	return r < 0 ? r : LB_DNAT;
@@ -291,7 +268,7 @@ static __always_inline int lb6_dnat(struct __sk_buff *skb, const struct ipv6hdr 
 		return -DROP_NO_BACKEND;
 	__builtin_memcpy(baddr, b->addr, sizeof(baddr));
 	bport = b->port;
-	if (fresh || (fwd.proto == IPPROTO_TCP && tcp_syn(skb, L4_OFF_V6)))
+	if (fresh)
 		lb_reply_record(&fwd, baddr, bport, svc->rev_nat);
 	r = nat_v6(skb, fwd.proto, offsetof(struct ipv6hdr, daddr), fwd.daddr, baddr, L4_DPORT, p.dport, bport);
 	return r < 0 ? r : LB_DNAT;
@@ -328,9 +305,9 @@ static __always_inline int lb4_rev_nat(struct __sk_buff *skb)
 {
 	struct iphdr *ip = ipv4_header(skb);
 	struct ct_key k = { .family = AF_INET, .dir = CT_REPLY };
-	struct ct_entry *ct;
+	const struct ct_entry *ct;
 	struct l4_ports p;
-	__u32 saddr, to[4], hairpin, client, now = ct_now();
+	__u32 saddr, to[4], hairpin, client;
 	__u16 port;
 	int r;
 
@@ -342,9 +319,8 @@ static __always_inline int lb4_rev_nat(struct __sk_buff *skb)
 	k.sport = p.sport;
 	k.dport = p.dport;
 	ct = bpf_map_lookup_elem(&merle_ct, &k);
-	if (!ct || ct_expired(ct, k.proto, now) || lb_rev_target(ct, AF_INET, to, &port) < 0)
+	if (!ct || lb_rev_target(ct, AF_INET, to, &port) < 0)
 		return 0;
-	ct_touch(ct, skb, L4_OFF_V4, k.proto, now);
 	hairpin = ct->flags & CT_F_HAIRPIN;
 	client = ct->addr[0];
 	r = nat_v4(skb, k.proto, offsetof(struct iphdr, saddr), saddr, to[0], L4_SPORT, p.sport, port);
@@ -362,9 +338,9 @@ static __always_inline int lb6_rev_nat(struct __sk_buff *skb)
 {
 	struct ipv6hdr *ip6 = ipv6_header(skb);
 	struct ct_key k = { .family = AF_INET6, .dir = CT_REPLY };
-	struct ct_entry *ct;
+	const struct ct_entry *ct;
 	struct l4_ports p;
-	__u32 to[4], now = ct_now();
+	__u32 to[4];
 	__u16 port;
 	int r;
 
@@ -376,9 +352,8 @@ static __always_inline int lb6_rev_nat(struct __sk_buff *skb)
 	k.sport = p.sport;
 	k.dport = p.dport;
 	ct = bpf_map_lookup_elem(&merle_ct, &k);
-	if (!ct || ct_expired(ct, k.proto, now) || lb_rev_target(ct, AF_INET6, to, &port) < 0)
+	if (!ct || lb_rev_target(ct, AF_INET6, to, &port) < 0)
 		return 0;
-	ct_touch(ct, skb, L4_OFF_V6, k.proto, now);
 	r = nat_v6(skb, k.proto, offsetof(struct ipv6hdr, saddr), k.saddr, to, L4_SPORT, p.sport, port);
 	return r < 0 ? r : 1;
 }

@@ -19,6 +19,7 @@
 #ifndef MERLE_NODEPORT_H
 #define MERLE_NODEPORT_H
 
+#include <linux/tcp.h>
 #include "common.h"
 #include "deliver.h"
 #include "dsr.h"
@@ -28,35 +29,42 @@
 #include "icmp.h"
 #include "lb.h"
 
-/* SNAT source ports: 61000-65535, above the kernel's default ephemeral
- * range (32768-60999), so that no connection of the node's own takes the
- * same tuple. */
-#define SNAT_PORT_MIN 61000
-#define SNAT_PORT_SPAN 4536
-#define SNAT_TRIES 8
+#define SNAT_PORT_MIN 32768
+#define SNAT_PORT_SPAN 28232 /* to 60999, the kernel's default ephemeral range */
+#define SNAT_TRIES 4
 
 #ifndef BPF_MTU_CHK_RET_FRAG_NEEDED
 #define BPF_MTU_CHK_RET_FRAG_NEEDED 1
 #endif
 
+/* Whether the TCP segment at `off` is a SYN without ACK. */
+static __always_inline int tcp_syn(const struct __sk_buff *skb, __u32 off)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct tcphdr *th = data + off;
+
+	if ((void *)(th + 1) > end)
+		return 0;
+	return th->syn && !th->ack;
+}
+
 /* A source port for the SNAT of the flow `fwd` to (naddr) towards the
- * backend (baddr, bport): one of a few hashed ones that no live flow
- * holds (an expired entry's is free again), this flow's own first. 0:
- * none free. */
+ * backend (baddr, bport): the client's own when no other flow holds it,
+ * else one of a few hashed ones. 0: none free. */
 static __always_inline __u16 snat_port(const struct ct_key *fwd, const __u32 *baddr, __u16 bport, const __u32 *naddr,
 				       __u32 hash)
 {
 	const struct ct_entry *e;
-	__u32 now = ct_now();
 	struct ct_key r;
 	__u16 port;
 
 #pragma unroll
 	for (int i = 0; i < SNAT_TRIES; i++) {
-		port = bpf_htons(SNAT_PORT_MIN + (hash + i * 7919) % SNAT_PORT_SPAN);
+		port = i == 0 ? fwd->sport : bpf_htons(SNAT_PORT_MIN + (hash + i * 7919) % SNAT_PORT_SPAN);
 		lb_reply_key(&r, fwd, baddr, bport, naddr, port);
 		e = bpf_map_lookup_elem(&merle_ct, &r);
-		if (!e || ct_expired(e, fwd->proto, now))
+		if (!e)
 			return port;
 		if (e->port == fwd->sport && e->addr[0] == fwd->saddr[0] && e->addr[1] == fwd->saddr[1] &&
 		    e->addr[2] == fwd->saddr[2] && e->addr[3] == fwd->saddr[3])
@@ -70,7 +78,7 @@ static __always_inline __u16 snat_port(const struct ct_key *fwd, const __u32 *ba
 static __always_inline void snat_record(const struct ct_key *fwd, const __u32 *baddr, __u16 bport, const __u32 *naddr,
 					__u16 nport, __u32 rev_nat)
 {
-	struct ct_entry e = { .flags = CT_F_SNAT, .rev_nat = rev_nat, .port = fwd->sport, .seen = ct_now() };
+	struct ct_entry e = { .flags = CT_F_SNAT, .rev_nat = rev_nat, .port = fwd->sport };
 	struct ct_key r;
 
 	__builtin_memcpy(e.addr, fwd->saddr, sizeof(e.addr));
@@ -100,14 +108,6 @@ static __always_inline long lb6_route(struct __sk_buff *skb, struct bpf_fib_look
 	__builtin_memcpy(p->ipv6_dst, daddr, 16);
 	p->ifindex = skb->ifindex;
 	return bpf_fib_lookup(skb, p, sizeof(*p), 0);
-}
-
-/* Whether the IPv4 packet says Don't Fragment. */
-static __always_inline int ip_df(const struct __sk_buff *skb)
-{
-	const struct iphdr *ip = ipv4_header((struct __sk_buff *)skb);
-
-	return ip && (ip->frag_off & bpf_htons(0x4000));
 }
 
 static __always_inline int routable(long rc)
@@ -142,9 +142,9 @@ static __always_inline int lb4_snat_reply(struct __sk_buff *skb, const struct ip
 {
 	struct ct_key k = { .proto = ip->protocol, .family = AF_INET, .dir = CT_REPLY };
 	const struct rev_nat_info *rn;
-	struct ct_entry *ct;
+	const struct ct_entry *ct;
 	struct bpf_fib_lookup p;
-	__u32 saddr = ip->saddr, daddr = ip->daddr, client, vip, now = ct_now();
+	__u32 saddr = ip->saddr, daddr = ip->daddr, client, vip;
 	__u16 cport, vport;
 	long rc;
 	int r;
@@ -154,12 +154,11 @@ static __always_inline int lb4_snat_reply(struct __sk_buff *skb, const struct ip
 	k.sport = pt->sport;
 	k.dport = pt->dport;
 	ct = bpf_map_lookup_elem(&merle_ct, &k);
-	if (!ct || !(ct->flags & CT_F_SNAT) || ct_expired(ct, k.proto, now))
+	if (!ct || !(ct->flags & CT_F_SNAT))
 		return LB_NONE;
 	rn = bpf_map_lookup_elem(&merle_rev_nat, &ct->rev_nat);
 	if (!rn || rn->family != AF_INET)
 		return LB_NONE;
-	ct_touch(ct, skb, L4_OFF_V4, k.proto, now);
 	client = ct->addr[0];
 	cport = ct->port;
 	vip = rn->addr[0];
@@ -193,7 +192,7 @@ static __always_inline int lb4_nodeport(struct __sk_buff *skb, const struct iphd
 	__u32 fresh = 0, hash, saddr = ip->saddr, daddr = ip->daddr, baddr, naddr[4] = {}, mtu = 0;
 	__u16 bport, nport;
 	long rc;
-	int r, opt, syn, dsr;
+	int r, opt;
 
 	if (!l4_is_tcp_udp(fwd.proto) || l4_ports(skb, L4_OFF_V4, &pt) < 0)
 		return LB_NONE;
@@ -220,13 +219,10 @@ static __always_inline int lb4_nodeport(struct __sk_buff *skb, const struct iphd
 		return -DROP_NO_BACKEND;
 	baddr = b->addr[0];
 	bport = b->port;
-	/* A SYN on a tuple conntrack holds is a new connection: its reply
-	 * entries are written again, in case they were evicted. */
-	syn = fwd.proto == IPPROTO_TCP && tcp_syn(skb, L4_OFF_V4);
 
 	ep = endpoint_v4(baddr);
 	if (ep) {
-		if (fresh || syn)
+		if (fresh)
 			lb_reply_record(&fwd, b->addr, bport, svc->rev_nat);
 		r = nat_v4(skb, fwd.proto, offsetof(struct iphdr, daddr), daddr, baddr, L4_DPORT, pt.dport, bport);
 		if (r < 0)
@@ -237,21 +233,13 @@ static __always_inline int lb4_nodeport(struct __sk_buff *skb, const struct iphd
 		return deliver_v4(skb, (struct iphdr *)ip, ep, 0);
 	}
 
-	dsr = svc->flags & SVC_F_DSR;
-	if (dsr) {
+	if (svc->flags & SVC_F_DSR) {
 		rc = lb4_route(skb, &p, saddr, baddr, fwd.proto);
 		if (!routable(rc))
 			return PASS_FIB;
-		opt = fresh || fwd.proto == IPPROTO_UDP || syn;
-		if (opt && bpf_check_mtu(skb, p.ifindex, &mtu, DSR_IPV4_OPT_LEN, 0) == BPF_MTU_CHK_RET_FRAG_NEEDED) {
-			/* The sender said not to fragment: tell it the size. Else
-			 * the packet goes by SNAT, which adds nothing. */
-			if (ip_df(skb))
-				return icmp4_too_big(skb, mtu - DSR_IPV4_OPT_LEN);
-			dsr = 0;
-		}
-	}
-	if (dsr) {
+		opt = fresh || fwd.proto == IPPROTO_UDP || tcp_syn(skb, L4_OFF_V4);
+		if (opt && bpf_check_mtu(skb, p.ifindex, &mtu, DSR_IPV4_OPT_LEN, 0) == BPF_MTU_CHK_RET_FRAG_NEEDED)
+			return icmp4_too_big(skb, mtu - DSR_IPV4_OPT_LEN);
 		r = nat_v4(skb, fwd.proto, offsetof(struct iphdr, daddr), daddr, baddr, L4_DPORT, pt.dport, bport);
 		if (r < 0)
 			return r;
@@ -268,7 +256,7 @@ static __always_inline int lb4_nodeport(struct __sk_buff *skb, const struct iphd
 		return -DROP_NAT;
 	naddr[0] = cfg->addr4;
 	nport = e.port;
-	if (fresh || !nport || syn) {
+	if (fresh || !nport) {
 		nport = snat_port(&fwd, b->addr, bport, naddr, hash);
 		if (!nport)
 			return -DROP_NAT_NO_PORT;
@@ -293,9 +281,9 @@ static __always_inline int lb6_snat_reply(struct __sk_buff *skb, const struct ip
 {
 	struct ct_key k = { .proto = ip6->nexthdr, .family = AF_INET6, .dir = CT_REPLY };
 	const struct rev_nat_info *rn;
-	struct ct_entry *ct;
+	const struct ct_entry *ct;
 	struct bpf_fib_lookup p;
-	__u32 client[4], vip[4], now = ct_now();
+	__u32 client[4], vip[4];
 	__u16 cport, vport;
 	long rc;
 	int r;
@@ -305,12 +293,11 @@ static __always_inline int lb6_snat_reply(struct __sk_buff *skb, const struct ip
 	k.sport = pt->sport;
 	k.dport = pt->dport;
 	ct = bpf_map_lookup_elem(&merle_ct, &k);
-	if (!ct || !(ct->flags & CT_F_SNAT) || ct_expired(ct, k.proto, now))
+	if (!ct || !(ct->flags & CT_F_SNAT))
 		return LB_NONE;
 	rn = bpf_map_lookup_elem(&merle_rev_nat, &ct->rev_nat);
 	if (!rn || rn->family != AF_INET6)
 		return LB_NONE;
-	ct_touch(ct, skb, L4_OFF_V6, k.proto, now);
 	__builtin_memcpy(client, ct->addr, sizeof(client));
 	cport = ct->port;
 	__builtin_memcpy(vip, rn->addr, sizeof(vip));
@@ -343,7 +330,7 @@ static __always_inline int lb6_nodeport(struct __sk_buff *skb, const struct ipv6
 	__u32 fresh = 0, hash, baddr[4], naddr[4], mtu = 0;
 	__u16 bport, nport;
 	long rc;
-	int r, opt, syn;
+	int r, opt;
 
 	if (!l4_is_tcp_udp(fwd.proto) || l4_ports(skb, L4_OFF_V6, &pt) < 0)
 		return LB_NONE;
@@ -368,11 +355,10 @@ static __always_inline int lb6_nodeport(struct __sk_buff *skb, const struct ipv6
 		return -DROP_NO_BACKEND;
 	__builtin_memcpy(baddr, b->addr, sizeof(baddr));
 	bport = b->port;
-	syn = fwd.proto == IPPROTO_TCP && tcp_syn(skb, L4_OFF_V6);
 
 	ep = endpoint_v6((const struct in6_addr *)baddr);
 	if (ep) {
-		if (fresh || syn)
+		if (fresh)
 			lb_reply_record(&fwd, baddr, bport, svc->rev_nat);
 		r = nat_v6(skb, fwd.proto, offsetof(struct ipv6hdr, daddr), fwd.daddr, baddr, L4_DPORT, pt.dport, bport);
 		if (r < 0)
@@ -387,11 +373,9 @@ static __always_inline int lb6_nodeport(struct __sk_buff *skb, const struct ipv6
 		rc = lb6_route(skb, &p, fwd.saddr, baddr, fwd.proto);
 		if (!routable(rc))
 			return PASS_FIB;
-		opt = fresh || fwd.proto == IPPROTO_UDP || syn;
-		/* IPv6 is never fragmented on the way: Packet Too Big, with an
-		 * MTU no smaller than the 1280 every link carries. */
+		opt = fresh || fwd.proto == IPPROTO_UDP || tcp_syn(skb, L4_OFF_V6);
 		if (opt && bpf_check_mtu(skb, p.ifindex, &mtu, DSR_IPV6_EXT_LEN, 0) == BPF_MTU_CHK_RET_FRAG_NEEDED)
-			return icmp6_too_big(skb, mtu - DSR_IPV6_EXT_LEN < 1280 ? 1280 : mtu - DSR_IPV6_EXT_LEN);
+			return icmp6_too_big(skb, mtu - DSR_IPV6_EXT_LEN);
 		r = nat_v6(skb, fwd.proto, offsetof(struct ipv6hdr, daddr), fwd.daddr, baddr, L4_DPORT, pt.dport, bport);
 		if (r < 0)
 			return r;
@@ -408,7 +392,7 @@ static __always_inline int lb6_nodeport(struct __sk_buff *skb, const struct ipv6
 		return -DROP_NAT;
 	__builtin_memcpy(naddr, cfg->addr6, sizeof(naddr));
 	nport = e.port;
-	if (fresh || !nport || syn) {
+	if (fresh || !nport) {
 		nport = snat_port(&fwd, baddr, bport, naddr, hash);
 		if (!nport)
 			return -DROP_NAT_NO_PORT;
