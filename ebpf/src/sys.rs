@@ -121,23 +121,32 @@ const CGROUP2_MAGIC: i64 = 0x6367_7270;
 
 /// Whether `path` is on a cgroup v2 filesystem.
 pub fn is_cgroup2(path: &Path) -> bool {
-    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
-    // SAFETY: statfs writes into the zeroed struct we own; c is a valid
-    // NUL-terminated path for the duration of the call.
-    unsafe {
-        let mut s: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut s) == 0 && s.f_type as i64 == CGROUP2_MAGIC
-    }
+    fs_magic(path) == Some(CGROUP2_MAGIC)
 }
 
 /// Mounts the cgroup v2 hierarchy (its root) at `dir`, created if missing.
 pub fn mount_cgroup2(dir: &Path) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
+    mount_fs(c"none", dir, c"cgroup2")
+}
+
+/// statfs(2)'s filesystem type of `path`.
+fn fs_magic(path: &Path) -> Option<i64> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statfs writes into the zeroed struct we own; c is a valid
+    // NUL-terminated path for the duration of the call.
+    unsafe {
+        let mut s: libc::statfs = std::mem::zeroed();
+        (libc::statfs(c.as_ptr(), &mut s) == 0).then_some(s.f_type as i64)
+    }
+}
+
+/// mount(2) of a filesystem of type `fstype` from `source` on `dir`.
+fn mount_fs(source: &std::ffi::CStr, dir: &Path, fstype: &std::ffi::CStr) -> io::Result<()> {
     let target = CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
-    let fstype = c"cgroup2";
     // SAFETY: all three strings are valid NUL-terminated C strings that
     // outlive the call; no data argument is passed.
-    let r = unsafe { libc::mount(c"none".as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    let r = unsafe { libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
     if r != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -325,26 +334,12 @@ pub fn prog_test_run(prog: BorrowedFd<'_>, packet: &[u8], ifindex: u32, repeat: 
 
 /// Whether `path` is on a bpf filesystem.
 pub fn is_bpffs(path: &Path) -> bool {
-    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
-    // SAFETY: statfs writes into the zeroed struct we own; c is a valid
-    // NUL-terminated path for the duration of the call.
-    unsafe {
-        let mut s: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut s) == 0 && s.f_type as i64 == BPF_FS_MAGIC
-    }
+    fs_magic(path) == Some(BPF_FS_MAGIC)
 }
 
 /// Mounts a new bpf filesystem on `dir`.
 pub fn mount_bpffs(dir: &Path) -> io::Result<()> {
-    let target = CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
-    let fstype = c"bpf";
-    // SAFETY: all three strings are valid NUL-terminated C strings that
-    // outlive the call; no data argument is passed.
-    let r = unsafe { libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    mount_fs(c"bpf", dir, c"bpf")
 }
 
 /// `if_nametoindex`, 0 when there is no such interface.

@@ -377,41 +377,62 @@ fn one_conn(sa: &SocketAddr) -> std::io::Result<()> {
     s.read_exact(&mut b)
 }
 
+/// A server pinned to CPU 0 that answers each connection's byte with that
+/// byte, then closes it: the far end of the connection benchmarks.
+pub(crate) struct ByteServer {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<anyhow::Result<anyhow::Result<()>>>,
+}
+
+impl ByteServer {
+    pub(crate) fn start(ns: &Netns, bind: SocketAddr) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let halt = stop.clone();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let handle = ns.spawn(move || -> anyhow::Result<()> {
+            pin_to_cpu0()?;
+            let l = TcpListener::bind(bind).with_context(|| format!("binding {bind}"))?;
+            // accept(2) honours SO_RCVTIMEO: the loop sees the stop flag.
+            setsockopt(&l, sockopt::ReceiveTimeout, &TimeVal::milliseconds(200)).context("SO_RCVTIMEO")?;
+            let _ = ready_tx.send(());
+            while !halt.load(Ordering::Relaxed) {
+                match l.accept() {
+                    // A connection that fails shows as a client error.
+                    Ok((mut s, _)) => {
+                        let mut b = [0u8; 1];
+                        let _ = s
+                            .set_nodelay(true)
+                            .and_then(|()| s.set_read_timeout(Some(IO_TIMEOUT)))
+                            .and_then(|()| s.read_exact(&mut b))
+                            .and_then(|()| s.write_all(&b));
+                    }
+                    Err(e)
+                        if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {
+                    }
+                    Err(e) => return Err(e).context("accept"),
+                }
+            }
+            Ok(())
+        })?;
+        let srv = Self { stop, handle };
+        if ready_rx.recv_timeout(LISTEN).is_err() {
+            srv.stop()?;
+            bail!("the connection server on {bind} did not start");
+        }
+        Ok(srv)
+    }
+
+    pub(crate) fn stop(self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        join(self.handle, "the connection server")
+    }
+}
+
 /// Short connections per second from `client` to `addr`, one at a time,
 /// both ends pinned to CPU 0.
 fn conn_rate(server: &Netns, client: &Netns, addr: &str, secs: u32) -> anyhow::Result<f64> {
     let sa: SocketAddr = format!("{addr}:{CONN_PORT}").parse().with_context(|| format!("bad address {addr}"))?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let halt = stop.clone();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let srv = server.spawn(move || -> anyhow::Result<()> {
-        pin_to_cpu0()?;
-        let l = TcpListener::bind(sa).with_context(|| format!("binding {sa}"))?;
-        // accept(2) honours SO_RCVTIMEO: the loop sees the stop flag.
-        setsockopt(&l, sockopt::ReceiveTimeout, &TimeVal::milliseconds(200)).context("SO_RCVTIMEO")?;
-        let _ = ready_tx.send(());
-        while !halt.load(Ordering::Relaxed) {
-            match l.accept() {
-                // A connection that fails shows as a client error.
-                Ok((mut s, _)) => {
-                    let mut b = [0u8; 1];
-                    let _ = s
-                        .set_nodelay(true)
-                        .and_then(|()| s.set_read_timeout(Some(IO_TIMEOUT)))
-                        .and_then(|()| s.read_exact(&mut b))
-                        .and_then(|()| s.write_all(&b));
-                }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
-                Err(e) => return Err(e).context("accept"),
-            }
-        }
-        Ok(())
-    })?;
-    if ready_rx.recv_timeout(LISTEN).is_err() {
-        stop.store(true, Ordering::Relaxed);
-        join(srv, "the connection server")?;
-        bail!("the connection server on {sa} did not start");
-    }
+    let srv = ByteServer::start(server, sa)?;
     let dur = Duration::from_secs(u64::from(secs));
     let cli = client.spawn(move || -> anyhow::Result<(u64, Duration)> {
         pin_to_cpu0()?;
@@ -424,8 +445,7 @@ fn conn_rate(server: &Netns, client: &Netns, addr: &str, secs: u32) -> anyhow::R
         Ok((n, start.elapsed()))
     });
     let done = cli.and_then(|h| join(h, "the connection client"));
-    stop.store(true, Ordering::Relaxed);
-    join(srv, "the connection server")?;
+    srv.stop()?;
     let (n, elapsed) = done?;
     Ok(n as f64 / elapsed.as_secs_f64())
 }

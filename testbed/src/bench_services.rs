@@ -16,18 +16,14 @@
 //! writes it.
 
 use std::fmt::Write as _;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use nix::sys::socket::{setsockopt, sockopt};
-use nix::sys::time::{TimeVal, TimeValLike};
 
 use crate::bench::median;
-use crate::bench_datapath::{join, need, pin_to_cpu0, stream_to, IPERF_PORT};
+use crate::bench_datapath::{join, need, pin_to_cpu0, stream_to, ByteServer, IPERF_PORT};
 use crate::datapath::Pod;
 use crate::lbbed::ServiceBed;
 use crate::netns::Netns;
@@ -210,31 +206,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 
 /// Short connections from the client to n1's NodePort, one at a time.
 fn conns(bed: &ServiceBed, b1: &Pod, secs: u32) -> anyhow::Result<Conns> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let halt = stop.clone();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let srv = b1.ns.spawn(move || -> anyhow::Result<()> {
-        pin_to_cpu0()?;
-        let l = TcpListener::bind(("0.0.0.0", CONN_PORT)).context("binding the connection server")?;
-        setsockopt(&l, sockopt::ReceiveTimeout, &TimeVal::milliseconds(200)).context("SO_RCVTIMEO")?;
-        let _ = ready_tx.send(());
-        while !halt.load(Ordering::Relaxed) {
-            match l.accept() {
-                Ok((mut s, _)) => {
-                    let mut b = [0u8; 1];
-                    let _ = s
-                        .set_nodelay(true)
-                        .and_then(|()| s.set_read_timeout(Some(IO_TIMEOUT)))
-                        .and_then(|()| s.read_exact(&mut b))
-                        .and_then(|()| s.write_all(&b));
-                }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
-                Err(e) => return Err(e).context("accept"),
-            }
-        }
-        Ok(())
-    })?;
-    ready_rx.recv_timeout(Duration::from_secs(10)).context("the connection server did not start")?;
+    let srv = ByteServer::start(&b1.ns, SocketAddr::from(([0, 0, 0, 0], CONN_PORT)))?;
     let to: SocketAddr = format!("10.0.0.1:{WEB_NODE_PORT}").parse()?;
     let dur = Duration::from_secs(u64::from(secs));
     let cli = bed.client.spawn(move || -> anyhow::Result<(Vec<f64>, Duration)> {
@@ -263,8 +235,7 @@ fn conns(bed: &ServiceBed, b1: &Pod, secs: u32) -> anyhow::Result<Conns> {
         Ok((lat, start.elapsed()))
     });
     let done = cli.and_then(|h| join(h, "the connection client"));
-    stop.store(true, Ordering::Relaxed);
-    join(srv, "the connection server")?;
+    srv.stop()?;
     let (mut lat, elapsed) = done?;
     lat.sort_by(|a, b| a.total_cmp(b));
     Ok(Conns {
