@@ -52,6 +52,8 @@ int main(void)
 	FIELD(service_info, count);
 	FIELD(service_info, flags);
 	FIELD(service_info, maglev_m);
+	FIELD(service_info, cluster_lb_id);
+	FIELD(service_info, cluster_count);
 	SIZE(backend_info);
 	FIELD(backend_info, addr);
 	FIELD(backend_info, port);
@@ -79,12 +81,17 @@ int main(void)
 	FIELD(ct_entry, flags);
 	FIELD(ct_entry, addr);
 	FIELD(ct_entry, port);
+	FIELD(ct_entry, seen);
 	SIZE(lb_config);
 	FIELD(lb_config, services);
 	FIELD(lb_config, flags);
 	FIELD(lb_config, addr4);
 	FIELD(lb_config, addr6);
 	FIELD(lb_config, netns_cookie);
+	FIELD(lb_config, next_lb);
+	FIELD(lb_config, next_backend);
+	FIELD(lb_config, next_rev_nat);
+	FIELD(lb_config, syncing);
 	SIZE(sock_rev_key);
 	FIELD(sock_rev_key, cookie);
 	FIELD(sock_rev_key, addr);
@@ -96,6 +103,11 @@ int main(void)
 	CONST(CT_F_DSR);
 	CONST(CT_F_SNAT);
 	CONST(CT_F_HAIRPIN);
+	CONST(CT_F_CLOSING);
+	CONST(CT_TICK_SHIFT);
+	CONST(CT_LIFE_TCP);
+	CONST(CT_LIFE_CLOSING);
+	CONST(CT_LIFE_UDP);
 	printf("const HAIRPIN_V4 %lld\n", (long long)HAIRPIN_V4);
 	CONST(LB_F_ADDR4);
 	CONST(LB_F_ADDR6);

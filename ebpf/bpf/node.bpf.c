@@ -27,6 +27,7 @@ static __always_inline int to_pod_v4(struct __sk_buff *skb)
 {
 	struct iphdr *ip = ipv4_header(skb);
 	struct endpoint_info *ep;
+	__u32 mtu = 0;
 	int r, dsr = 0;
 
 	if (!ip)
@@ -35,7 +36,11 @@ static __always_inline int to_pod_v4(struct __sk_buff *skb)
 	if (!ep) {
 		if (!lb_active())
 			return PASS_NO_ENDPOINT;
-		r = lb4_nodeport(skb, ip);
+		r = lb4_snat_reply(skb);
+		if (r == LB_NONE)
+			r = lb4_nodeport(skb, &mtu);
+		if (r == LB_TOO_BIG)
+			return icmp4_too_big(skb, mtu);
 		return r == LB_NONE ? PASS_NO_ENDPOINT : r;
 	}
 	if (ip->ihl == 7 && lb_active())
@@ -50,6 +55,7 @@ static __always_inline int to_pod_v6(struct __sk_buff *skb)
 {
 	struct ipv6hdr *ip6 = ipv6_header(skb);
 	struct endpoint_info *ep;
+	__u32 mtu = 0;
 	int r;
 
 	if (!ip6)
@@ -58,7 +64,11 @@ static __always_inline int to_pod_v6(struct __sk_buff *skb)
 	if (!ep) {
 		if (!lb_active())
 			return PASS_NO_ENDPOINT;
-		r = lb6_nodeport(skb, ip6);
+		r = lb6_snat_reply(skb);
+		if (r == LB_NONE)
+			r = lb6_nodeport(skb, &mtu);
+		if (r == LB_TOO_BIG)
+			return icmp6_too_big(skb, mtu);
 		return r == LB_NONE ? PASS_NO_ENDPOINT : r;
 	}
 	if (ip6->nexthdr == NEXTHDR_DEST && lb_active())

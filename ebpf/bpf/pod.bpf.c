@@ -129,12 +129,11 @@ static __always_inline int from_pod_v4(struct __sk_buff *skb)
 		r = lb4_rev_nat(skb);
 		if (r < 0)
 			return r;
-		if (r > 0) {
-			rev = 1;
-			ip = ipv4_header(skb);
-			if (!ip)
-				return -DROP_INVALID_IPV4;
-		}
+		rev = r > 0;
+		/* A subprogram that may rewrite the packet: load again. */
+		ip = ipv4_header(skb);
+		if (!ip)
+			return -DROP_INVALID_IPV4;
 	}
 	dst = endpoint_v4(ip->daddr);
 	if (dst) {
@@ -179,12 +178,11 @@ static __always_inline int from_pod_v6(struct __sk_buff *skb)
 		r = lb6_rev_nat(skb);
 		if (r < 0)
 			return r;
-		if (r > 0) {
-			rev = 1;
-			ip6 = ipv6_header(skb);
-			if (!ip6)
-				return -DROP_INVALID_IPV6;
-		}
+		rev = r > 0;
+		/* A subprogram that may rewrite the packet: load again. */
+		ip6 = ipv6_header(skb);
+		if (!ip6)
+			return -DROP_INVALID_IPV6;
 	}
 	dst = endpoint_v6(&ip6->daddr);
 	if (dst) {

@@ -67,14 +67,19 @@ static __always_inline void sock4_translate(struct bpf_sock_addr *ctx)
 {
 	__u32 vip[4] = { ctx->user_ip4, 0, 0, 0 };
 	__u16 vport = (__u16)ctx->user_port;
-	const struct service_info *svc;
+	const struct service_info *svc, *found;
+	struct service_info eff;
 	const struct backend_info *b;
 	__u8 proto = sock_proto(ctx);
 
 	if (!proto || !sock_in_scope(ctx))
 		return;
-	svc = lb_frontend(AF_INET, vip, vport, proto);
-	if (!svc || !svc->count)
+	found = lb_frontend(AF_INET, vip, vport, proto);
+	if (!found)
+		return;
+	lb_from_pods(&eff, found);
+	svc = &eff;
+	if (!svc->count)
 		return;
 	b = sock_backend(svc);
 	if (!b)
@@ -84,18 +89,66 @@ static __always_inline void sock4_translate(struct bpf_sock_addr *ctx)
 	ctx->user_port = (__u32)b->port;
 }
 
+/* An IPv4 service asked through a dual-stack IPv6 socket (::ffff:VIP),
+ * as Java and others do by default. */
+static __always_inline int sock6_mapped(struct bpf_sock_addr *ctx)
+{
+	__u32 vip[4] = { ctx->user_ip6[3], 0, 0, 0 }, mapped[4];
+	__u16 vport = (__u16)ctx->user_port;
+	const struct service_info *found;
+	struct service_info eff;
+	const struct backend_info *b;
+	struct sock_rev_key k = { .family = AF_INET6 };
+	struct rev_nat_info v = { .family = AF_INET6, .port = vport };
+	__u8 proto = sock_proto(ctx);
+
+	found = lb_frontend(AF_INET, vip, vport, proto);
+	if (!found)
+		return 0;
+	lb_from_pods(&eff, found);
+	if (!eff.count)
+		return 1;
+	b = sock_backend(&eff);
+	if (!b)
+		return 1;
+	mapped[0] = 0;
+	mapped[1] = 0;
+	mapped[2] = bpf_htonl(0xffff);
+	mapped[3] = b->addr[0];
+	k.cookie = bpf_get_socket_cookie(ctx);
+	__builtin_memcpy(k.addr, mapped, sizeof(k.addr));
+	k.port = b->port;
+	v.addr[0] = 0;
+	v.addr[1] = 0;
+	v.addr[2] = bpf_htonl(0xffff);
+	v.addr[3] = vip[0];
+	bpf_map_update_elem(&merle_sock_rev, &k, &v, BPF_ANY);
+	ctx->user_ip6[3] = b->addr[0];
+	ctx->user_port = (__u32)b->port;
+	return 1;
+}
+
 static __always_inline void sock6_translate(struct bpf_sock_addr *ctx)
 {
 	__u32 vip[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
 	__u16 vport = (__u16)ctx->user_port;
-	const struct service_info *svc;
+	const struct service_info *svc, *found;
+	struct service_info eff;
 	const struct backend_info *b;
 	__u8 proto = sock_proto(ctx);
 
 	if (!proto || !sock_in_scope(ctx))
 		return;
-	svc = lb_frontend(AF_INET6, vip, vport, proto);
-	if (!svc || !svc->count)
+	if (vip[0] == 0 && vip[1] == 0 && vip[2] == bpf_htonl(0xffff)) {
+		sock6_mapped(ctx);
+		return;
+	}
+	found = lb_frontend(AF_INET6, vip, vport, proto);
+	if (!found)
+		return;
+	lb_from_pods(&eff, found);
+	svc = &eff;
+	if (!svc->count)
 		return;
 	b = sock_backend(svc);
 	if (!b)

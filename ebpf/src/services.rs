@@ -116,10 +116,11 @@ fn flags(kind: Kind, local: bool, dsr: bool) -> u32 {
     k | if local { SVC_F_LOCAL } else { 0 } | if dsr { SVC_F_DSR } else { 0 }
 }
 
-/// Ids are never reused while an entry holds them; a fresh one is one past
-/// the largest in use.
-fn next_id(used: impl Iterator<Item = u32>) -> u32 {
-    used.max().unwrap_or(0).saturating_add(1)
+/// A fresh id: past the largest in use and past every id handed out
+/// before (`floor`, kept in `merle_lb_config`), so that no conntrack entry
+/// of a removed table, backend or frontend names a new one.
+fn next_id(used: impl Iterator<Item = u32>, floor: u32) -> u32 {
+    used.max().unwrap_or(0).saturating_add(1).max(floor).max(1)
 }
 
 impl Services {
@@ -145,6 +146,11 @@ impl Services {
     /// Makes the maps hold exactly `plan`.
     pub fn sync(&mut self, plan: &Plan) -> Result<Synced, Error> {
         let mut done = Synced::default();
+        let ids = self.config.get(&0, 0).map_err(map_err(LB_CONFIG, 0))?;
+        // A sync cut short (merled killed, a map error) may have left a
+        // table half written under an unchanged backend set: rebuild all.
+        let interrupted = ids.syncing != 0;
+        self.config.set(0, LbConfig { syncing: 1, ..ids }, 0).map_err(map_err(LB_CONFIG, 0))?;
         let have_fe = self.frontends_held();
         let have_be = self.backends_held();
         let have_rn: BTreeMap<u32, RevNatInfo> = self.rev_nat.iter().flatten().collect();
@@ -177,6 +183,7 @@ impl Services {
                 .chain(have_be.values().map(|b| b.lb_id))
                 .chain(have_tables.keys().copied())
                 .chain(taken.iter().copied()),
+            ids.next_lb,
         );
         for t in plan.tables.keys() {
             table_ids.entry(t).or_insert_with(|| {
@@ -186,7 +193,7 @@ impl Services {
         }
 
         // Backends: an id per (table, target), kept while both stay.
-        let mut next_be = next_id(have_be.keys().copied());
+        let mut next_be = next_id(have_be.keys().copied(), ids.next_backend);
         let mut want_be: BTreeMap<u32, BackendInfo> = BTreeMap::new();
         let mut table_backends: BTreeMap<u32, Vec<(u32, Target)>> = BTreeMap::new();
         for (t, targets) in &plan.tables {
@@ -226,7 +233,7 @@ impl Services {
                 continue;
             }
             let complete = have_tables.get(lb_id).is_some_and(|c| (0..chunks).all(|i| c.contains(&i)));
-            if held == want && complete && held_size.get(lb_id) == Some(&size) {
+            if !interrupted && held == want && complete && held_size.get(lb_id) == Some(&size) {
                 continue;
             }
             let keys: Vec<Vec<u8>> = list.iter().map(|(_, t)| t.maglev_key()).collect();
@@ -244,7 +251,7 @@ impl Services {
         }
 
         // Rev-NAT and frontends.
-        let mut next_rn = next_id(have_rn.keys().copied().chain(have_fe.values().map(|i| i.rev_nat)));
+        let mut next_rn = next_id(have_rn.keys().copied().chain(have_fe.values().map(|i| i.rev_nat)), ids.next_rev_nat);
         let mut want_rn: BTreeSet<u32> = BTreeSet::new();
         let mut want_fe: BTreeSet<ServiceKey> = BTreeSet::new();
         for (f, p) in &plan.frontends {
@@ -261,14 +268,27 @@ impl Services {
             want_rn.insert(rev_nat);
             let lb_id = table_ids[&p.table];
             let count = table_backends.get(&lb_id).map_or(0, Vec::len) as u32;
-            let info = ServiceInfo { lb_id, rev_nat, count, flags: flags(p.kind, p.local, p.dsr), maglev_m: size };
+            let cluster = TableKey { service: p.table.service.clone(), local: false };
+            let (cluster_lb_id, cluster_count) = match (p.local, table_ids.get(&cluster)) {
+                (true, Some(id)) => (*id, table_backends.get(id).map_or(0, Vec::len) as u32),
+                _ => (0, 0),
+            };
+            let info = ServiceInfo {
+                lb_id,
+                rev_nat,
+                count,
+                flags: flags(p.kind, p.local, p.dsr),
+                maglev_m: size,
+                cluster_lb_id,
+                cluster_count,
+            };
             if have_fe.get(&key) != Some(&info) {
                 self.services.insert(key, info, 0).map_err(map_err(SERVICES, f))?;
                 done.frontends_put += 1;
             }
             want_fe.insert(key);
         }
-        self.set_config(want_fe.len() as u32, &plan.node_addresses)?;
+        self.set_config(want_fe.len() as u32, &plan.node_addresses, [next_lb, next_be, next_rn])?;
 
         // What is gone.
         for key in have_fe.keys().filter(|k| !want_fe.contains(k)) {
@@ -296,9 +316,16 @@ impl Services {
         Ok(done)
     }
 
-    fn set_config(&mut self, n: u32, addrs: &[IpAddr]) -> Result<(), Error> {
+    fn set_config(&mut self, n: u32, addrs: &[IpAddr], next: [u32; 3]) -> Result<(), Error> {
         let cur = self.config.get(&0, 0).map_err(map_err(LB_CONFIG, 0))?;
-        let mut want = LbConfig { services: n, netns_cookie: cur.netns_cookie, ..LbConfig::default() };
+        let mut want = LbConfig {
+            services: n,
+            netns_cookie: cur.netns_cookie,
+            next_lb: next[0].max(cur.next_lb),
+            next_backend: next[1].max(cur.next_backend),
+            next_rev_nat: next[2].max(cur.next_rev_nat),
+            ..LbConfig::default()
+        };
         if let Some(IpAddr::V4(a)) = addrs.iter().find(|a| a.is_ipv4()) {
             want.addr4 = a.octets();
             want.flags |= LB_F_ADDR4;
@@ -374,6 +401,14 @@ impl Services {
         self.ct.get(&ct_key(backend, bport, client, cport, proto, CT_REPLY), 0).ok().map(|e| e.rev_nat)
     }
 
+    /// Leaves the mark of a sync under way, as one cut short does: for
+    /// tests.
+    #[doc(hidden)]
+    pub fn mark_syncing(&mut self) -> Result<(), Error> {
+        let cur = self.config.get(&0, 0).map_err(map_err(LB_CONFIG, 0))?;
+        self.config.set(0, LbConfig { syncing: 1, ..cur }, 0).map_err(map_err(LB_CONFIG, 0))
+    }
+
     /// Writes a conntrack entry: for tests that need a table in a state
     /// real traffic takes long to reach (every SNAT port of a flow taken).
     #[doc(hidden)]
@@ -381,10 +416,24 @@ impl Services {
         self.ct.insert(k, e, 0).map_err(map_err(CT, "put"))
     }
 
+    /// A conntrack entry: for tests.
+    #[doc(hidden)]
+    pub fn get_flow(&self, k: &CtKey) -> Option<CtEntry> {
+        self.ct.get(k, 0).ok()
+    }
+
     /// Conntrack entries, both directions.
     pub fn flows(&self) -> usize {
         self.ct.keys().flatten().count()
     }
+}
+
+/// The conntrack clock the programs keep (`bpf_ktime_get_ns() >> 30`):
+/// CLOCK_MONOTONIC in ticks of about a second.
+pub fn ct_tick() -> u32 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| ((t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64) >> crate::types::CT_TICK_SHIFT) as u32)
+        .unwrap_or(0)
 }
 
 /// A conntrack key for `src:sport -> dst:dport`.

@@ -132,6 +132,9 @@ pub struct ServiceInfo {
     pub flags: u32,
     /// The size of the table, a prime.
     pub maglev_m: u32,
+    /// `SVC_F_LOCAL`: the table of every backend, for traffic from pods.
+    pub cluster_lb_id: u32,
+    pub cluster_count: u32,
 }
 
 pub const SVC_F_CLUSTER_IP: u32 = 1;
@@ -210,11 +213,18 @@ pub struct CtEntry {
     pub addr: [u8; 16],
     pub port: [u8; 2],
     pub pad: u16,
+    /// CT_REPLY: the tick (2^30 ns of CLOCK_MONOTONIC) of the last packet.
+    pub seen: u32,
 }
 
 pub const CT_F_DSR: u32 = 1;
 pub const CT_F_SNAT: u32 = 2;
 pub const CT_F_HAIRPIN: u32 = 4;
+pub const CT_F_CLOSING: u32 = 8;
+pub const CT_TICK_SHIFT: u32 = 30;
+pub const CT_LIFE_TCP: u32 = 20116;
+pub const CT_LIFE_CLOSING: u32 = 10;
+pub const CT_LIFE_UDP: u32 = 56;
 /// `HAIRPIN_V4`: the source of a pod's flow to a service it backs itself.
 pub const HAIRPIN_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 42, 1);
 
@@ -229,6 +239,12 @@ pub struct LbConfig {
     pub pad: u32,
     /// The host's network namespace, where the socket programs balance.
     pub netns_cookie: u64,
+    /// The next ids to hand out, never lowered.
+    pub next_lb: u32,
+    pub next_backend: u32,
+    pub next_rev_nat: u32,
+    /// A sync is under way (1); one that finds it set rebuilds every table.
+    pub syncing: u32,
 }
 
 /// `struct sock_rev_key`: a translated socket and the backend it was
@@ -480,6 +496,8 @@ mod tests {
         check("offset service_info.count", offset_of!(ServiceInfo, count));
         check("offset service_info.flags", offset_of!(ServiceInfo, flags));
         check("offset service_info.maglev_m", offset_of!(ServiceInfo, maglev_m));
+        check("offset service_info.cluster_lb_id", offset_of!(ServiceInfo, cluster_lb_id));
+        check("offset service_info.cluster_count", offset_of!(ServiceInfo, cluster_count));
         check("size backend_info", size_of::<BackendInfo>());
         check("offset backend_info.addr", offset_of!(BackendInfo, addr));
         check("offset backend_info.port", offset_of!(BackendInfo, port));
@@ -507,12 +525,17 @@ mod tests {
         check("offset ct_entry.flags", offset_of!(CtEntry, flags));
         check("offset ct_entry.addr", offset_of!(CtEntry, addr));
         check("offset ct_entry.port", offset_of!(CtEntry, port));
+        check("offset ct_entry.seen", offset_of!(CtEntry, seen));
         check("size lb_config", size_of::<LbConfig>());
         check("offset lb_config.services", offset_of!(LbConfig, services));
         check("offset lb_config.flags", offset_of!(LbConfig, flags));
         check("offset lb_config.addr4", offset_of!(LbConfig, addr4));
         check("offset lb_config.addr6", offset_of!(LbConfig, addr6));
         check("offset lb_config.netns_cookie", offset_of!(LbConfig, netns_cookie));
+        check("offset lb_config.next_lb", offset_of!(LbConfig, next_lb));
+        check("offset lb_config.next_backend", offset_of!(LbConfig, next_backend));
+        check("offset lb_config.next_rev_nat", offset_of!(LbConfig, next_rev_nat));
+        check("offset lb_config.syncing", offset_of!(LbConfig, syncing));
         check("size sock_rev_key", size_of::<SockRevKey>());
         check("offset sock_rev_key.cookie", offset_of!(SockRevKey, cookie));
         check("offset sock_rev_key.addr", offset_of!(SockRevKey, addr));
@@ -563,6 +586,11 @@ mod tests {
             ("CT_F_DSR", CT_F_DSR),
             ("CT_F_SNAT", CT_F_SNAT),
             ("CT_F_HAIRPIN", CT_F_HAIRPIN),
+            ("CT_F_CLOSING", CT_F_CLOSING),
+            ("CT_TICK_SHIFT", CT_TICK_SHIFT),
+            ("CT_LIFE_TCP", CT_LIFE_TCP),
+            ("CT_LIFE_CLOSING", CT_LIFE_CLOSING),
+            ("CT_LIFE_UDP", CT_LIFE_UDP),
             ("LB_F_ADDR4", LB_F_ADDR4),
             ("LB_F_ADDR6", LB_F_ADDR6),
             ("DSR_IPV4_OPT_TYPE", u32::from(DSR_IPV4_OPT_TYPE)),

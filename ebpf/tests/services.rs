@@ -51,7 +51,14 @@ impl Bed {
         let before = self.metrics.get(hook, reason).packets;
         let r = l.test_run(pkt, ifindex, 1).unwrap();
         assert_eq!(r.retval, verdict, "verdict (reason wanted: {})", reason.name());
-        assert_eq!(self.metrics.get(hook, reason).packets, before + 1, "counter {}", reason.name());
+        let counted: Vec<&str> =
+            Reason::ALL.iter().filter(|r| self.metrics.get(hook, **r).packets != 0).map(|r| r.name()).collect();
+        assert_eq!(
+            self.metrics.get(hook, reason).packets,
+            before + 1,
+            "counter {} (counted: {counted:?})",
+            reason.name()
+        );
         r.data
     }
     /// A packet pod0 sends; the frame as it would leave.
@@ -329,6 +336,12 @@ fn a_second_sync_changes_nothing_and_ids_survive_reopening_the_maps() {
         let before = b.services().programmed();
         let again = b.services().sync(&p).unwrap();
         assert!(!again.changed(), "nothing to do: {again:?}");
+        // A sync cut short leaves its mark: the next one rebuilds every
+        // table, even where the backends look the same.
+        b.services().mark_syncing().unwrap();
+        let redo = b.services().sync(&p).unwrap();
+        assert_eq!(redo.tables_written, 2, "{redo:?}");
+        assert!(!b.services().sync(&p).unwrap().changed(), "and then nothing again");
         assert_eq!(b.services().programmed(), before, "same ids, same entries");
         // Changing one service rewrites that one only.
         let mut set2 = set.clone();
@@ -342,6 +355,19 @@ fn a_second_sync_changes_nothing_and_ids_survive_reopening_the_maps() {
         let d = b.services().sync(&Plan::default()).unwrap();
         assert_eq!((d.frontends_removed, d.tables_removed, d.backends_removed), (2, 2, 4));
         assert!(b.services().programmed().is_empty());
+        // The same set again gets ids never given before: conntrack entries
+        // of the removed ones cannot name the new ones.
+        b.services().sync(&plan(&set2, "n1", &[])).unwrap();
+        let again = b.services().programmed();
+        assert_eq!(again.len(), after.len());
+        for f in &again {
+            assert!(f.lb_id > after.iter().map(|x| x.lb_id).max().unwrap(), "table ids are not reused");
+            assert!(f.rev_nat > after.iter().map(|x| x.rev_nat).max().unwrap(), "rev-NAT ids are not reused");
+            for (id, _) in &f.backends {
+                assert!(after.iter().all(|x| x.backends.iter().all(|(o, _)| id > o)), "backend ids are not reused");
+            }
+        }
+        b.services().sync(&Plan::default()).unwrap();
         let f = Frontend { address: ip("10.100.0.1"), port: 80, protocol: Protocol::Tcp };
         assert_eq!(f.to_string(), "10.100.0.1:80/tcp");
     });
@@ -524,12 +550,15 @@ fn snat_translates_both_ways_and_gives_colliding_clients_their_own_ports() {
         b.program_outside(&[outside("web", VIP, Protocol::Tcp, Mode::Snat, &[("10.99.0.7", 8080)])]);
         let (c1, c2) = (ip("10.99.0.200"), ip("10.99.0.201"));
         let out = b.arrives(L4::tcp(c1, 5000, ip(VIP), 80, SYN), TC_ACT_REDIRECT, Reason::RedirectFib);
-        assert_eq!(packet::l4_tuple(&out), (ip("192.0.2.1"), 5000, ip("10.99.0.7"), 8080), "from this node");
+        let (s1, p1, d1, dp1) = packet::l4_tuple(&out);
+        assert_eq!((s1, d1, dp1), (ip("192.0.2.1"), ip("10.99.0.7"), 8080), "from this node");
+        assert_eq!(p1, 5000, "the client's port, while free");
         assert!(packet::ipv4_csum_ok(&out) && packet::l4_csum_ok(&out));
         let out2 = b.arrives(L4::tcp(c2, 5000, ip(VIP), 80, SYN), TC_ACT_REDIRECT, Reason::RedirectFib);
         let (_, p2, ..) = packet::l4_tuple(&out2);
-        assert_ne!(p2, 5000, "the second client's port is taken: another one");
-        for (client, port) in [(c1, 5000), (c2, p2)] {
+        assert_ne!(p2, p1, "each flow its own port");
+        assert!((32768..=65535).contains(&p2), "{p2}");
+        for (client, port) in [(c1, p1), (c2, p2)] {
             let back = b.arrives(
                 L4::tcp(ip("10.99.0.7"), 8080, ip("192.0.2.1"), port, SYN | ACK),
                 TC_ACT_REDIRECT,
@@ -554,6 +583,22 @@ fn snat_translates_both_ways_and_gives_colliding_clients_their_own_ports() {
             Reason::RedirectFib,
         );
         assert_eq!(packet::l4_tuple(&back), (ip(VIP), 80, c1, 5000), "reversed after the service came back");
+
+        // A port a socket of the node's holds is not taken: the backend's
+        // packets to it would be that socket's.
+        b.program_outside(&[
+            outside("web", VIP, Protocol::Tcp, Mode::Snat, &[("10.99.0.7", 8080)]),
+            outside("dns", "192.0.2.53", Protocol::Udp, Mode::Snat, &[("10.99.0.7", 5353)]),
+        ]);
+        let tcp = std::net::TcpListener::bind("0.0.0.0:5100").unwrap();
+        let udp = std::net::UdpSocket::bind("0.0.0.0:5101").unwrap();
+        let out = b.arrives(L4::tcp(c1, 5100, ip(VIP), 80, SYN), TC_ACT_REDIRECT, Reason::RedirectFib);
+        assert_ne!(packet::l4_tuple(&out).1, 5100, "a TCP port the node listens on");
+        let out = b.arrives(L4::udp(c1, 5101, ip("192.0.2.53"), 80), TC_ACT_REDIRECT, Reason::RedirectFib);
+        assert_ne!(packet::l4_tuple(&out).1, 5101, "a UDP port bound on the node");
+        let out = b.arrives(L4::udp(c1, 5102, ip("192.0.2.53"), 80), TC_ACT_REDIRECT, Reason::RedirectFib);
+        assert_eq!(packet::l4_tuple(&out).1, 5102, "a free one is kept");
+        drop((tcp, udp));
     });
 }
 
@@ -575,6 +620,10 @@ fn hybrid_is_dsr_for_tcp_and_snat_for_udp_and_local_policy_without_a_local_backe
         assert_eq!(dsr_option(&d), None, "UDP by SNAT");
         assert_eq!(packet::l4_tuple(&d).0, ip("192.0.2.1"));
         b.arrives(L4::tcp(client, 5000, ip("192.0.2.81"), 80, SYN), TC_ACT_SHOT, Reason::DropNoBackend);
+        // Local applies to outside traffic: a pod of this node reaches the
+        // same load-balancer IP through every backend, as with kube-proxy.
+        let out = b.pod0_sends(L4::tcp(ip("10.1.0.5"), 5000, ip("192.0.2.81"), 80, SYN), Reason::RedirectFib);
+        assert_eq!(packet::l4_tuple(&out), (ip("10.1.0.5"), 5000, ip("10.99.0.7"), 80));
     });
 }
 
@@ -588,7 +637,16 @@ fn a_datagram_the_option_would_push_over_the_mtu_gets_frag_needed_or_packet_too_
         let client = ip("10.99.0.200");
         let mut big = L4::udp(client, 7000, ip("192.0.2.53"), 80);
         big.payload = 1500 - 20 - 8; // a full 1500-byte datagram
-        let err = b.arrives(big, TC_ACT_REDIRECT, Reason::IcmpTooBig);
+                                     // Without Don't Fragment it goes by SNAT instead, adding nothing.
+        let out = b.arrives(big, TC_ACT_REDIRECT, Reason::RedirectFib);
+        assert_eq!(packet::l4_tuple(&out).0, ip("192.0.2.1"), "by SNAT");
+        assert_eq!(out.len(), 14 + 1500);
+        let mut pkt = packet::l4(b.up_mac, [2; 6], L4 { sport: 7001, ..big });
+        pkt[20] |= 0x40; // Don't Fragment
+        pkt[24..26].copy_from_slice(&[0, 0]);
+        let c = packet::csum(&pkt[14..34]);
+        pkt[24..26].copy_from_slice(&c.to_be_bytes());
+        let err = b.arrives_frame(&pkt, TC_ACT_REDIRECT, Reason::IcmpTooBig);
         assert_eq!(&err[0..6], &[2; 6], "back to the sender's MAC");
         assert_eq!(err.len(), 14 + 20 + 8 + 28);
         assert_eq!((err[23], err[34], err[35]), (1, 3, 4), "ICMP destination unreachable, fragmentation needed");
@@ -598,7 +656,7 @@ fn a_datagram_the_option_would_push_over_the_mtu_gets_frag_needed_or_packet_too_
         assert!(packet::ipv4_csum_ok(&err));
         assert_eq!(packet::csum(&err[34..]), 0, "ICMP checksum");
         // One that fits goes through with its option.
-        let mut fits = big;
+        let mut fits = L4 { sport: 7002, ..big };
         fits.payload -= 8;
         let ok = b.arrives(fits, TC_ACT_REDIRECT, Reason::RedirectFib);
         assert!(dsr_option(&ok).is_some());
@@ -636,10 +694,12 @@ fn ipv6_dsr_carries_a_destination_options_header_and_snat_and_local_work_too() {
         assert_eq!(packet::l4_tuple(&ack), (client, 5000, ip("fd00:99::7"), 8080));
 
         let out = b.arrives(L4::tcp(client, 5001, ip("fd00:2::81"), 80, SYN), TC_ACT_REDIRECT, Reason::RedirectFib);
-        assert_eq!(packet::l4_tuple(&out), (ip("fd00:2::1"), 5001, ip("fd00:99::7"), 8080));
+        let (src, nport, dst, dport) = packet::l4_tuple(&out);
+        assert_eq!((src, dst, dport), (ip("fd00:2::1"), ip("fd00:99::7"), 8080));
+        assert_eq!(nport, 5001);
         assert!(packet::l4_csum_ok(&out));
         let back = b.arrives(
-            L4::tcp(ip("fd00:99::7"), 8080, ip("fd00:2::1"), 5001, SYN | ACK),
+            L4::tcp(ip("fd00:99::7"), 8080, ip("fd00:2::1"), nport, SYN | ACK),
             TC_ACT_REDIRECT,
             Reason::RedirectFib,
         );
@@ -678,11 +738,13 @@ fn snat_without_a_free_port_or_a_node_address_is_dropped_with_its_reason() {
     with_bed("svc_snat_drop", |b| {
         b.program_outside(&[outside("web", VIP, Protocol::Tcp, Mode::Snat, &[("10.99.0.7", 8080)])]);
         let c = ip("10.99.0.200");
-        // Every port this flow would try, held by flows of other clients.
+        // Every port this flow would try, held by live flows of other
+        // clients.
         let h = merle_lb::flow::flow_hash(c, 5000, ip(VIP), 80, TCP);
         let ports: Vec<u16> =
-            std::iter::once(5000).chain((1..4u32).map(|i| (32768 + h.wrapping_add(i * 7919) % 28232) as u16)).collect();
+            std::iter::once(5000).chain((1..4u32).map(|i| (32768 + h.wrapping_add(i * 7919) % 32768) as u16)).collect();
         let mut svcs = b.services();
+        let now = merle_ebpf::services::ct_tick();
         for (n, port) in ports.iter().enumerate() {
             let k = merle_ebpf::services::ct_key(
                 ip("10.99.0.7"),
@@ -697,6 +759,7 @@ fn snat_without_a_free_port_or_a_node_address_is_dropped_with_its_reason() {
                 flags: merle_ebpf::types::CT_F_SNAT,
                 addr,
                 port: 5000u16.to_be_bytes(),
+                seen: now,
                 ..Default::default()
             };
             svcs.put_flow(k, e).unwrap();
@@ -704,11 +767,171 @@ fn snat_without_a_free_port_or_a_node_address_is_dropped_with_its_reason() {
         b.arrives(L4::tcp(c, 5000, ip(VIP), 80, SYN), TC_ACT_SHOT, Reason::DropNatNoPort);
         // Another source port finds one.
         b.arrives(L4::tcp(c, 5001, ip(VIP), 80, SYN), TC_ACT_REDIRECT, Reason::RedirectFib);
+        // Expired holders free their ports: the same flow goes through.
+        for (n, port) in ports.iter().enumerate() {
+            let k = merle_ebpf::services::ct_key(
+                ip("10.99.0.7"),
+                8080,
+                ip("192.0.2.1"),
+                *port,
+                TCP,
+                merle_ebpf::types::CT_REPLY,
+            );
+            let (addr, _) = merle_ebpf::types::addr_octets(ip(&format!("10.99.0.{}", 100 + n)));
+            let e = merle_ebpf::types::CtEntry {
+                flags: merle_ebpf::types::CT_F_SNAT | merle_ebpf::types::CT_F_CLOSING,
+                addr,
+                port: 5000u16.to_be_bytes(),
+                seen: now.wrapping_sub(merle_ebpf::types::CT_LIFE_CLOSING + 2),
+                ..Default::default()
+            };
+            svcs.put_flow(k, e).unwrap();
+        }
+        b.arrives(L4::tcp(c, 5000, ip(VIP), 80, SYN), TC_ACT_REDIRECT, Reason::RedirectFib);
 
         // A node without an IPv4 address has nothing to SNAT to.
         let p =
             plan(&[outside("web", VIP, Protocol::Tcp, Mode::Snat, &[("10.99.0.7", 8080)])], "n1", &[ip("fd00:2::1")]);
         b.services().sync(&p).unwrap();
         b.arrives(L4::tcp(c, 5002, ip(VIP), 80, SYN), TC_ACT_SHOT, Reason::DropNat);
+    });
+}
+
+use merle_ebpf::services::{ct_key, ct_tick};
+use merle_ebpf::types::{CtEntry, CT_F_CLOSING, CT_F_DSR, CT_LIFE_TCP, CT_LIFE_UDP, CT_REPLY, CT_SERVICE};
+
+const UDP: u8 = 17;
+
+#[test]
+fn conntrack_lives_while_either_direction_does_and_a_reply_entry_lost_comes_back() {
+    with_bed("svc_ct_life", |b| {
+        b.program(&[service("dns", "10.100.0.53", 53, Protocol::Udp, &[("10.1.0.6", 5353)])]);
+        let (client, vip, backend) = (ip("10.1.0.5"), ip("10.100.0.53"), ip("10.1.0.6"));
+        let mut svcs = b.services();
+        let fwd = ct_key(client, 42000, vip, 53, UDP, CT_SERVICE);
+        let rep = ct_key(backend, 5353, client, 42000, UDP, CT_REPLY);
+        let reply = packet::l4(NODE_MAC, POD1_MAC, L4::udp(backend, 5353, client, 42000));
+        let back = |b: &Bed| {
+            let f = b.run(&b.pod, b.p1, &reply, TC_ACT_REDIRECT, Hook::PodIngress, Reason::RedirectPeer);
+            packet::l4_tuple(&f)
+        };
+
+        b.pod0_sends(L4::udp(client, 42000, vip, 53), Reason::RedirectPeer);
+        assert_eq!(back(b), (vip, 53, client, 42000), "from the ClusterIP");
+        let e = svcs.get_flow(&fwd).expect("the flow's entry");
+        assert_eq!(e.seen, ct_tick(), "stamped with the programs' clock");
+
+        // The reply entry idle past its lifetime translates nothing.
+        let mut r = svcs.get_flow(&rep).expect("the reply entry");
+        r.seen = ct_tick().wrapping_sub(CT_LIFE_UDP + 2);
+        svcs.put_flow(rep, r).unwrap();
+        assert_eq!(back(b), (backend, 5353, client, 42000), "an expired entry is not used");
+
+        // The client's next datagram in a later tick writes it again (as
+        // it does when the LRU took it).
+        svcs.put_flow(fwd, CtEntry { seen: e.seen.wrapping_sub(2), ..e }).unwrap();
+        b.pod0_sends(L4::udp(client, 42000, vip, 53), Reason::RedirectPeer);
+        assert_eq!(svcs.get_flow(&rep).map(|r| r.seen), Some(ct_tick()));
+        assert_eq!(back(b), (vip, 53, client, 42000), "translated again");
+
+        // Replies alone keep the reply entry fresh; requests alone keep the
+        // flow's. Both expired: the next datagram is a new flow.
+        svcs.put_flow(fwd, CtEntry { seen: ct_tick().wrapping_sub(CT_LIFE_UDP + 2), ..e }).unwrap();
+        b.pod0_sends(L4::udp(client, 42000, vip, 53), Reason::RedirectPeer);
+        assert_eq!(svcs.get_flow(&fwd).map(|f| f.seen), Some(ct_tick()));
+        assert_eq!(back(b), (vip, 53, client, 42000));
+    });
+}
+
+#[test]
+fn an_expired_flow_or_a_syn_after_a_close_is_balanced_again_and_other_packets_stay() {
+    with_bed("svc_ct_syn", |b| {
+        let backends = [("10.99.0.7", 8080), ("10.99.0.8", 8080)];
+        b.program(&[service("web", "10.100.0.20", 80, Protocol::Tcp, &backends)]);
+        let (client, vip) = (ip("10.1.0.5"), ip("10.100.0.20"));
+        let mut svcs = b.services();
+        let to = |b: &Bed, sport: u16, flags: u8| {
+            let f = b.pod0_sends(L4::tcp(client, sport, vip, 80, flags), Reason::RedirectFib);
+            packet::l4_tuple(&f).2
+        };
+        // Two flows on different backends.
+        let x = to(b, 43000, SYN);
+        let fwd = ct_key(client, 43000, vip, 80, TCP, CT_SERVICE);
+        let ex = svcs.get_flow(&fwd).unwrap();
+        let (sport_y, y) = (43001..44000u16).map(|s| (s, to(b, s, SYN))).find(|(_, d)| *d != x).unwrap();
+        let ey = svcs.get_flow(&ct_key(client, sport_y, vip, 80, TCP, CT_SERVICE)).unwrap();
+
+        // The first flow's entry names the other backend, and it is
+        // closing: its packets stay there, a SYN reusing the tuple is a
+        // new connection that Maglev places again.
+        let moved = CtEntry { backend_id: ey.backend_id, flags: CT_F_CLOSING, seen: ct_tick(), ..ex };
+        svcs.put_flow(fwd, moved).unwrap();
+        assert_eq!(to(b, 43000, ACK), y, "a closing flow's last packets stay on its backend");
+        assert_eq!(to(b, 43000, SYN), x, "a SYN after the close is balanced again");
+        assert_eq!(svcs.get_flow(&fwd).unwrap().flags & CT_F_CLOSING, 0);
+        // An entry past its lifetime is balanced again too.
+        let stale = CtEntry { backend_id: ey.backend_id, seen: ct_tick().wrapping_sub(CT_LIFE_TCP + 2), ..ex };
+        svcs.put_flow(fwd, stale).unwrap();
+        assert_eq!(to(b, 43000, ACK), x);
+        // A live one keeps its flow wherever it is, SYN or not.
+        svcs.put_flow(fwd, CtEntry { backend_id: ey.backend_id, seen: ct_tick(), ..ex }).unwrap();
+        assert_eq!(to(b, 43000, ACK), y);
+        assert_eq!(to(b, 43000, SYN), y);
+        // A FIN from the client starts the end.
+        to(b, 43000, 0x11);
+        assert_ne!(svcs.get_flow(&fwd).unwrap().flags & CT_F_CLOSING, 0);
+    });
+}
+
+/// `plain` (a frame to 10.1.0.6) with the IPv4 DSR option for
+/// 192.0.2.80:80 inserted.
+fn with_dsr_option(plain: &[u8]) -> Vec<u8> {
+    let mut with = plain[..34].to_vec();
+    with.extend_from_slice(&[0x9a, 8, 0, 80, 192, 0, 2, 80]);
+    with.extend_from_slice(&plain[34..]);
+    with[14] = 0x47;
+    let tot = u16::from_be_bytes([with[16], with[17]]) + 8;
+    with[16..18].copy_from_slice(&tot.to_be_bytes());
+    with[24..26].copy_from_slice(&[0, 0]);
+    let c = packet::csum(&with[14..42]);
+    with[24..26].copy_from_slice(&c.to_be_bytes());
+    with
+}
+
+#[test]
+fn a_dsr_syn_takes_over_a_reused_tuple_but_a_later_segment_never_takes_a_live_local_flow() {
+    with_bed("svc_dsr_reuse", |b| {
+        b.program(&[service("other", "10.100.0.9", 80, Protocol::Tcp, &[("10.1.0.6", 8080)])]);
+        let (client, backend) = (ip("10.99.0.200"), ip("10.1.0.6"));
+        let mut svcs = b.services();
+        // The tuple's replies belong to a flow this node translated (its
+        // ClusterIP), live.
+        b.pod0_sends(L4::tcp(ip("10.1.0.5"), 5000, ip("10.100.0.9"), 80, SYN), Reason::RedirectPeer);
+        let local = svcs.get_flow(&ct_key(backend, 8080, ip("10.1.0.5"), 5000, TCP, CT_REPLY)).unwrap();
+        let rep = ct_key(backend, 8080, client, 5000, TCP, CT_REPLY);
+        svcs.put_flow(rep, CtEntry { seen: ct_tick(), ..local }).unwrap();
+        let reply =
+            |b: &Bed| packet::l4_tuple(&b.pod1_sends(L4::tcp(backend, 8080, client, 5000, ACK), Reason::RedirectFib));
+
+        // A segment with the option that is not a SYN is delivered, and
+        // the local flow keeps its entry.
+        let ack = with_dsr_option(&packet::l4(b.up_mac, [2; 6], L4::tcp(client, 5000, backend, 8080, ACK)));
+        b.arrives_frame(&ack, TC_ACT_REDIRECT, Reason::RedirectPeer);
+        assert_eq!(svcs.get_flow(&rep).unwrap().flags & CT_F_DSR, 0);
+        assert_eq!(reply(b), (ip("10.100.0.9"), 80, client, 5000));
+        // A SYN is a new connection on the tuple: its option wins.
+        let syn = with_dsr_option(&packet::l4(b.up_mac, [2; 6], L4::tcp(client, 5000, backend, 8080, SYN)));
+        b.arrives_frame(&syn, TC_ACT_REDIRECT, Reason::RedirectPeer);
+        assert_eq!(reply(b), (ip(VIP), 80, client, 5000), "from the service address the option named");
+        // Over a DSR entry, any segment's option refreshes it.
+        b.arrives_frame(&ack, TC_ACT_REDIRECT, Reason::RedirectPeer);
+        assert_eq!(svcs.get_flow(&rep).unwrap().seen, ct_tick());
+        // An IPv4 fragment's option is not read: the stack reassembles it.
+        let mut frag = ack.clone();
+        frag[20] = 0x20; // more fragments
+        frag[24..26].copy_from_slice(&[0, 0]);
+        let c = packet::csum(&frag[14..42]);
+        frag[24..26].copy_from_slice(&c.to_be_bytes());
+        b.arrives_frame(&frag, 0, Reason::PassIpOptions);
     });
 }

@@ -123,6 +123,9 @@ fn pods_reach_cluster_ips_across_nodes_and_live_edits_apply_as_a_diff() {
         for _ in 0..10 {
             assert_eq!(ask_udp(host, sa("10.96.0.53:53")).unwrap().from, sa("10.96.0.53:53"), "recvmsg shows it");
             assert_eq!(ask_tcp(host, sa("[fd00:96::10]:80")).unwrap().from, sa("[fd00:96::10]:80"));
+            // A dual-stack IPv6 socket asking the IPv4 ClusterIP.
+            let mapped = sa("[::ffff:10.96.0.10]:80");
+            assert_eq!(ask_tcp(host, mapped).unwrap().from, mapped, "IPv4-mapped, through an IPv6 socket");
         }
     }
     let shown = c.nodes[0].merled.merlectl(&["service", "show", "web"]).unwrap();

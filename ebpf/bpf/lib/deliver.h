@@ -38,11 +38,10 @@ static __always_inline int deliver_v4(struct __sk_buff *skb, struct iphdr *ip, c
 
 		if (r < 0)
 			return r;
-		if (r > 0) {
-			ip = ipv4_header(skb);
-			if (!ip)
-				return -DROP_INVALID_IPV4;
-		}
+		/* A subprogram that may rewrite the packet: load again. */
+		ip = ipv4_header(skb);
+		if (!ip)
+			return -DROP_INVALID_IPV4;
 	}
 	ipv4_dec_ttl(ip);
 	return deliver(skb, ep);
@@ -56,11 +55,9 @@ static __always_inline int deliver_v6(struct __sk_buff *skb, struct ipv6hdr *ip6
 
 		if (r < 0)
 			return r;
-		if (r > 0) {
-			ip6 = ipv6_header(skb);
-			if (!ip6)
-				return -DROP_INVALID_IPV6;
-		}
+		ip6 = ipv6_header(skb);
+		if (!ip6)
+			return -DROP_INVALID_IPV6;
 	}
 	ipv6_dec_hop_limit(ip6);
 	return deliver(skb, ep);

@@ -78,15 +78,39 @@ static __always_inline int dsr6_insert(struct __sk_buff *skb, const __u32 *vip, 
 	return 0;
 }
 
+/* Records a DSR reply entry for the option's packet, whose L4 header is
+ * at `l4`. A TCP SYN or a UDP datagram writes it whatever the tuple held
+ * (the backend's socket sees one connection per tuple, so the newest is
+ * the live one). A later TCP segment (a flow that moved to another
+ * load-balancing node) never replaces the entry of a flow this node
+ * translated itself (a ClusterIP, a local NodePort, a hairpin) while it
+ * lives. The option is valid either way: 1. */
+static __always_inline int dsr_record(const struct ct_key *k, const struct ct_entry *e, const __u8 *l4, void *end)
+{
+	const struct ct_entry *held;
+
+	if (k->proto == IPPROTO_TCP) {
+		if ((void *)(l4 + 14) > end)
+			return 0;
+		if ((l4[13] & 0x12) != 0x02) {
+			held = bpf_map_lookup_elem(&merle_ct, k);
+			if (held && !(held->flags & CT_F_DSR) && !ct_expired(held, k->proto, ct_now()))
+				return 1;
+		}
+	}
+	bpf_map_update_elem(&merle_ct, k, e, BPF_ANY);
+	return 1;
+}
+
 /* On the backend's node: a packet for a local pod that carries the
  * option. Records where its replies must come from; 1 when it did (the
  * caller then lets the option through), 0 for any other packet. */
-static __always_inline int dsr4_accept(struct __sk_buff *skb, const struct iphdr *ip)
+static __noinline int dsr4_accept(struct __sk_buff *skb, const struct iphdr *ip)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ct_key k = { .family = AF_INET, .dir = CT_REPLY };
-	struct ct_entry e = { .flags = CT_F_DSR };
+	struct ct_entry e = { .flags = CT_F_DSR, .seen = ct_now() };
 	const struct dsr_opt_v4 *opt;
 	const struct l4_ports *p;
 
@@ -98,6 +122,10 @@ static __always_inline int dsr4_accept(struct __sk_buff *skb, const struct iphdr
 		return 0;
 	if (opt->type != DSR_IPV4_OPT_TYPE || opt->len != DSR_IPV4_OPT_LEN)
 		return 0;
+	/* A fragment after the first carries the option too (it has the
+	 * copy bit) but no ports: the stack reassembles those. */
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return 0;
 	k.proto = ip->protocol;
 	k.saddr[0] = ip->daddr;
 	k.daddr[0] = ip->saddr;
@@ -105,16 +133,15 @@ static __always_inline int dsr4_accept(struct __sk_buff *skb, const struct iphdr
 	k.dport = p->sport;
 	e.addr[0] = opt->addr;
 	e.port = opt->port;
-	bpf_map_update_elem(&merle_ct, &k, &e, BPF_ANY);
-	return 1;
+	return dsr_record(&k, &e, (const __u8 *)p, end);
 }
 
-static __always_inline int dsr6_accept(struct __sk_buff *skb, const struct ipv6hdr *ip6)
+static __noinline int dsr6_accept(struct __sk_buff *skb, const struct ipv6hdr *ip6)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ct_key k = { .family = AF_INET6, .dir = CT_REPLY };
-	struct ct_entry e = { .flags = CT_F_DSR };
+	struct ct_entry e = { .flags = CT_F_DSR, .seen = ct_now() };
 	const struct dsr_opt_v6 *opt;
 	const struct l4_ports *p;
 
@@ -134,8 +161,7 @@ static __always_inline int dsr6_accept(struct __sk_buff *skb, const struct ipv6h
 	k.dport = p->sport;
 	__builtin_memcpy(e.addr, opt->addr, sizeof(e.addr));
 	e.port = opt->port;
-	bpf_map_update_elem(&merle_ct, &k, &e, BPF_ANY);
-	return 1;
+	return dsr_record(&k, &e, (const __u8 *)p, end);
 }
 
 #endif

@@ -60,7 +60,7 @@ struct icmp4_frame {
 
 /* Turns the IPv4 packet into an ICMP Fragmentation Needed with next-hop
  * MTU `mtu` and sends it back. */
-static __always_inline int icmp4_too_big(struct __sk_buff *skb, __u32 mtu)
+static __noinline int icmp4_too_big(struct __sk_buff *skb, __u32 mtu)
 {
 	struct icmp4_frame f = {};
 	struct ethhdr eth;
@@ -103,7 +103,7 @@ struct icmp6_frame {
 
 /* Turns the IPv6 packet into an ICMPv6 Packet Too Big with MTU `mtu`
  * and sends it back. */
-static __always_inline int icmp6_too_big(struct __sk_buff *skb, __u32 mtu)
+static __noinline int icmp6_too_big(struct __sk_buff *skb, __u32 mtu)
 {
 	struct icmp6_frame f = {};
 	struct ethhdr eth;

@@ -50,8 +50,39 @@ static __always_inline __u32 l4_csum_at(__u32 off, __u8 proto)
 
 static __always_inline __u64 l4_csum_flags(__u8 proto, int v6)
 {
-	/* UDP over IPv4 may go without a checksum; over IPv6 it may not. */
-	return proto == IPPROTO_UDP && !v6 ? BPF_F_MARK_MANGLED_0 : 0;
+	/* UDP: a checksum of 0 stays 0 (none, over IPv4), and one that comes
+	 * out 0 is written 0xffff (over IPv6 a 0 would be dropped). */
+	(void)v6;
+	return proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+}
+
+#define L4_TCP_FIN 0x01
+#define L4_TCP_SYN 0x02
+#define L4_TCP_RST 0x04
+#define L4_TCP_ACK 0x10
+
+/* The flags of the TCP segment at `off`; 0 for any other protocol. */
+static __always_inline __u8 tcp_flags(const struct __sk_buff *skb, __u32 off, __u8 proto)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	__u8 *flags = data + off + 13;
+
+	if (proto != IPPROTO_TCP || (void *)(flags + 1) > end)
+		return 0;
+	return *flags;
+}
+
+/* A SYN without ACK: a new connection, even on a tuple conntrack holds. */
+static __always_inline int tcp_is_syn(__u8 flags)
+{
+	return (flags & (L4_TCP_SYN | L4_TCP_ACK)) == L4_TCP_SYN;
+}
+
+/* A FIN or RST: the connection is ending. */
+static __always_inline int tcp_is_end(__u8 flags)
+{
+	return flags & (L4_TCP_FIN | L4_TCP_RST);
 }
 
 /* Rewrites the port at `port_at` (L4_SPORT or L4_DPORT) of the TCP/UDP

@@ -105,25 +105,61 @@ static __always_inline int lb_active(void)
 	return c && c->services;
 }
 
-/* The backend for the flow `fwd` (CT_SERVICE, as the client sent it) of
- * `svc`: the one conntrack kept it on while that backend is still in the
- * service's table, else the table's slot for `hash`, recorded. *fresh is
- * set when the choice is new; *entry holds the flow's entry. NULL: the
- * table has no such backend. */
-static __always_inline const struct backend_info *lb_backend(const struct ct_key *fwd, const struct service_info *svc,
-							     __u32 hash, __u32 *fresh, struct ct_entry *entry)
+static __always_inline __u32 ct_now(void)
 {
-	const struct ct_entry *ct = bpf_map_lookup_elem(&merle_ct, fwd);
+	return (__u32)(bpf_ktime_get_ns() >> CT_TICK_SHIFT);
+}
+
+/* Whether an entry has outlived its flow: no packet for its lifetime. */
+static __always_inline int ct_expired(const struct ct_entry *e, __u8 proto, __u32 now)
+{
+	__u32 life = proto != IPPROTO_TCP ? CT_LIFE_UDP : (e->flags & CT_F_CLOSING) ? CT_LIFE_CLOSING : CT_LIFE_TCP;
+
+	return now - e->seen > life;
+}
+
+/* A packet went by, with TCP flags `tcp`: the entry lives on, and a FIN
+ * or RST starts its end. */
+static __always_inline void ct_touch(struct ct_entry *e, __u8 tcp, __u32 now)
+{
+	if (tcp_is_end(tcp) && !(e->flags & CT_F_CLOSING))
+		e->flags |= CT_F_CLOSING;
+	if (e->seen != now)
+		e->seen = now;
+}
+
+/* What lb_backend found for a flow. */
+#define LB_FLOW_KEPT  0 /* on the backend conntrack kept */
+#define LB_FLOW_NEW   1 /* a new choice: its reply entries are written */
+#define LB_FLOW_RENEW 2 /* kept, and its reply entries written again: the
+			 * first packet of a tick or a SYN, so that they live
+			 * while either direction does, and come back if the
+			 * LRU took them */
+
+/* The backend for the flow `fwd` (CT_SERVICE, as the client sent it) of
+ * `svc`, whose packet has TCP flags `tcp`: the one conntrack kept it on
+ * while that backend is still in the service's table and the entry lives,
+ * else the table's slot for `hash`, recorded. *flow says which
+ * (LB_FLOW_*); *entry holds the flow's entry. NULL: the table has no such
+ * backend. */
+static __always_inline const struct backend_info *lb_backend(const struct ct_key *fwd, const struct service_info *svc,
+							     __u32 hash, __u8 tcp, __u32 *flow, struct ct_entry *entry)
+{
+	struct ct_entry *ct = bpf_map_lookup_elem(&merle_ct, fwd);
 	const struct backend_info *b;
-	__u32 id;
+	__u32 id, now = ct_now();
 
 	/* An entry of another table, or of a frontend since re-created (its
 	 * rev-NAT index differs: the reply entries the flow made name the
-	 * old one), is chosen again. */
-	if (ct && ct->lb_id == svc->lb_id && ct->rev_nat == svc->rev_nat) {
+	 * old one), is chosen again; so is an expired one, and one a new
+	 * connection reuses after the last one closed. */
+	if (ct && ct->lb_id == svc->lb_id && ct->rev_nat == svc->rev_nat && !ct_expired(ct, fwd->proto, now) &&
+	    !(tcp_is_syn(tcp) && (ct->flags & CT_F_CLOSING))) {
 		id = ct->backend_id;
 		b = bpf_map_lookup_elem(&merle_backends, &id);
 		if (b && b->lb_id == svc->lb_id) {
+			*flow = ct->seen != now || tcp_is_syn(tcp) ? LB_FLOW_RENEW : LB_FLOW_KEPT;
+			ct_touch(ct, tcp, now);
 			*entry = *ct;
 			return b;
 		}
@@ -136,8 +172,11 @@ static __always_inline const struct backend_info *lb_backend(const struct ct_key
 	entry->backend_id = id;
 	entry->lb_id = svc->lb_id;
 	entry->rev_nat = svc->rev_nat;
+	entry->seen = now;
+	if (tcp_is_end(tcp))
+		entry->flags = CT_F_CLOSING;
 	bpf_map_update_elem(&merle_ct, fwd, entry, BPF_ANY);
-	*fresh = 1;
+	*flow = LB_FLOW_NEW;
 	return b;
 }
 
@@ -158,11 +197,13 @@ static __always_inline void lb_reply_key(struct ct_key *r, const struct ct_key *
 }
 
 /* Records that replies of the flow from (baddr, bport) to the client go
- * out as from the frontend `rev_nat`. */
-static __always_inline void lb_reply_record(const struct ct_key *fwd, const __u32 *baddr, __u16 bport, __u32 rev_nat)
+ * out as from the frontend `rev_nat`; `closing` (CT_F_CLOSING or 0) as the
+ * flow's own entry says. */
+static __always_inline void lb_reply_record(const struct ct_key *fwd, const __u32 *baddr, __u16 bport, __u32 rev_nat,
+					    __u32 closing)
 {
 	struct ct_key r;
-	struct ct_entry e = { .rev_nat = rev_nat };
+	struct ct_entry e = { .rev_nat = rev_nat, .flags = closing, .seen = ct_now() };
 
 	lb_reply_key(&r, fwd, baddr, bport, fwd->saddr, fwd->sport);
 	bpf_map_update_elem(&merle_ct, &r, &e, BPF_ANY);
@@ -170,15 +211,27 @@ static __always_inline void lb_reply_record(const struct ct_key *fwd, const __u3
 
 /* The reply entry of a pod's flow to a service it backs itself: replies
  * from it to HAIRPIN_V4 go back to it, from the frontend. */
-static __always_inline void lb_hairpin_record(const struct ct_key *fwd, __u16 bport, __u32 rev_nat)
+static __always_inline void lb_hairpin_record(const struct ct_key *fwd, __u16 bport, __u32 rev_nat, __u32 closing)
 {
-	struct ct_entry e = { .flags = CT_F_HAIRPIN, .rev_nat = rev_nat, .port = fwd->sport };
+	struct ct_entry e = { .flags = CT_F_HAIRPIN | closing, .rev_nat = rev_nat, .port = fwd->sport, .seen = ct_now() };
 	__u32 hairpin[4] = { HAIRPIN_V4, 0, 0, 0 };
 	struct ct_key r;
 
 	e.addr[0] = fwd->saddr[0];
 	lb_reply_key(&r, fwd, fwd->saddr, bport, hairpin, fwd->sport);
 	bpf_map_update_elem(&merle_ct, &r, &e, BPF_ANY);
+}
+
+/* The frontend as traffic from pods uses it: externalTrafficPolicy Local
+ * limits outside traffic to this node's backends, not the cluster's own
+ * (kube-proxy's rule too). */
+static __always_inline void lb_from_pods(struct service_info *eff, const struct service_info *svc)
+{
+	*eff = *svc;
+	if (svc->flags & SVC_F_LOCAL) {
+		eff->lb_id = svc->cluster_lb_id;
+		eff->count = svc->cluster_count;
+	}
 }
 
 /* The frontend for a packet to (daddr, dport, proto), or NULL. */
@@ -193,6 +246,10 @@ static __always_inline const struct service_info *lb_frontend(__u8 family, const
 /* The result of a frontend lookup and translation. */
 #define LB_NONE 0  /* not for a service: carry on */
 #define LB_DNAT 1  /* translated to a backend */
+/* A DSR request the option pushes over the MTU: the caller sends ICMP
+ * with the size it was given. Above every reason code, which the
+ * functions that return it also return. */
+#define LB_TOO_BIG (REASONS_MAX + 1)
 
 /* A TCP or UDP packet to a frontend is translated to its backend:
  * destination address and port, checksums, conntrack. LB_NONE for any
@@ -200,25 +257,29 @@ static __always_inline const struct service_info *lb_frontend(__u8 family, const
 static __always_inline int lb4_dnat(struct __sk_buff *skb, const struct iphdr *ip)
 {
 	struct ct_key fwd = { .proto = ip->protocol, .family = AF_INET, .dir = CT_SERVICE };
-	const struct service_info *svc;
+	const struct service_info *svc, *found;
+	struct service_info eff;
 	const struct backend_info *b;
 	struct ct_entry e;
 	struct l4_ports p;
-	__u32 fresh = 0, daddr = ip->daddr, baddr, bport;
+	__u32 flow = 0, daddr = ip->daddr, baddr, bport;
 	int r;
 
 	if (!l4_is_tcp_udp(fwd.proto) || l4_ports(skb, L4_OFF_V4, &p) < 0)
 		return LB_NONE;
 	fwd.daddr[0] = daddr;
-	svc = lb_frontend(AF_INET, fwd.daddr, p.dport, fwd.proto);
-	if (!svc)
+	found = lb_frontend(AF_INET, fwd.daddr, p.dport, fwd.proto);
+	if (!found)
 		return LB_NONE;
+	lb_from_pods(&eff, found);
+	svc = &eff;
 	if (!svc->count)
 		return -DROP_NO_BACKEND;
 	fwd.saddr[0] = ip->saddr;
 	fwd.sport = p.sport;
 	fwd.dport = p.dport;
-	b = lb_backend(&fwd, svc, flow_hash_v4(ip->saddr, daddr, p.sport, p.dport, fwd.proto), &fresh, &e);
+	b = lb_backend(&fwd, svc, flow_hash_v4(ip->saddr, daddr, p.sport, p.dport, fwd.proto),
+		       tcp_flags(skb, L4_OFF_V4, fwd.proto), &flow, &e);
 	if (!b)
 		return -DROP_NO_BACKEND;
 	baddr = b->addr[0];
@@ -226,8 +287,8 @@ static __always_inline int lb4_dnat(struct __sk_buff *skb, const struct iphdr *i
 	if (baddr == fwd.saddr[0]) {
 		/* The pod backs the service it asked: from HAIRPIN_V4, so that
 		 * it takes its own packet, and its reply comes back here. */
-		if (fresh)
-			lb_hairpin_record(&fwd, bport, svc->rev_nat);
+		if (flow)
+			lb_hairpin_record(&fwd, bport, svc->rev_nat, e.flags & CT_F_CLOSING);
 		r = nat_v4(skb, fwd.proto, offsetof(struct iphdr, daddr), daddr, baddr, L4_DPORT, p.dport, bport);
 		if (r < 0)
 			return r;
@@ -235,8 +296,8 @@ static __always_inline int lb4_dnat(struct __sk_buff *skb, const struct iphdr *i
 			   p.sport);
 		return r < 0 ? r : LB_DNAT;
 	}
-	if (fresh)
-		lb_reply_record(&fwd, b->addr, bport, svc->rev_nat);
+	if (flow)
+		lb_reply_record(&fwd, b->addr, bport, svc->rev_nat, e.flags & CT_F_CLOSING);
 	r = nat_v4(skb, fwd.proto, offsetof(struct iphdr, daddr), daddr, baddr, L4_DPORT, p.dport, bport);
 	return r < 0 ? r : LB_DNAT;
 }
@@ -244,32 +305,36 @@ static __always_inline int lb4_dnat(struct __sk_buff *skb, const struct iphdr *i
 static __always_inline int lb6_dnat(struct __sk_buff *skb, const struct ipv6hdr *ip6)
 {
 	struct ct_key fwd = { .proto = ip6->nexthdr, .family = AF_INET6, .dir = CT_SERVICE };
-	const struct service_info *svc;
+	const struct service_info *svc, *found;
+	struct service_info eff;
 	const struct backend_info *b;
 	struct ct_entry e;
 	struct l4_ports p;
-	__u32 fresh = 0, baddr[4];
+	__u32 flow = 0, baddr[4];
 	__u16 bport;
 	int r;
 
 	if (!l4_is_tcp_udp(fwd.proto) || l4_ports(skb, L4_OFF_V6, &p) < 0)
 		return LB_NONE;
 	__builtin_memcpy(fwd.daddr, &ip6->daddr, sizeof(fwd.daddr));
-	svc = lb_frontend(AF_INET6, fwd.daddr, p.dport, fwd.proto);
-	if (!svc)
+	found = lb_frontend(AF_INET6, fwd.daddr, p.dport, fwd.proto);
+	if (!found)
 		return LB_NONE;
+	lb_from_pods(&eff, found);
+	svc = &eff;
 	if (!svc->count)
 		return -DROP_NO_BACKEND;
 	__builtin_memcpy(fwd.saddr, &ip6->saddr, sizeof(fwd.saddr));
 	fwd.sport = p.sport;
 	fwd.dport = p.dport;
-	b = lb_backend(&fwd, svc, flow_hash_v6(fwd.saddr, fwd.daddr, p.sport, p.dport, fwd.proto), &fresh, &e);
+	b = lb_backend(&fwd, svc, flow_hash_v6(fwd.saddr, fwd.daddr, p.sport, p.dport, fwd.proto),
+		       tcp_flags(skb, L4_OFF_V6, fwd.proto), &flow, &e);
 	if (!b)
 		return -DROP_NO_BACKEND;
 	__builtin_memcpy(baddr, b->addr, sizeof(baddr));
 	bport = b->port;
-	if (fresh)
-		lb_reply_record(&fwd, baddr, bport, svc->rev_nat);
+	if (flow)
+		lb_reply_record(&fwd, baddr, bport, svc->rev_nat, e.flags & CT_F_CLOSING);
 	r = nat_v6(skb, fwd.proto, offsetof(struct ipv6hdr, daddr), fwd.daddr, baddr, L4_DPORT, p.dport, bport);
 	return r < 0 ? r : LB_DNAT;
 }
@@ -301,13 +366,13 @@ static __always_inline int lb_rev_target(const struct ct_entry *ct, __u8 family,
  * was rewritten (packet pointers must be loaded again), 0 for any other
  * packet. The first of the two hooks that sees a reply translates it; the
  * other then finds no entry for it. */
-static __always_inline int lb4_rev_nat(struct __sk_buff *skb)
+static __noinline __attribute__((unused)) int lb4_rev_nat(struct __sk_buff *skb)
 {
 	struct iphdr *ip = ipv4_header(skb);
 	struct ct_key k = { .family = AF_INET, .dir = CT_REPLY };
-	const struct ct_entry *ct;
+	struct ct_entry *ct;
 	struct l4_ports p;
-	__u32 saddr, to[4], hairpin, client;
+	__u32 saddr, to[4], hairpin, client, now = ct_now();
 	__u16 port;
 	int r;
 
@@ -319,8 +384,9 @@ static __always_inline int lb4_rev_nat(struct __sk_buff *skb)
 	k.sport = p.sport;
 	k.dport = p.dport;
 	ct = bpf_map_lookup_elem(&merle_ct, &k);
-	if (!ct || lb_rev_target(ct, AF_INET, to, &port) < 0)
+	if (!ct || ct_expired(ct, k.proto, now) || lb_rev_target(ct, AF_INET, to, &port) < 0)
 		return 0;
+	ct_touch(ct, tcp_flags(skb, L4_OFF_V4, k.proto), now);
 	hairpin = ct->flags & CT_F_HAIRPIN;
 	client = ct->addr[0];
 	r = nat_v4(skb, k.proto, offsetof(struct iphdr, saddr), saddr, to[0], L4_SPORT, p.sport, port);
@@ -334,13 +400,13 @@ static __always_inline int lb4_rev_nat(struct __sk_buff *skb)
 	return 1;
 }
 
-static __always_inline int lb6_rev_nat(struct __sk_buff *skb)
+static __noinline __attribute__((unused)) int lb6_rev_nat(struct __sk_buff *skb)
 {
 	struct ipv6hdr *ip6 = ipv6_header(skb);
 	struct ct_key k = { .family = AF_INET6, .dir = CT_REPLY };
-	const struct ct_entry *ct;
+	struct ct_entry *ct;
 	struct l4_ports p;
-	__u32 to[4];
+	__u32 to[4], now = ct_now();
 	__u16 port;
 	int r;
 
@@ -352,8 +418,9 @@ static __always_inline int lb6_rev_nat(struct __sk_buff *skb)
 	k.sport = p.sport;
 	k.dport = p.dport;
 	ct = bpf_map_lookup_elem(&merle_ct, &k);
-	if (!ct || lb_rev_target(ct, AF_INET6, to, &port) < 0)
+	if (!ct || ct_expired(ct, k.proto, now) || lb_rev_target(ct, AF_INET6, to, &port) < 0)
 		return 0;
+	ct_touch(ct, tcp_flags(skb, L4_OFF_V6, k.proto), now);
 	r = nat_v6(skb, k.proto, offsetof(struct ipv6hdr, saddr), k.saddr, to, L4_SPORT, p.sport, port);
 	return r < 0 ? r : 1;
 }

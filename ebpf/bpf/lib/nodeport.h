@@ -19,7 +19,6 @@
 #ifndef MERLE_NODEPORT_H
 #define MERLE_NODEPORT_H
 
-#include <linux/tcp.h>
 #include "common.h"
 #include "deliver.h"
 #include "dsr.h"
@@ -29,46 +28,88 @@
 #include "icmp.h"
 #include "lb.h"
 
+/* SNAT source ports: the client's own when free, else hashed ones in
+ * 32768-65535. Free means that no live flow of another client holds it
+ * and that no socket of the node's has the tuple (a kubelet probe of the
+ * same backend from that port). A socket the node opens after the port
+ * was taken is not seen (see docs/architecture.md, known limits). */
 #define SNAT_PORT_MIN 32768
-#define SNAT_PORT_SPAN 28232 /* to 60999, the kernel's default ephemeral range */
+#define SNAT_PORT_SPAN 32768
 #define SNAT_TRIES 4
 
 #ifndef BPF_MTU_CHK_RET_FRAG_NEEDED
 #define BPF_MTU_CHK_RET_FRAG_NEEDED 1
 #endif
 
-/* Whether the TCP segment at `off` is a SYN without ACK. */
-static __always_inline int tcp_syn(const struct __sk_buff *skb, __u32 off)
+/* Whether a socket of this node's network namespace has the tuple the
+ * reply key `r` names: the backend's packets to the node's address and
+ * port would be its own. A subprogram, so that its tuple takes no room
+ * on the callers' stacks. */
+static __noinline int snat_host_holds(struct __sk_buff *skb, const struct ct_key *r)
 {
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct tcphdr *th = data + off;
+	struct bpf_sock_tuple t;
+	struct bpf_sock *sk;
 
-	if ((void *)(th + 1) > end)
+	__builtin_memset(&t, 0, sizeof(t));
+	if (r->family == AF_INET) {
+		t.ipv4.saddr = r->saddr[0];
+		t.ipv4.daddr = r->daddr[0];
+		t.ipv4.sport = r->sport;
+		t.ipv4.dport = r->dport;
+		if (r->proto == IPPROTO_TCP)
+			sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+		else
+			sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	} else {
+		__builtin_memcpy(t.ipv6.saddr, r->saddr, sizeof(t.ipv6.saddr));
+		__builtin_memcpy(t.ipv6.daddr, r->daddr, sizeof(t.ipv6.daddr));
+		t.ipv6.sport = r->sport;
+		t.ipv6.dport = r->dport;
+		if (r->proto == IPPROTO_TCP)
+			sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv6), BPF_F_CURRENT_NETNS, 0);
+		else
+			sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv6), BPF_F_CURRENT_NETNS, 0);
+	}
+	if (!sk)
 		return 0;
-	return th->syn && !th->ack;
+	bpf_sk_release(sk);
+	return 1;
 }
 
-/* A source port for the SNAT of the flow `fwd` to (naddr) towards the
- * backend (baddr, bport): the client's own when no other flow holds it,
- * else one of a few hashed ones. 0: none free. */
-static __always_inline __u16 snat_port(const struct ct_key *fwd, const __u32 *baddr, __u16 bport, const __u32 *naddr,
-				       __u32 hash)
+/* Whether `port` is free for the SNAT of the flow `fwd` (of frontend
+ * `rev_nat`) to (naddr) towards the backend (baddr, bport): no live flow
+ * holds it but this one (an expired entry's is free again), and, with
+ * `host`, no socket of the node's. */
+static __always_inline int snat_port_free(struct __sk_buff *skb, const struct ct_key *fwd, const __u32 *baddr,
+					  __u16 bport, const __u32 *naddr, __u16 port, __u32 rev_nat, __u32 now, int host)
 {
 	const struct ct_entry *e;
 	struct ct_key r;
-	__u16 port;
 
+	lb_reply_key(&r, fwd, baddr, bport, naddr, port);
+	e = bpf_map_lookup_elem(&merle_ct, &r);
+	if (e && !ct_expired(e, fwd->proto, now))
+		/* This flow's own. */
+		return e->port == fwd->sport && e->rev_nat == rev_nat && e->addr[0] == fwd->saddr[0] &&
+		       e->addr[1] == fwd->saddr[1] && e->addr[2] == fwd->saddr[2] && e->addr[3] == fwd->saddr[3];
+	return !host || !snat_host_holds(skb, &r);
+}
+
+/* A source port for that SNAT: the client's own, or one of a few hashed
+ * ones, whichever is free. 0: none is. */
+static __always_inline __u16 snat_port(struct __sk_buff *skb, const struct ct_key *fwd, const __u32 *baddr,
+				       __u16 bport, const __u32 *naddr, __u32 hash, __u32 rev_nat)
+{
+	__u32 now = ct_now();
+	__u16 port = fwd->sport;
+
+	if (snat_port_free(skb, fwd, baddr, bport, naddr, port, rev_nat, now, 1))
+		return port;
 #pragma unroll
-	for (int i = 0; i < SNAT_TRIES; i++) {
-		port = i == 0 ? fwd->sport : bpf_htons(SNAT_PORT_MIN + (hash + i * 7919) % SNAT_PORT_SPAN);
-		lb_reply_key(&r, fwd, baddr, bport, naddr, port);
-		e = bpf_map_lookup_elem(&merle_ct, &r);
-		if (!e)
+	for (int i = 1; i < SNAT_TRIES; i++) {
+		port = bpf_htons(SNAT_PORT_MIN + (hash + i * 7919) % SNAT_PORT_SPAN);
+		if (snat_port_free(skb, fwd, baddr, bport, naddr, port, rev_nat, now, 1))
 			return port;
-		if (e->port == fwd->sport && e->addr[0] == fwd->saddr[0] && e->addr[1] == fwd->saddr[1] &&
-		    e->addr[2] == fwd->saddr[2] && e->addr[3] == fwd->saddr[3])
-			return port; /* this flow's own */
 	}
 	return 0;
 }
@@ -76,9 +117,9 @@ static __always_inline __u16 snat_port(const struct ct_key *fwd, const __u32 *ba
 /* Records the SNAT reply entry (backend -> node address and port) that
  * turns replies back to the client, from the frontend. */
 static __always_inline void snat_record(const struct ct_key *fwd, const __u32 *baddr, __u16 bport, const __u32 *naddr,
-					__u16 nport, __u32 rev_nat)
+					__u16 nport, __u32 rev_nat, __u32 closing)
 {
-	struct ct_entry e = { .flags = CT_F_SNAT, .rev_nat = rev_nat, .port = fwd->sport };
+	struct ct_entry e = { .flags = CT_F_SNAT | closing, .rev_nat = rev_nat, .port = fwd->sport, .seen = ct_now() };
 	struct ct_key r;
 
 	__builtin_memcpy(e.addr, fwd->saddr, sizeof(e.addr));
@@ -110,6 +151,14 @@ static __always_inline long lb6_route(struct __sk_buff *skb, struct bpf_fib_look
 	return bpf_fib_lookup(skb, p, sizeof(*p), 0);
 }
 
+/* Whether the IPv4 packet says Don't Fragment. */
+static __always_inline int ip_df(const struct __sk_buff *skb)
+{
+	const struct iphdr *ip = ipv4_header((struct __sk_buff *)skb);
+
+	return ip && (ip->frag_off & bpf_htons(0x4000));
+}
+
 static __always_inline int routable(long rc)
 {
 	return rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH;
@@ -138,27 +187,37 @@ static __always_inline int lb6_send(struct __sk_buff *skb, struct bpf_fib_lookup
 
 /* A reply to a SNAT'd flow, back at the node that translated it: from
  * the frontend, to the client. LB_NONE when it is not one. */
-static __always_inline int lb4_snat_reply(struct __sk_buff *skb, const struct iphdr *ip, const struct l4_ports *pt)
+static __noinline int lb4_snat_reply(struct __sk_buff *skb)
 {
-	struct ct_key k = { .proto = ip->protocol, .family = AF_INET, .dir = CT_REPLY };
+	const struct iphdr *ip = ipv4_header(skb);
+	struct ct_key k = { .family = AF_INET, .dir = CT_REPLY };
 	const struct rev_nat_info *rn;
-	const struct ct_entry *ct;
+	struct ct_entry *ct;
 	struct bpf_fib_lookup p;
-	__u32 saddr = ip->saddr, daddr = ip->daddr, client, vip;
+	struct l4_ports ports;
+	const struct l4_ports *pt = &ports;
+	__u32 saddr, daddr, client, vip, now = ct_now();
 	__u16 cport, vport;
 	long rc;
 	int r;
+
+	if (!ip || ip->ihl != 5 || !l4_is_tcp_udp(ip->protocol) || l4_ports(skb, L4_OFF_V4, &ports) < 0)
+		return LB_NONE;
+	k.proto = ip->protocol;
+	saddr = ip->saddr;
+	daddr = ip->daddr;
 
 	k.saddr[0] = saddr;
 	k.daddr[0] = daddr;
 	k.sport = pt->sport;
 	k.dport = pt->dport;
 	ct = bpf_map_lookup_elem(&merle_ct, &k);
-	if (!ct || !(ct->flags & CT_F_SNAT))
+	if (!ct || !(ct->flags & CT_F_SNAT) || ct_expired(ct, k.proto, now))
 		return LB_NONE;
 	rn = bpf_map_lookup_elem(&merle_rev_nat, &ct->rev_nat);
 	if (!rn || rn->family != AF_INET)
 		return LB_NONE;
+	ct_touch(ct, tcp_flags(skb, L4_OFF_V4, k.proto), now);
 	client = ct->addr[0];
 	cport = ct->port;
 	vip = rn->addr[0];
@@ -178,10 +237,13 @@ static __always_inline int lb4_snat_reply(struct __sk_buff *skb, const struct ip
 	return lb4_send(skb, &p, rc);
 }
 
-/* A packet from outside to a frontend. LB_NONE when it is not one. */
-static __always_inline int lb4_nodeport(struct __sk_buff *skb, const struct iphdr *ip)
+/* A packet from outside to a frontend. LB_NONE when it is not one. A
+ * subprogram (as lb6_nodeport), so that the ingress program's own stack
+ * and this one's add up within the limit rather than overlap badly. */
+static __noinline int lb4_nodeport(struct __sk_buff *skb, __u32 *too_big)
 {
-	struct ct_key fwd = { .proto = ip->protocol, .family = AF_INET, .dir = CT_SERVICE };
+	const struct iphdr *ip = ipv4_header(skb);
+	struct ct_key fwd = { .family = AF_INET, .dir = CT_SERVICE };
 	const struct service_info *svc;
 	const struct backend_info *b;
 	const struct endpoint_info *ep;
@@ -189,18 +251,22 @@ static __always_inline int lb4_nodeport(struct __sk_buff *skb, const struct iphd
 	struct bpf_fib_lookup p;
 	struct ct_entry e;
 	struct l4_ports pt;
-	__u32 fresh = 0, hash, saddr = ip->saddr, daddr = ip->daddr, baddr, naddr[4] = {}, mtu = 0;
+	__u32 flow = 0, hash, saddr, daddr, baddr, naddr[4] = {}, mtu = 0;
 	__u16 bport, nport;
+	__u8 tcp;
 	long rc;
-	int r, opt;
+	int r, opt, dsr;
+
+	if (!ip)
+		return LB_NONE;
+	fwd.proto = ip->protocol;
+	saddr = ip->saddr;
+	daddr = ip->daddr;
 
 	if (!l4_is_tcp_udp(fwd.proto) || l4_ports(skb, L4_OFF_V4, &pt) < 0)
 		return LB_NONE;
 	if (ip->ihl != 5)
 		return LB_NONE;
-	r = lb4_snat_reply(skb, ip, &pt);
-	if (r != LB_NONE)
-		return r;
 	fwd.daddr[0] = daddr;
 	svc = lb_frontend(AF_INET, fwd.daddr, pt.dport, fwd.proto);
 	if (!svc)
@@ -214,7 +280,8 @@ static __always_inline int lb4_nodeport(struct __sk_buff *skb, const struct iphd
 	fwd.sport = pt.sport;
 	fwd.dport = pt.dport;
 	hash = flow_hash_v4(saddr, daddr, pt.sport, pt.dport, fwd.proto);
-	b = lb_backend(&fwd, svc, hash, &fresh, &e);
+	tcp = tcp_flags(skb, L4_OFF_V4, fwd.proto);
+	b = lb_backend(&fwd, svc, hash, tcp, &flow, &e);
 	if (!b)
 		return -DROP_NO_BACKEND;
 	baddr = b->addr[0];
@@ -222,8 +289,8 @@ static __always_inline int lb4_nodeport(struct __sk_buff *skb, const struct iphd
 
 	ep = endpoint_v4(baddr);
 	if (ep) {
-		if (fresh)
-			lb_reply_record(&fwd, b->addr, bport, svc->rev_nat);
+		if (flow)
+			lb_reply_record(&fwd, b->addr, bport, svc->rev_nat, e.flags & CT_F_CLOSING);
 		r = nat_v4(skb, fwd.proto, offsetof(struct iphdr, daddr), daddr, baddr, L4_DPORT, pt.dport, bport);
 		if (r < 0)
 			return r;
@@ -233,13 +300,24 @@ static __always_inline int lb4_nodeport(struct __sk_buff *skb, const struct iphd
 		return deliver_v4(skb, (struct iphdr *)ip, ep, 0);
 	}
 
-	if (svc->flags & SVC_F_DSR) {
+	dsr = svc->flags & SVC_F_DSR;
+	if (dsr) {
 		rc = lb4_route(skb, &p, saddr, baddr, fwd.proto);
 		if (!routable(rc))
 			return PASS_FIB;
-		opt = fresh || fwd.proto == IPPROTO_UDP || tcp_syn(skb, L4_OFF_V4);
-		if (opt && bpf_check_mtu(skb, p.ifindex, &mtu, DSR_IPV4_OPT_LEN, 0) == BPF_MTU_CHK_RET_FRAG_NEEDED)
-			return icmp4_too_big(skb, mtu - DSR_IPV4_OPT_LEN);
+		opt = flow == LB_FLOW_NEW || fwd.proto == IPPROTO_UDP || tcp_is_syn(tcp);
+		if (opt && bpf_check_mtu(skb, p.ifindex, &mtu, DSR_IPV4_OPT_LEN, 0) == BPF_MTU_CHK_RET_FRAG_NEEDED) {
+			/* The sender said not to fragment: tell it the size. Else
+			 * the packet goes by SNAT, which adds nothing. */
+			if (ip_df(skb))
+			{
+				*too_big = mtu - DSR_IPV4_OPT_LEN;
+				return LB_TOO_BIG;
+			}
+			dsr = 0;
+		}
+	}
+	if (dsr) {
 		r = nat_v4(skb, fwd.proto, offsetof(struct iphdr, daddr), daddr, baddr, L4_DPORT, pt.dport, bport);
 		if (r < 0)
 			return r;
@@ -255,16 +333,22 @@ static __always_inline int lb4_nodeport(struct __sk_buff *skb, const struct iphd
 	if (!cfg || !(cfg->flags & LB_F_ADDR4))
 		return -DROP_NAT;
 	naddr[0] = cfg->addr4;
+	/* The flow keeps its port while its reply entry is its own; a new
+	 * flow, a node address that changed, or a port another flow took
+	 * while this one was idle, takes another. */
 	nport = e.port;
-	if (fresh || !nport) {
-		nport = snat_port(&fwd, b->addr, bport, naddr, hash);
+	if (flow == LB_FLOW_NEW || !nport || e.addr[0] != naddr[0] ||
+	    (flow == LB_FLOW_RENEW && !snat_port_free(skb, &fwd, b->addr, bport, naddr, nport, svc->rev_nat, ct_now(), 0))) {
+		nport = snat_port(skb, &fwd, b->addr, bport, naddr, hash, svc->rev_nat);
 		if (!nport)
 			return -DROP_NAT_NO_PORT;
 		e.port = nport;
 		e.addr[0] = naddr[0];
 		bpf_map_update_elem(&merle_ct, &fwd, &e, BPF_ANY);
-		snat_record(&fwd, b->addr, bport, naddr, nport, svc->rev_nat);
+		flow = LB_FLOW_NEW;
 	}
+	if (flow)
+		snat_record(&fwd, b->addr, bport, naddr, nport, svc->rev_nat, e.flags & CT_F_CLOSING);
 	rc = lb4_route(skb, &p, naddr[0], baddr, fwd.proto);
 	if (!routable(rc))
 		return PASS_FIB;
@@ -277,27 +361,35 @@ static __always_inline int lb4_nodeport(struct __sk_buff *skb, const struct iphd
 	return lb4_send(skb, &p, rc);
 }
 
-static __always_inline int lb6_snat_reply(struct __sk_buff *skb, const struct ipv6hdr *ip6, const struct l4_ports *pt)
+static __noinline int lb6_snat_reply(struct __sk_buff *skb)
 {
-	struct ct_key k = { .proto = ip6->nexthdr, .family = AF_INET6, .dir = CT_REPLY };
+	const struct ipv6hdr *ip6 = ipv6_header(skb);
+	struct ct_key k = { .family = AF_INET6, .dir = CT_REPLY };
 	const struct rev_nat_info *rn;
-	const struct ct_entry *ct;
+	struct ct_entry *ct;
 	struct bpf_fib_lookup p;
-	__u32 client[4], vip[4];
+	struct l4_ports ports;
+	const struct l4_ports *pt = &ports;
+	__u32 client[4], vip[4], now = ct_now();
 	__u16 cport, vport;
 	long rc;
 	int r;
+
+	if (!ip6 || !l4_is_tcp_udp(ip6->nexthdr) || l4_ports(skb, L4_OFF_V6, &ports) < 0)
+		return LB_NONE;
+	k.proto = ip6->nexthdr;
 
 	__builtin_memcpy(k.saddr, &ip6->saddr, sizeof(k.saddr));
 	__builtin_memcpy(k.daddr, &ip6->daddr, sizeof(k.daddr));
 	k.sport = pt->sport;
 	k.dport = pt->dport;
 	ct = bpf_map_lookup_elem(&merle_ct, &k);
-	if (!ct || !(ct->flags & CT_F_SNAT))
+	if (!ct || !(ct->flags & CT_F_SNAT) || ct_expired(ct, k.proto, now))
 		return LB_NONE;
 	rn = bpf_map_lookup_elem(&merle_rev_nat, &ct->rev_nat);
 	if (!rn || rn->family != AF_INET6)
 		return LB_NONE;
+	ct_touch(ct, tcp_flags(skb, L4_OFF_V6, k.proto), now);
 	__builtin_memcpy(client, ct->addr, sizeof(client));
 	cport = ct->port;
 	__builtin_memcpy(vip, rn->addr, sizeof(vip));
@@ -317,9 +409,10 @@ static __always_inline int lb6_snat_reply(struct __sk_buff *skb, const struct ip
 	return lb6_send(skb, &p, rc);
 }
 
-static __always_inline int lb6_nodeport(struct __sk_buff *skb, const struct ipv6hdr *ip6)
+static __noinline int lb6_nodeport(struct __sk_buff *skb, __u32 *too_big)
 {
-	struct ct_key fwd = { .proto = ip6->nexthdr, .family = AF_INET6, .dir = CT_SERVICE };
+	const struct ipv6hdr *ip6 = ipv6_header(skb);
+	struct ct_key fwd = { .family = AF_INET6, .dir = CT_SERVICE };
 	const struct service_info *svc;
 	const struct backend_info *b;
 	const struct endpoint_info *ep;
@@ -327,16 +420,17 @@ static __always_inline int lb6_nodeport(struct __sk_buff *skb, const struct ipv6
 	struct bpf_fib_lookup p;
 	struct ct_entry e;
 	struct l4_ports pt;
-	__u32 fresh = 0, hash, baddr[4], naddr[4], mtu = 0;
+	__u32 flow = 0, hash, baddr[4], naddr[4], mtu = 0;
 	__u16 bport, nport;
+	__u8 tcp;
 	long rc;
 	int r, opt;
 
+	if (!ip6)
+		return LB_NONE;
+	fwd.proto = ip6->nexthdr;
 	if (!l4_is_tcp_udp(fwd.proto) || l4_ports(skb, L4_OFF_V6, &pt) < 0)
 		return LB_NONE;
-	r = lb6_snat_reply(skb, ip6, &pt);
-	if (r != LB_NONE)
-		return r;
 	__builtin_memcpy(fwd.daddr, &ip6->daddr, sizeof(fwd.daddr));
 	svc = lb_frontend(AF_INET6, fwd.daddr, pt.dport, fwd.proto);
 	if (!svc)
@@ -350,7 +444,8 @@ static __always_inline int lb6_nodeport(struct __sk_buff *skb, const struct ipv6
 	fwd.sport = pt.sport;
 	fwd.dport = pt.dport;
 	hash = flow_hash_v6(fwd.saddr, fwd.daddr, pt.sport, pt.dport, fwd.proto);
-	b = lb_backend(&fwd, svc, hash, &fresh, &e);
+	tcp = tcp_flags(skb, L4_OFF_V6, fwd.proto);
+	b = lb_backend(&fwd, svc, hash, tcp, &flow, &e);
 	if (!b)
 		return -DROP_NO_BACKEND;
 	__builtin_memcpy(baddr, b->addr, sizeof(baddr));
@@ -358,8 +453,8 @@ static __always_inline int lb6_nodeport(struct __sk_buff *skb, const struct ipv6
 
 	ep = endpoint_v6((const struct in6_addr *)baddr);
 	if (ep) {
-		if (fresh)
-			lb_reply_record(&fwd, baddr, bport, svc->rev_nat);
+		if (flow)
+			lb_reply_record(&fwd, baddr, bport, svc->rev_nat, e.flags & CT_F_CLOSING);
 		r = nat_v6(skb, fwd.proto, offsetof(struct ipv6hdr, daddr), fwd.daddr, baddr, L4_DPORT, pt.dport, bport);
 		if (r < 0)
 			return r;
@@ -373,9 +468,14 @@ static __always_inline int lb6_nodeport(struct __sk_buff *skb, const struct ipv6
 		rc = lb6_route(skb, &p, fwd.saddr, baddr, fwd.proto);
 		if (!routable(rc))
 			return PASS_FIB;
-		opt = fresh || fwd.proto == IPPROTO_UDP || tcp_syn(skb, L4_OFF_V6);
+		opt = flow == LB_FLOW_NEW || fwd.proto == IPPROTO_UDP || tcp_is_syn(tcp);
+		/* IPv6 is never fragmented on the way: Packet Too Big, with an
+		 * MTU no smaller than the 1280 every link carries. */
 		if (opt && bpf_check_mtu(skb, p.ifindex, &mtu, DSR_IPV6_EXT_LEN, 0) == BPF_MTU_CHK_RET_FRAG_NEEDED)
-			return icmp6_too_big(skb, mtu - DSR_IPV6_EXT_LEN);
+		{
+			*too_big = mtu - DSR_IPV6_EXT_LEN < 1280 ? 1280 : mtu - DSR_IPV6_EXT_LEN;
+			return LB_TOO_BIG;
+		}
 		r = nat_v6(skb, fwd.proto, offsetof(struct ipv6hdr, daddr), fwd.daddr, baddr, L4_DPORT, pt.dport, bport);
 		if (r < 0)
 			return r;
@@ -392,15 +492,19 @@ static __always_inline int lb6_nodeport(struct __sk_buff *skb, const struct ipv6
 		return -DROP_NAT;
 	__builtin_memcpy(naddr, cfg->addr6, sizeof(naddr));
 	nport = e.port;
-	if (fresh || !nport) {
-		nport = snat_port(&fwd, baddr, bport, naddr, hash);
+	if (flow == LB_FLOW_NEW || !nport || e.addr[0] != naddr[0] || e.addr[1] != naddr[1] || e.addr[2] != naddr[2] ||
+	    e.addr[3] != naddr[3] ||
+	    (flow == LB_FLOW_RENEW && !snat_port_free(skb, &fwd, baddr, bport, naddr, nport, svc->rev_nat, ct_now(), 0))) {
+		nport = snat_port(skb, &fwd, baddr, bport, naddr, hash, svc->rev_nat);
 		if (!nport)
 			return -DROP_NAT_NO_PORT;
 		e.port = nport;
 		__builtin_memcpy(e.addr, naddr, sizeof(e.addr));
 		bpf_map_update_elem(&merle_ct, &fwd, &e, BPF_ANY);
-		snat_record(&fwd, baddr, bport, naddr, nport, svc->rev_nat);
+		flow = LB_FLOW_NEW;
 	}
+	if (flow)
+		snat_record(&fwd, baddr, bport, naddr, nport, svc->rev_nat, e.flags & CT_F_CLOSING);
 	rc = lb6_route(skb, &p, naddr, baddr, fwd.proto);
 	if (!routable(rc))
 		return PASS_FIB;

@@ -115,6 +115,10 @@ struct service_info {
 	__u32 count;    /* backends in the table; 0: none to send to */
 	__u32 flags;    /* SVC_F_* */
 	__u32 maglev_m; /* the table's size, a prime */
+	/* SVC_F_LOCAL: the service's table of every backend, which its
+	 * traffic from pods uses (Local applies to outside traffic only). */
+	__u32 cluster_lb_id;
+	__u32 cluster_count;
 };
 
 /* merle_backends: backend id to where it is. An id belongs to one table
@@ -176,6 +180,16 @@ struct ct_key {
 #define CT_F_SNAT  (1U << 1) /* CT_REPLY: a SNAT reply, the client in addr/port */
 #define CT_F_HAIRPIN (1U << 2) /* CT_REPLY: a pod's own flow to a service it backs:
 			      * the reply goes to the client in addr/port */
+#define CT_F_CLOSING (1U << 3) /* CT_REPLY: a FIN or RST was seen */
+
+/* How long a CT_REPLY entry lives without a packet, in ticks of 2^30 ns
+ * (about a second), as Cilium's defaults: TCP 6 h, 10 s once closing,
+ * UDP 60 s. An expired entry translates nothing, and its SNAT port is
+ * free for another flow. */
+#define CT_TICK_SHIFT 30
+#define CT_LIFE_TCP 20116      /* 6 h */
+#define CT_LIFE_CLOSING 10
+#define CT_LIFE_UDP 56         /* 60 s */
 
 /* The source a pod's flow to itself through a service takes (Cilium's
  * IPV4_LOOPBACK): a pod drops a packet from its own address, and this one
@@ -192,6 +206,7 @@ struct ct_entry {
 			    * CT_SERVICE with SNAT: the node address used */
 	__u16 port;        /* the port of addr (network order) */
 	__u16 pad;
+	__u32 seen;        /* CT_REPLY: the tick of the last packet */
 };
 
 /* merle_lb_config: one entry; a program skips every service lookup while
@@ -204,6 +219,13 @@ struct lb_config {
 	__u32 pad;
 	__u64 netns_cookie; /* the host's network namespace: where the socket
 			     * programs balance (0: nowhere) */
+	/* The next ids merled hands out: an id is never given twice, so a
+	 * conntrack entry never names a newer table, backend or frontend. */
+	__u32 next_lb;
+	__u32 next_backend;
+	__u32 next_rev_nat;
+	__u32 syncing;     /* merled is writing the maps: a sync that finds
+			    * this set (one was cut short) rebuilds every table */
 };
 
 /* merle_sock_rev: what a socket the socket programs translated was meant
