@@ -935,3 +935,42 @@ fn a_dsr_syn_takes_over_a_reused_tuple_but_a_later_segment_never_takes_a_live_lo
         b.arrives_frame(&frag, 0, Reason::PassIpOptions);
     });
 }
+
+#[test]
+fn a_service_with_as_many_backends_as_its_table_balances_spreads_and_moves_only_the_removed() {
+    with_bed("svc_many", |b| {
+        let max = merle_lb::service::max_backends(M) as u8;
+        let addrs: Vec<String> = (0..max).map(|i| format!("10.99.0.{}", 10 + u16::from(i))).collect();
+        let all: Vec<(&str, u16)> = addrs.iter().map(|a| (a.as_str(), 8080)).collect();
+        let p = b.program(&[service("big", "10.100.0.30", 80, Protocol::Tcp, &all)]);
+        let targets = p.tables.values().next().unwrap().clone();
+        assert_eq!(targets.len(), usize::from(max));
+        let (vip, client) = (ip("10.100.0.30"), ip("10.1.0.5"));
+        let mut on: BTreeMap<u16, IpAddr> = BTreeMap::new();
+        for sport in 20000..22000u16 {
+            let want = expected(&targets, client, sport, vip, 80, TCP);
+            let out = b.pod0_sends(L4::tcp(client, sport, vip, 80, SYN), Reason::RedirectFib);
+            assert_eq!(packet::l4_tuple(&out).2, want.address, "flow {sport}");
+            on.insert(sport, want.address);
+        }
+        let used: std::collections::BTreeSet<&IpAddr> = on.values().collect();
+        assert!(used.len() > usize::from(max) - 10, "{} of {max} backends take flows", used.len());
+
+        // Ten backends go: their flows move, every other flow stays.
+        let kept: Vec<(&str, u16)> = all[10..].to_vec();
+        b.program(&[service("big", "10.100.0.30", 80, Protocol::Tcp, &kept)]);
+        let gone: std::collections::BTreeSet<IpAddr> = all[..10].iter().map(|(a, _)| ip(a)).collect();
+        let mut moved = 0;
+        for (sport, was) in &on {
+            let out = b.pod0_sends(L4::tcp(client, *sport, vip, 80, ACK), Reason::RedirectFib);
+            let now = packet::l4_tuple(&out).2;
+            if gone.contains(was) {
+                assert!(!gone.contains(&now), "flow {sport} left a removed backend");
+                moved += 1;
+            } else {
+                assert_eq!(now, *was, "flow {sport} stays on its backend");
+            }
+        }
+        assert!(moved > 0, "some flows were on the removed backends");
+    });
+}

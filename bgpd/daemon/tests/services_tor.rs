@@ -4,11 +4,14 @@
 //!
 //! ```text
 //!   client 192.168.100.2 ── ToR ── n1 10.0.0.1 (pod a1: a client)
+//!          fd00:100::2
 //!                              ├── n2 10.0.0.2 (pod b1: a backend)
 //!                              └── n3 10.0.0.3 (pod c1: a backend)
 //!   web    10.96.0.10:80/tcp, NodePort 30080, LB 192.0.2.10 -> b1, c1 :8080
 //!   dns    10.96.0.53:53/udp, NodePort 30053, LB 192.0.2.53 -> b1, c1 :5353
 //!   long   10.96.0.90:9000/tcp,               LB 192.0.2.90 -> b1 :9000 (dsr)
+//!   web6   [fd00:96::10]:80/tcp, NodePort 30080, LB fd00:192::10 -> b1, c1 :8080
+//!   dns6   [fd00:96::53]:53/udp, NodePort 30053, LB fd00:192::53 -> b1, c1 :5353
 //! ```
 #![allow(clippy::unwrap_used)]
 
@@ -22,7 +25,7 @@ use testbed::bpf::skip_unless_bpf;
 use testbed::capture::Capture;
 use testbed::datapath::Pod;
 use testbed::echo::{ask_tcp, ask_udp, Conn, Echo, Stream};
-use testbed::lbbed::{ServiceBed, CLIENT};
+use testbed::lbbed::{ServiceBed, CLIENT, CLIENT6};
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -50,15 +53,38 @@ fn services(mode: &str, web: &[&Pod], dns: &[&Pod], long: &[&Pod]) -> String {
     )
 }
 
+fn backends6(pods: &[&Pod], port: u16) -> String {
+    pods.iter()
+        .map(|p| format!("{{ address = \"{}\", port = {port}, node = \"n{}\" }}", p.v6.as_ref().unwrap(), p.node + 1))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn services6(mode: &str, pods: &[&Pod]) -> String {
+    format!(
+        "[service_ranges]\ncluster_ips = [\"fd00:96::/112\"]\nload_balancer_ips = [\"fd00:192::/112\"]\n\n\
+         [[services]]\nname = \"web\"\nprotocol = \"tcp\"\ncluster_ip = \"fd00:96::10\"\nport = 80\nnode_port = 30080\n\
+         load_balancer_ips = [\"fd00:192::10\"]\nmode = \"{mode}\"\nbackends = [{}]\n\n\
+         [[services]]\nname = \"dns\"\nprotocol = \"udp\"\ncluster_ip = \"fd00:96::53\"\nport = 53\nnode_port = 30053\n\
+         load_balancer_ips = [\"fd00:192::53\"]\nmode = \"{mode}\"\nbackends = [{}]\n",
+        backends6(pods, 8080),
+        backends6(pods, 5353),
+    )
+}
+
 /// Applies `toml` on every node and waits until each has it programmed
 /// with `mode`.
 fn apply(bed: &ServiceBed, toml: &str, web_dsr: bool) {
+    apply_n(bed, toml, 3, web_dsr)
+}
+
+fn apply_n(bed: &ServiceBed, toml: &str, services: usize, web_dsr: bool) {
     let c = &bed.cluster;
     for i in 0..c.nodes.len() {
         c.set_services(i, toml).unwrap();
     }
     for i in 0..c.nodes.len() {
-        c.wait_services(i, 3).unwrap();
+        c.wait_services(i, services).unwrap();
         testbed::wait::poll("the mode programmed", Duration::from_secs(20), || {
             let v = c.services(i).ok()?;
             let web = v.as_array()?.iter().find(|s| s["service"]["name"] == "web")?.clone();
@@ -291,6 +317,44 @@ fn local_policy_vips_come_only_from_nodes_with_a_backend_and_go_when_it_goes() {
     let only_c1: BTreeSet<String> = ["c1"].map(String::from).into();
     bed.wait_ecmp("192.0.2.20/32", 1).unwrap();
     assert_eq!(connections(&bed, sa("192.0.2.20:80"), 50, client), only_c1);
+    for p in [&b1, &c1] {
+        bed.cluster.del_pod(p).unwrap();
+    }
+}
+
+#[test]
+fn ipv6_nodeport_and_load_balancer_ips_from_behind_the_tor_by_dsr_and_snat() {
+    if skip_unless_bpf("ipv6_services_from_behind_the_tor") {
+        return;
+    }
+    let bed = ServiceBed::new("lb6", 3).unwrap();
+    let b1 = bed.cluster.add_pod(1, "lb6b1").unwrap();
+    let c1 = bed.cluster.add_pod(2, "lb6c1").unwrap();
+    let mut servers = Vec::new();
+    for (p, name) in [(&b1, "b1"), (&c1, "c1")] {
+        servers.push(Echo::tcp(&p.ns, sa("[::]:8080"), name).unwrap());
+        servers.push(Echo::udp(&p.ns, sa("[::]:5353"), name).unwrap());
+    }
+    let client: IpAddr = CLIENT6.parse().unwrap();
+    let n1: IpAddr = "fd00::1".parse().unwrap();
+    let both: BTreeSet<String> = ["b1", "c1"].map(String::from).into();
+
+    // DSR: the destination options header; the backend sees the client.
+    apply_n(&bed, &services6("dsr", &[&b1, &c1]), 2, true);
+    bed.wait_ecmp("fd00:192::/112", 3).unwrap();
+    let cap = Capture::start(bed.cluster.ns(0), "eth0", "ip6 and (tcp src port 30080 or udp src port 30053)").unwrap();
+    assert_eq!(connections(&bed, sa("[fd00::1]:30080"), 300, client), both, "IPv6 connections by DSR");
+    assert_eq!(datagrams(&bed, sa("[fd00::1]:30053"), 30, client), both, "IPv6 UDP by DSR");
+    assert!(cap.times().is_empty(), "DSR: replies must not cross n1, {} did", cap.times().len());
+    cap.stop();
+    assert_eq!(connections(&bed, sa("[fd00:192::10]:80"), 100, client), both, "the IPv6 LB IP over ECMP");
+    assert_eq!(datagrams(&bed, sa("[fd00:192::53]:53"), 20, client), both);
+
+    // SNAT: the backend sees n1's IPv6 address.
+    apply_n(&bed, &services6("snat", &[&b1, &c1]), 2, false);
+    assert_eq!(connections(&bed, sa("[fd00::1]:30080"), 300, n1), both, "IPv6 connections by SNAT");
+    assert_eq!(datagrams(&bed, sa("[fd00::1]:30053"), 30, n1), both, "IPv6 UDP by SNAT");
+    drop(servers);
     for p in [&b1, &c1] {
         bed.cluster.del_pod(p).unwrap();
     }
