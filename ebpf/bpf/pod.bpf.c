@@ -102,7 +102,8 @@ static __always_inline int to_backend_v6(struct __sk_buff *skb)
 		return -DROP_INVALID_IPV6;
 	dst = endpoint_v6(&ip6->daddr);
 	if (dst) {
-		if (dst->ifindex == skb->ifindex)
+		/* Back into the pod it came from: only as the hairpin's. */
+		if (dst->ifindex == skb->ifindex && !lb_is_hairpin(AF_INET6, ip6->saddr.in6_u.u6_addr32))
 			return -DROP_SERVICE_LOOPBACK;
 		return deliver_v6(skb, ip6, dst, 0);
 	}
@@ -186,7 +187,9 @@ static __always_inline int from_pod_v6(struct __sk_buff *skb)
 	}
 	dst = endpoint_v6(&ip6->daddr);
 	if (dst) {
-		if (dst->ifindex == skb->ifindex)
+		/* A translated reply may be for its own pod (a service the pod
+		 * backs itself). */
+		if (dst->ifindex == skb->ifindex && !rev)
 			return PASS_HAIRPIN;
 		return deliver_v6(skb, ip6, dst, 0);
 	}

@@ -307,14 +307,25 @@ fn a_service_without_backends_is_dropped_and_a_pod_reaches_a_service_it_backs_it
         assert_eq!(packet::l4_tuple(&back), (ip("10.100.0.2"), 80, ip("10.1.0.5"), 1234), "from the ClusterIP");
         assert!(packet::ipv4_csum_ok(&back) && packet::l4_csum_ok(&back));
         assert_eq!(&back[0..6], &POD_MAC);
-        // IPv6 has no hairpin address: dropped, by name.
+        // IPv6: from 100::42:1, the discard-only prefix's.
         b.program(&[
             service("empty", "10.100.0.1", 80, Protocol::Tcp, &[]),
             service("self", "10.100.0.2", 80, Protocol::Udp, &[("10.1.0.5", 8080)]),
             service("self6", "fd00:100::2", 80, Protocol::Udp, &[("fd00:1::5", 8080)]),
         ]);
         let pkt = packet::l4(NODE_MAC, POD_MAC, L4::udp(ip("fd00:1::5"), 1234, ip("fd00:100::2"), 80));
-        b.run(&b.pod, b.p0, &pkt, TC_ACT_SHOT, Hook::PodIngress, Reason::DropServiceLoopback);
+        let out = b.run(&b.pod, b.p0, &pkt, TC_ACT_REDIRECT, Hook::PodIngress, Reason::RedirectPeer);
+        assert_eq!(packet::l4_tuple(&out), (ip("100::42:1"), 1234, ip("fd00:1::5"), 8080));
+        assert!(packet::l4_csum_ok(&out));
+        assert_eq!(&out[0..6], &POD_MAC);
+        let reply = packet::l4(NODE_MAC, POD_MAC, L4::udp(ip("fd00:1::5"), 8080, ip("100::42:1"), 1234));
+        let back = b.run(&b.pod, b.p0, &reply, TC_ACT_REDIRECT, Hook::PodIngress, Reason::RedirectPeer);
+        assert_eq!(packet::l4_tuple(&back), (ip("fd00:100::2"), 80, ip("fd00:1::5"), 1234), "from the ClusterIP");
+        assert!(packet::l4_csum_ok(&back));
+        // A packet of a pod's to itself by any other way is not turned
+        // back into it.
+        let own = packet::l4(NODE_MAC, POD_MAC, L4::udp(ip("fd00:1::5"), 1235, ip("fd00:1::5"), 8080));
+        b.run(&b.pod, b.p0, &own, 0, Hook::PodIngress, Reason::PassHairpin);
         // Another port of the same address is no service: routed as before.
         let pkt = packet::l4(NODE_MAC, POD_MAC, L4::udp(ip("10.1.0.5"), 1234, ip("10.100.0.2"), 81));
         let r = b.pod.test_run(&pkt, b.p0, 1).unwrap();

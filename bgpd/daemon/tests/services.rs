@@ -103,6 +103,17 @@ fn pods_reach_cluster_ips_across_nodes_and_live_edits_apply_as_a_diff() {
         seen.insert(a.server);
     }
     assert_eq!(seen, both, "a2 reaches itself and b1 through the ClusterIP");
+    // Over IPv6, from 100::42:1 (the discard-only prefix).
+    let own6: IpAddr = a2.v6.clone().unwrap().parse().unwrap();
+    let mut seen = BTreeSet::new();
+    for _ in 0..40 {
+        let a = ask_tcp(&a2.ns, sa("[fd00:96::10]:80")).unwrap();
+        assert_eq!(a.from, sa("[fd00:96::10]:80"));
+        let want: IpAddr = if a.server == "a2" { "100::42:1".parse().unwrap() } else { own6 };
+        assert_eq!(a.peer.ip(), want, "answered by {} over IPv6", a.server);
+        seen.insert(a.server);
+    }
+    assert_eq!(seen, both, "a2 reaches itself and b1 through the IPv6 ClusterIP");
     let d = c.dataplane(0).unwrap();
     for cn in d["counters"].as_array().unwrap() {
         assert_ne!(cn["kind"], "drop", "no packet dropped: {cn}");

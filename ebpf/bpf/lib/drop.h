@@ -37,7 +37,7 @@ enum reason {
 	DROP_REDIRECT = 38,         /* the redirect helper refused */
 	DROP_NO_BACKEND = 39,       /* to a service without a backend (Cilium: no service backend) */
 	DROP_NAT = 40,              /* a service translation's rewrite failed */
-	DROP_SERVICE_LOOPBACK = 41, /* IPv6: a pod to a service whose chosen backend is the pod itself */
+	DROP_SERVICE_LOOPBACK = 41, /* a translated packet back into the pod it came from, not from the hairpin source */
 	DROP_DSR = 42,              /* the DSR option could not be inserted */
 	DROP_NAT_NO_PORT = 43,      /* SNAT found no free source port for the flow */
 	DROP_ICMP = 44,             /* the ICMP error could not be built */

@@ -209,15 +209,33 @@ static __always_inline void lb_reply_record(const struct ct_key *fwd, const __u3
 	bpf_map_update_elem(&merle_ct, &r, &e, BPF_ANY);
 }
 
+/* The hairpin source of `family`: HAIRPIN_V4 or HAIRPIN_V6. */
+static __always_inline void lb_hairpin_addr(__u8 family, __u32 *a)
+{
+	a[0] = family == AF_INET ? HAIRPIN_V4 : HAIRPIN_V6_W0;
+	a[1] = 0;
+	a[2] = 0;
+	a[3] = family == AF_INET ? 0 : HAIRPIN_V6_W3;
+}
+
+/* Whether `a` is the hairpin source of `family`. */
+static __always_inline int lb_is_hairpin(__u8 family, const __u32 *a)
+{
+	if (family == AF_INET)
+		return a[0] == HAIRPIN_V4;
+	return a[0] == HAIRPIN_V6_W0 && a[1] == 0 && a[2] == 0 && a[3] == HAIRPIN_V6_W3;
+}
+
 /* The reply entry of a pod's flow to a service it backs itself: replies
- * from it to HAIRPIN_V4 go back to it, from the frontend. */
+ * from it to the hairpin source go back to it, from the frontend. */
 static __always_inline void lb_hairpin_record(const struct ct_key *fwd, __u16 bport, __u32 rev_nat, __u32 closing)
 {
 	struct ct_entry e = { .flags = CT_F_HAIRPIN | closing, .rev_nat = rev_nat, .port = fwd->sport, .seen = ct_now() };
-	__u32 hairpin[4] = { HAIRPIN_V4, 0, 0, 0 };
+	__u32 hairpin[4];
 	struct ct_key r;
 
-	e.addr[0] = fwd->saddr[0];
+	lb_hairpin_addr(fwd->family, hairpin);
+	__builtin_memcpy(e.addr, fwd->saddr, sizeof(e.addr));
 	lb_reply_key(&r, fwd, fwd->saddr, bport, hairpin, fwd->sport);
 	bpf_map_update_elem(&merle_ct, &r, &e, BPF_ANY);
 }
@@ -333,6 +351,22 @@ static __always_inline int lb6_dnat(struct __sk_buff *skb, const struct ipv6hdr 
 		return -DROP_NO_BACKEND;
 	__builtin_memcpy(baddr, b->addr, sizeof(baddr));
 	bport = b->port;
+	if (baddr[0] == fwd.saddr[0] && baddr[1] == fwd.saddr[1] && baddr[2] == fwd.saddr[2] &&
+	    baddr[3] == fwd.saddr[3]) {
+		/* The pod backs the service it asked: from the hairpin source,
+		 * as over IPv4. */
+		__u32 hairpin[4];
+
+		if (flow)
+			lb_hairpin_record(&fwd, bport, svc->rev_nat, e.flags & CT_F_CLOSING);
+		r = nat_v6(skb, fwd.proto, offsetof(struct ipv6hdr, daddr), fwd.daddr, baddr, L4_DPORT, p.dport, bport);
+		if (r < 0)
+			return r;
+		lb_hairpin_addr(AF_INET6, hairpin);
+		r = nat_v6(skb, fwd.proto, offsetof(struct ipv6hdr, saddr), fwd.saddr, hairpin, L4_SPORT, p.sport,
+			   p.sport);
+		return r < 0 ? r : LB_DNAT;
+	}
 	if (flow)
 		lb_reply_record(&fwd, baddr, bport, svc->rev_nat, e.flags & CT_F_CLOSING);
 	r = nat_v6(skb, fwd.proto, offsetof(struct ipv6hdr, daddr), fwd.daddr, baddr, L4_DPORT, p.dport, bport);
@@ -406,7 +440,7 @@ static __noinline __attribute__((unused)) int lb6_rev_nat(struct __sk_buff *skb)
 	struct ct_key k = { .family = AF_INET6, .dir = CT_REPLY };
 	struct ct_entry *ct;
 	struct l4_ports p;
-	__u32 to[4], now = ct_now();
+	__u32 to[4], client[4], hairpin, now = ct_now();
 	__u16 port;
 	int r;
 
@@ -421,8 +455,17 @@ static __noinline __attribute__((unused)) int lb6_rev_nat(struct __sk_buff *skb)
 	if (!ct || ct_expired(ct, k.proto, now) || lb_rev_target(ct, AF_INET6, to, &port) < 0)
 		return 0;
 	ct_touch(ct, tcp_flags(skb, L4_OFF_V6, k.proto), now);
+	hairpin = ct->flags & CT_F_HAIRPIN;
+	__builtin_memcpy(client, ct->addr, sizeof(client));
 	r = nat_v6(skb, k.proto, offsetof(struct ipv6hdr, saddr), k.saddr, to, L4_SPORT, p.sport, port);
-	return r < 0 ? r : 1;
+	if (r < 0)
+		return r;
+	if (hairpin) {
+		r = nat_v6(skb, k.proto, offsetof(struct ipv6hdr, daddr), k.daddr, client, L4_DPORT, p.dport, p.dport);
+		if (r < 0)
+			return r;
+	}
+	return 1;
 }
 
 static __always_inline const struct lb_config *lb_config(void)

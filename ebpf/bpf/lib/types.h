@@ -196,6 +196,11 @@ struct ct_key {
  * routes back to the host's end of its veth. 169.254.42.1, network order
  * as it sits in memory. */
 #define HAIRPIN_V4 ((__u32)(169 | (254 << 8) | (42 << 16) | (1U << 24)))
+/* IPv6's: 100::42:1, from the discard-only prefix (RFC 6666), which no
+ * host has and every router drops. Its first and last words, network
+ * order as they sit in memory; the middle two are 0. */
+#define HAIRPIN_V6_W0 ((__u32)1)
+#define HAIRPIN_V6_W3 ((__u32)((0x42 << 8) | (1U << 24)))
 
 struct ct_entry {
 	__u32 backend_id;  /* CT_SERVICE: the backend the flow is on */
