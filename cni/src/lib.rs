@@ -7,8 +7,11 @@
 //! - [`dataplane`]: the pod's side of the eBPF datapath: linking the pinned
 //!   pod program and the endpoint map entries.
 //! - [`plugin`]: the commands.
+//! - [`install`]: `merle-cni install`, the plugin and its network
+//!   configuration list put in place on a node.
 
 pub mod dataplane;
+pub mod install;
 pub mod ipam;
 pub mod link;
 pub mod netconf;

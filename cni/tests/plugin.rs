@@ -752,3 +752,95 @@ fn the_documented_conflist_runs_as_runtimes_run_it() {
         assert!(taken(&node.file_blocks()).is_empty(), "cniVersion {v}: addresses left");
     }
 }
+
+fn run_install(args: &[std::ffi::OsString]) -> std::process::Output {
+    std::process::Command::new(BIN).arg("install").args(args).output().unwrap()
+}
+
+#[test]
+fn install_puts_the_plugin_and_its_list_in_place_atomically_once_and_then_a_pod_runs_on_them() {
+    if testbed::skip_unless_root("install_puts_the_plugin_and_its_list_in_place") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let dir = testbed::TempDir::new("install").unwrap();
+    let (bin, net) = (dir.path().join("bin"), dir.path().join("net.d"));
+    std::fs::create_dir_all(&net).unwrap();
+    let cfg = dir.path().join("merle.toml");
+    let args = |bin: &Path| -> Vec<std::ffi::OsString> {
+        ["--bin-dir", bin.to_str().unwrap(), "--conf-dir", net.to_str().unwrap(), "--plugins-from", CNI_PATH]
+            .into_iter()
+            .chain(["--merle-config", cfg.to_str().unwrap()])
+            .map(Into::into)
+            .collect()
+    };
+
+    // No plugin directory: named, and nothing written.
+    let out = run_install(&args(&bin));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(bin.to_str().unwrap()), "{err}");
+    assert_eq!(std::fs::read_dir(&net).unwrap().count(), 0, "nothing written");
+    // A bad option: clap's usage error, exit 2.
+    assert_eq!(run_install(&["--mtu".into(), "big".into()]).status.code(), Some(2));
+
+    // The node has its own portmap: kept. bandwidth comes from the image.
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(format!("{CNI_PATH}/portmap"), bin.join("portmap")).unwrap();
+    let own = std::fs::metadata(bin.join("portmap")).unwrap().ino();
+    let out = run_install(&args(&bin));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("merle-cni: written") && report.contains("10-merle.conflist: written"), "{report}");
+    assert!(report.contains("portmap: kept") && report.contains("bandwidth: written"), "{report}");
+    assert_eq!(std::fs::metadata(bin.join("portmap")).unwrap().ino(), own);
+    assert_eq!(std::fs::read(bin.join("merle-cni")).unwrap(), std::fs::read(BIN).unwrap());
+    assert_eq!(std::fs::metadata(bin.join("merle-cni")).unwrap().mode() & 0o777, 0o755);
+    let list = net.join("10-merle.conflist");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&list).unwrap()).unwrap();
+    assert_eq!(v["plugins"][0]["merle_config"], cfg.to_str().unwrap());
+    let mut want: Value = serde_json::from_str(testbed::cni::CONFLIST).unwrap();
+    want["plugins"][0]["merle_config"] = json!(cfg);
+    assert_eq!(v, want, "the project's list, pointing at this merle config");
+    let names: Vec<String> =
+        std::fs::read_dir(&net).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+    assert_eq!(names, ["10-merle.conflist"], "no temporary file left");
+
+    // Again: nothing changes, not even the inodes a watching runtime sees.
+    let inodes = |p: &Path| std::fs::metadata(p).unwrap().ino();
+    let (li, bi) = (inodes(&list), inodes(&bin.join("merle-cni")));
+    std::fs::write(net.join("05-other.conflist"), "{}").unwrap();
+    let out = run_install(&args(&bin));
+    assert!(out.status.success());
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("10-merle.conflist: unchanged") && report.contains("merle-cni: unchanged"), "{report}");
+    assert_eq!((inodes(&list), inodes(&bin.join("merle-cni"))), (li, bi));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("05-other.conflist sort before 10-merle.conflist"), "the shadowing list is named: {err}");
+    std::fs::remove_file(net.join("05-other.conflist")).unwrap();
+    // An edited list is put back, by rename.
+    std::fs::write(&list, "{}").unwrap();
+    let out = run_install(&args(&bin));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("10-merle.conflist: written"));
+    assert_eq!(serde_json::from_str::<Value>(&std::fs::read_to_string(&list).unwrap()).unwrap(), want);
+
+    // A pod through what it installed (testbed::cni::Runtime::new runs the
+    // same install): merle-cni, portmap and bandwidth from its bin dir.
+    let (node, _up) = bed("inst");
+    node.configure(DUAL_STACK, false, None);
+    let mut rt = testbed::cni::Runtime::new(Path::new(BIN), &node.config_path()).unwrap();
+    // Both chained plugins at work (Debian's bandwidth 1.1.1 crashes on a
+    // CHECK without its runtime config).
+    rt.runtime_config.port_mappings = vec![json!({"hostPort": 18081, "containerPort": 80, "protocol": "tcp"})];
+    rt.runtime_config.bandwidth = Some(json!({
+        "ingressRate": 10_000_000, "ingressBurst": 800_000, "egressRate": 10_000_000, "egressBurst": 800_000,
+    }));
+    let inst = rt.installed.as_ref().unwrap();
+    assert!(inst.bin_dir.join("bandwidth").is_file() && inst.bin_dir.join("portmap").is_file());
+    let pod = Netns::new("instpod").unwrap();
+    let r = rt.add(&node.ns, &pod, "inst-1").unwrap();
+    assert_eq!(r["ips"].as_array().unwrap().len(), 2, "{r}");
+    // portmap 1.1.1's CHECK looks for IPv4 rules in ip6tables: as above.
+    rt.check_where(&node.ns, &pod, "inst-1", |t| t != "portmap").unwrap();
+    rt.del(&node.ns, &pod, "inst-1").unwrap();
+}

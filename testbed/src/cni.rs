@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 
 use crate::netns::Netns;
 
-/// The network configuration list the project documents and installs
-/// (docs/configuration.md shows it).
+/// The network configuration list the project documents and
+/// `merle-cni install` writes (docs/configuration.md shows it).
 pub const CONFLIST: &str = include_str!("../../conf/examples/10-merle.conflist");
 
 /// The network name of testbed pods (the first part of their handles).
@@ -41,13 +41,61 @@ pub struct Runtime {
     plugin_dirs: Vec<PathBuf>,
     pub runtime_config: RuntimeConfig,
     cache: Mutex<HashMap<String, Value>>,
+    /// The node's plugin and configuration directories `merle-cni
+    /// install` filled, when the runtime was made by [`Runtime::new`].
+    pub installed: Option<Installed>,
+}
+
+/// What `merle-cni install` put on a (test) node.
+#[derive(Debug)]
+pub struct Installed {
+    pub bin_dir: PathBuf,
+    pub conf_dir: PathBuf,
+    /// What it printed.
+    pub report: String,
+    _dir: crate::TempDir,
+}
+
+/// Runs `merle-cni install` as the DaemonSet's init container does, into
+/// fresh `bin/` and `net.d/` directories, with merle-cni reading
+/// `merle_config`.
+pub fn install(merle_cni: &Path, merle_config: &Path) -> anyhow::Result<Installed> {
+    let dir = crate::TempDir::new("cni-install")?;
+    let (bin_dir, conf_dir) = (dir.path().join("bin"), dir.path().join("net.d"));
+    std::fs::create_dir_all(&bin_dir)?;
+    std::fs::create_dir_all(&conf_dir)?;
+    let out = std::process::Command::new(merle_cni)
+        .arg("install")
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .arg("--conf-dir")
+        .arg(&conf_dir)
+        .arg("--plugins-from")
+        .arg(REFERENCE_PLUGINS)
+        .arg("--merle-config")
+        .arg(merle_config)
+        .output()
+        .with_context(|| format!("running {} install", merle_cni.display()))?;
+    if !out.status.success() {
+        bail!("merle-cni install failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    Ok(Installed { bin_dir, conf_dir, report, _dir: dir })
 }
 
 impl Runtime {
-    /// The project's conflist, with merle-cni reading `merle_config`, and
-    /// plugins looked up in merle-cni's directory, then Debian's.
+    /// The node as `merle-cni install` leaves it: its conflist, with
+    /// merle-cni reading `merle_config`, and the plugins it put in its
+    /// plugin directory (merle-cni, and portmap and bandwidth from
+    /// Debian's package).
     pub fn new(merle_cni: &Path, merle_config: &Path) -> anyhow::Result<Self> {
-        Self::from_conflist(CONFLIST, merle_cni, merle_config)
+        let inst = install(merle_cni, merle_config)?;
+        let list = inst.conf_dir.join("10-merle.conflist");
+        let text = std::fs::read_to_string(&list).with_context(|| format!("reading {}", list.display()))?;
+        let mut rt = Self::from_conflist(&text, &inst.bin_dir.join("merle-cni"), merle_config)?;
+        rt.plugin_dirs = vec![inst.bin_dir.clone()];
+        rt.installed = Some(inst);
+        Ok(rt)
     }
 
     pub fn from_conflist(text: &str, merle_cni: &Path, merle_config: &Path) -> anyhow::Result<Self> {
@@ -62,6 +110,7 @@ impl Runtime {
             plugin_dirs: vec![dir, PathBuf::from(REFERENCE_PLUGINS)],
             runtime_config: RuntimeConfig::default(),
             cache: Mutex::new(HashMap::new()),
+            installed: None,
         })
     }
 
