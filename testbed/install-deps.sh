@@ -4,10 +4,11 @@
 # cluster store), the reference CNI plugins, and protoc (etcd-client builds
 # its gRPC stubs with it), clang-19 and libbpf-dev (the eBPF programs),
 # bpftool, nftables (outgoing NAT), iptables, iperf3 and sockperf (the
-# datapath tests and benchmark).
+# datapath tests and benchmark), and kubernetes-validate (PyPI, in a
+# virtualenv at /opt/merle/venv: the deployment manifests' schema check).
 set -euo pipefail
 
-need=(bird2 frr iproute2 iputils-ping tcpdump procps etcd-server containernetworking-plugins protobuf-compiler libprotobuf-dev clang-19 libbpf-dev linux-libc-dev bpftool nftables iptables iperf3 sockperf util-linux)
+need=(bird2 frr iproute2 iputils-ping tcpdump procps etcd-server containernetworking-plugins protobuf-compiler libprotobuf-dev clang-19 libbpf-dev linux-libc-dev bpftool nftables iptables iperf3 sockperf util-linux python3-venv)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -28,3 +29,13 @@ for c in rustfmt clippy; do
     rustup component add "$c"
   fi
 done
+
+# kubernetes-validate ships the Kubernetes API schemas; pinned, and checked
+# by its version so that a rerun does nothing.
+KV_VERSION=1.37.0
+venv=/opt/merle/venv
+if ! "$venv/bin/kubernetes-validate" --version 2>/dev/null | grep -q "$KV_VERSION"; then
+  echo "installing kubernetes-validate $KV_VERSION into $venv"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==$KV_VERSION"
+fi

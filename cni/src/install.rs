@@ -35,6 +35,10 @@ pub enum Error {
     NotDir(PathBuf),
     #[error("the network configuration list is not valid: {0}")]
     Conflist(String),
+    #[error("the node name {0:?} is not a name (empty or with spaces)")]
+    NodeName(String),
+    #[error("{file} is not a merle configuration this node can run, so the host's copy is left as it is: {message}")]
+    MerleConfig { file: PathBuf, message: String },
     #[error("{plugin} is chained in the list but is neither in {bin_dir} nor in {from}")]
     MissingPlugin { plugin: String, bin_dir: PathBuf, from: PathBuf },
 }
@@ -58,6 +62,14 @@ pub struct Install {
     pub merle_config: PathBuf,
     /// Overrides the pod MTU in the list (`mtu` of merle-cni's netconf).
     pub mtu: Option<u16>,
+    /// merle's configuration to copy where merle-cni reads it on the host:
+    /// (the file in the image or the ConfigMap's mount, the host's path as
+    /// mounted here).
+    pub config: Option<(PathBuf, PathBuf)>,
+    /// The node's name and the host's node-name file (as mounted here),
+    /// which merle-cni reads when the configuration names no node
+    /// (`conf::identity`).
+    pub nodename: Option<(String, PathBuf)>,
 }
 
 /// What happened to one file.
@@ -137,6 +149,14 @@ pub fn put_file(dir: &Path, name: &str, content: &[u8], mode: u32) -> Result<Act
     result.map(|()| Action::Written)
 }
 
+/// [`put_file`] for a full path, its directory made if missing.
+fn put_beside(path: &Path, content: &[u8], mode: u32) -> Result<Action, Error> {
+    let dir = path.parent().ok_or_else(|| Error::NotDir(path.to_owned()))?;
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| Error::NotDir(path.to_owned()))?;
+    fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+    put_file(dir, name, content, mode)
+}
+
 fn check_dir(d: &Path) -> Result<(), Error> {
     match fs::metadata(d) {
         Ok(m) if m.is_dir() => Ok(()),
@@ -150,6 +170,26 @@ impl Install {
         check_dir(&self.bin_dir)?;
         check_dir(&self.conf_dir)?;
         let list = conflist(&self.merle_config, self.mtu)?;
+        // Everything that can be refused is refused before anything is
+        // written.
+        if let Some((name, _)) = &self.nodename {
+            if name.trim().is_empty() || name.contains(char::is_whitespace) {
+                return Err(Error::NodeName(name.clone()));
+            }
+        }
+        let config = match &self.config {
+            Some((from, to)) => {
+                let content = fs::read(from).map_err(io("cannot read", from))?;
+                // As merled and merle-cni on this node will read it: the
+                // name and address it leaves out found here.
+                let text = String::from_utf8(content.clone())
+                    .map_err(|_| Error::MerleConfig { file: from.clone(), message: "not UTF-8".into() })?;
+                conf::from_str_on(&text, from, &NodeNamed(self.nodename.as_ref().map(|n| n.0.clone())))
+                    .map_err(|e| Error::MerleConfig { file: from.clone(), message: e.to_string() })?;
+                Some((to, content))
+            }
+            None => None,
+        };
         let mut files = Vec::new();
         let bin = fs::read(&self.plugin).map_err(io("cannot read", &self.plugin))?;
         files.push((self.bin_dir.join("merle-cni"), put_file(&self.bin_dir, "merle-cni", &bin, 0o755)?));
@@ -167,6 +207,14 @@ impl Install {
             })?;
             files.push((there, put_file(&self.bin_dir, p, &content, 0o755)?));
         }
+        // What merle-cni reads, before the list that makes the runtime
+        // call it.
+        if let Some((name, file)) = &self.nodename {
+            files.push((file.clone(), put_beside(file, format!("{name}\n").as_bytes(), 0o644)?));
+        }
+        if let Some((to, content)) = config {
+            files.push((to.clone(), put_beside(to, &content, 0o644)?));
+        }
         // The binaries first: a list naming a plugin not yet there would
         // fail every pod the runtime starts in between.
         files.push((
@@ -174,6 +222,28 @@ impl Install {
             put_file(&self.conf_dir, CONFLIST_NAME, list.as_bytes(), 0o644)?,
         ));
         Ok(Installed { files, shadowed_by: shadowing(&self.conf_dir)? })
+    }
+}
+
+/// This node, as merled will see it, with the name about to be written
+/// (the node-name file is not there yet on a first install).
+struct NodeNamed(Option<String>);
+
+impl conf::identity::Host for NodeNamed {
+    fn var(&self, name: &str) -> Option<String> {
+        match (name, &self.0) {
+            ("MERLE_NODE_NAME", Some(n)) => Some(n.clone()),
+            _ => conf::identity::System.var(name),
+        }
+    }
+    fn nodename_file(&self) -> Option<String> {
+        conf::identity::System.nodename_file()
+    }
+    fn addrs(&self) -> Result<Vec<conf::identity::HostAddr>, String> {
+        conf::identity::System.addrs()
+    }
+    fn source_for(&self, dst: std::net::IpAddr) -> Option<std::net::IpAddr> {
+        conf::identity::System.source_for(dst)
     }
 }
 

@@ -824,6 +824,58 @@ fn install_puts_the_plugin_and_its_list_in_place_atomically_once_and_then_a_pod_
     assert!(String::from_utf8_lossy(&out.stdout).contains("10-merle.conflist: written"));
     assert_eq!(serde_json::from_str::<Value>(&std::fs::read_to_string(&list).unwrap()).unwrap(), want);
 
+    // As the DaemonSet's init container runs it: the ConfigMap's merle
+    // config copied to the host and the node's name (from the downward
+    // API) left where merle-cni finds it, the directories made.
+    let host = dir.path().join("host");
+    let (map, to, nodename) =
+        (dir.path().join("configmap.toml"), host.join("etc/merle/merle.toml"), host.join("var/lib/merle/nodename"));
+    let good = "[node]\naddress = \"10.250.0.1/24\"\n";
+    std::fs::write(&map, good).unwrap();
+    let mut full = args(&bin);
+    full.extend(
+        ["--config-from", map.to_str().unwrap(), "--config-to", to.to_str().unwrap()]
+            .into_iter()
+            .chain(["--nodename-file", nodename.to_str().unwrap()])
+            .map(std::ffi::OsString::from),
+    );
+    let daemonset = |extra: &[&str], env: Option<&str>| {
+        let mut c = std::process::Command::new(BIN);
+        c.arg("install").args(&full).args(extra).env_remove("MERLE_NODE_NAME");
+        if let Some(n) = env {
+            c.env("MERLE_NODE_NAME", n);
+        }
+        c.output().unwrap()
+    };
+    let out = daemonset(&[], Some("worker-7"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains(&format!("{}: written", to.display())), "{report}");
+    assert!(report.contains(&format!("{}: written", nodename.display())), "{report}");
+    assert_eq!(std::fs::read_to_string(&to).unwrap(), good);
+    assert_eq!(std::fs::read_to_string(&nodename).unwrap(), "worker-7\n");
+    let out = daemonset(&["--node-name", "worker-7"], None);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains(&format!("{}: unchanged", nodename.display())), "{report}");
+    // A name that is not one, or only one half of --config-from/--config-to:
+    // refused by name, and nothing changes.
+    let out = daemonset(&["--node-name", "two words"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"two words\" is not a name"), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&nodename).unwrap(), "worker-7\n");
+    // A ConfigMap merled could not run with: the host keeps its copy.
+    std::fs::write(&map, "[node]\naddress = \"10.250.0.1/24\"\nas_number = 0\n").unwrap();
+    let out = daemonset(&["--node-name", "worker-7"], None);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("configmap.toml is not a merle configuration") && err.contains("node.as_number"), "{err}");
+    assert_eq!(std::fs::read_to_string(&to).unwrap(), good);
+    let out = run_install(&["--config-from".into(), map.clone().into_os_string()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--config-to"), "{out:?}");
+    let out = daemonset(&["--config-from", "/nonexistent/merle.toml"], None);
+    assert_eq!(out.status.code(), Some(2), "given twice: {out:?}");
+
     // A pod through what it installed (testbed::cni::Runtime::new runs the
     // same install): merle-cni, portmap and bandwidth from its bin dir.
     let (node, _up) = bed("inst");

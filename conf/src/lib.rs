@@ -10,6 +10,7 @@
 //! Every error names the file, the key and what is wrong, so `merled` can
 //! refuse to start with a message the operator can act on.
 
+pub mod identity;
 pub mod model;
 pub mod validate;
 
@@ -38,8 +39,15 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Reads, parses and validates a configuration file.
+/// Reads, parses and validates a configuration file, on this node: what
+/// the file leaves out of `[node]` comes from the environment and the
+/// host's addresses ([`identity`]).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_on(path, &identity::System)
+}
+
+/// [`load`], asking `host` for the node's identity.
+pub fn load_on(path: &Path, host: &dyn identity::Host) -> Result<Config, ConfigError> {
     if !path.is_file() {
         return Err(ConfigError {
             file: path.to_owned(),
@@ -47,22 +55,36 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             message: "file not found or not a regular file".into(),
         });
     }
-    parse(config::File::from(path).format(config::FileFormat::Toml).required(true), path)
+    parse(config::File::from(path).format(config::FileFormat::Toml).required(true), path, Some(host))
 }
 
 /// Parses and validates configuration text (for tests and `merled --check`).
+/// Nothing is asked of the node: `[node]` must be complete.
 pub fn from_str(text: &str, name: &Path) -> Result<Config, ConfigError> {
-    parse(config::File::from_str(text, config::FileFormat::Toml), name)
+    parse(config::File::from_str(text, config::FileFormat::Toml), name, None)
+}
+
+/// [`from_str`], asking `host` for what `[node]` leaves out.
+pub fn from_str_on(text: &str, name: &Path, host: &dyn identity::Host) -> Result<Config, ConfigError> {
+    parse(config::File::from_str(text, config::FileFormat::Toml), name, Some(host))
 }
 
 /// Builds the configuration from one `config` source, keeping the path of
 /// a key serde rejects, then validates it.
-fn parse<S: config::Source + Send + Sync + 'static>(source: S, file: &Path) -> Result<Config, ConfigError> {
+fn parse<S: config::Source + Send + Sync + 'static>(
+    source: S,
+    file: &Path,
+    host: Option<&dyn identity::Host>,
+) -> Result<Config, ConfigError> {
     let err = |key: String, message: String| ConfigError { file: file.to_owned(), key, message };
     let raw = config::Config::builder()
         .add_source(source)
         .build()
         .map_err(|e| err(String::new(), format!("cannot parse TOML: {e}")))?;
+    let raw = match host {
+        Some(h) => identity::resolve(raw, h).map_err(|(k, m)| err(k, m))?,
+        None => raw,
+    };
     let mut cfg: Config = serde_path_to_error::deserialize(raw).map_err(|e| {
         let key = e.path().to_string();
         let key = if key == "." { String::new() } else { key };

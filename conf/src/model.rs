@@ -54,18 +54,40 @@ pub struct Config {
     /// How pod traffic is forwarded: eBPF programs or the kernel's stack.
     #[serde(default)]
     pub dataplane: Dataplane,
+    /// The health endpoint for liveness and readiness probes.
+    #[serde(default)]
+    pub health: Health,
+}
+
+/// `[health]`: `GET /healthz` and `GET /readyz` over HTTP on `listen`
+/// (off when unset; the DaemonSet uses `127.0.0.1:9099`, as calico-node).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Node {
+    /// The node's name; left out, it comes from `MERLE_NODE_NAME` or the
+    /// node-name file (`conf::identity`).
     pub name: String,
-    /// The node IP with its subnet, as in `10.0.0.1/24`.
+    /// The node IP with its subnet, as in `10.0.0.1/24`; left out, it is
+    /// found by `address_autodetect` (`conf::identity`).
     pub address: IpNet,
+    /// How to find `address` when it is not given: `first-found`,
+    /// `can-reach=IP`, `interface=REGEX,...` or `cidr=CIDR,...`.
+    #[serde(default)]
+    pub address_autodetect: Option<String>,
     /// An IPv6 address of the node, used as the next hop of IPv6 routes sent
     /// over IPv4 sessions.
     #[serde(default)]
     pub address_v6: Option<IpNet>,
+    /// How to find `address_v6` when it is not given.
+    #[serde(default)]
+    pub address_v6_autodetect: Option<String>,
     /// Defaults to the node IP when that is IPv4.
     #[serde(default)]
     pub router_id: Option<Ipv4Addr>,

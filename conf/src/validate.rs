@@ -140,6 +140,13 @@ pub fn validate(c: &Config) -> Result<(), Failure> {
             return Err(("node.address_v6".into(), format!("{v6} is not an IPv6 address")));
         }
     }
+    for (key, m) in
+        [("node.address_autodetect", &n.address_autodetect), ("node.address_v6_autodetect", &n.address_v6_autodetect)]
+    {
+        if let Some(m) = m {
+            m.parse::<crate::identity::Method>().map_err(|e| (key.to_string(), e))?;
+        }
+    }
     match (n.router_id, node_ip) {
         (Some(id), _) if id.is_unspecified() => {
             return Err(("node.router_id".into(), "0.0.0.0 is not a valid BGP identifier".into()))

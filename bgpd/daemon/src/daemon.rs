@@ -127,6 +127,9 @@ fn restart_required(old: &conf::Config, new: &conf::Config) -> Option<&'static s
     if old.control != new.control {
         return Some("control.socket");
     }
+    if old.health != new.health {
+        return Some("health.listen");
+    }
     if old.log != new.log {
         return Some("log.level");
     }
@@ -326,6 +329,10 @@ pub async fn run(file_cfg: conf::Config, path: &std::path::Path) -> anyhow::Resu
 
     let bgp_listener = listener::bind(cfg.bgp.listen_address, cfg.bgp.listen_port)?;
     let control_listener = control::bind(&cfg.control.socket).await?;
+    let health_listener = match cfg.health.listen {
+        Some(a) => Some(crate::health::bind(a).await?),
+        None => None,
+    };
     let _socket_guard = control::SocketGuard(cfg.control.socket.clone());
     use std::os::fd::AsFd;
     let listener_fd = bgp_listener.as_fd().try_clone_to_owned().context("cannot duplicate the listening socket")?;
@@ -368,6 +375,10 @@ pub async fn run(file_cfg: conf::Config, path: &std::path::Path) -> anyhow::Resu
     }
     tokio::spawn(listener::run(bgp_listener, running.directory.clone()));
     tokio::spawn(control::run(control_listener, shared.clone()));
+    if let Some(l) = health_listener {
+        tokio::spawn(crate::health::serve(l, shared.clone()));
+    }
+    shared.set_started();
     info!(
         node = %running.cfg.node.name,
         router_id = %running.cfg.node.router_id(),

@@ -12,6 +12,7 @@
 //!   the peer task whose address it comes from; others are closed.
 //! - the **control server** ([`control`]) answers `merlectl` over a unix
 //!   socket with JSON ([`api`]).
+//! - the **health endpoint** ([`health`]) answers the kubelet's probes.
 //!
 //! Shared state ([`shared::Shared`]) is the RIB and each peer's status,
 //! behind short-lived mutexes that are never held across an `.await`.
@@ -29,6 +30,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod export;
 pub mod fib;
+pub mod health;
 pub mod import;
 pub mod ipam;
 pub mod listener;

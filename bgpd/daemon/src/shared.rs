@@ -87,6 +87,8 @@ pub struct Shared {
     dataplane_summary: Mutex<Option<crate::dataplane::Summary>>,
     /// Services in the datastore left out, and why.
     service_errors: Mutex<Vec<String>>,
+    /// merled has set up every configured session (readiness).
+    started: std::sync::atomic::AtomicBool,
 }
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it:
@@ -113,6 +115,7 @@ impl Shared {
             exports: Mutex::new(HashMap::new()),
             config_error: Mutex::new(None),
             service_errors: Mutex::new(Vec::new()),
+            started: std::sync::atomic::AtomicBool::new(false),
             fib_queue: Mutex::new(None),
             fib_status: Mutex::new(None),
             converged: Mutex::new(std::collections::HashSet::new()),
@@ -133,6 +136,15 @@ impl Shared {
 
     pub fn set_dataplane_summary(&self, s: crate::dataplane::Summary) {
         *lock(&self.dataplane_summary) = Some(s);
+    }
+
+    /// Every configured session is set up: the start is done.
+    pub fn set_started(&self) {
+        self.started.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn started(&self) -> bool {
+        self.started.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn set_service_errors(&self, e: Vec<String>) {

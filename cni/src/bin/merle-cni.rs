@@ -37,32 +37,68 @@ struct InstallArgs {
     /// The pod MTU merle-cni sets (default: merle's configuration's).
     #[arg(long)]
     mtu: Option<u16>,
+    /// Copy this merle configuration (the ConfigMap's) to --config-to.
+    #[arg(long, requires = "config_to")]
+    config_from: Option<PathBuf>,
+    /// Where the host's merle configuration is, as mounted here.
+    #[arg(long, requires = "config_from")]
+    config_to: Option<PathBuf>,
+    /// The node's name (the DaemonSet passes spec.nodeName), written to
+    /// --nodename-file for merle-cni.
+    #[arg(long, env = "MERLE_NODE_NAME")]
+    node_name: Option<String>,
+    /// The host's node-name file, as mounted here.
+    #[arg(long, default_value = "/host/var/lib/merle/nodename")]
+    nodename_file: PathBuf,
+    /// Run again every this many seconds (a sidecar that keeps the host's
+    /// copies in step with the ConfigMap); 0: once.
+    #[arg(long, default_value_t = 0)]
+    every: u64,
 }
 
 fn install(args: &[String]) -> anyhow::Result<()> {
     use clap::Parser;
     let a = InstallArgs::try_parse_from(args)?;
     let plugin = std::env::current_exe().context("cannot find merle-cni's own binary")?;
-    let done = merle_cni::install::Install {
+    let job = merle_cni::install::Install {
         plugin,
         bin_dir: a.bin_dir,
         conf_dir: a.conf_dir,
         plugins_from: a.plugins_from,
         merle_config: a.merle_config,
         mtu: a.mtu,
+        config: a.config_from.zip(a.config_to),
+        nodename: a.node_name.map(|n| (n, a.nodename_file)),
+    };
+    loop {
+        let done = match job.run() {
+            Ok(d) => d,
+            Err(e) if a.every == 0 => return Err(e.into()),
+            // The sidecar goes on: the host keeps its last good copies,
+            // and the next round tries again.
+            Err(e) => {
+                eprintln!("merle-cni install: {e}");
+                std::thread::sleep(std::time::Duration::from_secs(a.every));
+                continue;
+            }
+        };
+        for (path, action) in &done.files {
+            if a.every == 0 || *action == merle_cni::install::Action::Written {
+                println!("{}: {}", path.display(), action.as_str());
+            }
+        }
+        if !done.shadowed_by.is_empty() {
+            eprintln!(
+                "warning: {} sort before {}: the runtime uses the first list, not merle's; remove them",
+                done.shadowed_by.join(", "),
+                merle_cni::install::CONFLIST_NAME
+            );
+        }
+        if a.every == 0 {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_secs(a.every));
     }
-    .run()?;
-    for (path, action) in &done.files {
-        println!("{}: {}", path.display(), action.as_str());
-    }
-    if !done.shadowed_by.is_empty() {
-        eprintln!(
-            "warning: {} sort before {}: the runtime uses the first list, not merle's; remove them",
-            done.shadowed_by.join(", "),
-            merle_cni::install::CONFLIST_NAME
-        );
-    }
-    Ok(())
 }
 
 fn main() -> ExitCode {
