@@ -4,11 +4,12 @@
 # cluster store), the reference CNI plugins, and protoc (etcd-client builds
 # its gRPC stubs with it), clang-19 and libbpf-dev (the eBPF programs),
 # bpftool, nftables (outgoing NAT), iptables, iperf3 and sockperf (the
-# datapath tests and benchmark), and kubernetes-validate (PyPI, in a
+# datapath tests and benchmark), prometheus (the metrics test scrapes
+# merled with it), and kubernetes-validate (PyPI, in a
 # virtualenv at /opt/merle/venv: the deployment manifests' schema check).
 set -euo pipefail
 
-need=(bird2 frr iproute2 iputils-ping tcpdump procps etcd-server containernetworking-plugins protobuf-compiler libprotobuf-dev clang-19 libbpf-dev linux-libc-dev bpftool nftables iptables iperf3 sockperf util-linux python3-venv)
+need=(bird2 frr iproute2 iputils-ping tcpdump procps etcd-server containernetworking-plugins protobuf-compiler libprotobuf-dev clang-19 libbpf-dev linux-libc-dev bpftool nftables iptables iperf3 sockperf util-linux python3-venv prometheus)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -41,6 +41,8 @@ struct Call {
     env: Env,
     conf: NetConf,
     cfg: conf::Config,
+    /// How long the ADD's allocation transaction took (for the metrics).
+    ipam_seconds: std::cell::Cell<Option<f64>>,
 }
 
 /// Runs the command the environment names. `Ok(Some(v))` is printed on
@@ -74,16 +76,27 @@ pub fn run(get: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Option<
     let path = conf.merle_config();
     let cfg = conf::load(&path)
         .map_err(|e| fail(Error::new(Code::InvalidConfig, format!("merle configuration {}: {e}", path.display()))))?;
-    let call = Call { env, conf, cfg };
-    let store = ipam::open(&call.cfg).map_err(|e| fail(e.into()))?;
-    let out = match cmd {
+    let call = Call { env, conf, cfg, ipam_seconds: std::cell::Cell::new(None) };
+    let started = std::time::Instant::now();
+    let out = ipam::open(&call.cfg).map_err(Error::from).and_then(|store| match cmd {
         Command::Add => add(&call, store.as_ref()).map(|r| Some(r.to_json(&version))),
         Command::Del => del(&call, store.as_ref()).map(|()| None),
         Command::Check => check(&call, store.as_ref()).map(|()| None),
         Command::Status => status(&call, store.as_ref()).map(|()| None),
         Command::Gc => gc(&call, store.as_ref()).map(|()| None),
         Command::Version => Ok(None),
+    });
+    let result = match &out {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => format!("code_{}", e.code as u32),
     };
+    crate::notify::cni_call(
+        &call.cfg.control.socket,
+        cmd.as_str(),
+        &result,
+        started.elapsed().as_secs_f64(),
+        call.ipam_seconds.get(),
+    );
     out.map_err(fail)
 }
 
@@ -139,7 +152,9 @@ fn add(c: &Call, store: &dyn Store) -> Result<AddResult, Error> {
         pools: &c.cfg.pools,
         strict_affinity: c.cfg.ipam.strict_affinity,
     };
+    let t = std::time::Instant::now();
     let (addrs, fresh) = ipam::transact(store, |b| alloc::assign(b, &req))?;
+    c.ipam_seconds.set(Some(t.elapsed().as_secs_f64()));
     let mtu = pod_mtu(&c.cfg, c.conf.mtu, &addrs);
     let a = link::Attachment { host: &host, ifname: &c.env.ifname, netns, addrs: &addrs, mtu };
     // A repeated ADD of a working attachment leaves it alone.

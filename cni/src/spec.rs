@@ -76,6 +76,17 @@ pub enum Command {
 }
 
 impl Command {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Add => "ADD",
+            Self::Del => "DEL",
+            Self::Check => "CHECK",
+            Self::Version => "VERSION",
+            Self::Status => "STATUS",
+            Self::Gc => "GC",
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Self, Error> {
         Ok(match s {
             "ADD" => Self::Add,

@@ -57,6 +57,19 @@ pub struct Config {
     /// The health endpoint for liveness and readiness probes.
     #[serde(default)]
     pub health: Health,
+    /// Prometheus metrics.
+    #[serde(default)]
+    pub metrics: Metrics,
+}
+
+/// `[metrics]`: Prometheus's text exposition on `GET /metrics` at
+/// `listen` (off when unset; the DaemonSet uses `0.0.0.0:9091`, as
+/// calico-node's Felix).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `[health]`: `GET /healthz` and `GET /readyz` over HTTP on `listen`
@@ -579,12 +592,24 @@ pub struct Log {
     /// tracing filter directive.
     #[serde(default = "default_log_level")]
     pub level: String,
+    /// `text` (the default) or `json`: one JSON object per line, with
+    /// the time, level, target, message and fields.
+    #[serde(default)]
+    pub format: LogFormat,
 }
 
 impl Default for Log {
     fn default() -> Self {
-        Self { level: default_log_level() }
+        Self { level: default_log_level(), format: LogFormat::default() }
     }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// `[dataplane] mode`.

@@ -90,6 +90,9 @@ pub(crate) struct Engine {
     foreign: HashMap<IpNet, u8>,
     stale: HashSet<IpNet>,
     converged: bool,
+    started: Instant,
+    converged_in: Option<(Duration, bool)>,
+    ops: crate::status::OpCounts,
     sweep_at: Instant,
     failed: HashMap<IpNet, Failure>,
     dirty: HashSet<IpNet>,
@@ -144,6 +147,9 @@ impl Engine {
             foreign: HashMap::new(),
             stale: HashSet::new(),
             converged: false,
+            started: now,
+            converged_in: None,
+            ops: crate::status::OpCounts::default(),
             failed: HashMap::new(),
             dirty: HashSet::new(),
             vteps: HashMap::new(),
@@ -237,6 +243,7 @@ impl Engine {
                 if !self.converged {
                     info!("routing converged: sweeping {} stale routes", self.stale.len());
                     self.converged = true;
+                    self.converged_in = Some((self.started.elapsed(), false));
                     self.l2_dirty = true;
                     self.dirty.extend(self.stale.iter().copied());
                 }
@@ -264,6 +271,7 @@ impl Engine {
                 self.stale.len()
             );
             self.converged = true;
+            self.converged_in = Some((self.started.elapsed(), true));
             self.l2_dirty = true;
             self.dirty.extend(self.stale.iter().copied());
         }
@@ -587,7 +595,9 @@ impl Engine {
             self.sync_l2()?;
         }
         let now = Instant::now();
-        let mut ops: Vec<(IpNet, Option<RouteSpec>)> = Vec::new();
+        // Each request's prefix, the route it installs (none: a delete)
+        // and whether it replaces one.
+        let mut ops: Vec<(IpNet, Option<RouteSpec>, bool)> = Vec::new();
         let mut reqs = Vec::new();
         let dirty: Vec<IpNet> = self.dirty.drain().collect();
         for p in dirty {
@@ -619,9 +629,12 @@ impl Engine {
                         Ok(m) => {
                             let flags = NLM_F_CREATE | if h.is_some() { NLM_F_REPLACE } else { NLM_F_EXCL };
                             reqs.push(Request { message: RouteNetlinkMessage::NewRoute(m), flags });
-                            ops.push((p, Some(w.clone())));
+                            ops.push((p, Some(w.clone()), h.is_some()));
                         }
-                        Err(e) => self.fail(p, e.to_string(), now),
+                        Err(e) => {
+                            self.ops.failed += 1;
+                            self.fail(p, e.to_string(), now)
+                        }
                     }
                 }
                 (None, Some(h)) => {
@@ -633,7 +646,7 @@ impl Engine {
                         message: RouteNetlinkMessage::DelRoute(kernel::route_delete(p, self.s.owner, prio)),
                         flags: 0,
                     });
-                    ops.push((p, None));
+                    ops.push((p, None, false));
                 }
                 (None, None) => {
                     self.failed.remove(&p);
@@ -645,7 +658,14 @@ impl Engine {
             return Ok(());
         }
         let results = self.nl.execute(reqs)?;
-        for ((p, spec), r) in ops.into_iter().zip(results) {
+        for ((p, spec, replace), r) in ops.into_iter().zip(results) {
+            match (&spec, &r) {
+                (Some(_), Ok(())) if replace => self.ops.replaced += 1,
+                (Some(_), Ok(())) => self.ops.added += 1,
+                (None, Ok(())) => self.ops.deleted += 1,
+                (None, Err(r)) if r.errno == libc::ESRCH => self.ops.deleted += 1,
+                (_, Err(_)) => self.ops.failed += 1,
+            }
             match (spec, r) {
                 (Some(spec), Ok(())) => {
                     let priority = default_priority(&p);
@@ -806,6 +826,8 @@ impl Engine {
         }
         st.installed = self.have.len();
         st.failed = self.failed.len();
+        st.ops = self.ops;
+        st.converged_in = self.converged_in;
     }
 }
 

@@ -17,4 +17,4 @@ pub mod vtep;
 pub use desired::{desired, Desired, Hop, Inputs, LearnedRoute, NodeNet, RouteSpec};
 pub use engine::{Fib, Input, Settings};
 pub use kernel::Owner;
-pub use status::{FibStatus, Ipip, RouteState, RouteStatus};
+pub use status::{FibStatus, Ipip, OpCounts, RouteState, RouteStatus};

@@ -69,6 +69,19 @@ pub struct RouteStatus {
     pub state: RouteState,
 }
 
+/// Kernel route operations since fib-sync started, by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpCounts {
+    /// Routes created (`RTM_NEWROUTE` with `NLM_F_EXCL`).
+    pub added: u64,
+    /// Routes replaced in place (`NLM_F_REPLACE`).
+    pub replaced: u64,
+    /// Routes deleted (`RTM_DELROUTE`).
+    pub deleted: u64,
+    /// Operations the kernel refused, or that could not be built.
+    pub failed: u64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct FibStatus {
     pub table: u32,
@@ -76,8 +89,12 @@ pub struct FibStatus {
     pub ipip: Ipip,
     pub devices: Vec<String>,
     pub converged: bool,
+    /// From fib-sync's start to convergence (every peer's End-of-RIB, or
+    /// the sweep timer), and whether the timer ended it.
+    pub converged_in: Option<(std::time::Duration, bool)>,
     pub installed: usize,
     pub failed: usize,
+    pub ops: OpCounts,
     pub routes: HashMap<IpNet, RouteStatus>,
 }
 

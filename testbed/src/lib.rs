@@ -31,6 +31,7 @@ pub mod lbbed;
 pub mod merled;
 pub mod netns;
 pub mod process;
+pub mod prometheus;
 pub mod wait;
 
 use std::path::PathBuf;

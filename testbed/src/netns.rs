@@ -114,13 +114,7 @@ impl Netns {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<T>>> {
-        let path = format!("/run/netns/{}", self.name);
-        let fd = std::fs::File::open(&path).with_context(|| format!("cannot open {path}"))?;
-        Ok(std::thread::spawn(move || {
-            // setns(2) moves only the calling thread, which is ours alone.
-            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
-            Ok(f())
-        }))
+        spawn_in(&self.name, f)
     }
 
     /// PIDs of processes inside the namespace.
@@ -191,4 +185,18 @@ impl Lan {
         }
         Ok(Self { hosts, switch })
     }
+}
+
+/// Runs `f` on a new thread inside the namespace called `name`.
+pub fn spawn_in<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<T>>> {
+    let path = format!("/run/netns/{name}");
+    let fd = std::fs::File::open(&path).with_context(|| format!("cannot open {path}"))?;
+    Ok(std::thread::spawn(move || {
+        // setns(2) moves only the calling thread, which is ours alone.
+        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
+        Ok(f())
+    }))
 }

@@ -151,6 +151,13 @@ fn the_daemonset_runs_what_the_image_has_with_the_configmaps_config_on_its_mount
         assert_eq!(get["host"], health.ip().to_string(), "{probe}");
         assert!(["/healthz", "/readyz"].contains(&get["path"].as_str().unwrap()), "{probe}");
     }
+    // Prometheus is pointed at the port merled serves metrics on.
+    let metrics = cfg.metrics.listen.expect("[metrics] listen");
+    let ports = merled["ports"].as_array().unwrap();
+    assert!(ports.iter().any(|p| p["name"] == "metrics" && p["containerPort"] == metrics.port()), "{ports:?}");
+    let ann = &ds["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(ann["prometheus.io/port"], metrics.port().to_string());
+    assert_eq!(cfg.log.format, conf::LogFormat::Json);
 }
 
 /// The binaries the workspace builds, from cargo's own metadata.

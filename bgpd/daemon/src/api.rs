@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum Request {
     Status,
@@ -28,6 +28,22 @@ pub enum Request {
     ServiceDelete {
         name: String,
     },
+    /// From merle-cni: one CNI call's command, result and duration, for
+    /// the metrics.
+    CniReport {
+        op: String,
+        result: String,
+        seconds: f64,
+        #[serde(default)]
+        ipam_seconds: Option<f64>,
+    },
+    /// One peer, with what `merlectl show peer` adds: the likely cause of
+    /// a session that stays down.
+    ShowPeer {
+        address: String,
+    },
+    /// The configuration merled runs with (passwords left out).
+    ShowConfig,
 }
 
 /// What `merlectl routes` asks for. Every field is optional, so
@@ -88,6 +104,12 @@ pub struct Response {
     pub released: Option<Vec<std::net::IpAddr>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataplane: Option<merle_ebpf::report::Report>,
+    /// `show peer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<PeerStatus>,
+    /// `show config`: the effective configuration, as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Value>,
 }
 
 impl Response {
@@ -99,7 +121,7 @@ impl Response {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub name: String,
     pub router_id: String,
@@ -150,7 +172,7 @@ pub struct FibRoute {
     pub state: fib_sync::RouteState,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerStatus {
     pub address: String,
     pub port: u16,
@@ -178,6 +200,94 @@ pub struct PeerStatus {
     pub updates_received: u64,
     pub updates_sent: u64,
     pub last_error: Option<String>,
+    /// What `merlectl show peer` adds.
+    #[serde(default)]
+    pub detail: PeerDetail,
+}
+
+/// Messages by type (RFC 4271 §4, RFC 2918).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MessageCounts {
+    pub open: u64,
+    pub update: u64,
+    pub notification: u64,
+    pub keepalive: u64,
+    pub route_refresh: u64,
+}
+
+impl MessageCounts {
+    pub fn total(&self) -> u64 {
+        self.open + self.update + self.notification + self.keepalive + self.route_refresh
+    }
+
+    /// (type label, count), for tables and metrics.
+    pub fn by_type(&self) -> [(&'static str, u64); 5] {
+        [
+            ("open", self.open),
+            ("update", self.update),
+            ("notification", self.notification),
+            ("keepalive", self.keepalive),
+            ("route_refresh", self.route_refresh),
+        ]
+    }
+}
+
+/// A NOTIFICATION, as sent or received.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub code: u8,
+    pub subcode: u8,
+    /// The RFC's words for the code and subcode, and the shutdown
+    /// communication if there is one.
+    pub text: String,
+    pub at_unix: u64,
+}
+
+/// What the last session negotiated (kept after it goes down).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Capabilities {
+    pub families: Vec<String>,
+    pub four_octet_as: bool,
+    pub route_refresh: bool,
+    pub enhanced_route_refresh: bool,
+    /// Both sides sent graceful restart.
+    pub graceful_restart: bool,
+    /// The peer's restart time, if it sent the capability.
+    pub peer_restart_time: Option<u16>,
+    pub add_path_receive: Vec<String>,
+    pub add_path_send: Vec<String>,
+    pub extended_next_hop_receive: Vec<String>,
+    pub extended_next_hop_send: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PeerDetail {
+    pub messages_received: MessageCounts,
+    pub messages_sent: MessageCounts,
+    /// Announcements the import policy let in, and those it (or the
+    /// RFC 4271 checks: AS loop, own next hop) turned away.
+    pub prefixes_accepted: u64,
+    pub prefixes_rejected: u64,
+    pub withdrawals_received: u64,
+    /// Times an Established session went down.
+    pub flaps: u64,
+    pub established_unix: Option<u64>,
+    pub last_notification_sent: Option<Notice>,
+    pub last_notification_received: Option<Notice>,
+    pub capabilities: Option<Capabilities>,
+    /// Configured: the hold time offered, the connect retry (seconds),
+    /// TCP MD5, GTSM hops.
+    pub hold_time_configured: u16,
+    pub connect_retry: u64,
+    pub password: bool,
+    pub ttl_security: Option<u8>,
+    pub graceful_restart_time: u16,
+    /// What most likely keeps the session down, when it can be known
+    /// (`merlectl show peer` fills it in).
+    pub likely_cause: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

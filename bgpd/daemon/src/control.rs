@@ -167,7 +167,10 @@ async fn count_routes(q: Query, shared: &Arc<Shared>) -> Response {
 /// How long an IPAM request may take (etcd's own timeout is shorter).
 const IPAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
-async fn ipam<T>(shared: &Shared, make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Cmd) -> Result<T, String> {
+pub(crate) async fn ipam<T>(
+    shared: &Shared,
+    make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Cmd,
+) -> Result<T, String> {
     let (tx, rx) = oneshot::channel();
     if !shared.ipam(make(tx)) {
         return Err("IPAM is not running".into());
@@ -217,10 +220,59 @@ async fn answer(req: Request, shared: &Shared) -> Response {
             Ok(false) => return Response::error(format!("no service {name:?} in the datastore")),
             Err(e) => return Response::error(e),
         },
+        Request::CniReport { op, result, seconds, ipam_seconds } => {
+            let call = crate::metrics::CniCall { command: op, result, seconds, ipam_seconds };
+            if let Err(e) = call.check() {
+                return Response::error(e);
+            }
+            shared.metrics.record_cni(&call);
+        }
+        Request::ShowPeer { address } => {
+            let Ok(addr) = address.parse::<std::net::IpAddr>() else {
+                return Response::error(format!("show peer: {address:?} is not an IP address"));
+            };
+            let Some(mut p) = shared.status().peers.into_iter().find(|p| p.address == addr.to_string()) else {
+                return Response::error(format!("no peer {addr} is configured"));
+            };
+            let (rise, window) = match crate::peer_detail::read_md5() {
+                Some(now) => shared.md5_rise(now),
+                None => (crate::peer_detail::Md5Counters::default(), 0),
+            };
+            p.detail.likely_cause = crate::peer_detail::likely_cause(&p, shared.as_number, rise, window);
+            r.peer = Some(p);
+        }
+        Request::ShowConfig => match shared.config() {
+            Some(c) => match serde_json::to_value(&*c) {
+                Ok(mut v) => {
+                    redact(&mut v);
+                    r.config = Some(v);
+                }
+                Err(e) => return Response::error(format!("cannot render the configuration: {e}")),
+            },
+            None => return Response::error("merled is still starting"),
+        },
         // Streamed by `serve`.
         Request::Routes(_) | Request::Fib => return Response::error("internal: streamed request"),
     }
     r
+}
+
+/// Secrets in the configuration (BGP passwords, etcd credentials) are
+/// shown as set, never as they are.
+pub fn redact(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                if ["password", "key", "private_key"].contains(&k.as_str()) && !x.is_null() {
+                    *x = serde_json::Value::String("(set)".into());
+                } else {
+                    redact(x);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(redact),
+        _ => {}
+    }
 }
 
 /// Removes the socket file on shutdown.

@@ -130,6 +130,9 @@ fn restart_required(old: &conf::Config, new: &conf::Config) -> Option<&'static s
     if old.health != new.health {
         return Some("health.listen");
     }
+    if old.metrics != new.metrics {
+        return Some("metrics.listen");
+    }
     if old.log != new.log {
         return Some("log.level");
     }
@@ -206,6 +209,7 @@ impl Running {
                 Ok(summary) => {
                     info!("configuration reloaded: {summary}");
                     self.shared.set_config_error(None);
+                    self.shared.set_config(Arc::new(self.cfg.clone()));
                 }
                 Err(e) => {
                     warn!("configuration change rejected, the running configuration stays: {e}");
@@ -333,6 +337,10 @@ pub async fn run(file_cfg: conf::Config, path: &std::path::Path) -> anyhow::Resu
         Some(a) => Some(crate::health::bind(a).await?),
         None => None,
     };
+    let metrics_listener = match cfg.metrics.listen {
+        Some(a) => Some(crate::metrics::bind(a).await?),
+        None => None,
+    };
     let _socket_guard = control::SocketGuard(cfg.control.socket.clone());
     use std::os::fd::AsFd;
     let listener_fd = bgp_listener.as_fd().try_clone_to_owned().context("cannot duplicate the listening socket")?;
@@ -378,6 +386,11 @@ pub async fn run(file_cfg: conf::Config, path: &std::path::Path) -> anyhow::Resu
     if let Some(l) = health_listener {
         tokio::spawn(crate::health::serve(l, shared.clone()));
     }
+    if let Some(l) = metrics_listener {
+        tokio::spawn(crate::metrics::serve(l, shared.clone()));
+    }
+    shared.set_config(Arc::new(running.cfg.clone()));
+    tokio::spawn(sample_md5(shared.clone()));
     shared.set_started();
     info!(
         node = %running.cfg.node.name,
@@ -456,4 +469,20 @@ pub async fn run(file_cfg: conf::Config, path: &std::path::Path) -> anyhow::Resu
     .await;
     info!("merled stopped");
     Ok(())
+}
+
+/// How often, and over how long, the node's TCP MD5 counters are kept
+/// for `show peer`.
+const MD5_EVERY: Duration = Duration::from_secs(5);
+const MD5_WINDOW: Duration = Duration::from_secs(60);
+
+async fn sample_md5(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(MD5_EVERY);
+    loop {
+        tick.tick().await;
+        match crate::peer_detail::read_md5() {
+            Some(c) => shared.sample_md5(std::time::Instant::now(), c, MD5_WINDOW),
+            None => return, // no /proc/net/netstat: nothing to watch
+        }
+    }
 }

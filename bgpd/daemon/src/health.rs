@@ -17,12 +17,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Method, Request, Response, StatusCode};
-use tracing::warn;
+use hyper::{Method, StatusCode};
 
 use crate::api::NodeStatus;
+use crate::http::{reply, Reply};
 use crate::shared::Shared;
 
 /// How long the liveness check waits for the shared state.
@@ -45,13 +43,6 @@ pub fn readiness(started: bool, status: &NodeStatus) -> Result<String, String> {
     Ok(format!("ready: {} sessions set up, {up} Established", status.peers.len()))
 }
 
-fn reply(code: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body + "\n")));
-    *r.status_mut() = code;
-    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain"));
-    r
-}
-
 async fn live(shared: Arc<Shared>) -> Result<String, String> {
     let check = tokio::task::spawn_blocking(move || {
         let routes = shared.rib().len();
@@ -65,56 +56,30 @@ async fn live(shared: Arc<Shared>) -> Result<String, String> {
     }
 }
 
-async fn handle(req: Request<hyper::body::Incoming>, shared: Arc<Shared>) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, "GET /healthz or /readyz".into());
+async fn handle(method: Method, path: String, shared: Arc<Shared>) -> Reply {
+    let text = |code, body: String| reply(code, "text/plain", body + "\n");
+    if method != Method::GET && method != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET /healthz or /readyz".into());
     }
-    let verdict = match req.uri().path() {
+    let verdict = match path.as_str() {
         "/healthz" | "/livez" => live(shared).await,
         "/readyz" => readiness(shared.started(), &shared.status()),
-        p => return reply(StatusCode::NOT_FOUND, format!("{p}: no such page; /healthz and /readyz are")),
+        p => return text(StatusCode::NOT_FOUND, format!("{p}: no such page; /healthz and /readyz are")),
     };
     match verdict {
-        Ok(s) => reply(StatusCode::OK, s),
-        Err(s) => reply(StatusCode::SERVICE_UNAVAILABLE, s),
+        Ok(s) => text(StatusCode::OK, s),
+        Err(s) => text(StatusCode::SERVICE_UNAVAILABLE, s),
     }
 }
 
 /// Binds `[health] listen`: an error names the address.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    use anyhow::Context;
-    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("health.listen {addr}: cannot listen"))
+    crate::http::bind("health.listen", addr).await
 }
 
 /// Answers the probes until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
-    loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
-            Err(e) => {
-                warn!("health endpoint: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(req, shared).await) }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            // A probe that stalls mid-request is cut off; hyper needs the
-            // timer to enforce it (it panics without one).
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(5))
-                .serve_connection(io, svc);
-            if let Err(e) = conn.await {
-                tracing::debug!("health endpoint: connection: {e}");
-            }
-        });
-    }
+    crate::http::serve(listener, "health endpoint", move |m, p| handle(m, p, shared.clone())).await
 }
 
 #[cfg(test)]
@@ -131,26 +96,8 @@ mod tests {
             peers: (0..peers)
                 .map(|i| crate::api::PeerStatus {
                     address: format!("10.0.0.{}", i + 2),
-                    port: 179,
-                    as_number: 64512,
-                    peer_type: "global".into(),
-                    session: "ibgp".into(),
                     state: if i == 0 { "Established".into() } else { "Connect".into() },
-                    since: String::new(),
-                    since_unix: 0,
-                    info: String::new(),
-                    passive: false,
-                    description: None,
-                    remote_id: None,
-                    hold_time: None,
-                    keepalive: None,
-                    families: vec![],
-                    four_octet_as: None,
-                    prefixes_received: 0,
-                    prefixes_advertised: 0,
-                    updates_received: 0,
-                    updates_sent: 0,
-                    last_error: None,
+                    ..Default::default()
                 })
                 .collect(),
             config_error: None,

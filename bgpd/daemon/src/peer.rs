@@ -171,6 +171,8 @@ pub struct PeerTask {
     updates_sent: u64,
     /// Malformed messages received, for RFC 7606 §6 logging.
     malformed: u64,
+    /// Counters, NOTIFICATIONs and the last session's capabilities.
+    detail: crate::api::PeerDetail,
 }
 
 impl PeerTask {
@@ -204,6 +206,7 @@ impl PeerTask {
             updates_received: 0,
             updates_sent: 0,
             malformed: 0,
+            detail: crate::api::PeerDetail::default(),
         };
         task.publish();
         (task, tx)
@@ -290,6 +293,11 @@ impl PeerTask {
                     let ctx = self.decode_ctx(id);
                     match Message::decode(&frame, &ctx) {
                         Ok(m) => {
+                            crate::peer_detail::count(&mut self.detail.messages_received, &m);
+                            if let Message::Notification(n) = &m {
+                                self.detail.last_notification_received =
+                                    Some(crate::peer_detail::notice(n, unix_now()));
+                            }
                             if let Message::Update(u) = &m {
                                 if u.treat_as_withdraw.is_some() || !u.discarded.is_empty() {
                                     self.log_malformed(&frame);
@@ -529,8 +537,14 @@ impl PeerTask {
         if h.writer.send(WriterCmd::Send(bytes)).is_err() {
             // The writer ended (its socket failed); its Closed event follows.
             debug!(peer = %self.cfg.address, "writer gone; message dropped");
-        } else if matches!(m, Message::Update(_)) {
-            self.updates_sent += 1;
+        } else {
+            if matches!(m, Message::Update(_)) {
+                self.updates_sent += 1;
+            }
+            crate::peer_detail::count(&mut self.detail.messages_sent, m);
+            if let Message::Notification(n) = m {
+                self.detail.last_notification_sent = Some(crate::peer_detail::notice(n, unix_now()));
+            }
         }
     }
 
@@ -622,6 +636,8 @@ impl PeerTask {
                 self.gr_deadline = Some(Instant::now() + STALE_TIME);
             }
         }
+        self.detail.capabilities = Some(crate::peer_detail::capabilities(&n));
+        self.detail.established_unix = Some(unix_now());
         self.session = Some((id, n));
         self.last_error = None;
         // Register for changes first, so nothing between the full export
@@ -829,6 +845,10 @@ impl PeerTask {
     fn session_down(&mut self, reason: &DownReason) {
         info!(peer = %self.cfg.address, "session down: {reason}");
         self.last_error = Some(reason.to_string());
+        if self.session.is_some() {
+            self.detail.flaps += 1;
+        }
+        self.detail.established_unix = None;
         self.shared.unregister_export(self.cfg.address);
         self.backlog.clear();
         self.full = None;
@@ -916,6 +936,13 @@ impl PeerTask {
             }
             debug!(peer = %self.cfg.address, "announcement rejected: {r:?}");
         }
+        // Withdrawals beyond the UPDATE's own are announcements the checks
+        // turned away (a loop, this node's next hop or prefix).
+        let withdrawn = u.withdrawals().iter().filter(|w| n.families.contains(w.family())).count();
+        let implicit =
+            changes.iter().filter(|c| matches!(c, RibChange::Withdraw(..))).count().saturating_sub(withdrawn);
+        self.detail.withdrawals_received += withdrawn as u64;
+        self.detail.prefixes_rejected += implicit as u64;
         let src = PathSource::Peer(peer.clone());
         let peer_type = if n.ebgp { bgpd::policy::PeerType::Ebgp } else { bgpd::policy::PeerType::Ibgp };
         let mut changed = Vec::new();
@@ -930,8 +957,12 @@ impl PeerTask {
                         let subject =
                             bgpd::policy::Subject { prefix: &prefix, attrs: &path.attrs, learned: true, peer_type };
                         match bgpd::policy::evaluate(rules, &subject) {
-                            bgpd::policy::Verdict::Reject => (prefix, rib.withdraw(&prefix, &src, path.path_id)),
+                            bgpd::policy::Verdict::Reject => {
+                                self.detail.prefixes_rejected += 1;
+                                (prefix, rib.withdraw(&prefix, &src, path.path_id))
+                            }
                             verdict => {
+                                self.detail.prefixes_accepted += 1;
                                 path.attrs = match verdict {
                                     bgpd::policy::Verdict::Modified(m) => rib.intern(*m),
                                     _ => match &interned {
@@ -1049,7 +1080,19 @@ impl PeerTask {
             updates_received: self.updates_received,
             updates_sent: self.updates_sent,
             last_error: self.last_error.clone(),
+            detail: crate::api::PeerDetail {
+                hold_time_configured: self.cfg.hold_time,
+                connect_retry: self.cfg.connect_retry.as_secs(),
+                password: self.cfg.password.is_some(),
+                ttl_security: self.cfg.ttl_security,
+                graceful_restart_time: self.cfg.graceful_restart_time,
+                ..self.detail.clone()
+            },
         };
         self.shared.set_peer_status(status, self.cfg.address);
     }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

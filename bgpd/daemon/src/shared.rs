@@ -89,6 +89,13 @@ pub struct Shared {
     service_errors: Mutex<Vec<String>>,
     /// merled has set up every configured session (readiness).
     started: std::sync::atomic::AtomicBool,
+    /// The event series of the metrics endpoint.
+    pub metrics: crate::metrics::Live,
+    /// The configuration in effect, for `show config`.
+    config: Mutex<Option<Arc<conf::Config>>>,
+    /// The node's TCP MD5 counters, sampled every few seconds over the
+    /// last minute, for `show peer`'s likely cause.
+    md5: Mutex<std::collections::VecDeque<(std::time::Instant, crate::peer_detail::Md5Counters)>>,
 }
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it:
@@ -116,6 +123,9 @@ impl Shared {
             config_error: Mutex::new(None),
             service_errors: Mutex::new(Vec::new()),
             started: std::sync::atomic::AtomicBool::new(false),
+            metrics: crate::metrics::Live::default(),
+            config: Mutex::new(None),
+            md5: Mutex::new(std::collections::VecDeque::new()),
             fib_queue: Mutex::new(None),
             fib_status: Mutex::new(None),
             converged: Mutex::new(std::collections::HashSet::new()),
@@ -136,6 +146,33 @@ impl Shared {
 
     pub fn set_dataplane_summary(&self, s: crate::dataplane::Summary) {
         *lock(&self.dataplane_summary) = Some(s);
+    }
+
+    pub fn set_config(&self, c: Arc<conf::Config>) {
+        *lock(&self.config) = Some(c);
+    }
+
+    pub fn config(&self) -> Option<Arc<conf::Config>> {
+        lock(&self.config).clone()
+    }
+
+    /// Keeps one more MD5 sample, dropping those older than `keep`.
+    pub fn sample_md5(&self, now: std::time::Instant, c: crate::peer_detail::Md5Counters, keep: std::time::Duration) {
+        let mut h = lock(&self.md5);
+        h.push_back((now, c));
+        while h.front().is_some_and(|(t, _)| now.duration_since(*t) > keep) {
+            h.pop_front();
+        }
+    }
+
+    /// How much the MD5 counters rose from the oldest sample kept to
+    /// `now_counters`, and over how many seconds.
+    pub fn md5_rise(&self, now_counters: crate::peer_detail::Md5Counters) -> (crate::peer_detail::Md5Counters, u64) {
+        let h = lock(&self.md5);
+        match h.front() {
+            Some((t, c)) => (now_counters.since(c), t.elapsed().as_secs().max(1)),
+            None => (crate::peer_detail::Md5Counters::default(), 0),
+        }
     }
 
     /// Every configured session is set up: the start is done.

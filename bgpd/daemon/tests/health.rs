@@ -55,7 +55,7 @@ fn the_probes_see_merled_live_then_ready_once_its_fib_converged_and_it_finds_its
     // find it; the health endpoint on the loopback, as calico-node's.
     let cfg = merled_config(&[(PEER_V4, 64512)], 9)
         .replace(&format!("address = \"{MERLE_V4}/24\"\n"), &format!("address_autodetect = \"can-reach={PEER_V4}\"\n"))
-        + "\n[health]\nlisten = \"127.0.0.1:9099\"\n";
+        + "\n[health]\nlisten = \"127.0.0.1:9099\"\n\n[log]\nformat = \"json\"\n";
     assert!(!cfg.contains(&format!("address = \"{MERLE_V4}")));
     let m = start_merled(&p, &cfg);
     let st = m.status().unwrap();
@@ -83,6 +83,16 @@ fn the_probes_see_merled_live_then_ready_once_its_fib_converged_and_it_finds_its
     let (code, body) = http(&p.merle, "GET", "/readyz").unwrap();
     assert_eq!(code, 200, "{body}");
     assert_eq!(body, "ready: 1 sessions set up, 0 Established");
+
+    // The log is JSON, one object a line, as log shippers want it.
+    let log = m.daemon.log_tail(200);
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(lines.len() >= 3, "{log}");
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v["timestamp"].is_string() && v["level"].is_string() && v["message"].is_string(), "{l}");
+    }
+    assert!(lines.iter().any(|l| l.contains("\"message\":\"merled started\"")), "{log}");
 
     // Anything else is refused by name.
     let (code, body) = http(&p.merle, "GET", "/metrics").unwrap();

@@ -71,11 +71,30 @@ fn md5_wrong_password_means_no_session() {
     let m = start_merled(&p, &merled_with("password = \"s3cr3t-key\"\n"));
     never_established(&m, Duration::from_secs(8));
     assert!(!b.established("merle4"));
+    // `show peer` names the cause, from the kernel's MD5 counters (BIRD's
+    // SYNs fail to verify here), where the state alone says only Active.
+    let cause = |m: &testbed::merled::Merled| {
+        let v: serde_json::Value =
+            serde_json::from_str(&m.merlectl(&["show", "peer", PEER_V4, "--json"]).unwrap()).unwrap();
+        v["detail"]["likely_cause"].as_str().unwrap_or_default().to_owned()
+    };
+    let c = wait::poll("a likely cause", T, || Some(cause(&m)).filter(|c| !c.is_empty())).unwrap();
+    assert!(c.starts_with("password mismatch") && c.contains("TCPMD5Failure"), "{c}");
+    let text = m.merlectl(&["show", "peer", PEER_V4]).unwrap();
+    assert!(text.contains("Likely cause:      password mismatch") && text.contains("TCP MD5 on"), "{text}");
     // And without any password on merled's side, BIRD's signed SYNs are
-    // dropped too.
+    // dropped too, and said to be signed.
     drop(m);
     let m = start_merled(&p, &merled_with(""));
     never_established(&m, Duration::from_secs(5));
+    let c = wait::poll("a likely cause", T, || Some(cause(&m)).filter(|c| !c.is_empty())).unwrap();
+    assert!(c.contains("TCPMD5Unexpected") && c.contains("no password is set here"), "{c}");
+    // The configuration in effect never shows a password.
+    drop(m);
+    let m = start_merled(&p, &merled_with("password = \"s3cr3t-key\"\n"));
+    let shown = m.merlectl(&["show", "config"]).unwrap();
+    assert!(shown.contains("password = \"(set)\"") && !shown.contains("s3cr3t"), "{shown}");
+    assert!(shown.contains(&format!("address = \"{PEER_V4}\"")), "{shown}");
 }
 
 #[test]

@@ -40,6 +40,28 @@ enum Command {
     /// Services: as configured, and what of them the datapath holds.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// One peer in detail, or the configuration in effect.
+    #[command(subcommand)]
+    Show(ShowCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ShowCommand {
+    /// Negotiated capabilities, timers, message and prefix counters, the
+    /// last error and NOTIFICATIONs, uptime and flaps, and the likely
+    /// cause of a session that stays down.
+    Peer {
+        /// The peer's address.
+        #[arg(value_parser = parse_address)]
+        address: String,
+    },
+    /// The configuration merled runs with, as TOML (passwords shown as
+    /// set, never as they are).
+    Config,
+}
+
+fn parse_address(s: &str) -> Result<String, String> {
+    s.parse::<std::net::IpAddr>().map(|a| a.to_string()).map_err(|_| "expected an IP address".into())
 }
 
 #[derive(Debug, Subcommand)]
@@ -539,6 +561,25 @@ fn main() -> anyhow::Result<()> {
                         print_service(s, &d);
                     }
                 }
+            }
+        }
+        Command::Show(ShowCommand::Peer { address }) => {
+            let r = query(&args.socket, &Request::ShowPeer { address })?;
+            let p = r.peer.context("merled sent no peer")?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+            } else {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                print!("{}", merled::show::peer(&p, now));
+            }
+        }
+        Command::Show(ShowCommand::Config) => {
+            let r = query(&args.socket, &Request::ShowConfig)?;
+            let c = r.config.context("merled sent no configuration")?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                print!("{}", toml::to_string(&merled::show::without_nulls(c)).context("cannot render TOML")?);
             }
         }
         Command::Ipam(IpamCommand::Show) => {
