@@ -9,7 +9,7 @@
 # virtualenv at /opt/merle/venv: the deployment manifests' schema check).
 set -euo pipefail
 
-need=(bird2 frr iproute2 iputils-ping tcpdump procps etcd-server containernetworking-plugins protobuf-compiler libprotobuf-dev clang-19 libbpf-dev linux-libc-dev bpftool nftables iptables iperf3 sockperf util-linux python3-venv prometheus)
+need=(bird2 frr iproute2 iputils-ping tcpdump procps etcd-server containernetworking-plugins protobuf-compiler libprotobuf-dev clang-19 libbpf-dev linux-libc-dev bpftool nftables iptables iperf3 sockperf util-linux python3-venv prometheus openssl)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

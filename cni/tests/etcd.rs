@@ -80,6 +80,7 @@ impl Etcd {
             endpoints: vec![self.endpoint()],
             prefix: prefix.to_owned(),
             timeout_ms: 1000,
+            ..Default::default()
         }
     }
 
@@ -327,4 +328,68 @@ fn racing_claims_of_different_block_sizes_never_overlap() {
     let held = assert_consistent(&all);
     assert_eq!(held.len(), 2, "{all:?}");
     println!("blocks: {:?}", all.values().map(|b| (b.cidr.to_string(), b.affinity.clone())).collect::<Vec<_>>());
+}
+
+/// etcd with TLS and client-certificate auth, as a production cluster
+/// runs it: the store works with the CA and this node's certificate, and
+/// is refused without the certificate or with another CA, each with an
+/// error that says so.
+#[test]
+fn etcd_over_tls_with_a_client_certificate() {
+    if testbed::skip_unless_root("etcd_over_tls_with_a_client_certificate") {
+        return;
+    }
+    assert!(testbed::etcd::Etcd::installed(), "etcd-server is missing: run ./testbed/install-deps.sh");
+    assert!(testbed::tls::Pki::installed(), "openssl is missing: run ./testbed/install-deps.sh");
+    let ns = Netns::new("etcdtls").unwrap();
+    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+    let pki = testbed::tls::Pki::new(ip).unwrap();
+    let server = testbed::etcd::Etcd::start_tls(&ns, ip, &pki).unwrap();
+    assert!(server.url.starts_with("https://127.0.0.1:"), "{}", server.url);
+    let lock = TempDir::new("etcd-tls-lock").unwrap();
+    let ds = conf::Datastore {
+        kind: conf::DatastoreKind::Etcd,
+        path: lock.path().join("lock"),
+        endpoints: vec![server.url.clone()],
+        prefix: "/merle-tls".into(),
+        timeout_ms: 2000,
+        ca_file: Some(pki.ca.clone()),
+        cert_file: Some(pki.client_cert.clone()),
+        key_file: Some(pki.client_key.clone()),
+        username: None,
+        password_file: None,
+    };
+    // A claim and a read back, over TLS.
+    let good = ds.clone();
+    let pool = pools("10.251.0.0/24", 26);
+    let got = poll("a store over TLS", Duration::from_secs(20), || {
+        let (good, pool) = (good.clone(), pool.clone());
+        in_ns(&ns, move || {
+            let s = EtcdStore::connect(&good).map_err(|e| e.to_string())?;
+            let h = merle_cni::netconf::attachment(common::NETWORK, "tls-1", "eth0");
+            let req = alloc::Assign { holder: &h, node: "node-a", pools: &pool, strict_affinity: false };
+            ipam::transact(&s, |b| alloc::assign(b, &req)).map_err(|e| e.to_string())?;
+            s.load().map_err(|e| e.to_string())
+        })
+        .ok()
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", server.daemon.log_tail(20)));
+    assert_eq!(got.len(), 1, "one block claimed: {got:?}");
+
+    let refused = |ds: conf::Datastore| -> String {
+        in_ns(&ns, move || match EtcdStore::connect(&ds).and_then(|s| s.load()) {
+            Ok(_) => Ok(String::new()),
+            Err(e) => Ok(format!("{e} (transient: {})", e.is_transient())),
+        })
+        .unwrap()
+    };
+    // Without a client certificate: etcd refuses the handshake.
+    let e = refused(conf::Datastore { cert_file: None, key_file: None, ..ds.clone() });
+    assert!(e.contains("etcd") && e.contains("transient: true"), "no client certificate: {e:?}");
+    // A CA that did not sign etcd's certificate: this side refuses etcd.
+    let e = refused(conf::Datastore { ca_file: Some(pki.other_ca.clone()), ..ds.clone() });
+    assert!(e.contains("etcd"), "another CA: {e:?}");
+    // A file that is not there: named, before any connection.
+    let e = refused(conf::Datastore { ca_file: Some("/nonexistent/ca.crt".into()), ..ds.clone() });
+    assert!(e.contains("datastore.ca_file /nonexistent/ca.crt: cannot read"), "{e:?}");
 }

@@ -549,6 +549,22 @@ pub struct Datastore {
     /// Per-request timeout towards etcd, in milliseconds.
     #[serde(default = "default_etcd_timeout_ms")]
     pub timeout_ms: u64,
+    /// The CA that signed etcd's server certificates (PEM); needed with
+    /// https:// endpoints.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// This node's client certificate and key (PEM), for etcd's
+    /// `--client-cert-auth`; both or neither.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// etcd's own authentication: the user, and a file holding its
+    /// password (a mounted Secret; never the password itself here).
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
 }
 
 impl Default for Datastore {
@@ -559,6 +575,11 @@ impl Default for Datastore {
             endpoints: Vec::new(),
             prefix: default_etcd_prefix(),
             timeout_ms: default_etcd_timeout_ms(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            username: None,
+            password_file: None,
         }
     }
 }
@@ -605,11 +626,22 @@ impl Default for Log {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum LogFormat {
     #[default]
     Text,
     Json,
+}
+
+impl TryFrom<String> for LogFormat {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("unknown format {s:?}: text or json")),
+        }
+    }
 }
 
 /// `[dataplane] mode`.

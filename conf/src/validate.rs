@@ -404,19 +404,59 @@ fn check_ipam(c: &Config) -> Result<(), Failure> {
         if d.endpoints.is_empty() {
             return Err(("datastore.endpoints".into(), "etcd needs at least one endpoint URL".into()));
         }
+        let tls = d.endpoints.first().is_some_and(|e| e.starts_with("https://"));
         for (i, e) in d.endpoints.iter().enumerate() {
-            let Some(rest) = e.strip_prefix("http://") else {
+            let scheme = if tls { "https://" } else { "http://" };
+            let Some(rest) = e.strip_prefix(scheme) else {
                 return Err((
                     format!("datastore.endpoints[{i}]"),
-                    format!("{e:?} is not an http:// URL (TLS to etcd is not supported yet)"),
+                    format!("{e:?} is not an {scheme} URL: every endpoint uses the first one's scheme"),
                 ));
             };
             if rest.is_empty() || rest.contains('/') {
                 return Err((
                     format!("datastore.endpoints[{i}]"),
-                    format!("{e:?} is not of the form http://host:port"),
+                    format!("{e:?} is not of the form {scheme}host:port"),
                 ));
             }
+        }
+        match (tls, &d.ca_file) {
+            (true, None) => {
+                return Err((
+                    "datastore.ca_file".into(),
+                    "https:// endpoints need the CA that signed etcd's certificates".into(),
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(("datastore.ca_file".into(), "is set but the endpoints are http://: use https://".into()))
+            }
+            _ => {}
+        }
+        match (&d.cert_file, &d.key_file) {
+            (Some(_), None) => return Err(("datastore.key_file".into(), "cert_file needs its key_file".into())),
+            (None, Some(_)) => return Err(("datastore.cert_file".into(), "key_file needs its cert_file".into())),
+            (Some(_), Some(_)) if !tls => {
+                return Err(("datastore.cert_file".into(), "a client certificate needs https:// endpoints".into()))
+            }
+            _ => {}
+        }
+        for (k, f) in [
+            ("ca_file", &d.ca_file),
+            ("cert_file", &d.cert_file),
+            ("key_file", &d.key_file),
+            ("password_file", &d.password_file),
+        ] {
+            if f.as_ref().is_some_and(|f| !f.is_absolute()) {
+                return Err((format!("datastore.{k}"), "must be an absolute path".into()));
+            }
+        }
+        match (&d.username, &d.password_file) {
+            (Some(u), _) if u.is_empty() => return Err(("datastore.username".into(), "is empty".into())),
+            (Some(_), None) => {
+                return Err(("datastore.password_file".into(), "username needs its password_file".into()))
+            }
+            (None, Some(_)) => return Err(("datastore.username".into(), "password_file needs its username".into())),
+            _ => {}
         }
         if !d.prefix.starts_with('/') || d.prefix.len() < 2 {
             return Err(("datastore.prefix".into(), format!("{:?} must start with '/' and name something", d.prefix)));

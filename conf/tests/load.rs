@@ -132,6 +132,38 @@ fn bad_values_are_named_by_key() {
         ("[bgp]\nlisten_port = 70000\n", "bgp.listen_port", "unsigned 16 bit"),
         ("[control]\nsocket = \"relative.sock\"\n", "control.socket", "absolute"),
         ("[log]\nlevel = \"loud\"\n", "log.level", "unknown level"),
+        ("[log]\nformat = \"xml\"\n", "log.format", "unknown format \"xml\": text or json"),
+        ("[metrics]\nlisten = \"9091\"\n", "metrics.listen", "invalid socket address"),
+        (
+            "[datastore]\ntype = \"etcd\"\nendpoints = [\"https://10.0.0.9:2379\"]\n",
+            "datastore.ca_file",
+            "https:// endpoints need the CA",
+        ),
+        (
+            "[datastore]\ntype = \"etcd\"\nendpoints = [\"http://10.0.0.9:2379\"]\nca_file = \"/etc/merle/ca.crt\"\n",
+            "datastore.ca_file",
+            "use https://",
+        ),
+        (
+            "[datastore]\ntype = \"etcd\"\nendpoints = [\"https://10.0.0.9:2379\", \"http://10.0.0.8:2379\"]\nca_file = \"/ca\"\n",
+            "datastore.endpoints[1]",
+            "first one's scheme",
+        ),
+        (
+            "[datastore]\ntype = \"etcd\"\nendpoints = [\"https://10.0.0.9:2379\"]\nca_file = \"/ca\"\ncert_file = \"/c\"\n",
+            "datastore.key_file",
+            "needs its key_file",
+        ),
+        (
+            "[datastore]\ntype = \"etcd\"\nendpoints = [\"https://10.0.0.9:2379\"]\nca_file = \"ca.crt\"\n",
+            "datastore.ca_file",
+            "absolute",
+        ),
+        (
+            "[datastore]\ntype = \"etcd\"\nendpoints = [\"http://10.0.0.9:2379\"]\nusername = \"merle\"\n",
+            "datastore.password_file",
+            "needs its password_file",
+        ),
         ("[[advertise]]\nprefix = \"10.244.1.0/26\"\ncommunities = [\"70000:1\"]\n", "advertise[0].communities[0]", "invalid community"),
         ("[services]\ncluster_ips = [\"10.96.0.1/12\"]\n", "services.cluster_ips[0]", "host bits"),
         ("[service_ranges]\ncluster_ips = [\"10.96.0.1/12\"]\n", "service_ranges.cluster_ips[0]", "host bits"),

@@ -42,15 +42,26 @@ impl Etcd {
     /// free in the current namespace (`ns` unset) or fixed ones inside a
     /// fresh `ns`, and waits until it accepts requests.
     pub fn start(ns: Option<&Netns>, ip: IpAddr) -> anyhow::Result<Self> {
+        Self::start_with(ns, ip, None)
+    }
+
+    /// [`Etcd::start`] serving https:// with `pki`'s server certificate and
+    /// requiring client certificates signed by its CA.
+    pub fn start_tls(ns: &Netns, ip: IpAddr, pki: &crate::tls::Pki) -> anyhow::Result<Self> {
+        Self::start_with(Some(ns), ip, Some(pki))
+    }
+
+    fn start_with(ns: Option<&Netns>, ip: IpAddr, tls: Option<&crate::tls::Pki>) -> anyhow::Result<Self> {
         let dir = TempDir::new("etcd")?;
         let (client, peer) = match ns {
             None => (free_port()?, free_port()?),
             Some(_) => (2379, 2380),
         };
-        let url = format!("http://{ip}:{client}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{ip}:{client}");
         let peer_url = format!("http://{ip}:{peer}");
         let data: PathBuf = dir.path().join("data");
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             "--name".into(),
             "t".into(),
             "--data-dir".into(),
@@ -68,6 +79,13 @@ impl Etcd {
             "--log-level".into(),
             "warn".into(),
         ];
+        if let Some(p) = tls {
+            for (k, v) in [("--cert-file", &p.server_cert), ("--key-file", &p.server_key), ("--trusted-ca-file", &p.ca)]
+            {
+                args.push(format!("{k}={}", v.display()));
+            }
+            args.push("--client-cert-auth".into());
+        }
         let mut c = match ns {
             Some(ns) => ns.command(ETCD),
             None => Command::new(ETCD),
@@ -84,8 +102,13 @@ impl Etcd {
         let mut daemon = Daemon::spawn_command(c, "etcd", &log, &[("ETCD_UNSUPPORTED_ARCH", arch)])?;
         // Ready once GET /health says so, asked from inside `ns`.
         let addr = std::net::SocketAddr::new(ip, client);
+        let with_tls = tls.is_some();
         let probe = move || -> bool {
             let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else { return false };
+            if with_tls {
+                // Accepting connections; the caller's TLS client does the rest.
+                return true;
+            }
             let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
             let mut body = String::new();
             s.write_all(b"GET /health HTTP/1.0\r\n\r\n").is_ok()

@@ -32,6 +32,7 @@ pub mod merled;
 pub mod netns;
 pub mod process;
 pub mod prometheus;
+pub mod tls;
 pub mod wait;
 
 use std::path::PathBuf;

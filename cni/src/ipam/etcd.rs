@@ -47,6 +47,33 @@ fn unavailable(e: etcd_client::Error) -> IpamError {
     IpamError::Unavailable(format!("etcd: {e}"))
 }
 
+/// Reads a file the datastore settings name; an error names the key.
+fn read_setting(key: &str, path: &std::path::Path) -> Result<Vec<u8>, IpamError> {
+    std::fs::read(path).map_err(|e| IpamError::Io(format!("datastore.{key} {}: cannot read: {e}", path.display())))
+}
+
+/// TLS (the CA, and the client certificate when given) and etcd's own
+/// user, from the settings; the files are read now, so a missing one is
+/// named before any connection is tried.
+pub fn connect_options(ds: &conf::Datastore) -> Result<ConnectOptions, IpamError> {
+    let mut opts = ConnectOptions::new();
+    if let Some(ca) = &ds.ca_file {
+        let pem = read_setting("ca_file", ca)?;
+        let mut tls = etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(pem));
+        if let (Some(c), Some(k)) = (&ds.cert_file, &ds.key_file) {
+            tls = tls
+                .identity(etcd_client::Identity::from_pem(read_setting("cert_file", c)?, read_setting("key_file", k)?));
+        }
+        opts = opts.with_tls(tls);
+    }
+    if let (Some(u), Some(f)) = (&ds.username, &ds.password_file) {
+        let pw = String::from_utf8(read_setting("password_file", f)?)
+            .map_err(|_| IpamError::Io(format!("datastore.password_file {}: not UTF-8", f.display())))?;
+        opts = opts.with_user(u.clone(), pw.trim_end_matches(['\n', '\r']).to_owned());
+    }
+    Ok(opts)
+}
+
 /// The key of a block: its CIDR with '/' made '-'.
 fn block_key(prefix: &str, cidr: &IpNet) -> String {
     format!("{prefix}/ipam/blocks/{}", cidr.to_string().replace('/', "-"))
@@ -65,7 +92,7 @@ impl EtcdStore {
             .build()
             .map_err(|e| IpamError::Io(format!("cannot start a runtime: {e}")))?;
         let timeout = Duration::from_millis(ds.timeout_ms);
-        let opts = ConnectOptions::new().with_connect_timeout(timeout).with_timeout(timeout);
+        let opts = connect_options(ds)?.with_connect_timeout(timeout).with_timeout(timeout);
         let client = rt.block_on(Client::connect(&ds.endpoints, Some(opts))).map_err(unavailable)?;
         let kv = client.kv_client();
         Ok(Self { rt, client, kv, prefix: ds.prefix.trim_end_matches('/').to_owned(), lock_dir: ds.path.clone() })
