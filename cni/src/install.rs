@@ -70,6 +70,10 @@ pub struct Install {
     /// which merle-cni reads when the configuration names no node
     /// (`conf::identity`).
     pub nodename: Option<(String, PathBuf)>,
+    /// A mounted Secret's files (etcd's CA, this node's certificate and
+    /// key) to copy to the host, mode 0600, where merle-cni reads them:
+    /// (the Secret's mount, the host's directory as mounted here).
+    pub secrets: Option<(PathBuf, PathBuf)>,
 }
 
 /// What happened to one file.
@@ -190,6 +194,10 @@ impl Install {
             }
             None => None,
         };
+        let secrets = match &self.secrets {
+            Some((from, to)) => secret_files(from)?.into_iter().map(|(n, c)| (to.join(n), c)).collect(),
+            None => Vec::new(),
+        };
         let mut files = Vec::new();
         let bin = fs::read(&self.plugin).map_err(io("cannot read", &self.plugin))?;
         files.push((self.bin_dir.join("merle-cni"), put_file(&self.bin_dir, "merle-cni", &bin, 0o755)?));
@@ -212,6 +220,9 @@ impl Install {
         if let Some((name, file)) = &self.nodename {
             files.push((file.clone(), put_beside(file, format!("{name}\n").as_bytes(), 0o644)?));
         }
+        for (to, content) in &secrets {
+            files.push((to.clone(), put_beside(to, content, 0o600)?));
+        }
         if let Some((to, content)) = config {
             files.push((to.clone(), put_beside(to, &content, 0o644)?));
         }
@@ -223,6 +234,29 @@ impl Install {
         ));
         Ok(Installed { files, shadowed_by: shadowing(&self.conf_dir)? })
     }
+}
+
+/// The files of a mounted Secret: its keys, which Kubernetes makes
+/// symlinks into a hidden `..data` directory (followed); the hidden
+/// entries themselves are skipped. An empty or missing directory (an
+/// optional Secret not created) gives nothing.
+fn secret_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, Error> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::Io { what: "cannot list", path: dir.to_owned(), source: e }),
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let Ok(name) = e.file_name().into_string() else { continue };
+        let path = e.path();
+        if name.starts_with('.') || !path.is_file() {
+            continue;
+        }
+        out.push((name, fs::read(&path).map_err(io("cannot read", &path))?));
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// This node, as merled will see it, with the name about to be written

@@ -863,6 +863,45 @@ fn install_puts_the_plugin_and_its_list_in_place_atomically_once_and_then_a_pod_
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"two words\" is not a name"), "{out:?}");
     assert_eq!(std::fs::read_to_string(&nodename).unwrap(), "worker-7\n");
+    // A mounted Secret, as the kubelet lays it out (keys are symlinks into
+    // a hidden ..data directory): its files reach the host, mode 0600,
+    // and the hidden entries do not. A Secret not created (no directory)
+    // copies nothing and is no error.
+    let secret = dir.path().join("secret");
+    std::fs::create_dir_all(secret.join("..2026_12_02_data")).unwrap();
+    std::fs::write(secret.join("..2026_12_02_data/ca.crt"), "CA PEM\n").unwrap();
+    std::os::unix::fs::symlink("..2026_12_02_data", secret.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/ca.crt", secret.join("ca.crt")).unwrap();
+    let host_certs = host.join("etc/merle/etcd");
+    let with_secret = [
+        "--node-name",
+        "worker-7",
+        "--secrets-from",
+        secret.to_str().unwrap(),
+        "--secrets-to",
+        host_certs.to_str().unwrap(),
+    ];
+    let out = daemonset(&with_secret, None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(host_certs.join("ca.crt")).unwrap(), "CA PEM\n");
+    assert_eq!(std::fs::metadata(host_certs.join("ca.crt")).unwrap().mode() & 0o777, 0o600);
+    let names: Vec<String> =
+        std::fs::read_dir(&host_certs).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+    assert_eq!(names, ["ca.crt"], "only the Secret's keys");
+    let missing = dir.path().join("no-secret");
+    let out = daemonset(
+        &[
+            "--node-name",
+            "worker-7",
+            "--secrets-from",
+            missing.to_str().unwrap(),
+            "--secrets-to",
+            host_certs.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
     // A ConfigMap merled could not run with: the host keeps its copy.
     std::fs::write(&map, "[node]\naddress = \"10.250.0.1/24\"\nas_number = 0\n").unwrap();
     let out = daemonset(&["--node-name", "worker-7"], None);

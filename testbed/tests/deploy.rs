@@ -158,6 +158,20 @@ fn the_daemonset_runs_what_the_image_has_with_the_configmaps_config_on_its_mount
     let ann = &ds["spec"]["template"]["metadata"]["annotations"];
     assert_eq!(ann["prometheus.io/port"], metrics.port().to_string());
     assert_eq!(cfg.log.format, conf::LogFormat::Json);
+    // The etcd Secret: optional, on merled's mount and copied by both
+    // install containers to the host's /etc/merle/etcd, which is where a
+    // TLS configuration's files are for merle-cni.
+    let secret = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "etcd-secret").unwrap();
+    assert_eq!(secret["secret"]["secretName"], find(&docs, "Secret")["metadata"]["name"]);
+    assert_eq!(secret["secret"]["optional"], true);
+    assert!(mounts.contains(&"/etc/merle/etcd"), "{mounts:?}");
+    for c in containers.iter().filter(|c| c["command"][1] == "install") {
+        let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        assert!(
+            args.contains(&"--secrets-from=/etc/merle/etcd") && args.contains(&"--secrets-to=/host/etc/merle/etcd"),
+            "{args:?}"
+        );
+    }
 }
 
 /// The binaries the workspace builds, from cargo's own metadata.

@@ -78,8 +78,11 @@ fn pods_from_merle_cni_reach_each_other_across_nodes_with_blocks_and_a_borrowed_
     // etcd on the LAN, in the switch's namespace, where both nodes reach it.
     let etcd = Etcd::start(Some(&lan.switch), "10.0.0.254".parse().unwrap()).unwrap();
     let (da, db) = (TempDir::new("cni-a").unwrap(), TempDir::new("cni-b").unwrap());
-    let ma =
-        Merled::start(na, "a", &merled_bin(), &merlectl_bin(), &config("a", "10.0.0.1", &etcd.url, da.path())).unwrap();
+    // A serves metrics on its loopback: merle-cni's calls and IPAM's use
+    // are read back from them below.
+    let cfg_a = config("a", "10.0.0.1", &etcd.url, da.path())
+        .replace("[control]", "[metrics]\nlisten = \"127.0.0.1:9091\"\n\n[control]");
+    let ma = Merled::start(na, "a", &merled_bin(), &merlectl_bin(), &cfg_a).unwrap();
     let mb =
         Merled::start(nb, "b", &merled_bin(), &merlectl_bin(), &config("b", "10.0.0.2", &etcd.url, db.path())).unwrap();
     // Neither config lists the other node: each learns it from the registry.
@@ -130,5 +133,32 @@ fn pods_from_merle_cni_reach_each_other_across_nodes_with_blocks_and_a_borrowed_
     assert!(out.contains("10.244.0.3"), "{out}");
     let show: Value = serde_json::from_str(&mb.merlectl(&["--json", "ipam", "show"]).unwrap()).unwrap();
     assert!(show["handles"].as_array().unwrap().iter().all(|h| h["handle"] != "k8s-pod-network.a3"), "{show:#}");
+
+    // What A's metrics say of it all: merle-cni reported each call (five
+    // ADDs and a DEL on A), IPAM's pool use, fib-sync's work.
+    let scrape = || {
+        let (code, body) = testbed::prometheus::http_get_in(&na.name, "127.0.0.1:9091".parse().unwrap(), "/metrics")
+            .expect("merled's metrics answer");
+        assert_eq!(code, 200);
+        body
+    };
+    let value = |text: &str, series: &str| -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    let text = wait::poll("merle-cni's calls counted", T, || {
+        let t = scrape();
+        (value(&t, "merle_cni_requests_total{command=\"DEL\",result=\"ok\"}") == Some(1.0)).then_some(t)
+    })
+    .unwrap_or_else(|e| panic!("{e}:\n{}", scrape()));
+    assert_eq!(value(&text, "merle_cni_requests_total{command=\"ADD\",result=\"ok\"}"), Some(5.0), "{text}");
+    assert_eq!(value(&text, "merle_cni_request_duration_seconds_count{command=\"ADD\"}"), Some(5.0));
+    assert_eq!(value(&text, "merle_ipam_allocation_duration_seconds_count"), Some(5.0));
+    // Both /30 blocks of the pool claimed; a0..a2 and b0 hold addresses.
+    assert_eq!(value(&text, "merle_ipam_blocks{pool=\"10.244.0.0/29\"}"), Some(2.0), "{text}");
+    assert_eq!(value(&text, "merle_ipam_addresses_allocated{pool=\"10.244.0.0/29\"}"), Some(4.0), "{text}");
+    assert_eq!(value(&text, "merle_ipam_addresses_capacity{pool=\"10.244.0.0/29\"}"), Some(8.0));
+    assert_eq!(value(&text, "merle_fib_converged"), Some(1.0));
+    assert!(value(&text, "merle_fib_operations_total{op=\"add\"}").unwrap() >= 2.0, "{text}");
+    assert_eq!(value(&text, "merle_fib_routes{state=\"installed\"}"), Some(2.0), "{text}");
     drop(etcd);
 }

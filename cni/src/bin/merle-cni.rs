@@ -50,6 +50,14 @@ struct InstallArgs {
     /// The host's node-name file, as mounted here.
     #[arg(long, default_value = "/host/var/lib/merle/nodename")]
     nodename_file: PathBuf,
+    /// Copy the files of this mounted Secret (etcd's CA, the node's
+    /// certificate and key) to --secrets-to, mode 0600.
+    #[arg(long, requires = "secrets_to")]
+    secrets_from: Option<PathBuf>,
+    /// Where the host keeps them (the paths merle's configuration names),
+    /// as mounted here.
+    #[arg(long, requires = "secrets_from")]
+    secrets_to: Option<PathBuf>,
     /// Run again every this many seconds (a sidecar that keeps the host's
     /// copies in step with the ConfigMap); 0: once.
     #[arg(long, default_value_t = 0)]
@@ -69,6 +77,7 @@ fn install(args: &[String]) -> anyhow::Result<()> {
         mtu: a.mtu,
         config: a.config_from.zip(a.config_to),
         nodename: a.node_name.map(|n| (n, a.nodename_file)),
+        secrets: a.secrets_from.zip(a.secrets_to),
     };
     loop {
         let done = match job.run() {
