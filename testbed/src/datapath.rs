@@ -66,6 +66,9 @@ pub struct Pod {
     pub v6: Option<String>,
 }
 
+/// Where each node's merled serves metrics, on its own loopback.
+pub const METRICS: &str = "127.0.0.1:9091";
+
 #[derive(Debug)]
 pub struct Cluster {
     pub lan: Lan,
@@ -95,7 +98,8 @@ pub fn config(i: usize, n: usize, encap: Encap, mode: Mode, data: &Path, pin_dir
     s += &format!(
         "[[pools]]\ncidr = \"10.244.0.0/16\"\nblock_size = 26\nvxlan_mode = \"{vx}\"\nnat_outgoing = {nat}\n\n\
          [[pools]]\ncidr = \"fd00:244::/56\"\nblock_size = 122\nvxlan_mode = \"{vx}\"\n\n\
-         [datastore]\npath = \"{}\"\n\n[dataplane]\nmode = \"{}\"\npin_dir = \"{}\"\n\n[control]\nsocket = \"{{socket}}\"\n",
+         [datastore]\npath = \"{}\"\n\n[dataplane]\nmode = \"{}\"\npin_dir = \"{}\"\n\n[metrics]\nlisten = \"{METRICS}\"\n\n\
+         [control]\nsocket = \"{{socket}}\"\n",
         data.display(),
         mode.name(),
         pin_dir.display()
@@ -226,6 +230,14 @@ impl Cluster {
     }
 
     /// The packets counted for (hook, reason) on `node`.
+    /// One scrape of a node's `/metrics`.
+    pub fn metrics(&self, node: usize) -> anyhow::Result<String> {
+        match crate::prometheus::http_get_in(&self.ns(node).name, METRICS.parse()?, "/metrics") {
+            Some((200, body)) => Ok(body),
+            other => anyhow::bail!("n{}'s metrics: {other:?}", node + 1),
+        }
+    }
+
     pub fn counter(&self, node: usize, hook: &str, reason: &str) -> u64 {
         self.dataplane(node)
             .ok()

@@ -115,6 +115,18 @@ fn forwarding(encap: Encap, tag: &str) {
         "cross-node traffic took the FIB redirect"
     );
     assert!(c.counter(1, "node-ingress", "redirect-peer") > in1, "arriving traffic went straight into the pod");
+    // The same counters on merled's metrics: never behind the datapath's
+    // own, read just before.
+    let peer_now = c.counter(0, "pod-ingress", "redirect-peer");
+    let text = c.metrics(0).unwrap();
+    let series = "merle_ebpf_packets_total{hook=\"pod-ingress\",verdict=\"redirect\",reason=\"redirect-peer\"}";
+    let v: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"));
+    assert!(v >= peer_now && peer_now > 0, "{series} {v}, the datapath's {peer_now}");
+    let eps = c.dataplane(0).unwrap()["endpoints"].as_array().unwrap().len();
+    assert!(text.contains(&format!("merle_ebpf_endpoints {eps}.0\n")), "{eps} endpoints on n1:\n{text}");
 
     // The fast path skips netfilter's FORWARD chain...
     forward_drop(&c, true);
