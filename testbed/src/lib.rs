@@ -33,6 +33,7 @@ pub mod netns;
 pub mod process;
 pub mod prometheus;
 pub mod tls;
+pub mod topology;
 pub mod wait;
 
 use std::path::PathBuf;

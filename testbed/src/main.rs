@@ -25,6 +25,30 @@ enum Command {
     /// Benchmarks against BIRD 2.
     #[command(subcommand)]
     Bench(Bench),
+    /// Brings a containerlab topology file up in network namespaces (the
+    /// same nodes, interface names, addresses and configs).
+    Up {
+        /// The `.clab.yml` file.
+        file: std::path::PathBuf,
+    },
+    /// The nodes of a lab that is up, and their BGP sessions.
+    Status {
+        /// The lab's name (needed when several are up).
+        lab: Option<String>,
+    },
+    /// Runs a command on a node (its network and mount namespaces).
+    Exec {
+        /// NODE, or LAB/NODE.
+        node: String,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Stops a lab and removes its namespaces.
+    Down {
+        /// The lab's name (needed when several are up).
+        lab: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,7 +110,40 @@ fn main() -> anyhow::Result<()> {
     if !testbed::is_root() {
         anyhow::bail!("the testbed needs root (network namespaces)");
     }
+    let bin_dir = || -> anyhow::Result<std::path::PathBuf> {
+        Ok(sibling_binary("merled")?.parent().context("no binary directory")?.to_owned())
+    };
     match args.command {
+        Command::Up { file } => {
+            let lab = testbed::topology::up(&file, &bin_dir()?)?;
+            println!("lab {} is up: {} nodes", lab.name, lab.nodes.len());
+            for (n, (ns, pid)) in &lab.nodes {
+                println!("  {n:<10} {ns:<28} pid {pid}");
+            }
+            println!("`testbed status {0}`, `testbed exec NODE -- CMD`, `testbed down {0}`", lab.name);
+        }
+        Command::Status { lab } => print!("{}", testbed::topology::status(lab.as_deref(), &bin_dir()?)?),
+        Command::Exec { node, command } => {
+            let (lab, node) = testbed::topology::resolve_node(&node)?;
+            let mut c = testbed::topology::node_command(&lab, &node, &command)?;
+            // merled, merlectl and merle-cni by name, as in the image.
+            let path = std::env::var("PATH").unwrap_or_default();
+            c.env("PATH", format!("{}:{path}", bin_dir()?.display()));
+            let st = c.status()?;
+            std::process::exit(st.code().unwrap_or(1));
+        }
+        Command::Down { lab } => {
+            let name = match lab {
+                Some(l) => l,
+                None => match testbed::topology::labs().as_slice() {
+                    [one] => one.name.clone(),
+                    [] => anyhow::bail!("no lab is up"),
+                    _ => anyhow::bail!("several labs are up: name one"),
+                },
+            };
+            testbed::topology::down(&name)?;
+            println!("lab {name} is down");
+        }
         Command::Demo { keep } => {
             let merled = sibling_binary("merled")?;
             let merlectl = sibling_binary("merlectl")?;
