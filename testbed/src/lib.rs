@@ -17,6 +17,7 @@ pub mod bench_datapath;
 pub mod bench_fib;
 pub mod bench_minimal;
 pub mod bench_rr;
+pub mod bench_scale;
 pub mod bench_services;
 pub mod bird;
 pub mod bpf;

@@ -75,6 +75,20 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         runs: u32,
     },
+    /// A cluster at scale: `nodes` speakers on one LAN each advertising a
+    /// block, in a full mesh and then with two route reflectors; time until
+    /// every kernel holds every block, and memory per node. merled and
+    /// BIRD 2, alternating.
+    Scale {
+        /// Cluster sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [50, 100, 200])]
+        nodes: Vec<usize>,
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+        /// `mesh`, `rr` (two route reflectors) or `both`.
+        #[arg(long, default_value = "mesh", value_parser = ["mesh", "rr", "both"])]
+        topology: String,
+    },
     /// FIB programming: install and remove `routes` kernel routes in a
     /// namespace through fib-sync, `ip -batch` and BIRD 2's kernel
     /// protocol, alternating; and fib-sync's single-change latency.
@@ -181,6 +195,15 @@ fn main() -> anyhow::Result<()> {
             let merled = sibling_binary("merled")?;
             let merlectl = sibling_binary("merlectl")?;
             testbed::bench_rr::fanout(clients, prefixes, runs, &merled, &merlectl)?;
+        }
+        Command::Bench(Bench::Scale { nodes, runs, topology }) => {
+            testbed::wait::interrupt_waits_on_signal()?;
+            let topologies: &[bool] = match topology.as_str() {
+                "mesh" => &[false],
+                "rr" => &[true],
+                _ => &[false, true],
+            };
+            testbed::bench_scale::run(&nodes, runs, topologies, &sibling_binary("merled")?)?;
         }
         Command::Bench(Bench::Fib { routes, runs }) => {
             testbed::wait::interrupt_waits_on_signal()?;

@@ -187,6 +187,27 @@ impl Lan {
     }
 }
 
+impl Lan {
+    /// `count` hosts behind one bridge, host `i` (from 0) with the address
+    /// `addr(i)` on its eth0 and no default route: LANs larger than a /24.
+    pub fn scale(tag: &str, count: usize, addr: impl Fn(usize) -> String) -> anyhow::Result<Self> {
+        let switch = Netns::new(&format!("{tag}-sw"))?;
+        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
+        switch.ip(&["link", "set", "br0", "address", "02:00:00:00:00:fe"])?;
+        switch.ip(&["link", "set", "br0", "up"])?;
+        let mut hosts = Vec::new();
+        for i in 0..count {
+            let h = Netns::new(&format!("{tag}-{i}"))?;
+            let port = format!("p{i}");
+            veth(&h, "eth0", &switch, &port)?;
+            switch.ip(&["link", "set", &port, "master", "br0"])?;
+            h.add_addr("eth0", &addr(i))?;
+            hosts.push(h);
+        }
+        Ok(Self { hosts, switch })
+    }
+}
+
 /// Runs `f` on a new thread inside the namespace called `name`.
 pub fn spawn_in<T: Send + 'static>(
     name: &str,
