@@ -17,7 +17,7 @@ use anyhow::{bail, Context};
 use netlink_packet_route::route::RouteType;
 use netlink_packet_route::RouteNetlinkMessage;
 
-use crate::bench::Target;
+use crate::bench::{median, Target};
 use crate::netns::Lan;
 use crate::process::Daemon;
 use crate::TempDir;
@@ -204,15 +204,6 @@ pub fn once(t: Target, lan: &Lan, n: usize, rr: bool, merled: &Path, timeout: Du
         })?;
     }
     Ok(Run { converged, rss_kib })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 /// `testbed bench scale`: for each size and each topology, `runs`
