@@ -294,6 +294,8 @@ fn local_policy_vips_come_only_from_nodes_with_a_backend_and_go_when_it_goes() {
     };
     set(&[&b1]);
     hops(&["10.0.0.2"]);
+    // zebra installs what bgpd chose a moment later: the ToR's kernel too.
+    bed.wait_ecmp("192.0.2.20/32", 1).unwrap();
     let client: IpAddr = CLIENT.parse().unwrap();
     let only_b1: BTreeSet<String> = ["b1"].map(String::from).into();
     assert_eq!(
