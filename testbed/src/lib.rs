@@ -30,6 +30,7 @@ pub mod etcd;
 pub mod frr;
 pub mod lbbed;
 pub mod merled;
+pub mod neigh;
 pub mod netns;
 pub mod process;
 pub mod prometheus;
