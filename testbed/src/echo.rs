@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::netns::Netns;
+use crate::netns::Enter;
 
 /// A running echo server; stopped when dropped.
 #[derive(Debug)]
@@ -23,11 +23,11 @@ pub struct Echo {
 impl Echo {
     /// Answers each connection on `bind` with `"{name} {peer}\n"`, then
     /// closes it.
-    pub fn tcp(ns: &Netns, bind: SocketAddr, name: &str) -> anyhow::Result<Self> {
+    pub fn tcp(ns: &impl Enter, bind: SocketAddr, name: &str) -> anyhow::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let (s, name) = (stop.clone(), name.to_owned());
         let (tx, rx) = std::sync::mpsc::channel();
-        let handle = ns.spawn(move || -> anyhow::Result<()> {
+        let handle = ns.enter(move || -> anyhow::Result<()> {
             let l = TcpListener::bind(bind);
             let ok = l.is_ok();
             let _ = tx.send(l.as_ref().map(|_| ()).map_err(|e| e.to_string()));
@@ -55,11 +55,11 @@ impl Echo {
     }
 
     /// Answers each datagram on `bind` with `"{name} {peer}\n"`.
-    pub fn udp(ns: &Netns, bind: SocketAddr, name: &str) -> anyhow::Result<Self> {
+    pub fn udp(ns: &impl Enter, bind: SocketAddr, name: &str) -> anyhow::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let (s, name) = (stop.clone(), name.to_owned());
         let (tx, rx) = std::sync::mpsc::channel();
-        let handle = ns.spawn(move || -> anyhow::Result<()> {
+        let handle = ns.enter(move || -> anyhow::Result<()> {
             let u = UdpSocket::bind(bind);
             let _ = tx.send(u.as_ref().map(|_| ()).map_err(|e| e.to_string()));
             let Ok(u) = u else { return Ok(()) };
@@ -94,11 +94,11 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub fn start(ns: &Netns, bind: SocketAddr, name: &str) -> anyhow::Result<Self> {
+    pub fn start(ns: &impl Enter, bind: SocketAddr, name: &str) -> anyhow::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let (s, name) = (stop.clone(), name.to_owned());
         let (tx, rx) = std::sync::mpsc::channel();
-        let handle = ns.spawn(move || -> anyhow::Result<()> {
+        let handle = ns.enter(move || -> anyhow::Result<()> {
             let l = TcpListener::bind(bind);
             let _ = tx.send(l.as_ref().map(|_| ()).map_err(|e| e.to_string()));
             let Ok(l) = l else { return Ok(()) };
@@ -153,8 +153,8 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn open(ns: &Netns, to: SocketAddr) -> anyhow::Result<Self> {
-        ns.spawn(move || -> anyhow::Result<Conn> {
+    pub fn open(ns: &impl Enter, to: SocketAddr) -> anyhow::Result<Self> {
+        ns.enter(move || -> anyhow::Result<Conn> {
             let s = TcpStream::connect_timeout(&to, Duration::from_secs(3)).with_context(|| format!("connect {to}"))?;
             s.set_read_timeout(Some(Duration::from_secs(3)))?;
             let mut line = Vec::new();
@@ -196,8 +196,8 @@ fn parse(text: &str, from: SocketAddr) -> anyhow::Result<Answer> {
 }
 
 /// Connects from `ns` to `to` and reads the answer.
-pub fn ask_tcp(ns: &Netns, to: SocketAddr) -> anyhow::Result<Answer> {
-    ns.spawn(move || -> anyhow::Result<Answer> {
+pub fn ask_tcp(ns: &impl Enter, to: SocketAddr) -> anyhow::Result<Answer> {
+    ns.enter(move || -> anyhow::Result<Answer> {
         let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3)).with_context(|| format!("connect {to}"))?;
         s.set_read_timeout(Some(Duration::from_secs(3)))?;
         let mut text = String::new();
@@ -210,8 +210,8 @@ pub fn ask_tcp(ns: &Netns, to: SocketAddr) -> anyhow::Result<Answer> {
 
 /// Sends one datagram from `ns` to `to` and reads the answer; up to three
 /// tries, since UDP may lose one.
-pub fn ask_udp(ns: &Netns, to: SocketAddr) -> anyhow::Result<Answer> {
-    ns.spawn(move || -> anyhow::Result<Answer> {
+pub fn ask_udp(ns: &impl Enter, to: SocketAddr) -> anyhow::Result<Answer> {
+    ns.enter(move || -> anyhow::Result<Answer> {
         let bind: SocketAddr = if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse()?;
         let u = UdpSocket::bind(bind)?;
         u.set_read_timeout(Some(Duration::from_secs(1)))?;

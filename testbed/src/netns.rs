@@ -1,5 +1,6 @@
 //! Network namespaces and veth links, driven through iproute2.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -117,6 +118,11 @@ impl Netns {
         spawn_in(&self.name, f)
     }
 
+    /// The namespace's file.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.name))
+    }
+
     /// PIDs of processes inside the namespace.
     pub fn pids(&self) -> Vec<u32> {
         run(Command::new("ip").args(["netns", "pids", &self.name]))
@@ -213,11 +219,51 @@ pub fn spawn_in<T: Send + 'static>(
     name: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<T>>> {
-    let path = format!("/run/netns/{name}");
-    let fd = std::fs::File::open(&path).with_context(|| format!("cannot open {path}"))?;
+    spawn_at(Path::new(&format!("/run/netns/{name}")), f)
+}
+
+/// Runs `f` on a new thread inside the namespace whose file is `path`:
+/// `/run/netns/NAME`, `/proc/PID/ns/net`, or a namespace another mount
+/// namespace holds (`/proc/PID/root/run/netns/NAME`).
+pub fn spawn_at<T: Send + 'static>(
+    path: &Path,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<T>>> {
+    let fd = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     Ok(std::thread::spawn(move || {
         // setns(2) moves only the calling thread, which is ours alone.
         nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
         Ok(f())
     }))
+}
+
+/// A network namespace a thread can enter: a [`Netns`] of the testbed's,
+/// or any namespace file ([`NsPath`]), such as a pod's inside a topology
+/// node.
+pub trait Enter {
+    fn netns_path(&self) -> PathBuf;
+
+    /// Runs `f` on a new thread inside the namespace.
+    fn enter<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<T>>> {
+        spawn_at(&self.netns_path(), f)
+    }
+}
+
+impl Enter for Netns {
+    fn netns_path(&self) -> PathBuf {
+        self.path()
+    }
+}
+
+/// A namespace by its file.
+#[derive(Debug, Clone)]
+pub struct NsPath(pub PathBuf);
+
+impl Enter for NsPath {
+    fn netns_path(&self) -> PathBuf {
+        self.0.clone()
+    }
 }

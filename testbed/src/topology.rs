@@ -433,14 +433,46 @@ pub fn status(name: Option<&str>, bin_dir: &Path) -> anyhow::Result<String> {
     Ok(o)
 }
 
+/// The processes of a node besides its own: those in its mount
+/// namespace (what it started, what `testbed exec` ran) and those in the
+/// network namespaces it holds in its `/run/netns` (its pods, entered by
+/// `ip netns exec`, which makes a mount namespace of its own).
+fn inside_node(pid: u32) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(mnt) = std::fs::read_link(format!("/proc/{pid}/ns/mnt")) else { return Vec::new() };
+    let nets: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{pid}/root/run/netns"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::metadata(e.path()).ok())
+                .map(|m| PathBuf::from(format!("net:[{}]", m.ino())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let Ok(d) = std::fs::read_dir("/proc") else { return Vec::new() };
+    d.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| *p != pid)
+        .filter(|p| {
+            std::fs::read_link(format!("/proc/{p}/ns/mnt")).is_ok_and(|m| m == mnt)
+                || std::fs::read_link(format!("/proc/{p}/ns/net")).is_ok_and(|n| nets.contains(&n))
+        })
+        .collect()
+}
+
 /// Stops every node's process and removes its namespace and state.
 pub fn down(name: &str) -> anyhow::Result<()> {
     let lab = find_lab(Some(name))?;
+    let mut inside: Vec<u32> = Vec::new();
     for (_, pid) in lab.nodes.values() {
-        if *pid > 0 {
+        if *pid > 0 && alive(*pid) {
+            inside.extend(inside_node(*pid));
             // The process group: the node's process and what it started.
             let _ = Command::new("kill").args(["-TERM", "--", &format!("-{pid}")]).output();
         }
+    }
+    // As a container's end ends everything in it.
+    for p in inside {
+        let _ = Command::new("kill").args(["-KILL", &p.to_string()]).output();
     }
     let _ = crate::wait::poll("the nodes to stop", Duration::from_secs(5), || {
         lab.nodes.values().all(|(_, p)| !alive(*p)).then_some(())

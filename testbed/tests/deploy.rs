@@ -242,3 +242,49 @@ fn the_dockerfile_copies_files_that_exist_and_binaries_the_workspace_builds() {
         assert!(text.contains(&format!("COPY {m} {m}")), "the build stage does not copy the member {m}");
     }
 }
+
+/// The lab image is merle's image with no entrypoint and the packages
+/// the topologies' commands need; every topology node that runs merle's
+/// binaries or etcd uses it. (merle's own image has merled as its
+/// entrypoint, so a containerlab `cmd: merled ...` would run `merled
+/// merled ...` there.)
+#[test]
+fn the_lab_image_is_merles_without_an_entrypoint_and_every_topology_uses_it() {
+    const LAB: &str = "ghcr.io/merle-net/merle-lab:latest";
+    let text = std::fs::read_to_string(root().join("deploy/lab.Dockerfile")).unwrap();
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
+    assert!(lines.contains(&"ARG BASE=ghcr.io/merle-net/merle:latest") && lines.contains(&"FROM ${BASE}"), "{text}");
+    assert!(lines.contains(&"ENTRYPOINT []"), "the lab image keeps an entrypoint:\n{text}");
+    // Each program a lab node starts, and where the image gets it.
+    let from_package = [("etcd", "etcd-server"), ("ping", "iputils-ping"), ("ip", "iproute2"), ("sysctl", "procps")];
+    let dir = root().join("testbed/topologies");
+    let mut files = 0;
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let p = e.path();
+        if !p.to_string_lossy().ends_with(".clab.yml") {
+            continue;
+        }
+        files += 1;
+        let t = testbed::topology::Topology::load(&p).unwrap();
+        for n in &t.nodes {
+            let lines: Vec<&str> = n.cmd.iter().chain(&n.exec).map(String::as_str).collect();
+            let programs: Vec<&str> = lines.iter().filter_map(|l| l.split_whitespace().next()).collect();
+            let ours = programs.iter().any(|p| p.starts_with("merle") || *p == "etcd");
+            if !ours {
+                continue;
+            }
+            assert_eq!(n.image.as_deref(), Some(LAB), "{}: node {} runs {programs:?}", p.display(), n.name);
+            for prog in programs {
+                if let Some((_, pkg)) = from_package.iter().find(|(c, _)| *c == prog) {
+                    assert!(
+                        text.contains(pkg),
+                        "{}: node {} runs {prog}, which the lab image lacks ({pkg})",
+                        p.display(),
+                        n.name
+                    );
+                }
+            }
+        }
+    }
+    assert!(files >= 4, "{files} topology files");
+}
