@@ -722,6 +722,13 @@ impl Engine {
     /// routing has converged.
     fn sync_l2(&mut self) -> Result<(), NlError> {
         self.l2_dirty = false;
+        // Without a VXLAN device nothing of merle's can be in the tables,
+        // and a dump is not cheap: the kernel walks one neighbour table
+        // shared by every network namespace (every container of a host),
+        // not this namespace's entries alone.
+        if self.devs.vxlan_v4.is_none() && self.devs.vxlan_v6.is_none() {
+            return Ok(());
+        }
         let mut want_neigh: HashSet<(u32, IpAddr, [u8; 6])> = HashSet::new();
         let mut want_fdb: HashSet<(u32, [u8; 6], IpAddr)> = HashSet::new();
         for ip in self.vteps.keys() {
