@@ -151,11 +151,6 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_nanos(ns)
 }
 
-fn median_of<T: Ord + Copy + Default>(mut v: Vec<T>) -> T {
-    v.sort_unstable();
-    v.get(v.len() / 2).copied().unwrap_or_default()
-}
-
 /// One run of `target` with `n` nodes; `timeout` bounds the wait.
 pub fn once(t: Target, lan: &Lan, n: usize, rr: bool, merled: &Path, timeout: Duration) -> anyhow::Result<Run> {
     let dir = TempDir::new("scale")?;
@@ -222,9 +217,9 @@ pub fn once(t: Target, lan: &Lan, n: usize, rr: bool, merled: &Path, timeout: Du
         println!("{n} nodes: {} {why}", t.name());
     }
     let pids: Vec<u32> = daemons.iter().filter_map(|d| d.pid()).collect();
-    let rss_kib = median_of(pids.iter().map(|&p| status_kib(p, "VmRSS:")).collect());
-    let anon_kib = median_of(pids.iter().map(|&p| status_kib(p, "RssAnon:")).collect());
-    let cpu = median_of(pids.iter().map(|&p| cpu_time(p)).collect());
+    let kib = |field: &str| median(pids.iter().map(|&p| status_kib(p, field) as f64).collect()) as u64;
+    let (rss_kib, anon_kib) = (kib("VmRSS:"), kib("RssAnon:"));
+    let cpu = Duration::from_secs_f64(median(pids.iter().map(|&p| cpu_time(p).as_secs_f64()).collect()));
     // The figures are taken: SIGKILL, so that hundreds of speakers do
     // not each take their grace period in turn.
     for mut d in daemons {
@@ -324,26 +319,23 @@ fn lan(n: usize) -> anyhow::Result<Lan> {
     };
     let macs: Vec<String> = lan.hosts.iter().map(mac).collect::<anyhow::Result<_>>()?;
     let dir = TempDir::new("scale-neigh")?;
-    let batch = |ns: &str, file: &str, text: String| -> anyhow::Result<()> {
+    // `ip -batch` and `bridge -batch` in a namespace, from a file.
+    let batch = |program: &str, ns: &str, file: &str, text: String| -> anyhow::Result<()> {
         let f = dir.path().join(file);
         std::fs::write(&f, text)?;
-        crate::netns::run(std::process::Command::new("ip").args(["-n", ns, "-batch"]).arg(&f)).map(|_| ())
+        crate::netns::run(std::process::Command::new(program).args(["-n", ns, "-batch"]).arg(&f)).map(|_| ())
     };
     let mut fdb = String::new();
     for (i, m) in macs.iter().enumerate() {
         let _ = writeln!(fdb, "fdb replace {m} dev p{i} master static");
     }
-    let f = dir.path().join("fdb");
-    std::fs::write(&f, fdb)?;
-    crate::netns::run(
-        std::process::Command::new("ip").args(["netns", "exec", &lan.switch.name, "bridge", "-batch"]).arg(&f),
-    )?;
+    batch("bridge", &lan.switch.name, "fdb", fdb)?;
     for (i, h) in lan.hosts.iter().enumerate() {
         let mut t = String::new();
         for (j, m) in macs.iter().enumerate().filter(|(j, _)| *j != i) {
             let _ = writeln!(t, "neigh replace {} lladdr {m} dev eth0 nud permanent", addr(j));
         }
-        batch(&h.name, &format!("n{i}"), t)?;
+        batch("ip", &h.name, &format!("n{i}"), t)?;
     }
     Ok(lan)
 }
