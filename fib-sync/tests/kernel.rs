@@ -71,6 +71,7 @@ fn wait_routes(ns: &Netns, want: &[&str]) {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn installs_repairs_and_leaves_foreign_routes_alone() {
     if testbed::skip_unless_root("installs_repairs_and_leaves_foreign_routes_alone") {
         return;
@@ -171,6 +172,7 @@ fn installs_repairs_and_leaves_foreign_routes_alone() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn routes_survive_a_restart_and_stale_ones_go_only_after_convergence() {
     if testbed::skip_unless_root("routes_survive_a_restart_and_stale_ones_go_only_after_convergence") {
         return;
@@ -207,6 +209,7 @@ fn routes_survive_a_restart_and_stale_ones_go_only_after_convergence() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn ipv6_plain_multipath_blackhole_and_vxlan_v6() {
     if testbed::skip_unless_root("ipv6_plain_multipath_blackhole_and_vxlan_v6") {
         return;
@@ -335,6 +338,7 @@ fn mac_of(ip: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn vxlan_neighbour_and_fdb_entries_follow_nodes_joining_leaving_and_mode_changes() {
     if testbed::skip_unless_root("vxlan_neighbour_and_fdb_entries_follow_nodes_joining_leaving_and_mode_changes") {
         return;

@@ -1,19 +1,29 @@
 //! `testbed bench services`: a NodePort with a remote backend, served by
 //! merle (`dsr`, `snat`) and by kube-proxy's iptables rules (DNAT in
-//! PREROUTING, MASQUERADE), in one testbed, the setups alternating
-//! (ABC, then CBA) every round, at 1, 1,000 and 10,000 services.
+//! PREROUTING, MASQUERADE), in one testbed, at 1, 1,000 and 10,000
+//! services.
 //!
 //! ```text
-//!   client 192.168.100.2 ── ToR ── n1 10.0.0.1 (the NodePort)
+//!   client 192.168.100.2 ── ToR ── n1 10.0.0.1 (the NodePorts)
 //!                              └── n2 10.0.0.2 (pod b1: the backend)
 //! ```
+//! The three setups are in place at once, each on NodePorts of its own:
+//! merle's maps hold a `dsr` and a `snat` service, kube-proxy's nat table
+//! a third, and a packet for a port merle does not serve goes on to the
+//! stack and its rules, as it would with kube-proxy beside merle. The
+//! client interleaves them connection by connection (DSR, SNAT, iptables,
+//! then iptables, SNAT, DSR, ...), so that the machine's drift, which on
+//! these machines moves a 5-second figure by a fifth from one run to the
+//! next, falls on every setup alike.
+//!
 //! Figures: short TCP connections (connect, one byte each way, close; one
-//! at a time, both ends pinned to CPU 0) per second with their p50 and
-//! p99 latency, and one TCP stream (iperf3) through the NodePort. At N
-//! services, merle's maps hold N frontends (N - 2 ClusterIP-only ones
-//! besides the two NodePorts); kube-proxy's table holds a KUBE-SERVICES
-//! rule per ClusterIP, walked before the NodePort jump, as kube-proxy
-//! writes it.
+//! at a time, both ends pinned to CPU 0) per second of their own time
+//! with their p50 and p99 latency, and one TCP stream (iperf3) through
+//! each setup's NodePort, the setups in turn (ABC, then CBA every other
+//! round). At N services merle's maps and kube-proxy's table each hold N
+//! (ClusterIP-only ones besides those under test); kube-proxy's table
+//! holds a KUBE-SERVICES rule per ClusterIP, walked before the NodePort
+//! jump, as kube-proxy writes it.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -29,9 +39,8 @@ use crate::lbbed::ServiceBed;
 use crate::netns::Netns;
 use crate::wait;
 
+/// The fillers' backend port.
 const CONN_PORT: u16 = 12000;
-const WEB_NODE_PORT: u16 = 30080;
-const IPERF_NODE_PORT: u16 = 30201;
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, clap::Args)]
@@ -39,7 +48,7 @@ pub struct Params {
     /// Rounds at each scale; each round measures every setup.
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
-    /// Seconds of each connection run.
+    /// Seconds of connections per setup and round (the setups interleaved).
     #[arg(long, default_value_t = 5)]
     pub conn_seconds: u32,
     /// Seconds of each stream (at the first scale only).
@@ -66,18 +75,53 @@ impl Setup {
             Setup::Iptables => "iptables",
         }
     }
+    /// The NodePort of its connection service and of its stream service,
+    /// and the ClusterIPs of the two.
+    fn ports(self) -> (u16, u16) {
+        match self {
+            Setup::Dsr => (30080, 30201),
+            Setup::Snat => (30081, 30202),
+            Setup::Iptables => (30082, 30203),
+        }
+    }
+    /// The backend's port for its connections: each setup has a server
+    /// of its own, so that no two setups' translated flows meet in one
+    /// 4-tuple at the pod (merle's SNAT and netfilter's MASQUERADE both
+    /// take n1's address and ports, and neither knows the other's).
+    fn conn_port(self) -> u16 {
+        match self {
+            Setup::Dsr => 12001,
+            Setup::Snat => 12002,
+            Setup::Iptables => 12003,
+        }
+    }
+    fn cluster_ips(self) -> (&'static str, &'static str) {
+        match self {
+            Setup::Dsr => ("10.96.0.10", "10.96.0.11"),
+            Setup::Snat => ("10.96.0.12", "10.96.0.13"),
+            Setup::Iptables => ("10.96.0.14", "10.96.0.15"),
+        }
+    }
+    fn tag(self) -> &'static str {
+        match self {
+            Setup::Dsr => "dsr",
+            Setup::Snat => "snat",
+            Setup::Iptables => "ipt",
+        }
+    }
 }
 
 fn filler_ip(i: u32) -> String {
     format!("10.97.{}.{}", i / 256, i % 256)
 }
 
-/// The configuration's services at `n` services: n - 2 ClusterIP-only ones
-/// and the two under test, with NodePorts unless iptables serves them.
-fn services_toml(n: u32, setup: Setup, b1: &Pod) -> String {
+/// merle's services at `n`: the four under test (a connection and a
+/// stream service each for `dsr` and `snat`, with NodePorts) and n - 4
+/// ClusterIP-only ones.
+fn services_toml(n: u32, b1: &Pod) -> String {
     let mut s = String::from("[service_ranges]\ncluster_ips = [\"10.96.0.0/12\"]\n\n");
     let backend = |port: u16| format!("backends = [{{ address = \"{}\", port = {port}, node = \"n2\" }}]\n", b1.v4);
-    for i in 0..n.saturating_sub(2) {
+    for i in 0..n.saturating_sub(4) {
         let _ = write!(
             s,
             "[[services]]\nname = \"svc-{i}\"\nprotocol = \"tcp\"\ncluster_ip = \"{}\"\nport = 80\n{}\n",
@@ -85,26 +129,29 @@ fn services_toml(n: u32, setup: Setup, b1: &Pod) -> String {
             backend(CONN_PORT)
         );
     }
-    let (np, mode) = match setup {
-        Setup::Dsr => (true, "dsr"),
-        Setup::Snat => (true, "snat"),
-        Setup::Iptables => (false, "snat"),
-    };
-    for (name, cip, port, node_port) in
-        [("web", "10.96.0.10", CONN_PORT, WEB_NODE_PORT), ("iperf", "10.96.0.11", IPERF_PORT, IPERF_NODE_PORT)]
-    {
-        let _ =
-            write!(s, "[[services]]\nname = \"{name}\"\nprotocol = \"tcp\"\ncluster_ip = \"{cip}\"\nport = {port}\n");
-        if np {
-            let _ = writeln!(s, "node_port = {node_port}\nmode = \"{mode}\"");
+    for setup in [Setup::Dsr, Setup::Snat] {
+        let ((web, iperf), (web_ip, iperf_ip)) = (setup.ports(), setup.cluster_ips());
+        for (name, cip, port, node_port) in
+            [("web", web_ip, setup.conn_port(), web), ("iperf", iperf_ip, IPERF_PORT, iperf)]
+        {
+            let _ = writeln!(
+                s,
+                "[[services]]\nname = \"{name}-{}\"\nprotocol = \"tcp\"\ncluster_ip = \"{cip}\"\nport = {port}\n\
+                 node_port = {node_port}\nmode = \"{}\"\n{}",
+                setup.tag(),
+                setup.tag(),
+                backend(port)
+            );
         }
-        let _ = writeln!(s, "{}", backend(port));
     }
     s
 }
 
-/// kube-proxy's nat table for the same services, for iptables-restore.
+/// kube-proxy's nat table for its services at `n`, for iptables-restore:
+/// the two under test and n - 2 ClusterIP-only ones.
 fn iptables_rules(n: u32, b1: &Pod) -> String {
+    let ((web, iperf), (web_ip, iperf_ip)) = (Setup::Iptables.ports(), Setup::Iptables.cluster_ips());
+    let conn = Setup::Iptables.conn_port();
     let mut s = String::from(
         "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
          :KUBE-SERVICES - [0:0]\n:KUBE-NODEPORTS - [0:0]\n:KUBE-POSTROUTING - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n\
@@ -128,14 +175,14 @@ fn iptables_rules(n: u32, b1: &Pod) -> String {
     }
     let _ = write!(
         s,
-        "-A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m tcp --dport {CONN_PORT} -j KUBE-SVC-WEB\n\
-         -A KUBE-SERVICES -d 10.96.0.11/32 -p tcp -m tcp --dport {IPERF_PORT} -j KUBE-SVC-IPERF\n\
+        "-A KUBE-SERVICES -d {web_ip}/32 -p tcp -m tcp --dport {conn} -j KUBE-SVC-WEB\n\
+         -A KUBE-SERVICES -d {iperf_ip}/32 -p tcp -m tcp --dport {IPERF_PORT} -j KUBE-SVC-IPERF\n\
          -A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS\n\
-         -A KUBE-NODEPORTS -p tcp -m tcp --dport {WEB_NODE_PORT} -j KUBE-MARK-MASQ\n\
-         -A KUBE-NODEPORTS -p tcp -m tcp --dport {WEB_NODE_PORT} -j KUBE-SVC-WEB\n\
-         -A KUBE-NODEPORTS -p tcp -m tcp --dport {IPERF_NODE_PORT} -j KUBE-MARK-MASQ\n\
-         -A KUBE-NODEPORTS -p tcp -m tcp --dport {IPERF_NODE_PORT} -j KUBE-SVC-IPERF\n\
-         -A KUBE-SVC-WEB -j KUBE-SEP-WEB\n-A KUBE-SEP-WEB -p tcp -m tcp -j DNAT --to-destination {b}:{CONN_PORT}\n\
+         -A KUBE-NODEPORTS -p tcp -m tcp --dport {web} -j KUBE-MARK-MASQ\n\
+         -A KUBE-NODEPORTS -p tcp -m tcp --dport {web} -j KUBE-SVC-WEB\n\
+         -A KUBE-NODEPORTS -p tcp -m tcp --dport {iperf} -j KUBE-MARK-MASQ\n\
+         -A KUBE-NODEPORTS -p tcp -m tcp --dport {iperf} -j KUBE-SVC-IPERF\n\
+         -A KUBE-SVC-WEB -j KUBE-SEP-WEB\n-A KUBE-SEP-WEB -p tcp -m tcp -j DNAT --to-destination {b}:{conn}\n\
          -A KUBE-SVC-IPERF -j KUBE-SEP-IPERF\n-A KUBE-SEP-IPERF -p tcp -m tcp -j DNAT --to-destination {b}:{IPERF_PORT}\n\
          COMMIT\n",
         b = b1.v4
@@ -160,35 +207,38 @@ fn iptables_flush(ns: &Netns) -> anyhow::Result<()> {
     )
 }
 
-/// Puts `setup` in place at `n` services; how long merled (or
-/// iptables-restore) took to have it.
-fn enter(bed: &ServiceBed, b1: &Pod, n: u32, setup: Setup) -> anyhow::Result<Duration> {
+/// Puts every setup in place at `n` services; how long merled took to
+/// have its part, and how long iptables-restore took.
+fn enter(bed: &ServiceBed, b1: &Pod, n: u32) -> anyhow::Result<(Duration, Duration)> {
     let c = &bed.cluster;
     let t = Instant::now();
-    if setup != Setup::Iptables {
-        iptables_flush(c.ns(0))?;
-    }
     for i in 0..c.nodes.len() {
-        c.set_services(i, &services_toml(n, setup, b1))?;
+        c.set_services(i, &services_toml(n, b1))?;
     }
-    let want_np = setup != Setup::Iptables;
-    let want_dsr = setup == Setup::Dsr;
-    wait::poll(&format!("{} at {n} services", setup.name()), Duration::from_secs(300), || {
+    let want = n.max(4) as usize;
+    wait::poll(&format!("merle's services at {n}"), Duration::from_secs(300), || {
         let v = c.services(0).ok()?;
         let list = v.as_array()?;
-        if list.len() != n.max(2) as usize {
+        if list.len() != want {
             return None;
         }
-        let web = list.iter().find(|s| s["service"]["name"] == "web")?;
-        let f = web["frontends"].as_array()?;
-        let np = f.iter().any(|f| f["kind"] == "node-port");
-        (np == want_np && f.iter().all(|f| !f["lb_id"].is_null() && (!np || f["dsr"] == want_dsr))).then_some(())
+        let programmed =
+            list.iter().all(|s| s["frontends"].as_array().is_some_and(|f| f.iter().all(|f| !f["lb_id"].is_null())));
+        let dsr = |name: &str, want: bool| {
+            list.iter().find(|s| s["service"]["name"] == name).and_then(|s| s["frontends"].as_array()).is_some_and(
+                |f| {
+                    f.iter().any(|f| f["kind"] == "node-port")
+                        && f.iter().filter(|f| f["kind"] == "node-port").all(|f| f["dsr"] == want)
+                },
+            )
+        };
+        (programmed && dsr("web-dsr", true) && dsr("web-snat", false)).then_some(())
     })
     .map_err(|e| anyhow::anyhow!("{e}\n{}", c.logs()))?;
-    if setup == Setup::Iptables {
-        iptables_restore(c.ns(0), &iptables_rules(n, b1))?;
-    }
-    Ok(t.elapsed())
+    let merle = t.elapsed();
+    let t = Instant::now();
+    iptables_restore(c.ns(0), &iptables_rules(n, b1))?;
+    Ok((merle, t.elapsed()))
 }
 
 struct Conns {
@@ -204,45 +254,62 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
 }
 
-/// Short connections from the client to n1's NodePort, one at a time.
-fn conns(bed: &ServiceBed, b1: &Pod, secs: u32) -> anyhow::Result<Conns> {
-    let srv = ByteServer::start(&b1.ns, SocketAddr::from(([0, 0, 0, 0], CONN_PORT)))?;
-    let to: SocketAddr = format!("10.0.0.1:{WEB_NODE_PORT}").parse()?;
-    let dur = Duration::from_secs(u64::from(secs));
-    let cli = bed.client.spawn(move || -> anyhow::Result<(Vec<f64>, Duration)> {
+/// One connection to `to`: connect, a byte each way, close; its time in µs.
+fn one(to: &SocketAddr) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let mut s = TcpStream::connect_timeout(to, IO_TIMEOUT).with_context(|| format!("connect {to}"))?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.write_all(&[1])?;
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).with_context(|| format!("connection to {to}"))?;
+    drop(s);
+    Ok(t.elapsed().as_secs_f64() * 1e6)
+}
+
+/// Short connections from the client to each setup's NodePort on n1, one
+/// at a time, the setups interleaved (ABC CBA ...) for `secs` seconds
+/// each: per setup, connections per second of its own connections' time.
+fn conns(bed: &ServiceBed, b1: &Pod, secs: u32) -> anyhow::Result<[Conns; 3]> {
+    let mut srv = Vec::new();
+    for s in Setup::ALL {
+        srv.push(ByteServer::start(&b1.ns, SocketAddr::from(([0, 0, 0, 0], s.conn_port())))?);
+    }
+    let to: Vec<SocketAddr> = Setup::ALL.iter().map(|s| SocketAddr::from(([10, 0, 0, 1], s.ports().0))).collect();
+    let dur = Duration::from_secs(u64::from(secs) * Setup::ALL.len() as u64);
+    let cli = bed.client.spawn(move || -> anyhow::Result<Vec<Vec<f64>>> {
         pin_to_cpu0()?;
         // A few first, untimed: neighbours resolved, caches warm.
-        for _ in 0..20 {
-            let mut s = TcpStream::connect_timeout(&to, IO_TIMEOUT).with_context(|| format!("warm-up connect {to}"))?;
-            s.write_all(&[1])?;
-            let mut b = [0u8; 1];
-            s.set_read_timeout(Some(IO_TIMEOUT))?;
-            s.read_exact(&mut b).context("warm-up connection")?;
+        for a in &to {
+            for _ in 0..20 {
+                one(a).context("warm-up")?;
+            }
         }
+        let order: Vec<usize> = (0..to.len()).chain((0..to.len()).rev()).collect();
+        let mut lat = vec![Vec::new(); to.len()];
         let start = Instant::now();
-        let mut lat = Vec::new();
         while start.elapsed() < dur {
-            let t = Instant::now();
-            let mut s = TcpStream::connect_timeout(&to, IO_TIMEOUT).with_context(|| format!("connect {to}"))?;
-            s.set_nodelay(true)?;
-            s.set_read_timeout(Some(IO_TIMEOUT))?;
-            s.write_all(&[1])?;
-            let mut b = [0u8; 1];
-            s.read_exact(&mut b).with_context(|| format!("connection {} to {to}", lat.len() + 1))?;
-            drop(s);
-            lat.push(t.elapsed().as_secs_f64() * 1e6);
+            for &i in &order {
+                let us = one(&to[i]).with_context(|| format!("connection {}", lat[i].len() + 1))?;
+                lat[i].push(us);
+            }
         }
-        Ok((lat, start.elapsed()))
+        Ok(lat)
     });
     let done = cli.and_then(|h| join(h, "the connection client"));
-    srv.stop()?;
-    let (mut lat, elapsed) = done?;
-    lat.sort_by(|a, b| a.total_cmp(b));
-    Ok(Conns {
-        rate: lat.len() as f64 / elapsed.as_secs_f64(),
-        p50_us: quantile(&lat, 0.5),
-        p99_us: quantile(&lat, 0.99),
-    })
+    for s in srv {
+        s.stop()?;
+    }
+    let lat = done?;
+    lat.into_iter()
+        .map(|mut l| {
+            let total_s: f64 = l.iter().sum::<f64>() / 1e6;
+            l.sort_by(|a, b| a.total_cmp(b));
+            Conns { rate: l.len() as f64 / total_s, p50_us: quantile(&l, 0.5), p99_us: quantile(&l, 0.99) }
+        })
+        .collect::<Vec<_>>()
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("three setups"))
 }
 
 #[derive(Default)]
@@ -251,13 +318,13 @@ struct Cell {
     p50: Vec<f64>,
     p99: Vec<f64>,
     gbps: Vec<f64>,
-    enter_s: Vec<f64>,
 }
 
 pub fn run(prm: &Params) -> anyhow::Result<()> {
     for t in ["iperf3", "iptables-restore"] {
         need(t)?;
     }
+    anyhow::ensure!(!prm.scale.is_empty() && prm.rounds > 0, "--scale and --rounds need at least one");
     let bed = ServiceBed::new("bsv", 2)?;
     let b1 = bed.cluster.add_pod(1, "bsvb1")?;
     let mut out = String::new();
@@ -267,57 +334,72 @@ pub fn run(prm: &Params) -> anyhow::Result<()> {
         out.push('\n');
     };
     say(&format!(
-        "services bench: {} rounds at {:?} services, {} s of connections, {} s streams",
+        "services bench: {} rounds at {:?} services, {} s of connections per setup (interleaved), {} s streams",
         prm.rounds, prm.scale, prm.conn_seconds, prm.stream_seconds
     ));
-    let mut table: Vec<(u32, [Cell; 3])> = Vec::new();
+    let mut table: Vec<(u32, [Cell; 3], Duration, Duration)> = Vec::new();
     for &n in &prm.scale {
+        let (merle_took, ipt_took) = enter(&bed, &b1, n)?;
+        say(&format!(
+            "  {n:>5} services: merled programmed its in {:.1} s, iptables-restore took {:.1} s",
+            merle_took.as_secs_f64(),
+            ipt_took.as_secs_f64()
+        ));
         let mut cells: [Cell; 3] = Default::default();
         for round in 0..prm.rounds {
+            let c = conns(&bed, &b1, prm.conn_seconds)?;
             let order: Vec<Setup> =
                 if round % 2 == 0 { Setup::ALL.to_vec() } else { Setup::ALL.iter().rev().copied().collect() };
-            for setup in order {
-                let took = enter(&bed, &b1, n, setup)?;
-                let c = conns(&bed, &b1, prm.conn_seconds)?;
-                let cell = &mut cells[setup as usize];
+            let mut streams = [None; 3];
+            if n == prm.scale[0] {
+                for setup in order {
+                    let s = stream_to(&b1.ns, &bed.client, "10.0.0.1", setup.ports().1, prm.stream_seconds)?;
+                    streams[setup as usize] = Some(s.gbps);
+                }
+            }
+            for setup in Setup::ALL {
+                let (c, cell) = (&c[setup as usize], &mut cells[setup as usize]);
                 cell.rate.push(c.rate);
                 cell.p50.push(c.p50_us);
                 cell.p99.push(c.p99_us);
-                cell.enter_s.push(took.as_secs_f64());
                 let mut line = format!(
-                    "  {n:>5} services, round {}, {:<10}: {:7.0} conn/s, p50 {:6.0} µs, p99 {:6.0} µs (set up in {:.1} s)",
+                    "  {n:>5} services, round {}, {:<10}: {:7.0} conn/s, p50 {:6.0} µs, p99 {:6.0} µs",
                     round + 1,
                     setup.name(),
                     c.rate,
                     c.p50_us,
                     c.p99_us,
-                    took.as_secs_f64()
                 );
-                if n == prm.scale[0] {
-                    let s = stream_to(&b1.ns, &bed.client, "10.0.0.1", IPERF_NODE_PORT, prm.stream_seconds)?;
-                    cell.gbps.push(s.gbps);
-                    let _ = write!(line, ", stream {:.1} Gbit/s", s.gbps);
+                if let Some(g) = streams[setup as usize] {
+                    cell.gbps.push(g);
+                    let _ = write!(line, ", stream {g:.1} Gbit/s");
                 }
                 say(&line);
             }
+            say(&format!(
+                "  {n:>5} services, round {}: DSR / iptables {:.2}",
+                round + 1,
+                c[Setup::Dsr as usize].rate / c[Setup::Iptables as usize].rate
+            ));
         }
-        table.push((n, cells));
+        table.push((n, cells, merle_took, ipt_took));
     }
     iptables_flush(bed.cluster.ns(0))?;
     say("\nMedians:");
     say("| services | setup | conn/s | p50 µs | p99 µs | stream Gbit/s | set up s |");
     say("| ---: | --- | ---: | ---: | ---: | ---: | ---: |");
-    for (n, cells) in &table {
+    for (n, cells, merle_took, ipt_took) in &table {
         for s in Setup::ALL {
             let c = &cells[s as usize];
             let g = if c.gbps.is_empty() { "".into() } else { format!("{:.1}", median(c.gbps.clone())) };
+            let took = if s == Setup::Iptables { ipt_took } else { merle_took };
             say(&format!(
                 "| {n} | {} | {:.0} | {:.0} | {:.0} | {g} | {:.1} |",
                 s.name(),
                 median(c.rate.clone()),
                 median(c.p50.clone()),
                 median(c.p99.clone()),
-                median(c.enter_s.clone())
+                took.as_secs_f64()
             ));
         }
     }

@@ -111,6 +111,7 @@ fn dsr(lab: &Lab, merled: &[String]) -> std::process::Child {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn every_topology_comes_up_in_namespaces_converges_and_comes_down() {
     if testbed::skip_unless_root("every_topology_comes_up_in_namespaces") {
         return;

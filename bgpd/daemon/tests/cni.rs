@@ -68,6 +68,7 @@ fn ping(from: &Netns, to: &str) {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn pods_from_merle_cni_reach_each_other_across_nodes_with_blocks_and_a_borrowed_address() {
     if testbed::skip_unless_root("pods_from_merle_cni_reach_each_other_across_nodes") {
         return;

@@ -222,6 +222,7 @@ fn dump(m: &testbed::merled::Merled) -> (usize, Duration) {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn route_dumps_of_a_million_routes_never_hold_up_the_sessions() {
     if testbed::skip_unless_root("route_dumps_of_a_million_routes_never_hold_up_the_sessions") {
         return;
@@ -306,6 +307,7 @@ fn route_dumps_of_a_million_routes_never_hold_up_the_sessions() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn route_filters_select_and_bad_queries_are_refused() {
     if testbed::skip_unless_root("route_filters_select_and_bad_queries_are_refused") {
         return;

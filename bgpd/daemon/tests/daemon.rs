@@ -121,6 +121,7 @@ fn control_socket_is_private_and_survives_bad_requests() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn connections_from_unknown_addresses_are_closed() {
     if testbed::skip_unless_root("connections_from_unknown_addresses_are_closed") {
         return;
@@ -157,6 +158,7 @@ fn valid(extra: &[u8]) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn rfc7606_malformed_updates_over_a_real_session() {
     if testbed::skip_unless_root("rfc7606_malformed_updates_over_a_real_session") {
         return;
@@ -219,6 +221,7 @@ fn rfc7606_malformed_updates_over_a_real_session() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn rfc7606_attributes_without_reachable_nlri_reset_ipv4_and_ipv6() {
     if testbed::skip_unless_root("rfc7606_attributes_without_reachable_nlri_reset_ipv4_and_ipv6") {
         return;
@@ -319,6 +322,7 @@ fn rfc7606_attributes_without_reachable_nlri_reset_ipv4_and_ipv6() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn a_stuck_peer_does_not_stall_the_others() {
     if testbed::skip_unless_root("a_stuck_peer_does_not_stall_the_others") {
         return;
@@ -361,6 +365,7 @@ fn a_stuck_peer_does_not_stall_the_others() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn two_octet_peer_gets_as_trans_and_as4_path_and_is_merged_on_import() {
     if testbed::skip_unless_root("two_octet_peer_gets_as_trans_and_as4_path_and_is_merged_on_import") {
         return;

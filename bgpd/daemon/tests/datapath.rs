@@ -171,6 +171,7 @@ fn forwarding(encap: Encap, tag: &str) {
 }
 
 #[test]
+#[ignore = "needs root and BPF: the test command runs it with --include-ignored"]
 fn ebpf_mode_forwards_pods_natively_and_skips_the_host_stack() {
     if skip_unless_bpf("ebpf_mode_forwards_pods_natively") {
         return;
@@ -179,6 +180,7 @@ fn ebpf_mode_forwards_pods_natively_and_skips_the_host_stack() {
 }
 
 #[test]
+#[ignore = "needs root and BPF: the test command runs it with --include-ignored"]
 fn ebpf_mode_forwards_pods_over_vxlan_and_skips_the_host_stack() {
     if skip_unless_bpf("ebpf_mode_forwards_pods_over_vxlan") {
         return;
@@ -205,6 +207,7 @@ fn ping_summary(out: &str) -> (u64, u64) {
 }
 
 #[test]
+#[ignore = "needs root and BPF: the test command runs it with --include-ignored"]
 fn restarting_merled_loses_no_packet_and_adopts_its_pins() {
     if skip_unless_bpf("restarting_merled_loses_no_packet") {
         return;
@@ -301,6 +304,7 @@ fn restarting_merled_loses_no_packet_and_adopts_its_pins() {
 }
 
 #[test]
+#[ignore = "needs root and BPF: the test command runs it with --include-ignored"]
 fn pod_churn_leaves_no_stale_endpoint_and_two_pods_keep_talking() {
     if skip_unless_bpf("pod_churn") {
         return;
@@ -349,6 +353,7 @@ fn pod_churn_leaves_no_stale_endpoint_and_two_pods_keep_talking() {
 }
 
 #[test]
+#[ignore = "needs root and BPF: the test command runs it with --include-ignored"]
 fn nat_outgoing_masquerades_traffic_leaving_the_cluster_in_both_modes() {
     if skip_unless_bpf("nat_outgoing") {
         return;
@@ -382,6 +387,7 @@ fn nat_outgoing_masquerades_traffic_leaving_the_cluster_in_both_modes() {
 }
 
 #[test]
+#[ignore = "needs root and BPF: the test command runs it with --include-ignored"]
 fn a_pin_directory_off_bpffs_keeps_merled_up_in_kernel_mode_and_says_why() {
     if skip_unless_bpf("pin_directory_off_bpffs") {
         return;

@@ -10,6 +10,7 @@ use common::*;
 use testbed::merled::sibling_binary;
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn the_demo_comes_up_clean() {
     if testbed::skip_unless_root("the_demo_comes_up_clean") {
         return;

@@ -124,6 +124,7 @@ fn bed(tag: &str) -> Bed {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn pods_reach_each_other_natively_and_over_vxlan_and_survive_a_restart() {
     if testbed::skip_unless_root("pods_reach_each_other_natively_and_over_vxlan_and_survive_a_restart") {
         return;
@@ -282,6 +283,7 @@ fn pods_reach_each_other_natively_and_over_vxlan_and_survive_a_restart() {
 /// IPIP pools: used where the kernel has IPIP, refused (and reported)
 /// where it does not.
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn ipip_pools_are_used_or_refused_with_a_reason() {
     if testbed::skip_unless_root("ipip_pools_are_used_or_refused_with_a_reason") {
         return;

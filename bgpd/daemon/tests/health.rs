@@ -34,6 +34,7 @@ fn http(ns: &Netns, method: &str, path: &str) -> Option<(u16, String)> {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn the_probes_see_merled_live_then_ready_once_its_fib_converged_and_it_finds_its_own_address() {
     if testbed::skip_unless_root("health_probes") {
         return;
@@ -108,6 +109,7 @@ fn the_probes_see_merled_live_then_ready_once_its_fib_converged_and_it_finds_its
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn a_health_address_merled_cannot_listen_on_stops_it_with_the_key_named() {
     if testbed::skip_unless_root("health_bad_listen") {
         return;

@@ -79,6 +79,7 @@ fn bird_route(b: &Bird, prefix: &str) -> Option<String> {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn bird_ibgp_ipv4_and_ipv6_both_ways() {
     if testbed::skip_unless_root("bird_ibgp_ipv4_and_ipv6_both_ways") {
         return;
@@ -128,6 +129,7 @@ fn bird_ibgp_ipv4_and_ipv6_both_ways() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn bird_ebgp_ipv4_and_ipv6_over_one_session() {
     if testbed::skip_unless_root("bird_ebgp_ipv4_and_ipv6_over_one_session") {
         return;
@@ -172,6 +174,7 @@ fn bird_ebgp_ipv4_and_ipv6_over_one_session() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn bird_failure_and_recovery() {
     if testbed::skip_unless_root("bird_failure_and_recovery") {
         return;
@@ -222,6 +225,7 @@ fn bird_failure_and_recovery() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn bird_filters_import_and_export() {
     if testbed::skip_unless_root("bird_filters_import_and_export") {
         return;
@@ -275,6 +279,7 @@ add_community = "64512:99"
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn bird_graceful_restart_both_roles() {
     if testbed::skip_unless_root("bird_graceful_restart_both_roles") {
         return;

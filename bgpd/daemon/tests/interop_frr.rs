@@ -52,6 +52,7 @@ fn frr_path(f: &Frr, family: &str, prefix: &str) -> Option<Value> {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn frr_tor_ebgp_ipv4_and_ipv6() {
     if testbed::skip_unless_root("frr_tor_ebgp_ipv4_and_ipv6") {
         return;
@@ -97,6 +98,7 @@ fn frr_tor_ebgp_ipv4_and_ipv6() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn frr_failure_and_recovery() {
     if testbed::skip_unless_root("frr_failure_and_recovery") {
         return;
@@ -129,6 +131,7 @@ fn frr_failure_and_recovery() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn frr_two_octet_peer_sees_as_trans() {
     if testbed::skip_unless_root("frr_two_octet_peer_sees_as_trans") {
         return;

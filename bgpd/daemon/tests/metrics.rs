@@ -36,6 +36,7 @@ fn control(socket: &std::path::Path, line: &str) -> serde_json::Value {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn prometheus_scrapes_merled_and_sees_the_session_go_down_and_up() {
     if testbed::skip_unless_root("prometheus_scrapes_merled") {
         return;
@@ -145,6 +146,7 @@ fn prometheus_scrapes_merled_and_sees_the_session_go_down_and_up() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn a_metrics_address_merled_cannot_listen_on_stops_it_with_the_key_named() {
     if testbed::skip_unless_root("metrics_bad_listen") {
         return;

@@ -83,6 +83,7 @@ socket = "{{socket}}"
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn two_racks_with_frr_tors() {
     if testbed::skip_unless_root("two_racks_with_frr_tors") {
         return;

@@ -48,6 +48,7 @@ fn never_established(m: &testbed::merled::Merled, d: Duration) {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn md5_right_password_establishes() {
     if testbed::skip_unless_root("md5_right_password_establishes") {
         return;
@@ -61,6 +62,7 @@ fn md5_right_password_establishes() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn md5_wrong_password_means_no_session() {
     if testbed::skip_unless_root("md5_wrong_password_means_no_session") {
         return;
@@ -98,6 +100,7 @@ fn md5_wrong_password_means_no_session() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn gtsm_with_bird_and_a_far_away_speaker() {
     if testbed::skip_unless_root("gtsm_with_bird_and_a_far_away_speaker") {
         return;
@@ -135,6 +138,7 @@ fn gtsm_with_bird_and_a_far_away_speaker() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn max_prefixes_sends_cease_1_and_restarts_later() {
     if testbed::skip_unless_root("max_prefixes_sends_cease_1_and_restarts_later") {
         return;

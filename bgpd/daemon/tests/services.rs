@@ -60,6 +60,7 @@ fn through(client: &Pod, vip: SocketAddr, n: usize, udp: bool) -> BTreeSet<Strin
 }
 
 #[test]
+#[ignore = "needs root and BPF: the test command runs it with --include-ignored"]
 fn pods_reach_cluster_ips_across_nodes_and_live_edits_apply_as_a_diff() {
     if skip_unless_bpf("pods_reach_cluster_ips") {
         return;
@@ -225,6 +226,7 @@ fn iptables_count(ns: &testbed::netns::Netns, chain: &str, target: &str) -> u64 
 }
 
 #[test]
+#[ignore = "needs root and BPF: the test command runs it with --include-ignored"]
 fn without_socket_lb_merle_coexists_with_kube_proxy_rules() {
     if skip_unless_bpf("coexists_with_kube_proxy") {
         return;
@@ -286,6 +288,7 @@ fn without_socket_lb_merle_coexists_with_kube_proxy_rules() {
 }
 
 #[test]
+#[ignore = "needs root and BPF: the test command runs it with --include-ignored"]
 fn services_stored_in_etcd_reach_every_node_and_bad_ones_change_nothing() {
     if skip_unless_bpf("services_in_etcd") {
         return;

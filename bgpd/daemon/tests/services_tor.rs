@@ -162,6 +162,7 @@ impl LongFlow {
 }
 
 #[test]
+#[ignore = "needs root and BPF: the test command runs it with --include-ignored"]
 fn nodeport_and_load_balancer_ips_from_behind_the_tor_in_each_mode() {
     if skip_unless_bpf("services_from_behind_the_tor") {
         return;
@@ -271,6 +272,7 @@ fn local_service(pods: &[&Pod]) -> String {
 }
 
 #[test]
+#[ignore = "needs root and BPF: the test command runs it with --include-ignored"]
 fn local_policy_vips_come_only_from_nodes_with_a_backend_and_go_when_it_goes() {
     if skip_unless_bpf("local_policy_vips") {
         return;
@@ -325,6 +327,7 @@ fn local_policy_vips_come_only_from_nodes_with_a_backend_and_go_when_it_goes() {
 }
 
 #[test]
+#[ignore = "needs root and BPF: the test command runs it with --include-ignored"]
 fn ipv6_nodeport_and_load_balancer_ips_from_behind_the_tor_by_dsr_and_snat() {
     if skip_unless_bpf("ipv6_services_from_behind_the_tor") {
         return;

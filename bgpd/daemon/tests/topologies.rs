@@ -54,6 +54,7 @@ fn wait_blocks(m: &Merled, blocks: &[u8]) {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn four_node_full_mesh() {
     if testbed::skip_unless_root("four_node_full_mesh") {
         return;
@@ -81,6 +82,7 @@ fn four_node_full_mesh() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn two_reflectors_one_cluster_five_clients() {
     if testbed::skip_unless_root("two_reflectors_one_cluster_five_clients") {
         return;
@@ -134,6 +136,7 @@ fn two_reflectors_one_cluster_five_clients() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn graceful_restart_keeps_routes_stale_then_refreshes_them() {
     if testbed::skip_unless_root("graceful_restart_keeps_routes_stale_then_refreshes_them") {
         return;
@@ -178,6 +181,7 @@ fn graceful_restart_keeps_routes_stale_then_refreshes_them() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn live_reload_changes_only_what_the_edit_touches() {
     if testbed::skip_unless_root("live_reload_changes_only_what_the_edit_touches") {
         return;

@@ -28,14 +28,22 @@
 #include "icmp.h"
 #include "lb.h"
 
-/* SNAT source ports: the client's own when free, else hashed ones in
- * 32768-65535. Free means that no live flow of another client holds it
+/* SNAT source ports: in 32768-65535, the client's own when it is in that
+ * range and free, else hashed ones. Free means that no live flow of another client holds it
  * and that no socket of the node's has the tuple (a kubelet probe of the
  * same backend from that port). A socket the node opens after the port
  * was taken is not seen (see docs/architecture.md, known limits). */
 #define SNAT_PORT_MIN 32768
 #define SNAT_PORT_SPAN 32768
 #define SNAT_TRIES 4
+
+/* Whether `port` (network order) is one snat_port hands out: a packet to
+ * any other port (a NodePort, a service port) is no SNAT reply, and skips
+ * the conntrack lookup, a cache miss on a table this size. */
+static __always_inline int snat_port_range(__u16 port)
+{
+	return bpf_ntohs(port) >= SNAT_PORT_MIN;
+}
 
 #ifndef BPF_MTU_CHK_RET_FRAG_NEEDED
 #define BPF_MTU_CHK_RET_FRAG_NEEDED 1
@@ -95,15 +103,15 @@ static __always_inline int snat_port_free(struct __sk_buff *skb, const struct ct
 	return !host || !snat_host_holds(skb, &r);
 }
 
-/* A source port for that SNAT: the client's own, or one of a few hashed
- * ones, whichever is free. 0: none is. */
+/* A source port for that SNAT: the client's own if it is in the range, or
+ * one of a few hashed ones, whichever is free. 0: none is. */
 static __always_inline __u16 snat_port(struct __sk_buff *skb, const struct ct_key *fwd, const __u32 *baddr,
 				       __u16 bport, const __u32 *naddr, __u32 hash, __u32 rev_nat)
 {
 	__u32 now = ct_now();
 	__u16 port = fwd->sport;
 
-	if (snat_port_free(skb, fwd, baddr, bport, naddr, port, rev_nat, now, 1))
+	if (snat_port_range(port) && snat_port_free(skb, fwd, baddr, bport, naddr, port, rev_nat, now, 1))
 		return port;
 #pragma unroll
 	for (int i = 1; i < SNAT_TRIES; i++) {
@@ -201,7 +209,8 @@ static __noinline int lb4_snat_reply(struct __sk_buff *skb)
 	long rc;
 	int r;
 
-	if (!ip || ip->ihl != 5 || !l4_is_tcp_udp(ip->protocol) || l4_ports(skb, L4_OFF_V4, &ports) < 0)
+	if (!ip || ip->ihl != 5 || !l4_is_tcp_udp(ip->protocol) || l4_ports(skb, L4_OFF_V4, &ports) < 0 ||
+	    !snat_port_range(ports.dport))
 		return LB_NONE;
 	k.proto = ip->protocol;
 	saddr = ip->saddr;
@@ -375,7 +384,8 @@ static __noinline int lb6_snat_reply(struct __sk_buff *skb)
 	long rc;
 	int r;
 
-	if (!ip6 || !l4_is_tcp_udp(ip6->nexthdr) || l4_ports(skb, L4_OFF_V6, &ports) < 0)
+	if (!ip6 || !l4_is_tcp_udp(ip6->nexthdr) || l4_ports(skb, L4_OFF_V6, &ports) < 0 ||
+	    !snat_port_range(ports.dport))
 		return LB_NONE;
 	k.proto = ip6->nexthdr;
 
