@@ -199,6 +199,10 @@ pub struct PeerStatus {
     pub prefixes_advertised: usize,
     pub updates_received: u64,
     pub updates_sent: u64,
+    /// Encoded messages handed to the session's writer and not yet
+    /// written to the socket (FRR's OutQ, in bytes).
+    #[serde(default)]
+    pub out_queue_bytes: usize,
     pub last_error: Option<String>,
     /// What `merlectl show peer` adds.
     #[serde(default)]

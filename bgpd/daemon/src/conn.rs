@@ -1,9 +1,12 @@
 //! Per-connection I/O tasks: a connector for outbound attempts, a reader
 //! that frames the byte stream into BGP messages, and a writer that drains a
-//! queue of encoded messages. They never decode or decide anything: frames go to the
+//! queue of encoded messages, whose length in bytes ([`WriterLoad`]) the
+//! peer task's export waits on. They never decode or decide anything: frames go to the
 //! peer task, which decodes them with the session's negotiated context.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bgpd::fsm::ConnId;
@@ -15,12 +18,48 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 /// How long one write may block on a peer that does not read (a send hold
-/// timer, in the spirit of RFC 9687) before the connection is failed. The
-/// queue in front of the writer holds encoded UPDATEs; it is bounded by what
-/// the peer's Adj-RIB-Out can produce (changes to one prefix coalesce before
-/// they are encoded), and a peer that stops reading loses its connection
-/// after this long.
+/// timer, in the spirit of RFC 9687) before the connection is failed.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Encoded bytes queued in front of a writer above which the peer task
+/// stops exporting to that peer, and below which it starts again: a peer
+/// that reads slowly, or not at all, holds at most this (plus one export
+/// slice) of encoded UPDATEs here; what changes meanwhile waits in its
+/// change queue as prefixes, one entry each, so memory is bounded by the
+/// RIB and not by how slow the peer is. The socket's own send buffer keeps
+/// a fast peer busy between the two marks.
+pub const HIGH_WATER: usize = 256 * 1024;
+pub const LOW_WATER: usize = 64 * 1024;
+
+/// What a connection's writer has been handed and not yet written.
+#[derive(Debug, Default)]
+pub struct WriterLoad {
+    queued: AtomicUsize,
+    /// Notified when the writer drains below LOW_WATER.
+    pub drained: tokio::sync::Notify,
+}
+
+impl WriterLoad {
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Whether the export to this peer must wait for the writer.
+    pub fn over(&self) -> bool {
+        self.queued() >= HIGH_WATER
+    }
+
+    pub fn add(&self, n: usize) {
+        self.queued.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn written(&self, n: usize) {
+        let before = self.queued.fetch_sub(n, Ordering::Relaxed);
+        if before >= LOW_WATER && before - n < LOW_WATER {
+            self.drained.notify_one();
+        }
+    }
+}
 /// How long a closing connection may take to flush what is queued.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -131,6 +170,7 @@ pub fn spawn_writer(
     id: ConnId,
     mut wr: OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<WriterCmd>,
+    load: Arc<WriterLoad>,
     tx: mpsc::Sender<PeerInput>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -157,6 +197,7 @@ pub fn spawn_writer(
             }
             let err = match tokio::time::timeout(SEND_TIMEOUT, wr.write_all(&out)).await {
                 Ok(Ok(())) => {
+                    load.written(out.len());
                     out.clear();
                     continue;
                 }
@@ -169,4 +210,28 @@ pub fn spawn_writer(
         // Bound the flush of a final NOTIFICATION to a peer that stopped reading.
         let _ = tokio::time::timeout(Duration::from_secs(2), wr.shutdown()).await;
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_export_waits_above_high_water_and_is_woken_below_low_water() {
+        let l = WriterLoad::default();
+        l.add(HIGH_WATER - 1);
+        assert!(!l.over(), "under the mark");
+        l.add(1);
+        assert!(l.over(), "at the mark");
+        // Written down to LOW_WATER: under the mark, and no wake yet.
+        l.written(HIGH_WATER - LOW_WATER);
+        assert!(!l.over());
+        assert_eq!(l.queued(), LOW_WATER);
+        let woken = tokio::time::timeout(Duration::from_millis(20), l.drained.notified()).await;
+        assert!(woken.is_err(), "no wake before the queue is below LOW_WATER");
+        l.written(1);
+        let woken = tokio::time::timeout(Duration::from_secs(1), l.drained.notified()).await;
+        assert!(woken.is_ok(), "woken once below LOW_WATER");
+        assert_eq!(l.queued(), LOW_WATER - 1);
+    }
 }

@@ -6,7 +6,8 @@
 //!   frames its connections read, and applies UPDATEs to the shared RIB.
 //!   A slow or stuck peer only ever blocks its own task.
 //! - per TCP connection, a **reader** that cuts the stream into BGP messages
-//!   and a **writer** that drains encoded messages to the socket ([`conn`]).
+//!   and a **writer** that drains encoded messages to the socket ([`conn`]);
+//!   the peer task stops encoding for a writer that holds 256 KiB.
 //!   Both report to their peer task over the peer's input channel.
 //! - the **listener** ([`listener`]) accepts connections and hands each to
 //!   the peer task whose address it comes from; others are closed.

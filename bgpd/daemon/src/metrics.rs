@@ -293,6 +293,13 @@ fn bgp(reg: &mut Registry, s: &Snapshot) {
         None,
         per(&|p| p.prefixes_advertised as f64),
     );
+    gauges(
+        reg,
+        "merle_bgp_out_queue_bytes",
+        "Encoded messages queued for the peer and not yet written to its socket",
+        None,
+        per(&|p| p.out_queue_bytes as f64),
+    );
     counters(
         reg,
         "merle_bgp_prefixes_accepted",

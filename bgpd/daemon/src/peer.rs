@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::api::PeerStatus;
-use crate::conn::{spawn_connect, spawn_reader, spawn_writer, ConnEvent, PeerInput, WriterCmd};
+use crate::conn::{spawn_connect, spawn_reader, spawn_writer, ConnEvent, PeerInput, WriterCmd, WriterLoad};
 use crate::export::{self, NodeExport, OutRoute, SessionAddrs, Target};
 use crate::import::{self, ImportCtx, RibChange};
 use crate::plan::PeerConfig;
@@ -127,6 +127,8 @@ pub fn local_capabilities(local_as: u32) -> Vec<Capability> {
 #[derive(Debug)]
 struct ConnHandle {
     writer: mpsc::UnboundedSender<WriterCmd>,
+    /// What the writer holds: the export waits above HIGH_WATER.
+    load: Arc<WriterLoad>,
     writer_task: JoinHandle<()>,
     reader: JoinHandle<()>,
     local: SocketAddr,
@@ -219,7 +221,12 @@ impl PeerTask {
             let sleep =
                 tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
             let out = self.out.clone();
-            let backlog = self.session.is_some() && (!self.backlog.is_empty() || self.full.is_some());
+            // A writer that holds HIGH_WATER: nothing more is encoded for
+            // it until it drains; changes wait in `out`, one per prefix.
+            let load = self.session_load();
+            let blocked = load.as_ref().is_some_and(|l| l.over());
+            let exporting = self.session.is_some() && !blocked;
+            let backlog = exporting && (!self.backlog.is_empty() || self.full.is_some());
             tokio::select! {
                 input = self.rx.recv() => match input {
                     None => break,
@@ -236,10 +243,13 @@ impl PeerTask {
                     Some(i) => self.input(i),
                 },
                 () = sleep, if deadline.is_some() => self.fire_timers(),
-                () = out.notify.notified(), if self.session.is_some() => {
+                // Taken only once the backlog is out, so that it holds each
+                // prefix at most once.
+                () = out.notify.notified(), if exporting && self.backlog.is_empty() => {
                     self.backlog.extend(out.take());
                     self.export_backlog();
                 }
+                () = async { if let Some(l) = &load { l.drained.notified().await } }, if blocked => {}
                 // Yield first, so the other sessions' timers and input run
                 // between slices of a big export.
                 () = tokio::task::yield_now(), if backlog => {
@@ -501,9 +511,10 @@ impl PeerTask {
         }
         let (rd, wr) = stream.into_split();
         let (wtx, wrx) = mpsc::unbounded_channel();
+        let load = Arc::new(WriterLoad::default());
         let reader = spawn_reader(id, rd, self.tx.clone());
-        let writer_task = spawn_writer(id, wr, wrx, self.tx.clone());
-        self.conns.insert(id, ConnHandle { writer: wtx, writer_task, reader, local });
+        let writer_task = spawn_writer(id, wr, wrx, load.clone(), self.tx.clone());
+        self.conns.insert(id, ConnHandle { writer: wtx, load, writer_task, reader, local });
         true
     }
 
@@ -534,6 +545,7 @@ impl PeerTask {
     fn send(&mut self, id: ConnId, m: &Message) {
         let bytes = m.encode(&self.encode_ctx(id));
         let Some(h) = self.conns.get(&id) else { return };
+        h.load.add(bytes.len());
         if h.writer.send(WriterCmd::Send(bytes)).is_err() {
             // The writer ended (its socket failed); its Closed event follows.
             debug!(peer = %self.cfg.address, "writer gone; message dropped");
@@ -653,6 +665,12 @@ impl PeerTask {
 
     fn target(&self, n: &Negotiated) -> Target {
         self.cfg.target(n)
+    }
+
+    /// The established connection's writer load.
+    fn session_load(&self) -> Option<Arc<WriterLoad>> {
+        let (id, _) = self.session.as_ref()?;
+        self.conns.get(id).map(|h| h.load.clone())
     }
 
     fn node_export(&self) -> NodeExport {
@@ -1079,6 +1097,7 @@ impl PeerTask {
             prefixes_advertised: self.prefixes_advertised,
             updates_received: self.updates_received,
             updates_sent: self.updates_sent,
+            out_queue_bytes: self.session_load().map_or(0, |l| l.queued()),
             last_error: self.last_error.clone(),
             detail: crate::api::PeerDetail {
                 hold_time_configured: self.cfg.hold_time,

@@ -107,6 +107,7 @@ pub fn peer(p: &PeerStatus, now_unix: u64) -> String {
         "  Prefixes:          {} received, {} advertised; {} accepted, {} rejected by policy, {} withdrawn",
         p.prefixes_received, p.prefixes_advertised, d.prefixes_accepted, d.prefixes_rejected, d.withdrawals_received
     );
+    let _ = writeln!(o, "  Output queue:      {} bytes", p.out_queue_bytes);
     let _ = writeln!(o, "  Last error:        {}", p.last_error.as_deref().unwrap_or("none"));
     let _ = writeln!(o, "  NOTIFICATION sent: {}", notice(&d.last_notification_sent, now_unix));
     let _ = writeln!(o, "  NOTIFICATION recv: {}", notice(&d.last_notification_received, now_unix));

@@ -4,7 +4,9 @@
 //! payload that merled sends to a monitor peer with a 3 s hold time; the
 //! longest gap must stay under 1.1 s (keepalives are due every second) and
 //! the session must stay up, with and without three new peers being fed
-//! the full table at the same time.
+//! the full table at the same time, and while a peer that is Established
+//! and owed the table stops reading (merled must hold no more than its
+//! writer's high-water mark for it).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -26,6 +28,8 @@ const SOURCES: u32 = 4;
 const PER_SOURCE: u32 = 250_000;
 const MONITOR: &str = "10.1.0.30";
 const FEEDS: [&str; 3] = ["10.1.0.40", "10.1.0.41", "10.1.0.42"];
+/// Established, owed the full table, and never reads.
+const STALLED: &str = "10.1.0.50";
 const GAP_LIMIT: Duration = Duration::from_millis(1100);
 
 fn source_addr(i: u32) -> String {
@@ -61,11 +65,21 @@ impl Session {
     /// merled (passive) answers with its OPEN and KEEPALIVE, which the
     /// reader consumes.
     fn open(ns: &Netns, src: &str, asn: u32, hold: u16) -> Self {
+        Self::open_with(ns, src, asn, hold, true)
+    }
+
+    /// As `open`; with `reads` false nothing merled sends is ever read,
+    /// and the socket's receive buffer is as small as the kernel allows,
+    /// so that what merled queues for it stays in merled.
+    fn open_with(ns: &Netns, src: &str, asn: u32, hold: u16, reads: bool) -> Self {
         let src: IpAddr = src.parse().unwrap();
         let dst: SocketAddr = format!("{MERLE_V4}:179").parse().unwrap();
         let stream = ns
             .spawn(move || {
                 let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+                if !reads {
+                    s.set_recv_buffer_size(1).unwrap();
+                }
                 s.bind(&SocketAddr::new(src, 0).into()).unwrap();
                 s.connect_timeout(&dst.into(), Duration::from_secs(5)).unwrap();
                 let s: TcpStream = s.into();
@@ -84,7 +98,7 @@ impl Session {
         (&stream).write_all(&hello).unwrap();
         let seen = Arc::new(Seen::default());
         let stop = Arc::new(AtomicBool::new(false));
-        {
+        if reads {
             let (mut rd, seen, stop) = (stream.try_clone().unwrap(), seen.clone(), stop.clone());
             std::thread::spawn(move || read_loop(&mut rd, &seen, &stop));
         }
@@ -197,7 +211,7 @@ fn config() -> String {
     for i in 0..SOURCES {
         s += &format!("[[bgp.peers]]\naddress = \"{}\"\nas_number = 64512\npassive = true\n\n", source_addr(i));
     }
-    for (k, a) in std::iter::once(MONITOR).chain(FEEDS).enumerate() {
+    for (k, a) in std::iter::once(MONITOR).chain(FEEDS).chain([STALLED]).enumerate() {
         s += &format!(
             "[[bgp.peers]]\naddress = \"{a}\"\nas_number = {}\npassive = true\nexport_learned = true\n\n",
             65100 + k
@@ -228,7 +242,9 @@ fn route_dumps_of_a_million_routes_never_hold_up_the_sessions() {
         return;
     }
     let p = pair("ctl");
-    for a in (0..SOURCES).map(source_addr).chain([MONITOR.to_string()]).chain(FEEDS.map(str::to_string)) {
+    for a in
+        (0..SOURCES).map(source_addr).chain([MONITOR, STALLED].map(str::to_string)).chain(FEEDS.map(str::to_string))
+    {
         p.peer.add_addr("eth0", &format!("{a}/24")).unwrap();
     }
     let m = start_merled(&p, &config());
@@ -294,6 +310,34 @@ fn route_dumps_of_a_million_routes_never_hold_up_the_sessions() {
     eprintln!("no dump (keepalives only): longest gap {baseline:?}");
     eprintln!("dump during 3 full-table feeds: {took2:?}, feeds done in {fed:?}; longest gap {loaded:?}");
 
+    // 3. A peer that is Established, is owed the full table and stops
+    // reading: merled holds no more than HIGH_WATER (256 KiB) plus one
+    // export slice for it, and the other sessions go on.
+    let from = SystemTime::now();
+    let rss_before = rss_kib(&m);
+    let stalled = Session::open_with(&p.peer, STALLED, 65104, 90, false);
+    wait::until("the stalled peer Established", Duration::from_secs(30), Duration::from_millis(100), || {
+        (m.peer_state(STALLED).as_deref() == Some("Established")).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", m.daemon.log_tail(20)));
+    let (mut most, t) = (0, Instant::now());
+    while t.elapsed() < Duration::from_secs(6) {
+        most = most.max(out_queue(&m, STALLED));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rss_after = rss_kib(&m);
+    let stall_gap = cap.longest_gap(from, SystemTime::now());
+    eprintln!(
+        "stalled peer: output queue at most {most} bytes; merled's RSS {rss_before} -> {rss_after} KiB; \
+         longest gap to the monitor {stall_gap:?}"
+    );
+    assert!(most >= 64 * 1024, "the stalled peer's queue never filled ({most} bytes): the test stalls nothing");
+    assert!(most <= 512 * 1024, "merled queued {most} bytes for a peer that does not read");
+    assert!(stall_gap < GAP_LIMIT, "a stalled peer held merled's messages to the monitor for {stall_gap:?}");
+    for f in FEEDS {
+        assert_eq!(m.peer_state(f).as_deref(), Some("Established"), "{f}");
+    }
+
     let log = m.daemon.log_tail(400);
     for l in log.lines().filter(|l| l.contains("took")) {
         eprintln!("{l}");
@@ -303,7 +347,25 @@ fn route_dumps_of_a_million_routes_never_hold_up_the_sessions() {
     assert!(alone < GAP_LIMIT, "a dump held merled's messages for {alone:?}");
     assert!(loaded < GAP_LIMIT, "a dump during feeds held merled's messages for {loaded:?}");
     cap.stop();
-    drop((sources, feeds, monitor));
+    drop((sources, feeds, monitor, stalled));
+}
+
+/// merled's resident set, KiB.
+fn rss_kib(m: &testbed::merled::Merled) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{}/status", m.daemon.pid().unwrap())).unwrap();
+    s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap()
+}
+
+/// What merled has queued for `peer` and not written, bytes.
+fn out_queue(m: &testbed::merled::Merled, peer: &str) -> u64 {
+    let st = m.status().unwrap();
+    st["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["address"] == peer)
+        .and_then(|p| p["out_queue_bytes"].as_u64())
+        .unwrap()
 }
 
 #[test]
