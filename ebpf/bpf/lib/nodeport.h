@@ -29,9 +29,9 @@
 #include "lb.h"
 
 /* SNAT source ports: in 32768-65535, the client's own when it is in that
- * range and free, else hashed ones. Free means that no live flow of another client holds it
- * and that no socket of the node's has the tuple (a kubelet probe of the
- * same backend from that port). A socket the node opens after the port
+ * range and free, else hashed ones. Free means that no live flow of
+ * another client holds it and that no socket of the node's has the tuple
+ * (a kubelet probe of the same backend from that port). A socket the node opens after the port
  * was taken is not seen (see docs/architecture.md, known limits). */
 #define SNAT_PORT_MIN 32768
 #define SNAT_PORT_SPAN 32768
