@@ -8,23 +8,22 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use fib_sync::nl::{Netlink, NlError, Refusal, Request};
+use merle_netlink::{Netlink, NlError, Refusal, Request};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{AddressMessageBuilder, LinkUnspec, RouteMessageBuilder};
-use sha1::{Digest, Sha1};
 
-/// The host end's MAC, as Calico's: pods see one gateway MAC everywhere.
-pub const HOST_MAC: [u8; 6] = [0xee; 6];
+pub use merle_ebpf::pods::HOST_MAC;
+pub use merle_ipam::pods::host_veth_name;
+
 /// The pod's IPv4 gateway, answered by proxy ARP on the host end.
 pub const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 /// The pod's IPv6 gateway: the host end's link-local address (EUI-64 of
 /// [`HOST_MAC`]).
 pub const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0xecee, 0xeeff, 0xfeee, 0xeeee);
-const HOST_PREFIX: &str = "mrl";
 const ENODEV: i32 = libc::ENODEV;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,18 +42,6 @@ pub enum LinkError {
     /// ADD: the pod's interface name is taken by something else.
     #[error("{0}")]
     Busy(String),
-}
-
-/// The host end's name: `mrl` and 12 hex digits of SHA-1 over the container
-/// ID and interface name, so it fits IFNAMSIZ and names one attachment.
-pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
-    let mut h = Sha1::new();
-    h.update(container_id.as_bytes());
-    h.update(b"/");
-    h.update(ifname.as_bytes());
-    let d = h.finalize();
-    let hex: String = d.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    format!("{HOST_PREFIX}{hex}")
 }
 
 /// One pod attachment.
@@ -234,7 +221,7 @@ fn setup_in(host: &mut Netlink, pod: &mut Netlink, ns: &File, a: &Attachment<'_>
     let mut peer = LinkMessage::default();
     peer.attributes = vec![
         LinkAttribute::IfName(a.ifname.to_owned()),
-        LinkAttribute::Address(crate::dataplane::pod_mac(a.addrs).to_vec()),
+        LinkAttribute::Address(merle_ebpf::pods::pod_mac(a.addrs).to_vec()),
         LinkAttribute::Mtu(a.mtu),
         LinkAttribute::NetNsFd(ns.as_raw_fd()),
     ];
@@ -438,16 +425,6 @@ fn is_link_local(ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn host_names_fit_and_differ() {
-        let a = host_veth_name("abc", "eth0");
-        assert_eq!(a.len(), 15);
-        assert!(a.starts_with("mrl"));
-        assert_ne!(a, host_veth_name("abc", "eth1"));
-        assert_ne!(a, host_veth_name("abd", "eth0"));
-        assert_eq!(a, host_veth_name("abc", "eth0"));
-    }
 
     #[test]
     fn gateway_v6_is_the_eui64_of_the_host_mac() {

@@ -90,8 +90,8 @@ impl NetConf {
 }
 
 /// The IPAM attachment of one plugin call.
-pub fn attachment(network: &str, container_id: &str, ifname: &str) -> crate::ipam::Holder {
-    crate::ipam::Holder::of(crate::ipam::Attachment {
+pub fn attachment(network: &str, container_id: &str, ifname: &str) -> merle_ipam::Holder {
+    merle_ipam::Holder::of(merle_ipam::Attachment {
         network: network.to_owned(),
         container_id: container_id.to_owned(),
         ifname: ifname.to_owned(),

@@ -7,10 +7,11 @@ use std::path::Path;
 use ipnet::IpNet;
 use serde_json::Value;
 
-use crate::ipam::{self, alloc, Holder, IpamError, Store};
 use crate::link::{self, LinkError};
 use crate::netconf::{attachment, NetConf};
 use crate::spec::{self, AddResult, Code, Command, Env, Error, Interface, IpConfig, Route};
+use merle_ebpf::pods as dataplane;
+use merle_ipam::{self as ipam, alloc, Holder, IpamError, Store};
 
 impl From<IpamError> for Error {
     fn from(e: IpamError) -> Self {
@@ -143,7 +144,7 @@ fn add(c: &Call, store: &dyn Store) -> Result<AddResult, Error> {
     // Everything that can be checked before IPAM is: a bad netns or a taken
     // interface name must not claim a block or rewrite the store.
     let mut sandbox = link::Sandbox::open(netns)?;
-    let host = link::host_veth_name(&c.env.container_id, &c.env.ifname);
+    let host = ipam::pods::host_veth_name(&c.env.container_id, &c.env.ifname);
     sandbox.ensure_free(&c.env.ifname, &host)?;
     let h = holder_of(c);
     let req = alloc::Assign {
@@ -179,8 +180,8 @@ fn add(c: &Call, store: &dyn Store) -> Result<AddResult, Error> {
     };
     // The fast path before the pod's first packet: link the pinned pod
     // program and publish the endpoint. A failure undoes the whole ADD.
-    if let Err(e) = crate::dataplane::attach(&c.cfg, &host, &addrs, created.pod_mac) {
-        let _ = crate::dataplane::detach(&c.cfg, &host, &addrs);
+    if let Err(e) = dataplane::attach(&c.cfg, &host, &addrs, created.pod_mac) {
+        let _ = dataplane::detach(&c.cfg, &host, &addrs);
         let _ = link::teardown(&host);
         let mut err = Error::new(Code::Io, format!("eBPF datapath: {e}"));
         if fresh {
@@ -208,7 +209,12 @@ fn add(c: &Call, store: &dyn Store) -> Result<AddResult, Error> {
     }
     Ok(AddResult {
         interfaces: vec![
-            Interface { name: host.clone(), mac: link::mac_string(&link::HOST_MAC), mtu: Some(mtu), sandbox: None },
+            Interface {
+                name: host.clone(),
+                mac: link::mac_string(&dataplane::HOST_MAC),
+                mtu: Some(mtu),
+                sandbox: None,
+            },
             Interface {
                 name: c.env.ifname.clone(),
                 mac: link::mac_string(&created.pod_mac),
@@ -232,12 +238,12 @@ impl TruncTo for IpNet {
 }
 
 fn del(c: &Call, store: &dyn Store) -> Result<(), Error> {
-    let host = link::host_veth_name(&c.env.container_id, &c.env.ifname);
+    let host = ipam::pods::host_veth_name(&c.env.container_id, &c.env.ifname);
     let h = holder_of(c);
     // The endpoint entries first: nothing is redirected into a veth that
     // is going away. Then the link, then the veth.
     let addrs = alloc::addresses_of(&store.load()?, &h);
-    crate::dataplane::detach(&c.cfg, &host, &addrs).map_err(|e| Error::new(Code::Io, format!("eBPF datapath: {e}")))?;
+    dataplane::detach(&c.cfg, &host, &addrs).map_err(|e| Error::new(Code::Io, format!("eBPF datapath: {e}")))?;
     link::teardown(&host)?;
     let freed = ipam::transact(store, |b| Ok(alloc::release(b, &h, now())))?;
     if !freed.is_empty() {
@@ -268,7 +274,7 @@ fn check(c: &Call, store: &dyn Store) -> Result<(), Error> {
             ));
         }
     }
-    let host = link::host_veth_name(&c.env.container_id, &c.env.ifname);
+    let host = ipam::pods::host_veth_name(&c.env.container_id, &c.env.ifname);
     let netns = Path::new(&c.env.netns);
     let a = link::Attachment {
         host: &host,
@@ -289,6 +295,17 @@ fn status(c: &Call, store: &dyn Store) -> Result<(), Error> {
     Ok(())
 }
 
+/// The stale-only reconcile of the endpoint map against this node's pods.
+fn reconcile_pods(cfg: &conf::Config, blocks: &alloc::Blocks) -> Result<dataplane::Reconciled, merle_ebpf::Error> {
+    let node = &cfg.node.name;
+    dataplane::reconcile(
+        cfg,
+        &ipam::pods::attachments(blocks, node),
+        &ipam::pods::allocated(blocks, node),
+        dataplane::Scope::Stale,
+    )
+}
+
 fn gc(c: &Call, store: &dyn Store) -> Result<(), Error> {
     // Without the list, "nothing is valid" would be a guess that frees
     // every pod of the network: only an explicit empty list says that.
@@ -307,7 +324,7 @@ fn gc(c: &Call, store: &dyn Store) -> Result<(), Error> {
     let mut unwired = HashSet::new();
     let mut failed = Vec::new();
     for a in stale {
-        match link::teardown(&link::host_veth_name(&a.container_id, &a.ifname)) {
+        match link::teardown(&ipam::pods::host_veth_name(&a.container_id, &a.ifname)) {
             Ok(_) => {
                 unwired.insert(a);
             }
@@ -326,7 +343,7 @@ fn gc(c: &Call, store: &dyn Store) -> Result<(), Error> {
         crate::notify::ipam_changed(&c.cfg.control.socket);
     }
     // No endpoint entry or pod link outlives its pod.
-    match crate::dataplane::reconcile(&c.cfg, &store.load()?, crate::dataplane::Scope::Stale) {
+    match reconcile_pods(&c.cfg, &store.load()?) {
         Ok(r) => failed.extend(r.errors),
         Err(e) => failed.push(format!("eBPF datapath: {e}")),
     }

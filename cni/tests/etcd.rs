@@ -18,8 +18,8 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::*;
-use merle_cni::ipam::etcd::EtcdStore;
-use merle_cni::ipam::{self, alloc, Blocks, NodeRecord, Store};
+use merle_ipam::etcd::EtcdStore;
+use merle_ipam::{self as ipam, alloc, Blocks, NodeRecord, Store};
 use testbed::netns::Netns;
 use testbed::wait::{poll, until};
 use testbed::TempDir;

@@ -12,6 +12,9 @@
 //!   to interfaces with TCX or clsact (merled and merle-cni).
 //! - [`endpoints`], [`nets`], [`metrics`]: the maps, with the pure
 //!   reconcile of the endpoint map.
+//! - [`pods`]: the pod's side: linking the pinned pod program to a pod's
+//!   host veth and its endpoint entries (merle-cni's ADD and DEL), and the
+//!   reconcile of both against IPAM's pods (merled, and the plugin's GC).
 //! - [`services`]: the service maps (frontends, Maglev tables, backends,
 //!   rev-NAT, conntrack), written from a `merle_lb::plan::Plan` as a diff.
 //! - [`sock`]: the cgroup socket programs (the host's own connections to
@@ -32,6 +35,7 @@ pub mod nat;
 pub mod nets;
 pub mod objects;
 pub mod pins;
+pub mod pods;
 pub mod probe;
 pub mod report;
 pub mod services;

@@ -30,8 +30,8 @@ use tracing::{debug, error, info, warn};
 use crate::desired::{self, Hop, Inputs, NodeNet, Outcome, RouteSpec, VxlanDevice, IPIP_DEV};
 use crate::kernel::{self, Devices, KernelLink, KernelRoute, Owner};
 use crate::monitor::{KernelEvent, Watch, RESYNC_INTERVAL};
-use crate::nl::{Netlink, NlError, Request};
 use crate::status::{FibStatus, Ipip, RouteState, RouteStatus};
+use merle_netlink::{Netlink, NlError, Request};
 
 /// Everything the engine is configured with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,7 +112,7 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-fn check(r: Result<(), crate::nl::Refusal>, what: &str) {
+fn check(r: Result<(), merle_netlink::Refusal>, what: &str) {
     if let Err(r) = r {
         error!("{what}: the kernel refused: {r}");
     }

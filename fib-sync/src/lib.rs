@@ -3,14 +3,12 @@
 //! - [`desired`]: the kernel state the Loc-RIB calls for, as pure functions.
 //! - [`kernel`]: that state as rtnetlink messages, and the kernel's reports
 //!   read back.
-//! - [`nl`]: a blocking rtnetlink socket that pipelines requests.
 //! - [`engine`]: the thread that diffs, applies, watches and repairs.
 
 pub mod desired;
 pub mod engine;
 pub mod kernel;
 pub mod monitor;
-pub mod nl;
 pub mod status;
 pub mod vtep;
 

@@ -12,7 +12,7 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use crate::engine::Input;
 use crate::kernel::table_of;
-use crate::nl::{grow_rcvbuf, parse_all};
+use merle_netlink::{grow_rcvbuf, parse_all};
 
 /// What the watch reports.
 #[derive(Debug, Clone)]
@@ -117,7 +117,7 @@ pub const RESYNC_INTERVAL: Duration = Duration::from_secs(90);
 /// their headers alone.
 fn strip_own(buf: &[u8], own_port: u32) -> Vec<u8> {
     let mut out = Vec::new();
-    for m in crate::nl::messages(buf).map_while(Result::ok) {
+    for m in merle_netlink::messages(buf).map_while(Result::ok) {
         if own_port == 0 || m.port_number() != own_port {
             out.extend_from_slice(m.into_inner());
             out.resize(out.len().next_multiple_of(4), 0);

@@ -101,7 +101,7 @@ impl Listener {
                 let mut s = Socket::new(NETLINK_ROUTE)?;
                 s.bind(&SocketAddr::new(0, 0))?;
                 s.add_membership(libc::RTNLGRP_IPV4_ROUTE)?;
-                fib_sync::nl::grow_rcvbuf(&s, 512 * 1024 * 1024);
+                merle_netlink::grow_rcvbuf(&s, 512 * 1024 * 1024);
                 nix::sys::socket::setsockopt(
                     &s,
                     nix::sys::socket::sockopt::ReceiveTimeout,
@@ -132,7 +132,7 @@ impl Listener {
                 }
                 let at = Instant::now();
                 let mut seen = false;
-                for m in fib_sync::nl::messages(&buf).map_while(Result::ok) {
+                for m in merle_netlink::messages(&buf).map_while(Result::ok) {
                     if let Some((kind, proto, dst_len, dst)) = route_header(m.into_inner()) {
                         if proto == protocol {
                             seen = true;

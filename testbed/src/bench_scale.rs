@@ -84,11 +84,11 @@ fn bird_config(i: usize, n: usize, rr: bool) -> String {
 }
 
 /// A netlink socket inside each node's namespace.
-fn open_sockets(lan: &Lan) -> anyhow::Result<Vec<fib_sync::nl::Netlink>> {
+fn open_sockets(lan: &Lan) -> anyhow::Result<Vec<merle_netlink::Netlink>> {
     lan.hosts
         .iter()
         .map(|h| {
-            crate::netns::spawn_in(&h.name, fib_sync::nl::Netlink::open)?
+            crate::netns::spawn_in(&h.name, merle_netlink::Netlink::open)?
                 .join()
                 .map_err(|_| anyhow::anyhow!("netlink thread panicked"))??
                 .map_err(|e| anyhow::anyhow!("netlink in {}: {e}", h.name))
@@ -97,7 +97,7 @@ fn open_sockets(lan: &Lan) -> anyhow::Result<Vec<fib_sync::nl::Netlink>> {
 }
 
 /// The unicast /26 routes of protocol `proto` in one node's kernel.
-fn learned(nl: &mut fib_sync::nl::Netlink, proto: u8) -> anyhow::Result<usize> {
+fn learned(nl: &mut merle_netlink::Netlink, proto: u8) -> anyhow::Result<usize> {
     let msgs = nl
         .dump(RouteNetlinkMessage::GetRoute(fib_sync::kernel::route_dump(false)))
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -98,7 +98,7 @@ pub struct Response {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fib: Option<Vec<FibRoute>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ipam: Option<merle_cni::ipam::report::Report>,
+    pub ipam: Option<merle_ipam::report::Report>,
     /// `ipam release`: the addresses freed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub released: Option<Vec<std::net::IpAddr>>,

@@ -23,8 +23,8 @@ use std::collections::BTreeSet;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
-use merle_cni::dataplane::Scope;
-use merle_cni::link::mac_string;
+use fib_sync::vtep::mac_string;
+use merle_ebpf::pods::Scope;
 use merle_ebpf::report::{Endpoint, Interface, Report};
 use merle_ebpf::types::Hook;
 use merle_ebpf::{datapath, probe, Datapath, PinDir};
@@ -60,7 +60,7 @@ struct Engine {
     node_ifaces: BTreeSet<String>,
     shared: std::sync::Arc<crate::shared::Shared>,
     /// The IPAM store, opened once (an etcd client keeps its connection).
-    store: Option<Box<dyn merle_cni::ipam::Store>>,
+    store: Option<Box<dyn merle_ipam::Store>>,
     /// The pods that existed when eBPF mode was entered are linked.
     pods_linked: bool,
     /// The service plan the maps hold, and why the configured one is not
@@ -102,7 +102,7 @@ fn node_interfaces(cfg: &conf::Config) -> BTreeSet<String> {
 
 impl Engine {
     fn pins(&self) -> PinDir {
-        merle_cni::dataplane::pins(&self.cfg)
+        merle_ebpf::pods::pins(&self.cfg)
     }
 
     fn summary(&self) -> Summary {
@@ -138,7 +138,7 @@ impl Engine {
         if self.dp.is_some() {
             return Ok(());
         }
-        let attach = merle_cni::dataplane::attach_mode(&self.cfg);
+        let attach = merle_ebpf::pods::attach_mode(&self.cfg);
         match Datapath::open(&self.pins(), attach) {
             Ok(dp) => {
                 self.reason = format!(
@@ -272,9 +272,9 @@ impl Engine {
     }
 
     /// IPAM's blocks, through the store opened once.
-    fn blocks(&mut self) -> Option<merle_cni::ipam::alloc::Blocks> {
+    fn blocks(&mut self) -> Option<merle_ipam::alloc::Blocks> {
         if self.store.is_none() {
-            match merle_cni::ipam::open(&self.cfg) {
+            match merle_ipam::open(&self.cfg) {
                 Ok(s) => self.store = Some(s),
                 Err(e) => {
                     warn!("dataplane: cannot open IPAM: {e}");
@@ -340,12 +340,14 @@ impl Engine {
         }
     }
 
-    fn reconcile_pods(&mut self, scope: merle_cni::dataplane::Scope) {
+    fn reconcile_pods(&mut self, scope: merle_ebpf::pods::Scope) {
         if self.dp.is_none() {
             return;
         }
         let Some(blocks) = self.blocks() else { return };
-        match merle_cni::dataplane::reconcile(&self.cfg, &blocks, scope) {
+        let node = &self.cfg.node.name;
+        let (pods, held) = (merle_ipam::pods::attachments(&blocks, node), merle_ipam::pods::allocated(&blocks, node));
+        match merle_ebpf::pods::reconcile(&self.cfg, &pods, &held, scope) {
             Ok(r) => {
                 if r.endpoints_put + r.endpoints_removed + r.ifaces_fixed + r.links_added + r.links_removed > 0 {
                     info!(
@@ -452,7 +454,7 @@ impl Engine {
                     ip: ip.to_string(),
                     ifindex: e.ifindex,
                     ifname: merle_ebpf::sys::ifname(e.ifindex).unwrap_or_else(|| "?".into()),
-                    pod_mac: mac_string(&e.pod_mac),
+                    pod_mac: mac_string(e.pod_mac),
                 });
             }
         }

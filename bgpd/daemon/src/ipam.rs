@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
-use merle_cni::ipam::{self, alloc, report, IpamError, NodeBlocks, NodeRecord, Store};
+use merle_ipam::{self as ipam, alloc, report, IpamError, NodeBlocks, NodeRecord, Store};
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 

@@ -172,7 +172,7 @@ pub struct Snapshot {
     pub rib_prefixes: usize,
     pub rib_attribute_sets: usize,
     pub fib: Option<Fib>,
-    pub ipam: Option<merle_cni::ipam::report::Report>,
+    pub ipam: Option<merle_ipam::report::Report>,
     pub dataplane: Option<merle_ebpf::report::Report>,
     pub md5: Option<crate::peer_detail::Md5Counters>,
     pub process: Option<Process>,
@@ -389,8 +389,8 @@ fn fib(reg: &mut Registry, f: &Fib) {
     }
 }
 
-fn ipam(reg: &mut Registry, r: &merle_cni::ipam::report::Report) {
-    let pool = |p: &merle_cni::ipam::report::PoolUse| vec![("pool", p.cidr.to_string())];
+fn ipam(reg: &mut Registry, r: &merle_ipam::report::Report) {
+    let pool = |p: &merle_ipam::report::PoolUse| vec![("pool", p.cidr.to_string())];
     gauges(
         reg,
         "merle_ipam_blocks",

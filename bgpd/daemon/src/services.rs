@@ -23,7 +23,7 @@ pub fn node_plan(cfg: &conf::Config) -> Plan {
 }
 
 /// Every address IPAM gave to a pod, with the node that holds it.
-pub fn pods(blocks: &merle_cni::ipam::alloc::Blocks) -> HashMap<IpAddr, String> {
+pub fn pods(blocks: &merle_ipam::alloc::Blocks) -> HashMap<IpAddr, String> {
     let mut out = HashMap::new();
     for b in blocks.values() {
         for (ord, a) in &b.allocations {

@@ -11,7 +11,7 @@ use merled::metrics::{render, Fib, Live, Process, Snapshot};
 /// every part present), with the suffixes the text format gives them.
 fn exported() -> BTreeSet<String> {
     let peer = merled::api::PeerStatus { address: "10.0.0.2".into(), ..Default::default() };
-    let pool = merle_cni::ipam::report::PoolUse {
+    let pool = merle_ipam::report::PoolUse {
         cidr: "10.244.0.0/16".parse().unwrap(),
         block_size: 26,
         blocks: 1,
@@ -29,7 +29,7 @@ fn exported() -> BTreeSet<String> {
     let s = Snapshot {
         status: merled::api::NodeStatus { peers: vec![peer], ..Default::default() },
         fib: Some(Fib { converged_in: Some((std::time::Duration::from_secs(1), false)), ..Default::default() }),
-        ipam: Some(merle_cni::ipam::report::Report { pools: vec![pool], ..Default::default() }),
+        ipam: Some(merle_ipam::report::Report { pools: vec![pool], ..Default::default() }),
         dataplane: Some(merle_ebpf::report::Report { counters: vec![counter], ..Default::default() }),
         md5: Some(Default::default()),
         process: Some(Process { max_fds: Some(1024), ..Default::default() }),

@@ -289,7 +289,7 @@ fn restarting_merled_loses_no_packet_and_adopts_its_pins() {
     // A pod that vanished while merled was down (its veth gone, no DEL):
     // the next merled's start removes its entries and its link.
     let a2 = c.add_pod(0, "dpra2").unwrap();
-    let host = merle_cni::link::host_veth_name("dpra2", "eth0");
+    let host = merle_ipam::pods::host_veth_name("dpra2", "eth0");
     c.nodes[0].merled.daemon.kill();
     c.ns(0).ip(&["link", "del", &host]).unwrap();
     c.restart(0).unwrap();

@@ -361,8 +361,8 @@ fn services_stored_in_etcd_reach_every_node_and_bad_ones_change_nothing() {
     c.lan
         .switch
         .spawn(move || {
-            let store = merle_cni::ipam::etcd::EtcdStore::connect(&ds).unwrap();
-            merle_cni::ipam::Store::services(&store).unwrap().put_service(&junk).unwrap();
+            let store = merle_ipam::etcd::EtcdStore::connect(&ds).unwrap();
+            merle_ipam::Store::services(&store).unwrap().put_service(&junk).unwrap();
         })
         .unwrap()
         .join()

@@ -12,7 +12,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use merle_cni::ipam::{Blocks, Store};
+use merle_ipam::{Blocks, Store};
 use serde_json::{json, Value};
 use testbed::netns::{self, Netns};
 use testbed::TempDir;
@@ -394,7 +394,7 @@ impl Node {
 
     /// The file store's blocks.
     pub fn file_blocks(&self) -> Blocks {
-        merle_cni::ipam::file::FileStore::open(&self.data_dir()).unwrap().load().unwrap()
+        merle_ipam::file::FileStore::open(&self.data_dir()).unwrap().load().unwrap()
     }
 }
 

@@ -288,7 +288,7 @@ fn print_fib(routes: &[FibRoute]) {
     }
 }
 
-fn print_ipam(r: &merle_cni::ipam::report::Report) {
+fn print_ipam(r: &merle_ipam::report::Report) {
     let rows: Vec<Vec<String>> = r
         .pools
         .iter()

@@ -1,5 +1,5 @@
 //! The pod's side of the eBPF datapath. merled loads and pins the
-//! programs; the plugin links the pinned pod program to the host end of
+//! programs; the plugin (merle-cni) links the pinned pod program to the host end of
 //! each veth it makes (and pins that link, since the plugin exits at once)
 //! and writes the pod's addresses into the endpoint map, so the pod's
 //! first packet takes the fast path. DEL undoes both. [`reconcile`] makes
@@ -14,14 +14,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use merle_ebpf::datapath::{self, AttachMode, Linker};
-use merle_ebpf::endpoints::{self, EndpointOp, Endpoints};
-use merle_ebpf::objects;
-use merle_ebpf::types::{EndpointInfo, Hook, ENDPOINT_F_NAT_OUTGOING};
-use merle_ebpf::PinDir;
+use crate::datapath::{self, AttachMode, Linker};
+use crate::endpoints::{self, EndpointOp, Endpoints};
+use crate::objects;
+use crate::types::{EndpointInfo, Hook, ENDPOINT_F_NAT_OUTGOING};
+use crate::{Error, PinDir};
 
-use crate::ipam::alloc::Blocks;
-use crate::link;
+/// The host end's MAC, as Calico's: pods see one gateway MAC everywhere,
+/// and the datapath writes it as the source of what it hands a pod.
+pub const HOST_MAC: [u8; 6] = [0xee; 6];
+
+/// The pods of a node, from IPAM: each host veth name and the pod's
+/// addresses, IPv4 first (`merle_ipam::pods::attachments`).
+pub type PodAddrs = BTreeMap<String, Vec<IpAddr>>;
 
 pub fn pins(cfg: &conf::Config) -> PinDir {
     PinDir::new(&cfg.dataplane.pin_dir)
@@ -74,20 +79,20 @@ pub fn flags(cfg: &conf::Config, ip: IpAddr) -> u32 {
 }
 
 fn entry(cfg: &conf::Config, ip: IpAddr, ifindex: u32, pod_mac: [u8; 6]) -> EndpointInfo {
-    EndpointInfo { ifindex, pod_mac, node_mac: link::HOST_MAC, flags: flags(cfg, ip), pad: 0 }
+    EndpointInfo { ifindex, pod_mac, node_mac: HOST_MAC, flags: flags(cfg, ip), pad: 0 }
 }
 
 /// ADD: links the pod program to `host` and puts the pod's addresses in
 /// the endpoint map. `Ok(false)`: no datapath is loaded, nothing to do.
-pub fn attach(cfg: &conf::Config, host: &str, addrs: &[IpAddr], pod_mac: [u8; 6]) -> Result<bool, merle_ebpf::Error> {
+pub fn attach(cfg: &conf::Config, host: &str, addrs: &[IpAddr], pod_mac: [u8; 6]) -> Result<bool, Error> {
     if !active(cfg) {
         return Ok(false);
     }
     let pins = pins(cfg);
     let mut linker = Linker::open(&pins, attach_mode(cfg), &objects::POD_INGRESS)?;
-    let ifindex = merle_ebpf::sys::ifindex(host);
+    let ifindex = crate::sys::ifindex(host);
     if ifindex == 0 {
-        return Err(merle_ebpf::Error::NoInterface(host.to_owned()));
+        return Err(Error::NoInterface(host.to_owned()));
     }
     // The entries first: the program reads the veth's entry from its first
     // packet, and finds it whole.
@@ -96,13 +101,13 @@ pub fn attach(cfg: &conf::Config, host: &str, addrs: &[IpAddr], pod_mac: [u8; 6]
     Endpoints::open(&pins)?.put_pod(ifindex, &entries)?;
     let linked = linker.link(host)?;
     if linked.ifindex != ifindex {
-        return Err(merle_ebpf::Error::Attach(host.to_owned(), "the interface changed while it was linked".into()));
+        return Err(Error::Attach(host.to_owned(), "the interface changed while it was linked".into()));
     }
     Ok(true)
 }
 
 /// DEL: removes the pod's entries and its link. Nothing there is fine.
-pub fn detach(cfg: &conf::Config, host: &str, addrs: &[IpAddr]) -> Result<(), merle_ebpf::Error> {
+pub fn detach(cfg: &conf::Config, host: &str, addrs: &[IpAddr]) -> Result<(), Error> {
     let pins = pins(cfg);
     if !pins.root().exists() {
         return Ok(());
@@ -117,26 +122,14 @@ pub fn detach(cfg: &conf::Config, host: &str, addrs: &[IpAddr]) -> Result<(), me
     unlinked
 }
 
-/// The pods of `node` that exist: each address IPAM gave an attachment of
-/// this node whose host veth is there, with that veth's ifindex.
-pub fn pods(blocks: &Blocks, node: &str) -> BTreeMap<String, (u32, Vec<IpAddr>)> {
-    let mut by_host: BTreeMap<String, (u32, Vec<IpAddr>)> = BTreeMap::new();
-    for b in blocks.values() {
-        for (ord, a) in &b.allocations {
-            if a.node != node {
-                continue;
-            }
-            let Some(x) = &a.attachment else { continue };
-            let host = link::host_veth_name(&x.container_id, &x.ifname);
-            by_host.entry(host).or_default().1.push(b.addr(*ord));
-        }
-    }
-    by_host.retain(|host, (ifindex, addrs)| {
-        *ifindex = merle_ebpf::sys::ifindex(host);
-        addrs.sort_by_key(|a| (a.is_ipv6(), *a));
-        *ifindex != 0
-    });
-    by_host
+/// The pods that exist: those whose host veth is there, with its ifindex.
+fn present(pods: &PodAddrs) -> BTreeMap<&str, (u32, &[IpAddr])> {
+    pods.iter()
+        .filter_map(|(host, addrs)| {
+            let ifindex = crate::sys::ifindex(host);
+            (ifindex != 0).then_some((host.as_str(), (ifindex, addrs.as_slice())))
+        })
+        .collect()
 }
 
 /// What a reconcile changed.
@@ -163,19 +156,25 @@ pub enum Scope {
     Full,
 }
 
-/// Makes the endpoint map and the pod links match the pods of `node`
-/// that exist: stale entries and links go, and with [`Scope::Full`]
-/// missing ones are made.
-pub fn reconcile(cfg: &conf::Config, blocks: &Blocks, scope: Scope) -> Result<Reconciled, merle_ebpf::Error> {
+/// Makes the endpoint map and the pod links match the pods that exist:
+/// stale entries and links go, and with [`Scope::Full`] missing ones are
+/// made. `pods` are this node's attachments and `held` every address IPAM
+/// gives this node (`merle_ipam::pods`).
+pub fn reconcile(
+    cfg: &conf::Config,
+    pods: &PodAddrs,
+    held: &BTreeSet<IpAddr>,
+    scope: Scope,
+) -> Result<Reconciled, Error> {
     let mut out = Reconciled::default();
     if !active(cfg) {
         return Ok(out);
     }
     let pins = pins(cfg);
-    let pods = pods(blocks, &cfg.node.name);
+    let pods = present(pods);
     let mut desired = BTreeMap::new();
     for (ifindex, addrs) in pods.values() {
-        for ip in addrs {
+        for ip in addrs.iter() {
             desired.insert(*ip, entry(cfg, *ip, *ifindex, pod_mac(addrs)));
         }
     }
@@ -183,11 +182,10 @@ pub fn reconcile(cfg: &conf::Config, blocks: &Blocks, scope: Scope) -> Result<Re
     let current = eps.list();
     let mut ops = endpoints::reconcile(&desired, &current);
     if scope == Scope::Stale {
-        let held = allocated(blocks, &cfg.node.name);
         ops.retain(|op| match op {
             EndpointOp::Remove(ip) => {
                 let e = &current[ip];
-                !held.contains(ip) || merle_ebpf::sys::ifname(e.ifindex).is_none()
+                !held.contains(ip) || crate::sys::ifname(e.ifindex).is_none()
             }
             EndpointOp::Put(..) => false,
         });
@@ -207,7 +205,7 @@ pub fn reconcile(cfg: &conf::Config, blocks: &Blocks, scope: Scope) -> Result<Re
         .collect();
     out.ifaces_fixed = eps.sync_ifaces(scope == Scope::Full, &removed)?;
     let linked: BTreeSet<String> = pins.linked(Hook::PodIngress).into_iter().map(|(i, _)| i).collect();
-    for stale in linked.iter().filter(|i| merle_ebpf::sys::ifindex(i) == 0) {
+    for stale in linked.iter().filter(|i| crate::sys::ifindex(i) == 0) {
         match datapath::unlink(&pins, Hook::PodIngress, stale) {
             Ok(()) => out.links_removed += 1,
             Err(e) => out.errors.push(e.to_string()),
@@ -224,14 +222,6 @@ pub fn reconcile(cfg: &conf::Config, blocks: &Blocks, scope: Scope) -> Result<Re
         }
     }
     Ok(out)
-}
-
-/// Every address IPAM gives to attachments of `node`.
-fn allocated(blocks: &Blocks, node: &str) -> BTreeSet<IpAddr> {
-    blocks
-        .values()
-        .flat_map(|b| b.allocations.iter().filter(|(_, a)| a.node == node).map(|(o, _)| b.addr(*o)))
-        .collect()
 }
 
 #[cfg(test)]

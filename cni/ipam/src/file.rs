@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use super::{Block, Blocks, IpamError, Store};
+use crate::{Block, Blocks, IpamError, Store};
 
 const STATE: &str = "ipam.json";
 const TEMP: &str = "ipam.json.tmp";
@@ -119,13 +119,13 @@ mod tests {
         let s = FileStore::open(&dir).unwrap();
         assert!(s.load().unwrap().is_empty());
         let cidr: ipnet::IpNet = "10.9.0.0/26".parse().unwrap();
-        super::super::transact(&s, |b| {
+        crate::transact(&s, |b| {
             b.insert(cidr, Block::new(cidr, Some("a".into())));
             Ok(())
         })
         .unwrap();
         assert_eq!(s.load().unwrap().len(), 1);
-        let r: Result<(), _> = super::super::transact(&s, |b| {
+        let r: Result<(), _> = crate::transact(&s, |b| {
             b.clear();
             Err(IpamError::NoPools)
         });
@@ -141,7 +141,7 @@ mod tests {
         let s = FileStore::open(&dir).unwrap();
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join(STATE), b"{\"format\":1,\"blocks\":[").unwrap();
-        let e = super::super::transact(&s, |_| Ok(())).unwrap_err();
+        let e = crate::transact(&s, |_| Ok(())).unwrap_err();
         assert!(matches!(e, IpamError::Corrupt(_)), "{e}");
         assert_eq!(fs::read(dir.join(STATE)).unwrap(), b"{\"format\":1,\"blocks\":[");
         fs::remove_dir_all(&dir).unwrap();

@@ -21,7 +21,7 @@ use std::time::Duration;
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp, WatchOptions};
 use ipnet::IpNet;
 
-use super::{Block, Blocks, IpamError, NodeRecord, Registry, ServiceRegistry, Store, StoredService};
+use crate::{Block, Blocks, IpamError, NodeRecord, Registry, ServiceRegistry, Store, StoredService};
 
 /// Transactions tried before giving up with a try-again error.
 const MAX_ATTEMPTS: u32 = 200;
@@ -130,7 +130,7 @@ impl Store for EtcdStore {
     }
 
     fn update(&self, f: &mut dyn FnMut(&mut Blocks) -> Result<(), IpamError>) -> Result<(), IpamError> {
-        let _lock = super::file::lock_dir(&self.lock_dir)?;
+        let _lock = crate::file::lock_dir(&self.lock_dir)?;
         let mut kv = self.kv.clone();
         for attempt in 0..MAX_ATTEMPTS {
             let (old, read_at) = self.rt.block_on(Self::read(&mut kv, &self.prefix))?;

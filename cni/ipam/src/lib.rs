@@ -1,11 +1,25 @@
-//! IPAM with Calico's block affinity. The rules are pure ([`alloc`]); a
-//! [`Store`] keeps the blocks, either in a local file ([`file`]) or in etcd
-//! ([`etcd`]), and commits each change atomically.
+//! merle's IPAM, with Calico's block affinity: the step between the CNI
+//! plugin and BGP (cni -> IPAM -> bgpd). The plugin allocates a pod's
+//! addresses here; merled reads which blocks this node holds and
+//! advertises them, and blackholes the blocks it is affine to.
+//!
+//! - [`block`]: a block and who holds each of its addresses.
+//! - [`alloc`]: the rules, pure: assign, release, borrow, this node's
+//!   blocks, the garbage collector's stale attachments.
+//! - [`pods`]: the pods of a node as IPAM records them, by host veth.
+//! - [`report`]: pool and block use, for `merlectl ipam` and the metrics.
+//! - [`Store`]: where the blocks live, committing each change atomically:
+//!   a local file ([`file`], flock) or etcd ([`etcd`], one transaction
+//!   per change, which also holds the node registry and the services).
+//!
+//! No tokio in the interface: the etcd store runs its own small runtime,
+//! since the plugin is a short-lived blocking process.
 
 pub mod alloc;
 pub mod block;
 pub mod etcd;
 pub mod file;
+pub mod pods;
 pub mod report;
 
 use std::time::{SystemTime, UNIX_EPOCH};

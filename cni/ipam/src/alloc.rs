@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use conf::Pool;
 use ipnet::IpNet;
 
-use super::block::{Attachment, Block, Holder};
-use super::IpamError;
+use crate::block::{Attachment, Block, Holder};
+use crate::IpamError;
 
 /// Every block in the store, by CIDR.
 pub type Blocks = BTreeMap<IpNet, Block>;
