@@ -307,27 +307,40 @@ pub fn vtep_entries(hop: &Hop) -> Option<(Neighbour, FdbEntry)> {
     Some((Neighbour { device, ip, mac }, FdbEntry { device, mac, dst: vtep }))
 }
 
-/// The kernel state for these inputs.
+/// The route one prefix gets: a blackhole for one of this node's blocks,
+/// else the route of what was learned for it ([`route_for`]), else
+/// nothing. The one rule the engine evaluates per changed prefix
+/// ([`crate::want::Want`]).
+pub fn route(i: &Inputs<'_>, devices: &[VxlanDevice], prefix: IpNet, learned: Option<&[IpAddr]>) -> Outcome {
+    if i.own_blocks.contains(&prefix) {
+        return Outcome::Route(RouteSpec::Blackhole);
+    }
+    match learned {
+        Some(hops) => route_for(i, devices, prefix, hops),
+        None => Outcome::Nothing,
+    }
+}
+
+/// The kernel state for these inputs, the whole table at once: the
+/// routes folded through [`crate::want::Want`] one by one, as the engine
+/// receives them.
 pub fn desired(i: &Inputs<'_>) -> Desired {
-    let mut d = Desired { devices: devices(i.pools, i.node, i.underlay_mtu), ..Desired::default() };
+    let devices = devices(i.pools, i.node, i.underlay_mtu);
+    let mut w = crate::want::Want::new();
     for r in i.routes {
-        match route_for(i, &d.devices, r.prefix, &r.next_hops) {
-            Outcome::Route(spec) => {
-                if let RouteSpec::Via(hops) = &spec {
-                    for (n, f) in hops.iter().filter_map(vtep_entries) {
-                        d.neighbours.insert(n);
-                        d.fdb.insert(f);
-                    }
-                }
-                d.routes.insert(r.prefix, spec);
-            }
-            Outcome::Refused(reason) => d.refused.push(Refused { prefix: r.prefix, reason }),
-            Outcome::Nothing => {}
-        }
+        w.learn(i, &devices, r.prefix, r.next_hops.clone());
     }
     for b in i.own_blocks {
-        d.routes.insert(*b, RouteSpec::Blackhole);
+        w.recompute(i, &devices, *b);
     }
+    let mut d =
+        Desired { routes: w.routes().iter().map(|(p, s)| (*p, s.clone())).collect(), devices, ..Desired::default() };
+    for (n, f) in w.l2_entries() {
+        d.neighbours.insert(n);
+        d.fdb.insert(f);
+    }
+    d.refused = w.refusals().map(|(p, r)| Refused { prefix: *p, reason: r.clone() }).collect();
+    d.refused.sort_by_key(|r| r.prefix);
     d
 }
 

@@ -1,16 +1,16 @@
 //! The engine: one thread that owns merle's part of the kernel FIB.
 //!
 //! It keeps three views and drives the kernel from the difference:
-//! - `want`: the desired route per prefix ([`crate::desired::route_for`]
-//!   over the learned routes, plus blackholes for the node's blocks);
+//! - `want`: the desired route per prefix ([`crate::want::Want`], the
+//!   rules of [`crate::desired::route`] applied to each changed prefix);
 //! - `have`: merle's routes in the kernel (its protocol, its table), read
 //!   by a dump at start and on resyncs and kept current by the netlink
 //!   watch and by the outcome of every request;
 //! - `foreign`: prefixes where some other protocol holds the route merle
 //!   would install; merle never replaces or deletes those.
 //!
-//! Only changed prefixes are looked at; every change goes out in one
-//! pipelined batch. Routes found at start are *stale* until the routing
+//! Only changed prefixes are looked at; [`crate::reconcile`] decides what
+//! each needs, and every change goes out in one pipelined batch. Routes found at start are *stale* until the routing
 //! has converged (the owner says so, or the sweep timeout passes): until
 //! then they stay, so forwarding survives a restart.
 
@@ -27,10 +27,12 @@ use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use tracing::{debug, error, info, warn};
 
-use crate::desired::{self, Hop, Inputs, NodeNet, Outcome, RouteSpec, VxlanDevice, IPIP_DEV};
+use crate::desired::{self, Hop, Inputs, NodeNet, RouteSpec, VxlanDevice, IPIP_DEV};
 use crate::kernel::{self, Devices, KernelLink, KernelRoute, Owner};
 use crate::monitor::{KernelEvent, Watch, RESYNC_INTERVAL};
+use crate::reconcile::{self, default_priority, RouteOp};
 use crate::status::{FibStatus, Ipip, RouteState, RouteStatus};
+use crate::want::{Changed, Want};
 use merle_netlink::{Netlink, NlError, Request};
 
 /// Everything the engine is configured with.
@@ -83,9 +85,7 @@ pub(crate) struct Engine {
     devs: Devices,
     /// The VXLAN devices these settings call for.
     vxlan: Vec<VxlanDevice>,
-    learned: HashMap<IpNet, Vec<IpAddr>>,
-    want: HashMap<IpNet, RouteSpec>,
-    refused: HashMap<IpNet, String>,
+    want: Want,
     have: HashMap<IpNet, KernelRoute>,
     foreign: HashMap<IpNet, u8>,
     stale: HashSet<IpNet>,
@@ -96,8 +96,6 @@ pub(crate) struct Engine {
     sweep_at: Instant,
     failed: HashMap<IpNet, Failure>,
     dirty: HashSet<IpNet>,
-    /// VTEP IP → how many wanted routes use it.
-    vteps: HashMap<IpAddr, usize>,
     l2_dirty: bool,
     /// Each link's up state, to notice flaps.
     links_up: HashMap<u32, bool>,
@@ -108,21 +106,13 @@ pub(crate) struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("want", &self.want.len()).field("have", &self.have.len()).finish()
+        f.debug_struct("Engine").field("want", &self.want.routes().len()).field("have", &self.have.len()).finish()
     }
 }
 
 fn check(r: Result<(), merle_netlink::Refusal>, what: &str) {
     if let Err(r) = r {
         error!("{what}: the kernel refused: {r}");
-    }
-}
-
-fn default_priority(p: &IpNet) -> u32 {
-    if p.addr().is_ipv4() {
-        0
-    } else {
-        1024
     }
 }
 
@@ -140,9 +130,7 @@ impl Engine {
             ipip: Ipip::NotNeeded,
             devs: Devices::default(),
             vxlan: Vec::new(),
-            learned: HashMap::new(),
-            want: HashMap::new(),
-            refused: HashMap::new(),
+            want: Want::new(),
             have: HashMap::new(),
             foreign: HashMap::new(),
             stale: HashSet::new(),
@@ -152,7 +140,6 @@ impl Engine {
             ops: crate::status::OpCounts::default(),
             failed: HashMap::new(),
             dirty: HashSet::new(),
-            vteps: HashMap::new(),
             l2_dirty: true,
             links_up: HashMap::new(),
             resync_at: now + RESYNC_INTERVAL,
@@ -160,7 +147,7 @@ impl Engine {
             touched: HashSet::new(),
         };
         e.configure()?;
-        e.stale = e.have.keys().filter(|p| !e.want.contains_key(p)).copied().collect();
+        e.stale = e.have.keys().filter(|p| e.want.route(p).is_none()).copied().collect();
         if !e.stale.is_empty() {
             info!(
                 "{} routes of protocol {} found in table {}: kept until the routing converges",
@@ -220,16 +207,19 @@ impl Engine {
         match input {
             Input::Routes(routes) => {
                 for (prefix, hops) in routes {
-                    if hops.is_empty() {
-                        self.learned.remove(&prefix);
-                    } else {
-                        self.learned.insert(prefix, hops);
-                    }
-                    self.recompute(prefix);
+                    let c = self.want.learn(&inputs(&self.s, &self.ipip), &self.vxlan, prefix, hops);
+                    self.changed(prefix, c);
                 }
             }
             Input::Settings(s) => {
-                if *s != self.s {
+                let blocks_only = Settings { own_blocks: self.s.own_blocks.clone(), ..(*s).clone() } == self.s;
+                if blocks_only && s.own_blocks != self.s.own_blocks {
+                    // IPAM claimed or released a block: its blackhole and
+                    // the routes learned inside it, nothing else (no
+                    // kernel re-read, no other prefix recomputed).
+                    let old = std::mem::replace(&mut self.s.own_blocks, s.own_blocks);
+                    self.blocks_changed(&old);
+                } else if *s != self.s {
                     let old_table = self.s.owner;
                     self.s = *s;
                     if old_table != self.s.owner {
@@ -306,12 +296,8 @@ impl Engine {
             self.ipip = Ipip::NotNeeded;
         }
         self.resync()?;
-        let prefixes: Vec<IpNet> = self.learned.keys().chain(self.want.keys()).copied().collect();
-        for p in prefixes {
+        for p in self.want.prefixes().into_iter().chain(self.s.own_blocks.clone()) {
             self.recompute(p);
-        }
-        for b in self.s.own_blocks.clone() {
-            self.recompute(b);
         }
         self.publish_header();
         Ok(())
@@ -352,6 +338,7 @@ impl Engine {
     /// Brings the devices in line, then re-reads the whole table.
     fn resync(&mut self) -> Result<(), NlError> {
         self.resync_at = Instant::now() + RESYNC_INTERVAL;
+        self.ops.table_reads += 1;
         self.ensure_devices()?;
         let mut have = HashMap::new();
         let mut foreign = HashMap::new();
@@ -383,7 +370,7 @@ impl Engine {
             }
         }
         self.dirty.extend(self.have.keys().filter(|p| !have.contains_key(p)));
-        self.dirty.extend(self.want.keys().filter(|p| !have.contains_key(p)));
+        self.dirty.extend(self.want.routes().keys().filter(|p| !have.contains_key(p)));
         self.dirty.extend(foreign.keys().chain(self.foreign.keys()));
         self.have = have;
         self.foreign = foreign;
@@ -462,73 +449,44 @@ impl Engine {
         if devs != self.devs {
             self.devs = devs;
             // Routes through a recreated device went with the old one.
-            self.dirty.extend(self.want.keys().copied());
+            self.dirty.extend(self.want.routes().keys().copied());
         }
         Ok(())
     }
 
-    fn inputs(&self) -> Inputs<'_> {
-        Inputs {
-            routes: &[],
-            own_blocks: &self.s.own_blocks,
-            pools: &self.s.pools,
-            node: self.s.node,
-            ipip_supported: matches!(self.ipip, Ipip::Available),
-            underlay_mtu: self.s.underlay_mtu,
+    /// Recomputes the wanted route of one prefix.
+    fn recompute(&mut self, prefix: IpNet) {
+        let c = self.want.recompute(&inputs(&self.s, &self.ipip), &self.vxlan, prefix);
+        self.changed(prefix, c);
+    }
+
+    /// The blocks changed from `old` to the current ones: each block that
+    /// came or went, and every learned route inside one, is recomputed.
+    fn blocks_changed(&mut self, old: &[IpNet]) {
+        let new = self.s.own_blocks.clone();
+        let moved: Vec<IpNet> =
+            old.iter().filter(|b| !new.contains(b)).chain(new.iter().filter(|b| !old.contains(b))).copied().collect();
+        for b in moved {
+            for p in std::iter::once(b).chain(self.want.learned_within(&b)) {
+                self.recompute(p);
+            }
         }
     }
 
-    /// Recomputes the wanted route of one prefix.
-    fn recompute(&mut self, prefix: IpNet) {
-        let new = if self.s.own_blocks.contains(&prefix) {
-            Outcome::Route(RouteSpec::Blackhole)
+    /// Notes what a recompute changed.
+    fn changed(&mut self, prefix: IpNet, c: Changed) {
+        if c.newly_refused {
+            if let Some(reason) = self.want.refused(&prefix) {
+                warn!("{prefix}: not installed: {reason}");
+            }
+        }
+        self.l2_dirty |= c.vteps;
+        if c.route {
+            self.stale.remove(&prefix);
+            self.dirty.insert(prefix);
         } else {
-            match self.learned.get(&prefix) {
-                Some(hops) => desired::route_for(&self.inputs(), &self.vxlan, prefix, hops),
-                None => Outcome::Nothing,
-            }
-        };
-        let new = match new {
-            Outcome::Route(spec) => {
-                self.refused.remove(&prefix);
-                Some(spec)
-            }
-            Outcome::Refused(reason) => {
-                if self.refused.get(&prefix) != Some(&reason) {
-                    warn!("{prefix}: not installed: {reason}");
-                }
-                self.refused.insert(prefix, reason);
-                None
-            }
-            Outcome::Nothing => {
-                self.refused.remove(&prefix);
-                None
-            }
-        };
-        let old = match &new {
-            Some(spec) => self.want.insert(prefix, spec.clone()),
-            None => self.want.remove(&prefix),
-        };
-        if old == new {
             self.touched.insert(prefix);
-            return;
         }
-        for (spec, delta) in [(&old, -1isize), (&new, 1)] {
-            if let Some(RouteSpec::Via(hops)) = spec {
-                for h in hops {
-                    if let Hop::Vxlan(ip) = h {
-                        let n = self.vteps.entry(*ip).or_default();
-                        *n = n.saturating_add_signed(delta);
-                        if *n == 0 {
-                            self.vteps.remove(ip);
-                        }
-                        self.l2_dirty = true;
-                    }
-                }
-            }
-        }
-        self.stale.remove(&prefix);
-        self.dirty.insert(prefix);
     }
 
     fn kernel_event(&mut self, ev: KernelEvent) {
@@ -541,7 +499,7 @@ impl Engine {
                         self.have.insert(p, k);
                     } else if self.have.get(&p).is_some_and(|h| h.priority == k.priority) {
                         self.have.remove(&p);
-                        if self.want.contains_key(&p) {
+                        if self.want.route(&p).is_some() {
                             warn!("{p}: merle's route was deleted by someone else; restoring it");
                         }
                     }
@@ -571,11 +529,13 @@ impl Engine {
                     );
                 }
                 // A link going down or away takes its IPv4 routes with it,
-                // without a word: look again shortly.
+                // without a word: look again shortly. One coming up takes
+                // nothing (a pod's veth does, once per ADD), and a route
+                // refused while it was down is retried on its backoff.
                 let flapped = match (present, prev) {
                     (_, None) => false,
                     (false, Some(_)) => true,
-                    (true, Some(was)) => was != l.up,
+                    (true, Some(was)) => was && !l.up,
                 };
                 if ours || known || flapped {
                     self.resync_at = self.resync_at.min(Instant::now() + LINK_RESYNC_DELAY);
@@ -600,56 +560,42 @@ impl Engine {
         let mut ops: Vec<(IpNet, Option<RouteSpec>, bool)> = Vec::new();
         let mut reqs = Vec::new();
         let dirty: Vec<IpNet> = self.dirty.drain().collect();
-        for p in dirty {
-            self.touched.insert(p);
-            if self.failed.get(&p).is_some_and(|f| f.retry_at > now) {
-                continue; // retried when its backoff ends
-            }
-            let want = self.want.get(&p);
-            let have = self.have.get(&p);
-            match (want, have) {
-                // `have` is as the kernel holds it: an IPv6 VXLAN route of
-                // an older merle, through the VTEP itself, does not match
-                // and is replaced.
-                (Some(w), Some(h)) if h.spec == *w.kernel_form() && h.priority == default_priority(&p) => {
+        self.touched.extend(dirty.iter().copied());
+        // Prefixes in backoff are retried when it ends.
+        let due = dirty.into_iter().filter(|p| self.failed.get(p).is_none_or(|f| f.retry_at <= now));
+        let (want, stale, converged) = (&self.want, &self.stale, self.converged);
+        let decided =
+            reconcile::routes(due, |p| want.route(p), &self.have, &self.foreign, |p| !converged && stale.contains(p));
+        for (p, op) in decided {
+            match op {
+                RouteOp::InSync => {
                     self.failed.remove(&p);
                 }
-                (Some(w), h) => {
-                    if h.is_none() {
-                        if let Some(proto) = self.foreign.get(&p) {
-                            let reason = format!(
-                                "table {} already has a route to {p} of protocol {proto}; merle leaves it alone",
-                                self.s.owner.table
-                            );
-                            self.fail(p, reason, now);
-                            continue;
-                        }
-                    }
-                    match kernel::route_message(p, w, self.s.owner, &self.devs) {
-                        Ok(m) => {
-                            let flags = NLM_F_CREATE | if h.is_some() { NLM_F_REPLACE } else { NLM_F_EXCL };
-                            reqs.push(Request { message: RouteNetlinkMessage::NewRoute(m), flags });
-                            ops.push((p, Some(w.clone()), h.is_some()));
-                        }
-                        Err(e) => {
-                            self.ops.failed += 1;
-                            self.fail(p, e.to_string(), now)
-                        }
-                    }
+                RouteOp::Held => {}
+                RouteOp::Blocked { protocol } => {
+                    let reason = format!(
+                        "table {} already has a route to {p} of protocol {protocol}; merle leaves it alone",
+                        self.s.owner.table
+                    );
+                    self.fail(p, reason, now);
                 }
-                (None, Some(h)) => {
-                    if self.stale.contains(&p) && !self.converged {
-                        continue;
+                RouteOp::Install { spec, replace } => match kernel::route_message(p, &spec, self.s.owner, &self.devs) {
+                    Ok(m) => {
+                        let flags = NLM_F_CREATE | if replace { NLM_F_REPLACE } else { NLM_F_EXCL };
+                        reqs.push(Request { message: RouteNetlinkMessage::NewRoute(m), flags });
+                        ops.push((p, Some(spec), replace));
                     }
-                    let prio = (h.priority != default_priority(&p)).then_some(h.priority);
+                    Err(e) => {
+                        self.ops.failed += 1;
+                        self.fail(p, e.to_string(), now)
+                    }
+                },
+                RouteOp::Delete { priority } => {
                     reqs.push(Request {
-                        message: RouteNetlinkMessage::DelRoute(kernel::route_delete(p, self.s.owner, prio)),
+                        message: RouteNetlinkMessage::DelRoute(kernel::route_delete(p, self.s.owner, priority)),
                         flags: 0,
                     });
                     ops.push((p, None, false));
-                }
-                (None, None) => {
-                    self.failed.remove(&p);
                 }
             }
         }
@@ -731,9 +677,8 @@ impl Engine {
         }
         let mut want_neigh: HashSet<(u32, IpAddr, [u8; 6])> = HashSet::new();
         let mut want_fdb: HashSet<(u32, [u8; 6], IpAddr)> = HashSet::new();
-        for ip in self.vteps.keys() {
-            let Some((n, f)) = desired::vtep_entries(&Hop::Vxlan(*ip)) else { continue };
-            let idx = if ip.is_ipv4() { self.devs.vxlan_v4 } else { self.devs.vxlan_v6 };
+        for (n, f) in self.want.l2_entries() {
+            let idx = if f.dst.is_ipv4() { self.devs.vxlan_v4 } else { self.devs.vxlan_v6 };
             let Some(idx) = idx else { continue };
             want_neigh.insert((idx, n.ip, n.mac));
             want_fdb.insert((idx, f.mac, f.dst));
@@ -751,39 +696,30 @@ impl Engine {
                 }
             }
         }
-        let ours = [self.devs.vxlan_v4, self.devs.vxlan_v6];
-        let mut reqs = Vec::new();
+        let ours: Vec<u32> = [self.devs.vxlan_v4, self.devs.vxlan_v6].into_iter().flatten().collect();
+        let mut messages = Vec::new();
+        let mut dumped = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6, AddressFamily::Bridge] {
-            let msgs = self.nl.dump(RouteNetlinkMessage::GetNeighbour(kernel::neighbour_dump(family)))?;
-            for m in msgs {
+            for m in self.nl.dump(RouteNetlinkMessage::GetNeighbour(kernel::neighbour_dump(family)))? {
                 let RouteNetlinkMessage::NewNeighbour(m) = m else { continue };
                 let Some(k) = kernel::read_neighbour(&m) else { continue };
-                if !ours.contains(&Some(k.ifindex)) {
-                    continue;
-                }
-                let (Some(ip), Some(mac)) = (k.ip, k.mac) else { continue };
-                // merle's entries are permanent and pair a VTEP address
-                // with the MAC merle derives from it; anything else on the
-                // device (a flood entry added by hand, say) is left alone.
-                if !k.permanent || !crate::vtep::is_vtep_entry(ip, mac) {
-                    continue;
-                }
-                let kept = if k.fdb {
-                    want_fdb.remove(&(k.ifindex, mac, ip))
-                } else {
-                    want_neigh.remove(&(k.ifindex, ip, mac))
-                };
-                // Before convergence the entries of stale routes stay, as
-                // the routes do.
-                // (An IPv6 route names the VTEP's link-local address; its
-                // FDB entry is found by the MAC that address comes from.)
-                let stale =
-                    stale_vteps.contains(&ip) || stale_vteps.contains(&IpAddr::V6(crate::vtep::link_local(mac)));
-                if !kept && !stale {
-                    reqs.push(Request { message: RouteNetlinkMessage::DelNeighbour(m), flags: 0 });
+                if ours.contains(&k.ifindex) {
+                    dumped.push(k);
+                    messages.push(m);
                 }
             }
         }
+        // Before convergence the entries of stale routes stay, as the
+        // routes do.
+        let decided = reconcile::l2(&dumped, &ours, want_neigh, want_fdb, &stale_vteps);
+        let mut messages: Vec<Option<_>> = messages.into_iter().map(Some).collect();
+        let mut reqs = Vec::new();
+        for i in decided.delete {
+            if let Some(m) = messages.get_mut(i).and_then(Option::take) {
+                reqs.push(Request { message: RouteNetlinkMessage::DelNeighbour(m), flags: 0 });
+            }
+        }
+        let (want_neigh, want_fdb) = (decided.add_neighbours, decided.add_fdb);
         for (idx, ip, mac) in want_neigh {
             let m = kernel::neighbour_message(idx, ip, mac);
             reqs.push(Request { message: RouteNetlinkMessage::NewNeighbour(m), flags: NLM_F_CREATE | NLM_F_REPLACE });
@@ -816,25 +752,37 @@ impl Engine {
         for p in self.touched.drain() {
             let state = if let Some(f) = self.failed.get(&p) {
                 RouteState::Failed { reason: f.reason.clone(), attempts: f.attempts }
-            } else if let Some(r) = self.refused.get(&p) {
-                RouteState::Refused { reason: r.clone() }
+            } else if let Some(r) = self.want.refused(&p) {
+                RouteState::Refused { reason: r.to_owned() }
             } else if self.stale.contains(&p) && self.have.contains_key(&p) {
                 RouteState::Stale
-            } else if self.want.contains_key(&p) && self.have.contains_key(&p) {
+            } else if self.want.route(&p).is_some() && self.have.contains_key(&p) {
                 RouteState::Installed
-            } else if self.want.contains_key(&p) {
+            } else if self.want.route(&p).is_some() {
                 RouteState::Pending
             } else {
                 st.routes.remove(&p);
                 continue;
             };
-            let spec = self.want.get(&p).or_else(|| self.have.get(&p).map(|k| &k.spec)).cloned();
+            let spec = self.want.route(&p).or_else(|| self.have.get(&p).map(|k| &k.spec)).cloned();
             st.routes.insert(p, RouteStatus { spec, state });
         }
         st.installed = self.have.len();
         st.failed = self.failed.len();
         st.ops = self.ops;
         st.converged_in = self.converged_in;
+    }
+}
+
+/// The inputs of the rules, from the settings.
+fn inputs<'a>(s: &'a Settings, ipip: &Ipip) -> Inputs<'a> {
+    Inputs {
+        routes: &[],
+        own_blocks: &s.own_blocks,
+        pools: &s.pools,
+        node: s.node,
+        ipip_supported: matches!(ipip, Ipip::Available),
+        underlay_mtu: s.underlay_mtu,
     }
 }
 

@@ -80,6 +80,10 @@ pub struct OpCounts {
     pub deleted: u64,
     /// Operations the kernel refused, or that could not be built.
     pub failed: u64,
+    /// Whole-table reads of the kernel (dumps of its routes): at start,
+    /// every 90 s, after a link flap or an error, and on a settings change
+    /// other than the node's blocks.
+    pub table_reads: u64,
 }
 
 #[derive(Debug, Clone, Default)]

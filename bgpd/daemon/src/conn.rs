@@ -84,6 +84,9 @@ pub enum PeerInput {
     Deconfigure(tokio::sync::oneshot::Sender<()>),
     /// A new configuration for this peer, or new node facts.
     Reconfigure(Box<crate::plan::PeerConfig>, std::sync::Arc<crate::peer::NodeCtx>),
+    /// New node facts alone (IPAM claimed or released a block, so the own
+    /// prefixes changed): nothing to re-plan or re-send.
+    Node(std::sync::Arc<crate::peer::NodeCtx>),
 }
 
 #[derive(Debug)]

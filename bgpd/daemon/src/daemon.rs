@@ -47,8 +47,11 @@ fn take_restart_marker(cfg: &conf::Config) -> bool {
 /// The prefixes this node originates: its `[[advertise]]` blocks (with
 /// their communities), the service ranges, and the /32 or /128 of each
 /// `Local`-policy external or load-balancer IP this node has a backend of.
-pub fn local_routes(cfg: &conf::Config) -> Vec<(IpNet, Vec<Community>, Vec<LargeCommunity>)> {
-    let mut out: Vec<(IpNet, Vec<Community>, Vec<LargeCommunity>)> = Vec::new();
+/// One `[[advertise]]` prefix (or IPAM block) with its communities.
+pub type LocalRoute = (IpNet, Vec<Community>, Vec<LargeCommunity>);
+
+pub fn local_routes(cfg: &conf::Config) -> Vec<LocalRoute> {
+    let mut out: Vec<LocalRoute> = Vec::new();
     for a in &cfg.advertise {
         // Validation already checked every community's syntax.
         let std = a.communities.iter().filter_map(|c| c.parse::<Community>().ok()).collect();
@@ -73,7 +76,7 @@ pub fn local_routes(cfg: &conf::Config) -> Vec<(IpNet, Vec<Community>, Vec<Large
 
 /// Puts the node's own prefixes in the RIB as local routes: they are
 /// exported to every peer and win over learned copies.
-fn originate(shared: &Shared, node: &NodeCtx, routes: Vec<(IpNet, Vec<Community>, Vec<LargeCommunity>)>) {
+fn originate(shared: &Shared, node: &NodeCtx, routes: Vec<LocalRoute>) {
     use bgpd::rib::{Path, PathSource};
     let mut rib = shared.rib();
     for (prefix, std, large) in routes {
@@ -227,8 +230,7 @@ impl Running {
         if let Some(what) = restart_required(&self.cfg, &new) {
             return Err(format!("{}: changing {what} requires restarting merled", self.path.display()));
         }
-        let old_routes = local_routes(&self.cfg);
-        let new_routes = local_routes(&new);
+        let (old_routes, new_routes) = (local_routes(&self.cfg), local_routes(&new));
         let plan: HashMap<IpAddr, PeerConfig> = crate::plan::plan(&new).into_iter().map(|p| (p.address, p)).collect();
         // MD5 keys first: a failure here leaves everything as it was.
         for (addr, pc) in &plan {
@@ -286,7 +288,34 @@ impl Running {
             }
         }
 
-        // Local routes: withdraw the ones gone, (re)insert the rest.
+        let touched = self.local_routes_changed(old_routes, new_routes);
+        Ok(format!("{added} peers added, {removed} removed, {changed} changed; {touched} local prefixes changed"))
+    }
+
+    /// IPAM claimed or released blocks (or borrowed or returned an
+    /// address), and nothing else changed: the advertisements and the
+    /// blackholes follow, and nothing else. No peer is re-planned or sent
+    /// anything but the changed prefixes; fib-sync recomputes the blocks
+    /// that came or went without re-reading the kernel.
+    async fn apply_blocks(&mut self) -> String {
+        let new = crate::ipam::effective(&self.file_cfg, &self.ipam_view);
+        let (old_routes, new_routes) = (local_routes(&self.cfg), local_routes(&new));
+        self.node = Arc::new(node_ctx(&new, new_routes.iter().map(|(p, ..)| *p).collect(), self.node.restarting));
+        for (_, tx) in self.peers.values() {
+            let _ = tx.send(PeerInput::Node(self.node.clone())).await;
+        }
+        if let Some(f) = &self.fib {
+            f.reconfigure(&new, crate::fib::own_blocks(&self.file_cfg, &self.ipam_view));
+        }
+        self.cfg = new;
+        self.shared.set_config(Arc::new(self.cfg.clone()));
+        let touched = self.local_routes_changed(old_routes, new_routes);
+        format!("{touched} local prefixes changed")
+    }
+
+    /// Local routes: withdraws the ones gone, (re)inserts the rest, and
+    /// tells export which prefixes changed; returns how many.
+    fn local_routes_changed(&self, old_routes: Vec<LocalRoute>, new_routes: Vec<LocalRoute>) -> usize {
         let mut touched = Vec::new();
         {
             let mut rib = self.shared.rib();
@@ -300,10 +329,7 @@ impl Running {
         touched.extend(fresh.iter().map(|(p, ..)| Changed { prefix: *p, kinds: PathSource::LOCAL, slot: NO_SLOT }));
         originate(&self.shared, &self.node, fresh);
         self.shared.notify_export(&touched);
-        Ok(format!(
-            "{added} peers added, {removed} removed, {changed} changed; {} local prefixes changed",
-            touched.len()
-        ))
+        touched.len()
     }
 }
 
@@ -419,7 +445,9 @@ pub async fn run(file_cfg: conf::Config, path: &std::path::Path) -> anyhow::Resu
             }
             _ = poll.tick() => running.check_file(false).await,
             Ok(()) = ipam_rx.changed() => {
-                running.ipam_view = ipam_rx.borrow_and_update().clone();
+                let view = ipam_rx.borrow_and_update().clone();
+                let blocks_only = view.nodes == running.ipam_view.nodes && view.services == running.ipam_view.services;
+                running.ipam_view = view;
                 for e in &running.ipam_view.service_errors {
                     if !running.shared.service_errors().contains(e) {
                         warn!("datastore service left out: {e}");
@@ -427,10 +455,15 @@ pub async fn run(file_cfg: conf::Config, path: &std::path::Path) -> anyhow::Resu
                 }
                 running.shared.set_service_errors(running.ipam_view.service_errors.clone());
                 running.dataplane.reconcile();
-                let file = running.file_cfg.clone();
-                match running.apply(file).await {
-                    Ok(summary) => info!("IPAM changed: {summary}"),
-                    Err(e) => warn!("IPAM change not applied: {e}"),
+                if blocks_only {
+                    let summary = running.apply_blocks().await;
+                    info!("IPAM changed: {summary}");
+                } else {
+                    let file = running.file_cfg.clone();
+                    match running.apply(file).await {
+                        Ok(summary) => info!("IPAM changed: {summary}"),
+                        Err(e) => warn!("IPAM change not applied: {e}"),
+                    }
                 }
             }
         }

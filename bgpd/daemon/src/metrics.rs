@@ -371,6 +371,13 @@ fn fib(reg: &mut Registry, f: &Fib) {
         None,
         vec![(vec![], f.ops.failed)],
     );
+    counters(
+        reg,
+        "merle_fib_table_reads",
+        "Whole-table reads of the kernel's routes (start, every 90 s, link flaps, errors, settings changes)",
+        None,
+        vec![(vec![], f.ops.table_reads)],
+    );
     gauges(
         reg,
         "merle_fib_converged",

@@ -334,6 +334,9 @@ impl PeerTask {
                 }
             },
             PeerInput::Reconfigure(cfg, node) => self.reconfigure(*cfg, node),
+            // Only import reads the own prefixes; the FSM's settings and
+            // every export are as they were.
+            PeerInput::Node(node) => self.node = node,
             PeerInput::Shutdown(..) | PeerInput::Deconfigure(..) => {}
         }
     }
@@ -404,7 +407,6 @@ impl PeerTask {
         if old.rules.export != self.cfg.rules.export
             || old.export_learned != self.cfg.export_learned
             || old.next_hop_mode != self.cfg.next_hop_mode
-            || old_node.own != self.node.own
             || old_node.cluster_id != self.node.cluster_id
         {
             info!(peer = %self.cfg.address, "export policy changed: re-sending routes");

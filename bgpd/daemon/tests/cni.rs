@@ -94,6 +94,18 @@ fn pods_from_merle_cni_reach_each_other_across_nodes_with_blocks_and_a_borrowed_
     })
     .unwrap_or_else(|e| panic!("{e}\nA:\n{}\nB:\n{}", ma.daemon.log_tail(30), mb.daemon.log_tail(30)));
 
+    // IPAM changes below touch the advertisements and blackholes alone:
+    // no whole-table read of the kernel, no re-export to a peer.
+    let fib_reads = || -> f64 {
+        let (code, body) = testbed::prometheus::http_get_in(&na.name, "127.0.0.1:9091".parse().unwrap(), "/metrics")
+            .expect("merled's metrics answer");
+        assert_eq!(code, 200);
+        body.lines()
+            .find_map(|l| l.strip_prefix("merle_fib_table_reads_total ")?.parse().ok())
+            .unwrap_or_else(|| panic!("no merle_fib_table_reads_total in\n{body}"))
+    };
+    let reads_before = fib_reads();
+
     // A fills its block, B claims the other one, A borrows from B's.
     let mut pods_a = Vec::new();
     let mut ips_a = Vec::new();
@@ -107,6 +119,10 @@ fn pods_from_merle_cni_reach_each_other_across_nodes_with_blocks_and_a_borrowed_
     assert_eq!(pod_ip(&cni(nb, "ADD", &mb.config, &pb, "b0").unwrap()), "10.244.0.4");
     let pa4 = Netns::new("cpa4").unwrap();
     assert_eq!(pod_ip(&cni(na, "ADD", &ma.config, &pa4, "a4").unwrap()), "10.244.0.5");
+    // Five pods on A, a block claimed and an address borrowed: at most
+    // one periodic read (every 90 s) fell among them.
+    let reads = fib_reads() - reads_before;
+    assert!(reads <= 1.0, "fib-sync re-read the kernel {reads} times for five ADDs and two IPAM changes");
 
     // Blocks are blackholed at home and routed elsewhere; the borrowed
     // address is routed to its borrower, even on the block's owner.
@@ -134,6 +150,10 @@ fn pods_from_merle_cni_reach_each_other_across_nodes_with_blocks_and_a_borrowed_
     assert!(out.contains("10.244.0.3"), "{out}");
     let show: Value = serde_json::from_str(&mb.merlectl(&["--json", "ipam", "show"]).unwrap()).unwrap();
     assert!(show["handles"].as_array().unwrap().iter().all(|h| h["handle"] != "k8s-pod-network.a3"), "{show:#}");
+
+    let log = ma.daemon.log_tail(10_000);
+    assert!(log.contains("IPAM changed: 1 local prefixes changed"), "{log}");
+    assert!(!log.contains("re-sending routes"), "an IPAM change re-exported to a peer:\n{log}");
 
     // What A's metrics say of it all: merle-cni reported each call (five
     // ADDs and a DEL on A), IPAM's pool use, fib-sync's work.
