@@ -108,7 +108,8 @@ impl Merled {
     /// Replaces the configuration file (merled reloads it), keeping the
     /// kernel dataplane of [`Merled::start`] unless `text` says otherwise.
     pub fn write_config(&self, text: &str) -> anyhow::Result<()> {
-        std::fs::write(&self.config, with_dataplane(text, self._dir.path()))?;
+        let text = text.replace("{socket}", &self.socket.to_string_lossy());
+        std::fs::write(&self.config, with_dataplane(&text, self._dir.path()))?;
         Ok(())
     }
 

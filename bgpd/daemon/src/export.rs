@@ -619,6 +619,19 @@ impl Grouper {
         }
     }
 
+    /// Files `prefix` under `route`, computed elsewhere.
+    pub fn push(&mut self, route: OutRoute, prefix: IpNet) {
+        let i = match self.index.get(&route) {
+            Some(&i) => i,
+            None => {
+                self.groups.push((route.clone(), Vec::new()));
+                self.index.insert(route, self.groups.len() - 1);
+                self.groups.len() - 1
+            }
+        };
+        self.groups[i].1.push(prefix);
+    }
+
     pub fn into_groups(self) -> Vec<(OutRoute, Vec<IpNet>)> {
         self.groups.into_iter().filter(|(_, v)| !v.is_empty()).collect()
     }

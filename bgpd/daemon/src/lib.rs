@@ -37,6 +37,7 @@ pub mod import;
 pub mod ipam;
 pub mod listener;
 pub mod metrics;
+pub mod outbound;
 pub mod peer;
 pub mod peer_detail;
 pub mod plan;

@@ -13,7 +13,7 @@ use bgpd::packet::{
     AddPathFamily, AddPathMode, AfiSafi, Capability, DecodeCtx, EncodeCtx, ExtendedNextHop, Family, Message,
     NotificationMsg, RefreshSubtype, UpdateMsg,
 };
-use bgpd::rib::{Destination, PathSource, PeerRef};
+use bgpd::rib::{PathSource, PeerRef, NO_SLOT};
 use ipnet::IpNet;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -23,8 +23,9 @@ use tracing::{debug, info, warn};
 
 use crate::api::PeerStatus;
 use crate::conn::{spawn_connect, spawn_reader, spawn_writer, ConnEvent, PeerInput, WriterCmd, WriterLoad};
-use crate::export::{self, NodeExport, OutRoute, SessionAddrs, Target};
+use crate::export::{self, NodeExport, SessionAddrs, Target};
 use crate::import::{self, ImportCtx, RibChange};
+use crate::outbound::{self, Job, Mode, Pass};
 use crate::plan::PeerConfig;
 use crate::shared::{OutQueue, Shared};
 
@@ -72,25 +73,6 @@ pub const STALE_TIME: Duration = Duration::from_secs(360);
 
 /// How many changed prefixes one export round handles.
 const EXPORT_BATCH: usize = 50_000;
-
-/// Prefixes of a full export sent per turn of the task loop: a few
-/// milliseconds of work in a release build.
-const FULL_EXPORT_SLICE: usize = 16_384;
-
-/// A full export in progress. The prefixes to send are copied when it
-/// starts; each slice reads their best paths as they are then, and changes
-/// meanwhile go out through the change queue as usual (at worst a route is
-/// sent twice, never stale).
-#[derive(Debug)]
-struct FullExport {
-    id: ConnId,
-    /// One family (a route refresh), or all.
-    family: Option<Family>,
-    prefixes: Vec<IpNet>,
-    next: usize,
-    sent: usize,
-    started: Instant,
-}
 
 /// Our graceful restart capability: the N bit (RFC 8538) always; the R bit
 /// after a graceful shutdown; the F bit for both families, because the
@@ -153,9 +135,10 @@ pub struct PeerTask {
     /// arriving) is exported EXPORT_BATCH prefixes per turn of the task
     /// loop, so timers and input are served in between.
     backlog: VecDeque<(IpNet, u32)>,
-    /// The Adj-RIB-Out being sent whole (after Established or a route
-    /// refresh), FULL_EXPORT_SLICE prefixes per turn of the task loop.
-    full: Option<FullExport>,
+    /// Whole-table jobs (the full export after Established or a route
+    /// refresh, the re-export after a policy edit), worked JOB_SLICE
+    /// prefixes per turn of the task loop, the front one first.
+    jobs: VecDeque<Job>,
     /// The peer's routes are kept stale through its restart (RFC 4724).
     gr_stale: bool,
     /// Families whose End-of-RIB this session has not delivered yet; when
@@ -196,7 +179,7 @@ impl PeerTask {
             pending: VecDeque::new(),
             out: Arc::new(OutQueue::default()),
             backlog: VecDeque::new(),
-            full: None,
+            jobs: VecDeque::new(),
             gr_stale: false,
             eor_waiting: bgpd::packet::FamilySet::default(),
             gr_deadline: None,
@@ -226,7 +209,7 @@ impl PeerTask {
             let load = self.session_load();
             let blocked = load.as_ref().is_some_and(|l| l.over());
             let exporting = self.session.is_some() && !blocked;
-            let backlog = exporting && (!self.backlog.is_empty() || self.full.is_some());
+            let backlog = exporting && (!self.backlog.is_empty() || !self.jobs.is_empty());
             tokio::select! {
                 input = self.rx.recv() => match input {
                     None => break,
@@ -253,8 +236,8 @@ impl PeerTask {
                 // Yield first, so the other sessions' timers and input run
                 // between slices of a big export.
                 () = tokio::task::yield_now(), if backlog => {
-                    if self.full.is_some() {
-                        self.full_export_slice();
+                    if !self.jobs.is_empty() {
+                        self.job_slice();
                     } else {
                         self.export_backlog();
                     }
@@ -430,43 +413,19 @@ impl PeerTask {
         }
     }
 
-    /// Sends the difference between the old and the new export of every
-    /// Loc-RIB route: withdrawals for routes the new policy drops, updates
-    /// for routes whose exported form changed.
+    /// Starts sending the difference between the old and the new export
+    /// of every Loc-RIB route: withdrawals for routes the new policy drops,
+    /// updates for routes whose exported form changed. A slice at a time,
+    /// like every whole-table job. Of a full export still running, only
+    /// the part already sent (under the old policy) needs it: the rest goes
+    /// out under the new one.
     fn reexport(&mut self, id: ConnId, old: &PeerConfig, old_node: &NodeCtx, n: &Negotiated) {
-        let Some(addrs) = self.session_addrs(id) else { return };
-        let (old_target, old_node_export) = (old.target(n), old_node.export());
-        let (target, node) = (self.target(n), self.node_export());
-        let mut groups: [bgpd::hash::HashMap<OutRoute, Vec<IpNet>>; 2] = Default::default();
-        let mut withdrawn: [Vec<IpNet>; 2] = Default::default();
-        {
-            let rib = self.shared.rib();
-            for (prefix, dest) in rib.iter() {
-                let f = export::family_of(prefix);
-                if !n.families.contains(f) {
-                    continue;
-                }
-                let Some(best) = dest.best() else { continue };
-                let before = export::export_path(prefix, best, &old_target, &old_node_export, n);
-                let after = export::export_path(prefix, best, &target, &node, n);
-                match (before, after) {
-                    (Some(_), None) => withdrawn[f.index()].push(*prefix),
-                    (b, Some(a)) if b.as_ref() != Some(&a) => groups[f.index()].entry(a).or_default().push(*prefix),
-                    _ => {}
-                }
-            }
-        }
-        for f in Family::ALL {
-            for u in export::withdraw(f, &withdrawn[f.index()], n) {
-                self.send(id, &Message::Update(u));
-            }
-            let g: Vec<(OutRoute, Vec<IpNet>)> = std::mem::take(&mut groups[f.index()]).into_iter().collect();
-            let (updates, skipped) = export::build(f, g, &addrs, n);
-            self.log_skipped(&skipped);
-            for u in updates {
-                self.send(id, &Message::Update(u));
-            }
-        }
+        let pass = Pass::Reexport { old: Box::new(old.target(n)), old_node: old_node.export() };
+        let prefixes = match self.jobs.iter().find(|j| j.id == id && matches!(j.pass, Pass::Full { .. })) {
+            Some(full) => full.prefixes[..full.next].to_vec(),
+            None => outbound::job_prefixes(&self.shared.rib(), u8::MAX, n.families, None),
+        };
+        self.jobs.push_back(Job::new(id, pass, prefixes));
     }
 
     /// The peer left the configuration.
@@ -690,76 +649,82 @@ impl PeerTask {
     fn full_export(&mut self, id: ConnId, family: Option<Family>) {
         let Some((_, n)) = &self.session else { return };
         // A refresh during a full export widens it rather than racing it.
-        let family = match &self.full {
-            Some(f) if f.id == id && f.family != family => None,
+        let running = self.jobs.iter().position(|j| j.id == id && matches!(j.pass, Pass::Full { .. }));
+        let family = match running.map(|i| &self.jobs[i].pass) {
+            Some(Pass::Full { family: f }) if *f != family => None,
             _ => family,
         };
         let interest = export::interest(&self.target(n), &self.node_export());
-        let families = n.families;
-        let prefixes: Vec<IpNet> = self
-            .shared
-            .rib()
-            .iter()
-            .filter(|(prefix, dest)| {
-                let f = export::family_of(prefix);
-                // A bit test skips what this peer never gets (an eBGP peer
-                // and the learned routes) before any per-route work.
-                dest.best_kind() & interest != 0 && families.contains(f) && family.is_none_or(|x| x == f)
-            })
-            .map(|(p, _)| *p)
-            .collect();
-        self.full = Some(FullExport { id, family, prefixes, next: 0, sent: 0, started: Instant::now() });
-        self.full_export_slice();
+        let prefixes = outbound::job_prefixes(&self.shared.rib(), interest, n.families, family);
+        if let Some(i) = running {
+            self.jobs.remove(i);
+        }
+        self.jobs.push_front(Job::new(id, Pass::Full { family }, prefixes));
+        self.job_slice();
     }
 
-    /// Sends the next FULL_EXPORT_SLICE prefixes of the full export, and
-    /// End-of-RIB after the last.
-    fn full_export_slice(&mut self) {
-        let Some(mut fe) = self.full.take() else { return };
+    /// Works the next slice of the front job; at the end of a full export,
+    /// End-of-RIB.
+    fn job_slice(&mut self) {
+        let Some(mut job) = self.jobs.pop_front() else { return };
         let Some((id, n)) = &self.session else { return };
         let n = n.clone();
-        if *id != fe.id {
+        if *id != job.id {
+            self.jobs.retain(|j| j.id == *id);
             return;
         }
-        let Some(addrs) = self.session_addrs(fe.id) else { return };
+        let Some(addrs) = self.session_addrs(job.id) else { return };
         let (target, node) = (self.target(&n), self.node_export());
-        let end = (fe.next + FULL_EXPORT_SLICE).min(fe.prefixes.len());
-        let mut groups: [export::Grouper; 2] = Default::default();
-        {
+        let decided = {
             let rib = self.shared.rib();
-            for prefix in &fe.prefixes[fe.next..end] {
-                if let Some(b) = rib.get(prefix).and_then(Destination::best) {
-                    groups[export::family_of(prefix).index()].add(prefix, b, &target, &node, &n);
+            let (slice, mode) = job.slice();
+            outbound::decide(&rib, slice.iter().map(|p| (*p, NO_SLOT)), mode, &target, &node, &n)
+        };
+        job.sent += self.send_decided(job.id, decided, &addrs, &n);
+        if !job.done() {
+            self.jobs.push_front(job);
+            return;
+        }
+        match job.pass {
+            Pass::Full { family } => {
+                for f in Family::ALL {
+                    if n.families.contains(f) && family.is_none_or(|x| x == f) {
+                        self.send(job.id, &Message::Update(UpdateMsg::end_of_rib_marker(f)));
+                    }
                 }
+                if family.is_none() {
+                    self.prefixes_advertised = job.sent;
+                }
+                debug!(peer = %self.cfg.address, prefixes = job.sent, took = ?job.started.elapsed(), "full export sent");
+            }
+            Pass::Reexport { .. } => {
+                info!(peer = %self.cfg.address, prefixes = job.sent, took = ?job.started.elapsed(), "re-export after the policy change sent");
             }
         }
-        fe.next = end;
-        for f in Family::ALL {
-            let g: Vec<(OutRoute, Vec<IpNet>)> = std::mem::take(&mut groups[f.index()]).into_groups();
+    }
+
+    /// Encodes and sends what [`outbound::decide`] decided, withdrawals
+    /// first (they are cheap and stop traffic sooner); returns how many
+    /// prefixes were announced.
+    fn send_decided(&mut self, id: ConnId, d: outbound::Decided, addrs: &SessionAddrs, n: &Negotiated) -> usize {
+        let mut sent = 0;
+        let outbound::Decided { groups, withdrawn } = d;
+        for (f, (g, w)) in Family::ALL.into_iter().zip(groups.into_iter().zip(withdrawn)) {
+            for u in export::withdraw(f, &w, n) {
+                self.send(id, &Message::Update(u));
+            }
             if g.is_empty() {
                 continue;
             }
-            fe.sent += g.iter().map(|(_, v)| v.len()).sum::<usize>();
-            let (updates, skipped) = export::build(f, g, &addrs, &n);
+            sent += g.iter().map(|(_, v)| v.len()).sum::<usize>();
+            let (updates, skipped) = export::build(f, g, addrs, n);
             self.log_skipped(&skipped);
-            fe.sent -= skipped.len();
+            sent -= skipped.len();
             for u in updates {
-                self.send(fe.id, &Message::Update(u));
+                self.send(id, &Message::Update(u));
             }
         }
-        if fe.next < fe.prefixes.len() {
-            self.full = Some(fe);
-            return;
-        }
-        for f in Family::ALL {
-            if n.families.contains(f) && fe.family.is_none_or(|x| x == f) {
-                self.send(fe.id, &Message::Update(UpdateMsg::end_of_rib_marker(f)));
-            }
-        }
-        if fe.family.is_none() {
-            self.prefixes_advertised = fe.sent;
-        }
-        debug!(peer = %self.cfg.address, prefixes = fe.sent, took = ?fe.started.elapsed(), "full export sent");
+        sent
     }
 
     /// Exports the next EXPORT_BATCH prefixes of the backlog.
@@ -775,36 +740,8 @@ impl PeerTask {
         let (id, n) = (*id, n.clone());
         let Some(addrs) = self.session_addrs(id) else { return };
         let (target, node) = (self.target(&n), self.node_export());
-        let mut groups: [export::Grouper; 2] = Default::default();
-        let mut withdrawn: [Vec<IpNet>; 2] = Default::default();
-        {
-            let rib = self.shared.rib();
-            for (prefix, slot) in prefixes {
-                let f = export::family_of(&prefix);
-                if !n.families.contains(f) {
-                    continue;
-                }
-                let sent = match rib.get_hinted(&prefix, slot).and_then(|d| d.best()) {
-                    Some(b) => groups[f.index()].add(&prefix, b, &target, &node, &n),
-                    None => false,
-                };
-                if !sent {
-                    withdrawn[f.index()].push(prefix);
-                }
-            }
-        }
-        for f in Family::ALL {
-            // Withdrawals first: they are cheap and stop traffic sooner.
-            for u in export::withdraw(f, &withdrawn[f.index()], &n) {
-                self.send(id, &Message::Update(u));
-            }
-            let g: Vec<(OutRoute, Vec<IpNet>)> = std::mem::take(&mut groups[f.index()]).into_groups();
-            let (updates, skipped) = export::build(f, g, &addrs, &n);
-            self.log_skipped(&skipped);
-            for u in updates {
-                self.send(id, &Message::Update(u));
-            }
-        }
+        let decided = outbound::decide(&self.shared.rib(), prefixes, Mode::Change, &target, &node, &n);
+        self.send_decided(id, decided, &addrs, &n);
     }
 
     /// RFC 7606 §6: a malformed UPDATE is logged whole, as hex, so that the
@@ -871,7 +808,7 @@ impl PeerTask {
         self.detail.established_unix = None;
         self.shared.unregister_export(self.cfg.address);
         self.backlog.clear();
-        self.full = None;
+        self.jobs.clear();
         let hold = self.graceful_restart_hold(reason);
         if let Some(src) = self.source.take() {
             match hold {
@@ -989,7 +926,7 @@ impl PeerTask {
                                         Some((ptr, a)) if *ptr == Arc::as_ptr(&path.attrs) => a.clone(),
                                         _ => {
                                             let ptr = Arc::as_ptr(&path.attrs);
-                                            let a = rib.intern((*path.attrs).clone());
+                                            let a = rib.intern_arc(path.attrs.clone());
                                             interned = Some((ptr, a.clone()));
                                             a
                                         }

@@ -4,7 +4,9 @@
 //! payload that merled sends to a monitor peer with a 3 s hold time; the
 //! longest gap must stay under 1.1 s (keepalives are due every second) and
 //! the session must stay up, with and without three new peers being fed
-//! the full table at the same time, and while a peer that is Established
+//! the full table at the same time while a fourth asks for it again with a
+//! ROUTE-REFRESH and a fifth's export policy is edited by live reload
+//! (every route it holds sent again), and while a peer that is Established
 //! and owed the table stops reading (merled must hold no more than its
 //! writer's high-water mark for it).
 #![allow(clippy::unwrap_used)]
@@ -18,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use bgpd::packet::{AfiSafi, Capability, EncodeCtx, Message, OpenMsg};
+use bgpd::packet::{AfiSafi, Capability, EncodeCtx, Message, OpenMsg, RouteRefreshMsg};
 use common::*;
 use testbed::capture::{self, Capture};
 use testbed::netns::Netns;
@@ -30,6 +32,10 @@ const MONITOR: &str = "10.1.0.30";
 const FEEDS: [&str; 3] = ["10.1.0.40", "10.1.0.41", "10.1.0.42"];
 /// Established, owed the full table, and never reads.
 const STALLED: &str = "10.1.0.50";
+/// Fed the table, then asks for it again (ROUTE-REFRESH).
+const REFRESH: &str = "10.1.0.43";
+/// Fed the table, then its export policy is edited: every route changes.
+const EDITED: &str = "10.1.0.44";
 const GAP_LIMIT: Duration = Duration::from_millis(1100);
 
 fn source_addr(i: u32) -> String {
@@ -91,7 +97,11 @@ impl Session {
             .unwrap()
             .unwrap();
         let IpAddr::V4(id) = src else { unreachable!() };
-        let caps = vec![Capability::Multiprotocol(AfiSafi::IPV4_UNICAST), Capability::FourOctetAs(asn)];
+        let caps = vec![
+            Capability::Multiprotocol(AfiSafi::IPV4_UNICAST),
+            Capability::RouteRefresh,
+            Capability::FourOctetAs(asn),
+        ];
         let ctx = EncodeCtx { four_octet_as: true, ..EncodeCtx::default() };
         let mut hello = Message::Open(OpenMsg::new(asn, hold, id, caps)).encode(&ctx).to_vec();
         hello.extend_from_slice(&Message::Keepalive.encode(&ctx));
@@ -203,7 +213,9 @@ fn update(next_hop: [u8; 4], local_pref: u8, nlri: &[u8]) -> Vec<u8> {
     u
 }
 
-fn config() -> String {
+/// The configuration; with `edited`, EDITED's export adds a community to
+/// every route.
+fn config(edited: bool) -> String {
     let mut s = format!(
         "[node]\nname = \"merle\"\naddress = \"{MERLE_V4}/24\"\n\n\
          [bgp]\nhold_time = 90\nconnect_retry_time = 1\n\n"
@@ -211,11 +223,18 @@ fn config() -> String {
     for i in 0..SOURCES {
         s += &format!("[[bgp.peers]]\naddress = \"{}\"\nas_number = 64512\npassive = true\n\n", source_addr(i));
     }
-    for (k, a) in std::iter::once(MONITOR).chain(FEEDS).chain([STALLED]).enumerate() {
+    for (k, a) in std::iter::once(MONITOR).chain(FEEDS).chain([STALLED, REFRESH, EDITED]).enumerate() {
         s += &format!(
-            "[[bgp.peers]]\naddress = \"{a}\"\nas_number = {}\npassive = true\nexport_learned = true\n\n",
+            "[[bgp.peers]]\naddress = \"{a}\"\nas_number = {}\npassive = true\nexport_learned = true\n",
             65100 + k
         );
+        if edited && a == EDITED {
+            s += "filters = [\"tag\"]\n";
+        }
+        s += "\n";
+    }
+    if edited {
+        s += "[[filters]]\nname = \"tag\"\n[[filters.export_v4]]\naction = \"Accept\"\nadd_community = \"64512:777\"\n\n";
     }
     s += "[fib]\nenabled = false\n\n[control]\nsocket = \"{socket}\"\n";
     s
@@ -242,12 +261,14 @@ fn route_dumps_of_a_million_routes_never_hold_up_the_sessions() {
         return;
     }
     let p = pair("ctl");
-    for a in
-        (0..SOURCES).map(source_addr).chain([MONITOR, STALLED].map(str::to_string)).chain(FEEDS.map(str::to_string))
+    for a in (0..SOURCES)
+        .map(source_addr)
+        .chain([MONITOR, STALLED, REFRESH, EDITED].map(str::to_string))
+        .chain(FEEDS.map(str::to_string))
     {
         p.peer.add_addr("eth0", &format!("{a}/24")).unwrap();
     }
-    let m = start_merled(&p, &config());
+    let m = start_merled(&p, &config(false));
     let total = u64::from(SOURCES * PER_SOURCE);
 
     let t = Instant::now();
@@ -265,10 +286,14 @@ fn route_dumps_of_a_million_routes_never_hold_up_the_sessions() {
     eprintln!("{total} routes loaded in {:?}", t.elapsed());
 
     let monitor = Session::open(&p.peer, MONITOR, 65100, 3);
-    wait::until("the monitor fed", Duration::from_secs(240), Duration::from_millis(200), || {
-        monitor.seen.end_of_rib.load(Ordering::Relaxed).then_some(())
+    let refresh = Session::open(&p.peer, REFRESH, 65105, 90);
+    let edited = Session::open(&p.peer, EDITED, 65106, 90);
+    wait::until("the monitor and two more fed", Duration::from_secs(240), Duration::from_millis(200), || {
+        [&monitor, &refresh, &edited].iter().all(|s| s.seen.end_of_rib.load(Ordering::Relaxed)).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", monitor.seen.down.lock().unwrap(), m.daemon.log_tail(20)));
+    let (refresh_fed, edited_fed) =
+        (refresh.seen.updates.load(Ordering::Relaxed), edited.seen.updates.load(Ordering::Relaxed));
     eprintln!("monitor fed {} UPDATEs in {:?}", monitor.seen.updates.load(Ordering::Relaxed), t.elapsed());
     let filter = format!("tcp and src host {MERLE_V4} and dst host {MONITOR} and {}", capture::TCP_PAYLOAD_V4);
     let cap = Capture::start(&p.peer, "eth0", &filter).unwrap();
@@ -294,21 +319,54 @@ fn route_dumps_of_a_million_routes_never_hold_up_the_sessions() {
     let alone = cap.longest_gap(from, SystemTime::now());
     eprintln!("dump alone: {n} routes in {took:?}; longest gap between merled's segments {alone:?}");
 
-    // 2. A dump while three new peers are fed the full table.
+    // 2. A dump while three new peers are fed the full table, a fourth
+    // asks for it again and a fifth's export policy changes every route.
     let from = SystemTime::now();
     let t = Instant::now();
     let feeds: Vec<Session> =
         FEEDS.iter().enumerate().map(|(k, a)| Session::open(&p.peer, a, 65101 + k as u32, 90)).collect();
+    refresh.send(&Message::RouteRefresh(RouteRefreshMsg::request(AfiSafi::IPV4_UNICAST)).encode(&EncodeCtx::default()));
+    m.write_config(&config(true)).unwrap();
     let (n2, took2) = dump(&m);
     assert_eq!(n2 as u64, total);
-    wait::until("the feeds fed", Duration::from_secs(240), Duration::from_millis(200), || {
-        feeds.iter().all(|f| f.seen.end_of_rib.load(Ordering::Relaxed)).then_some(())
-    })
-    .unwrap();
+    // Each of the two is sent the whole table again: at least as many
+    // UPDATEs as the first time (the community makes the edited ones a
+    // little fuller).
+    let again = |s: &Session, first: u64| s.seen.updates.load(Ordering::Relaxed) >= 2 * first;
+    wait::until(
+        "the feeds fed, the refresh and the re-export sent",
+        Duration::from_secs(240),
+        Duration::from_millis(200),
+        || {
+            (feeds.iter().all(|f| f.seen.end_of_rib.load(Ordering::Relaxed))
+                && again(&refresh, refresh_fed)
+                && again(&edited, edited_fed))
+            .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: refresh {} of {}, edited {} of {}\n{}",
+            refresh.seen.updates.load(Ordering::Relaxed),
+            2 * refresh_fed,
+            edited.seen.updates.load(Ordering::Relaxed),
+            2 * edited_fed,
+            m.daemon.log_tail(30)
+        )
+    });
     let fed = t.elapsed();
     let loaded = cap.longest_gap(from, SystemTime::now());
     eprintln!("no dump (keepalives only): longest gap {baseline:?}");
-    eprintln!("dump during 3 full-table feeds: {took2:?}, feeds done in {fed:?}; longest gap {loaded:?}");
+    eprintln!(
+        "dump during 3 full-table feeds, a route refresh and a policy re-export: {took2:?}, all done in {fed:?}; \
+         longest gap {loaded:?}"
+    );
+    let log = m.daemon.log_tail(2000);
+    assert!(log.contains("route refresh requested"), "{log}");
+    assert!(log.contains("re-export after the policy change sent"), "{log}");
+    for (s, name) in [(&refresh, REFRESH), (&edited, EDITED)] {
+        assert_eq!(*s.seen.down.lock().unwrap(), None, "{name}'s session dropped");
+    }
 
     // 3. A peer that is Established, is owed the full table and stops
     // reading: merled holds no more than HIGH_WATER (256 KiB) plus one
@@ -347,7 +405,7 @@ fn route_dumps_of_a_million_routes_never_hold_up_the_sessions() {
     assert!(alone < GAP_LIMIT, "a dump held merled's messages for {alone:?}");
     assert!(loaded < GAP_LIMIT, "a dump during feeds held merled's messages for {loaded:?}");
     cap.stop();
-    drop((sources, feeds, monitor, stalled));
+    drop((sources, feeds, monitor, stalled, refresh, edited));
 }
 
 /// merled's resident set, KiB.
@@ -377,7 +435,7 @@ fn route_filters_select_and_bad_queries_are_refused() {
     let p = pair("ctlf");
     p.peer.add_addr("eth0", "10.1.0.10/24").unwrap();
     p.peer.add_addr("eth0", "10.1.0.11/24").unwrap();
-    let cfg = config().replace("[fib]", "[[advertise]]\nprefix = \"10.244.1.0/26\"\n\n[fib]");
+    let cfg = config(false).replace("[fib]", "[[advertise]]\nprefix = \"10.244.1.0/26\"\n\n[fib]");
     let m = start_merled(&p, &cfg);
     // 16.0.1.0/24 from two sources (10.1.0.11's with a lower LOCAL_PREF
     // loses), two more prefixes from one, and the node's own block.

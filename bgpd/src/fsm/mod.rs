@@ -535,9 +535,11 @@ impl Fsm {
         self.conn_error(id, Some(n.clone()), DownReason::NotificationSent(n), out);
     }
 
-    fn restart_hold(&self, id: ConnId, n: &Negotiated, out: &mut Vec<Action>) {
-        if n.hold_time > 0 {
-            out.push(Action::StartTimer(Timer::Hold(id), Duration::from_secs(u64::from(n.hold_time))));
+    /// Restarts the hold timer of an Established (or OpenConfirm)
+    /// connection after a message: a field read, no copy of the session.
+    fn restart_hold(&self, id: ConnId, hold_time: u16, out: &mut Vec<Action>) {
+        if hold_time > 0 {
+            out.push(Action::StartTimer(Timer::Hold(id), Duration::from_secs(u64::from(hold_time))));
         } else {
             out.push(Action::StopTimer(Timer::Hold(id)));
         }
@@ -556,7 +558,7 @@ impl Fsm {
                     return self.fsm_error(id, state, out);
                 };
                 self.conns[i].state = ConnState::Established;
-                self.restart_hold(id, &n, out);
+                self.restart_hold(id, n.hold_time, out);
                 // Any other connection loses the collision (RFC 4271 §6.8).
                 let others: Vec<ConnId> = self.conns.iter().filter(|c| c.id != id).map(|c| c.id).collect();
                 for o in others {
@@ -570,19 +572,19 @@ impl Fsm {
                 out.push(Action::Established(id, Box::new(n)));
             }
             (ConnState::Established, Message::Keepalive) => {
-                if let Some(n) = self.conns[i].negotiated.clone() {
-                    self.restart_hold(id, &n, out);
+                if let Some(h) = self.conns[i].negotiated.as_ref().map(|n| n.hold_time) {
+                    self.restart_hold(id, h, out);
                 }
             }
             (ConnState::Established, Message::Update(u)) => {
-                if let Some(n) = self.conns[i].negotiated.clone() {
-                    self.restart_hold(id, &n, out);
+                if let Some(h) = self.conns[i].negotiated.as_ref().map(|n| n.hold_time) {
+                    self.restart_hold(id, h, out);
                 }
                 out.push(Action::Update(Box::new(u)));
             }
             (ConnState::Established, Message::RouteRefresh(r)) => {
-                if let Some(n) = self.conns[i].negotiated.clone() {
-                    self.restart_hold(id, &n, out);
+                if let Some(h) = self.conns[i].negotiated.as_ref().map(|n| n.hold_time) {
+                    self.restart_hold(id, h, out);
                 }
                 out.push(Action::RouteRefresh(r));
             }

@@ -30,6 +30,20 @@ impl AttrInterner {
         a
     }
 
+    /// The shared copy of the set `attrs` holds: the one already stored,
+    /// or `attrs` itself, kept without copying it.
+    pub fn intern_arc(&mut self, attrs: Arc<RouteAttrs>) -> Arc<RouteAttrs> {
+        if let Some(a) = self.set.get(&*attrs) {
+            return a.clone();
+        }
+        self.set.insert(attrs.clone());
+        self.inserts_since_gc += 1;
+        if self.inserts_since_gc > self.set.len().max(1024) {
+            self.gc();
+        }
+        attrs
+    }
+
     /// Forgets attribute sets that only the interner still holds.
     pub fn gc(&mut self) {
         self.set.retain(|a| Arc::strong_count(a) > 1);
@@ -66,5 +80,18 @@ mod tests {
         drop(c);
         i.gc();
         assert_eq!(i.len(), 1);
+    }
+
+    #[test]
+    fn an_arc_is_kept_as_it_is_or_matched_to_the_stored_set() {
+        let mut i = AttrInterner::default();
+        let a = i.intern(attrs(1));
+        let same = i.intern_arc(Arc::new(attrs(1)));
+        assert!(Arc::ptr_eq(&a, &same), "an equal set is the stored one");
+        let fresh = Arc::new(attrs(3));
+        let kept = i.intern_arc(fresh.clone());
+        assert!(Arc::ptr_eq(&fresh, &kept), "a new set is stored as given, not copied");
+        assert!(Arc::ptr_eq(&i.intern(attrs(3)), &fresh));
+        assert_eq!(i.len(), 2);
     }
 }

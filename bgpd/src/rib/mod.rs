@@ -220,6 +220,12 @@ impl Rib {
         self.interner.intern(attrs)
     }
 
+    /// [`Rib::intern`] of a set already in an `Arc`, which is stored as it
+    /// is when no equal set is there (no copy).
+    pub fn intern_arc(&mut self, attrs: Arc<RouteAttrs>) -> Arc<RouteAttrs> {
+        self.interner.intern_arc(attrs)
+    }
+
     /// How many distinct attribute sets are stored.
     pub fn attr_sets(&self) -> usize {
         self.interner.len()
