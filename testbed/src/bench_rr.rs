@@ -169,7 +169,7 @@ pub fn fanout_once(
         let missing = clients_missing(&cl, clients, want).map(|m| m.len()).unwrap_or(clients as usize);
         format!("{missing} of {clients} clients lack some of the {want} routes")
     })?;
-    Ok(Figures { elapsed: start.elapsed(), peak_rss_kib: peak_rss_kib(pid) })
+    Ok(Figures { elapsed: start.elapsed(), peak_rss_kib: peak_rss_kib(pid), cpu: None })
 }
 
 /// The fan-out benchmark: `runs` rounds of merled then BIRD as the

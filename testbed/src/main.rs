@@ -63,6 +63,11 @@ enum Bench {
         prefixes: u32,
         #[arg(long, default_value_t = 3)]
         runs: u32,
+        /// Start the clock with the tester process, whose sessions come up
+        /// while it loads its routes (an outside harness's way), instead
+        /// of once its routes are loaded.
+        #[arg(long)]
+        cold: bool,
     },
     /// Route-reflector fan-out: one reflector, `clients` iBGP clients (one
     /// BIRD process) each advertising `prefixes` prefixes; time until every
@@ -184,11 +189,11 @@ fn main() -> anyhow::Result<()> {
             drop(d);
             println!("Testbed torn down.");
         }
-        Command::Bench(Bench::Ingest { peers, prefixes, runs }) => {
+        Command::Bench(Bench::Ingest { peers, prefixes, runs, cold }) => {
             testbed::wait::interrupt_waits_on_signal()?;
             let merled = sibling_binary("merled")?;
             let merlectl = sibling_binary("merlectl")?;
-            testbed::bench::ingest(peers, prefixes, runs, &merled, &merlectl)?;
+            testbed::bench::ingest(peers, prefixes, runs, cold, &merled, &merlectl)?;
         }
         Command::Bench(Bench::Fanout { clients, prefixes, runs }) => {
             testbed::wait::interrupt_waits_on_signal()?;

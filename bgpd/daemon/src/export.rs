@@ -21,6 +21,7 @@ use bgpd::fsm::Negotiated;
 use bgpd::packet::{AttrValue, Family, NextHop, Nlri, PathAttr, UpdateMsg};
 use bgpd::rib::decision::DEFAULT_LOCAL_PREF;
 use bgpd::rib::{Path, PathSource};
+use bytes::Bytes;
 use ipnet::IpNet;
 
 /// How the next hop is chosen (Calico's BGPPeer `nextHopMode`).
@@ -253,6 +254,37 @@ fn placement(family: Family, nh: Option<IpAddr>, s: &SessionAddrs, n: &Negotiate
     }
 }
 
+/// One group placed: its attributes (with NEXT_HOP for IPv4 NLRI), the
+/// MP_REACH_NLRI next hop otherwise, and its NLRI.
+type Placed = (Vec<PathAttr>, Option<NextHop>, Vec<Nlri>);
+
+/// Places each group's next hop for this session, or names why a group
+/// cannot be sent.
+fn place(
+    family: Family,
+    groups: Vec<(OutRoute, Vec<IpNet>)>,
+    s: &SessionAddrs,
+    n: &Negotiated,
+) -> (Vec<Placed>, Vec<Skipped>) {
+    let mut out = Vec::new();
+    let mut skipped = Vec::new();
+    for (route, prefixes) in groups {
+        let path_id = n.add_path_tx.contains(family).then_some(1);
+        match placement(family, route.next_hop, s, n) {
+            Ok(Placement::NextHopAttr(a)) => {
+                let mut attrs = route.attrs;
+                attrs.push(PathAttr::new(AttrValue::NextHop(a)));
+                out.push((attrs, None, prefixes.iter().map(|p| Nlri { path_id, prefix: *p }).collect()));
+            }
+            Ok(Placement::Mp(nh)) => {
+                out.push((route.attrs, Some(nh), prefixes.iter().map(|p| Nlri { path_id, prefix: *p }).collect()))
+            }
+            Err(reason) => skipped.extend(prefixes.into_iter().map(|prefix| Skipped { prefix, reason })),
+        }
+    }
+    (out, skipped)
+}
+
 /// UPDATEs for groups of prefixes of one family that share an
 /// [`OutRoute`], packed to the 4096-octet limit.
 pub fn build(
@@ -262,23 +294,23 @@ pub fn build(
     n: &Negotiated,
 ) -> (Vec<UpdateMsg>, Vec<Skipped>) {
     let ectx = n.encode_ctx();
-    let mut out = Vec::new();
-    let mut skipped = Vec::new();
-    for (route, prefixes) in groups {
-        let nlri: Vec<Nlri> = prefixes
-            .iter()
-            .map(|p| Nlri { path_id: n.add_path_tx.contains(family).then_some(1), prefix: *p })
-            .collect();
-        match placement(family, route.next_hop, s, n) {
-            Ok(Placement::NextHopAttr(a)) => {
-                let mut attrs = route.attrs;
-                attrs.push(PathAttr::new(AttrValue::NextHop(a)));
-                out.extend(UpdateMsg::pack(&attrs, family, None, &nlri, &ectx));
-            }
-            Ok(Placement::Mp(nh)) => out.extend(UpdateMsg::pack(&route.attrs, family, Some(nh), &nlri, &ectx)),
-            Err(reason) => skipped.extend(prefixes.into_iter().map(|prefix| Skipped { prefix, reason })),
-        }
-    }
+    let (placed, skipped) = place(family, groups, s, n);
+    let out = placed.iter().flat_map(|(attrs, nh, nlri)| UpdateMsg::pack(attrs, family, *nh, nlri, &ectx)).collect();
+    (out, skipped)
+}
+
+/// [`build`] straight to the wire: each UPDATE encoded once, its
+/// attributes once per group (what the export path sends).
+pub fn build_wire(
+    family: Family,
+    groups: Vec<(OutRoute, Vec<IpNet>)>,
+    s: &SessionAddrs,
+    n: &Negotiated,
+) -> (Vec<Bytes>, Vec<Skipped>) {
+    let ectx = n.encode_ctx();
+    let (placed, skipped) = place(family, groups, s, n);
+    let out =
+        placed.iter().flat_map(|(attrs, nh, nlri)| UpdateMsg::pack_wire(attrs, family, *nh, nlri, &ectx)).collect();
     (out, skipped)
 }
 
@@ -560,6 +592,30 @@ mod tests {
         }
         let w = withdraw(Family::Ipv6Unicast, &[v6], &n);
         assert_eq!(w[0].withdrawals().len(), 1);
+    }
+
+    #[test]
+    fn the_wire_build_sends_the_bytes_of_the_built_messages() {
+        let n = session(true, true, true);
+        let v4: Vec<IpNet> = (0..2500u32)
+            .map(|i| IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(0x1400_0000 + (i << 8)), 24).unwrap()))
+            .collect();
+        let v6: Vec<IpNet> = (0..700u128)
+            .map(|i| IpNet::V6(ipnet::Ipv6Net::new(Ipv6Addr::from(0xfd00_0244_u128 << 96 | i << 64), 64).unwrap()))
+            .collect();
+        let a = addrs("10.0.0.1", Some("fd00::1"));
+        let nh9 = Some("10.0.0.9".parse().unwrap());
+        for (f, groups) in [
+            (Family::Ipv4Unicast, vec![(out(None), v4.clone()), (out(nh9), v4[..10].to_vec())]),
+            (Family::Ipv6Unicast, vec![(out(None), v6)]),
+        ] {
+            let (msgs, s1) = build(f, groups.clone(), &a, &n);
+            let (wire, s2) = build_wire(f, groups, &a, &n);
+            assert_eq!(s1, s2);
+            let want: Vec<Bytes> = msgs.into_iter().map(|m| Message::Update(m).encode(&n.encode_ctx())).collect();
+            assert!(want.len() > 1, "{f:?}: several messages");
+            assert_eq!(wire, want, "{f:?}");
+        }
     }
 
     #[test]

@@ -71,6 +71,11 @@ impl PeerConfig {
 /// session is back.
 pub const STALE_TIME: Duration = Duration::from_secs(360);
 
+/// How stale the published status may be while nothing but counters
+/// change: a state change is published at once, a stream of UPDATEs at
+/// most this often (the status is not rebuilt for every frame).
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
 /// How many changed prefixes one export round handles.
 const EXPORT_BATCH: usize = 50_000;
 
@@ -158,6 +163,10 @@ pub struct PeerTask {
     malformed: u64,
     /// Counters, NOTIFICATIONs and the last session's capabilities.
     detail: crate::api::PeerDetail,
+    /// When the status was last published, and whether something changed
+    /// since (published by PUBLISH_EVERY at the latest).
+    published_at: Instant,
+    publish_due: bool,
 }
 
 impl PeerTask {
@@ -192,15 +201,18 @@ impl PeerTask {
             updates_sent: 0,
             malformed: 0,
             detail: crate::api::PeerDetail::default(),
+            published_at: Instant::now(),
+            publish_due: false,
         };
-        task.publish();
+        task.publish_now();
         (task, tx)
     }
 
     pub async fn run(mut self) {
         self.event(Event::ManualStart);
         loop {
-            let deadline = self.timers.values().copied().chain(self.gr_deadline).min();
+            let publish_at = self.publish_due.then_some(self.published_at + PUBLISH_EVERY);
+            let deadline = self.timers.values().copied().chain(self.gr_deadline).chain(publish_at).min();
             let sleep =
                 tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
             let out = self.out.clone();
@@ -521,6 +533,19 @@ impl PeerTask {
         }
     }
 
+    /// Sends one UPDATE already on the wire's terms (the export path
+    /// encodes each once, straight to bytes).
+    fn send_update_wire(&mut self, id: ConnId, bytes: bytes::Bytes) {
+        let Some(h) = self.conns.get(&id) else { return };
+        h.load.add(bytes.len());
+        if h.writer.send(WriterCmd::Send(bytes)).is_err() {
+            debug!(peer = %self.cfg.address, "writer gone; message dropped");
+        } else {
+            self.updates_sent += 1;
+            self.detail.messages_sent.update += 1;
+        }
+    }
+
     fn action(&mut self, a: Action) {
         match a {
             Action::Connect(id) => {
@@ -717,11 +742,11 @@ impl PeerTask {
                 continue;
             }
             sent += g.iter().map(|(_, v)| v.len()).sum::<usize>();
-            let (updates, skipped) = export::build(f, g, addrs, n);
+            let (updates, skipped) = export::build_wire(f, g, addrs, n);
             self.log_skipped(&skipped);
             sent -= skipped.len();
             for u in updates {
-                self.send(id, &Message::Update(u));
+                self.send_update_wire(id, u);
             }
         }
         sent
@@ -1000,7 +1025,19 @@ impl PeerTask {
         self.stop_and_leave(notification).await;
     }
 
+    /// Publishes the status when the state changed or PUBLISH_EVERY has
+    /// passed; otherwise notes that it is due (the task loop wakes for it).
     fn publish(&mut self) {
+        if self.fsm.state() != self.last_state || self.published_at.elapsed() >= PUBLISH_EVERY {
+            self.publish_now();
+        } else {
+            self.publish_due = true;
+        }
+    }
+
+    fn publish_now(&mut self) {
+        self.published_at = Instant::now();
+        self.publish_due = false;
         let state = self.fsm.state();
         if state != self.last_state {
             debug!(peer = %self.cfg.address, from = %self.last_state, to = %state, "state change");

@@ -508,6 +508,68 @@ impl UpdateMsg {
         out
     }
 
+    /// [`UpdateMsg::pack`] straight to wire bytes, each a whole UPDATE
+    /// message with its header: the attributes are encoded once for all the
+    /// messages and copied in, the NLRI written once, and no `UpdateMsg` is
+    /// built. The bytes are exactly those of the packed messages encoded
+    /// one by one.
+    pub fn pack_wire(
+        attrs: &[PathAttr],
+        family: Family,
+        mp_next_hop: Option<super::mp::NextHop>,
+        nlri: &[Nlri],
+        ctx: &EncodeCtx,
+    ) -> Vec<Bytes> {
+        let ap = ctx.add_path_tx.contains(family);
+        let mut base = BytesMut::new();
+        for a in attrs {
+            a.encode(ctx, &mut base);
+        }
+        let overhead = HEADER_LEN + 4 + base.len() + if mp_next_hop.is_some() { 4 + 3 + 33 + 1 } else { 0 };
+        let room = MAX_MESSAGE_LEN.saturating_sub(overhead).max(1);
+        let mut out = Vec::new();
+        let write = |batch: &[Nlri], used: usize, out: &mut Vec<Bytes>| {
+            if batch.is_empty() {
+                return;
+            }
+            let mut buf = BytesMut::with_capacity(overhead + used);
+            buf.put_slice(&[0xff; 16]);
+            buf.put_u16(0);
+            buf.put_u8(super::MSG_UPDATE);
+            buf.put_u16(0); // no withdrawn routes
+            let at = buf.len();
+            buf.put_u16(0);
+            if let Some(nh) = mp_next_hop {
+                let mp = MpReach { family, next_hop: nh, nlri: batch.to_vec() };
+                PathAttr::new(AttrValue::MpReachNlri(mp)).encode(ctx, &mut buf);
+            }
+            buf.put_slice(&base);
+            let alen = buf.len() - at - 2;
+            buf[at..at + 2].copy_from_slice(&(alen as u16).to_be_bytes());
+            if mp_next_hop.is_none() {
+                // The NLRI field is IPv4's: its ADD-PATH setting applies.
+                let v4_ap = ctx.add_path_tx.contains(Family::Ipv4Unicast);
+                for n in batch {
+                    n.encode(v4_ap, &mut buf);
+                }
+            }
+            let len = u16::try_from(buf.len()).unwrap_or(u16::MAX);
+            buf[16..18].copy_from_slice(&len.to_be_bytes());
+            out.push(buf.freeze());
+        };
+        let (mut first, mut used) = (0, 0);
+        for (i, n) in nlri.iter().enumerate() {
+            let l = n.encoded_len(ap);
+            if used + l > room {
+                write(&nlri[first..i], used, &mut out);
+                (first, used) = (i, 0);
+            }
+            used += l;
+        }
+        write(&nlri[first..], used, &mut out);
+        out
+    }
+
     /// Splits withdrawals into UPDATEs that fit in the maximum message size.
     pub fn pack_withdrawals(family: Family, nlri: &[Nlri], ctx: &EncodeCtx) -> Vec<UpdateMsg> {
         let ap = ctx.add_path_tx.contains(family);
