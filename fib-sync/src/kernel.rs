@@ -474,6 +474,9 @@ mod tests {
     }
 
     #[test]
+    /// Builder and reader agree with each other; that they agree with the
+    /// kernel is `route_messages_are_what_the_kernel_reports` in
+    /// tests/kernel.rs, which sends these messages to a real kernel.
     fn every_route_kind_reads_back_as_what_was_built() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         round_trip("10.244.1.0/26", RouteSpec::Blackhole);

@@ -455,3 +455,130 @@ fn vxlan_neighbour_and_fdb_entries_follow_nodes_joining_leaving_and_mode_changes
     assert_eq!(fdb_events.len(), 1, "only the new VTEP's FDB entry may be written: {fdb_events:#?}");
     fib.stop();
 }
+
+/// The ifindex of `dev` in `ns`.
+fn ifindex(ns: &Netns, dev: &str) -> u32 {
+    let v: serde_json::Value = serde_json::from_str(&ns.ip(&["-j", "link", "show", "dev", dev]).unwrap()).unwrap();
+    v[0]["ifindex"].as_u64().unwrap() as u32
+}
+
+/// Every kind of route merle builds, sent to the kernel as
+/// `kernel::route_message` makes it, is what the kernel then reports: in
+/// `ip -j route` (read by iproute2, not by merle) with the destination,
+/// type, gateways, devices and `onlink` flags merle meant, and read back
+/// from a kernel dump by merle's own reader as the spec it was built from.
+#[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
+fn route_messages_are_what_the_kernel_reports() {
+    use fib_sync::kernel::{self, Devices};
+    use fib_sync::{Hop, RouteSpec};
+    use merle_netlink::{Netlink, Request};
+    use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+    use netlink_packet_route::RouteNetlinkMessage;
+
+    if testbed::skip_unless_root("route_messages_are_what_the_kernel_reports") {
+        return;
+    }
+    let ns = node();
+    ns.add_addr("eth0", "fd00::1/64").unwrap();
+    for (dev, local) in [("vxlan.merle", "10.0.0.1"), ("vxlan-v6.merle", "fd00::1")] {
+        ns.ip(&["link", "add", dev, "type", "vxlan", "id", "4096", "dstport", "4789", "local", local, "nolearning"])
+            .unwrap();
+        ns.ip(&["link", "set", dev, "up"]).unwrap();
+    }
+    let devs = Devices {
+        vxlan_v4: Some(ifindex(&ns, "vxlan.merle")),
+        vxlan_v6: Some(ifindex(&ns, "vxlan-v6.merle")),
+        tunl0: None,
+    };
+    let owner = Owner { table: 254, protocol: 198 };
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let ll = |s: &str| fib_sync::vtep::route_gateway(ip(s)).to_string();
+    let cases: Vec<(&str, RouteSpec)> = vec![
+        ("10.244.1.0/26", RouteSpec::Blackhole),
+        ("10.244.2.0/26", RouteSpec::Via(vec![Hop::Direct(ip("10.0.0.2"))])),
+        ("10.244.3.0/26", RouteSpec::Via(vec![Hop::Vxlan(ip("10.1.0.3"))])),
+        ("10.96.0.0/12", RouteSpec::Via(vec![Hop::Direct(ip("10.0.0.2")), Hop::Direct(ip("10.0.0.3"))])),
+        ("fd00:244::/122", RouteSpec::Blackhole),
+        ("fd00:244:0:1::/122", RouteSpec::Via(vec![Hop::Vxlan(ip("fd00:1::3"))])),
+        ("fd00:96::/108", RouteSpec::Via(vec![Hop::Direct(ip("fd00::2")), Hop::Vxlan(ip("fd00:1::3"))])),
+    ];
+    let reqs: Vec<Request> = cases
+        .iter()
+        .map(|(p, spec)| Request {
+            message: RouteNetlinkMessage::NewRoute(
+                kernel::route_message(p.parse().unwrap(), spec, owner, &devs).unwrap(),
+            ),
+            flags: NLM_F_CREATE | NLM_F_EXCL,
+        })
+        .collect();
+    let (results, dumped) = ns
+        .spawn(move || {
+            let mut nl = Netlink::open().unwrap();
+            let results = nl.execute(reqs).unwrap();
+            let mut dumped = Vec::new();
+            for v6 in [false, true] {
+                for m in nl.dump(RouteNetlinkMessage::GetRoute(kernel::route_dump(v6))).unwrap() {
+                    if let RouteNetlinkMessage::NewRoute(m) = m {
+                        dumped.extend(kernel::read_route(&m, &devs).filter(|k| k.protocol == 198));
+                    }
+                }
+            }
+            (results, dumped)
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+        .unwrap();
+    for ((p, _), r) in cases.iter().zip(&results) {
+        assert!(r.is_ok(), "{p}: the kernel refused merle's message: {r:?}");
+    }
+
+    // What iproute2 reads from the kernel, field by field.
+    let shown = |family: &str| -> Vec<serde_json::Value> {
+        serde_json::from_str(&ns.ip(&[family, "-j", "route", "show", "proto", PROTO]).unwrap()).unwrap()
+    };
+    let all: Vec<serde_json::Value> = shown("-4").into_iter().chain(shown("-6")).collect();
+    let route = |dst: &str| -> &serde_json::Value {
+        all.iter().find(|r| r["dst"] == dst).unwrap_or_else(|| panic!("{dst} not in the kernel: {all:#?}"))
+    };
+    let onlink = |h: &serde_json::Value| h["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "onlink"));
+    assert_eq!(route("10.244.1.0/26")["type"], "blackhole");
+    assert_eq!(route("fd00:244::/122")["type"], "blackhole");
+    let r = route("10.244.2.0/26");
+    assert_eq!((r["gateway"].as_str(), r["dev"].as_str(), onlink(r)), (Some("10.0.0.2"), Some("eth0"), false));
+    let r = route("10.244.3.0/26");
+    assert_eq!((r["gateway"].as_str(), r["dev"].as_str(), onlink(r)), (Some("10.1.0.3"), Some("vxlan.merle"), true));
+    let r = route("fd00:244:0:1::/122");
+    let gw = ll("fd00:1::3");
+    assert_eq!(
+        (r["gateway"].as_str(), r["dev"].as_str(), onlink(r)),
+        (Some(gw.as_str()), Some("vxlan-v6.merle"), true),
+        "an IPv6 VXLAN route goes through the VTEP's link-local address"
+    );
+    let hops = |dst: &str| -> Vec<(String, String, bool)> {
+        let mut v: Vec<_> = route(dst)["nexthops"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{dst} is not multipath: {:#}", route(dst)))
+            .iter()
+            .map(|h| (h["gateway"].as_str().unwrap().to_owned(), h["dev"].as_str().unwrap().to_owned(), onlink(h)))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        hops("10.96.0.0/12"),
+        vec![("10.0.0.2".into(), "eth0".into(), false), ("10.0.0.3".into(), "eth0".into(), false)]
+    );
+    assert_eq!(
+        hops("fd00:96::/108"),
+        vec![("fd00::2".into(), "eth0".into(), false), (gw.clone(), "vxlan-v6.merle".into(), true)]
+    );
+
+    // And merle's reader, given the kernel's own dump, finds each spec.
+    for (p, spec) in &cases {
+        let k = dumped.iter().find(|k| k.prefix.to_string() == *p).unwrap_or_else(|| panic!("{p} not dumped"));
+        assert_eq!(k.spec, *spec.kernel_form(), "{p}");
+    }
+    assert_eq!(dumped.len(), cases.len(), "{dumped:#?}");
+}

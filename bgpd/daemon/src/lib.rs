@@ -1,10 +1,14 @@
-//! merled: the BGP daemon around the sans-IO core in the `bgpd` crate.
+//! merled: the BGP daemon around the sans-IO core in the `bgpd` crate. The
+//! middle of the pipeline: sessions -> Loc-RIB -> fib-sync -> kernel, and
+//! merle-cni -> IPAM (`merle-ipam`) -> this node's prefixes -> sessions.
 //!
-//! Tasks and channels:
+//! On the tokio runtime (one worker thread):
 //! - one **peer task** per configured neighbour ([`peer`]). It owns that
 //!   peer's [`bgpd::fsm::Fsm`], its timers and its connections, decodes the
-//!   frames its connections read, and applies UPDATEs to the shared RIB.
-//!   A slow or stuck peer only ever blocks its own task.
+//!   frames its connections read, applies UPDATEs to the shared RIB, and
+//!   exports through the one driver of [`outbound`] (whole-table jobs a
+//!   slice per turn, change batches from its `OutQueue`). A slow or stuck
+//!   peer only ever blocks its own task.
 //! - per TCP connection, a **reader** that cuts the stream into BGP messages
 //!   and a **writer** that drains encoded messages to the socket ([`conn`]);
 //!   the peer task stops encoding for a writer that holds 256 KiB.
@@ -12,17 +16,30 @@
 //! - the **listener** ([`listener`]) accepts connections and hands each to
 //!   the peer task whose address it comes from; others are closed.
 //! - the **control server** ([`control`]) answers `merlectl` over a unix
-//!   socket with JSON ([`api`]).
-//! - the **health endpoint** ([`health`]) answers the kubelet's probes.
+//!   socket with JSON ([`api`]); table walks run on blocking threads
+//!   ([`routes`]).
+//! - the **health** and **metrics** endpoints ([`health`], [`metrics`]).
+//! - the **fib task** ([`fib`]) turns the FIB's `OutQueue` of changed
+//!   prefixes into `fib_sync::Input::Routes` for the engine.
+//! - the **main loop** ([`daemon`]): configuration reloads (a plan diff per
+//!   peer) and IPAM changes (blocks only: the local routes, the peers' own
+//!   prefix list and fib-sync's blackholes; nothing is re-planned).
+//!
+//! On threads of their own: the **fib-sync engine** and its **watch**
+//! (`fib_sync::engine`), the **IPAM** worker that owns the store
+//! ([`ipam`]), and the **dataplane** worker that loads the eBPF datapath and
+//! keeps its maps ([`dataplane`], [`services`]).
 //!
 //! Shared state ([`shared::Shared`]) is the RIB and each peer's status,
 //! behind short-lived mutexes that are never held across an `.await`.
 //!
-//! [`import`], [`export`] and [`plan`] are pure: received UPDATE → RIB
-//! paths; Loc-RIB best path → what one peer is sent (the Adj-RIB-Out, as a
-//! function); configuration → the sessions to run. [`daemon`] starts
-//! everything and applies configuration edits; [`sockopt`] sets TCP MD5 and
-//! GTSM.
+//! Pure, unit-tested without sockets: [`import`] (received UPDATE -> RIB
+//! paths), [`export`] (Loc-RIB best path -> what one peer is sent, and its
+//! UPDATEs), [`outbound`] (what a run of prefixes sends in each kind of
+//! pass), [`session_rules`] (what an edit does to a session, Hard Reset,
+//! graceful-restart retention, max-prefix), [`plan`] (configuration -> the
+//! sessions to run); [`sockopt`]
+//! sets TCP MD5 and GTSM.
 
 pub mod api;
 pub mod conn;
@@ -43,6 +60,7 @@ pub mod peer_detail;
 pub mod plan;
 pub mod routes;
 pub mod services;
+pub mod session_rules;
 pub mod shared;
 pub mod show;
 pub mod sockopt;

@@ -27,6 +27,7 @@ use crate::export::{self, NodeExport, SessionAddrs, Target};
 use crate::import::{self, ImportCtx, RibChange};
 use crate::outbound::{self, Job, Mode, Pass};
 use crate::plan::PeerConfig;
+use crate::session_rules;
 use crate::shared::{OutQueue, Shared};
 
 /// What every peer task knows about this node.
@@ -241,7 +242,9 @@ impl PeerTask {
                 // Taken only once the backlog is out, so that it holds each
                 // prefix at most once.
                 () = out.notify.notified(), if exporting && self.backlog.is_empty() => {
-                    self.backlog.extend(out.take());
+                    // The backlog is empty: it takes the queue's buffer
+                    // as it is, no copy.
+                    self.backlog = out.take().into();
                     self.export_backlog();
                 }
                 () = async { if let Some(l) = &load { l.drained.notified().await } }, if blocked => {}
@@ -336,21 +339,11 @@ impl PeerTask {
         }
     }
 
-    /// RFC 8538 §3: with the N bit on both sides, a NOTIFICATION meant to end
-    /// the session for good travels inside Cease/Hard Reset.
+    /// RFC 8538 §3: a NOTIFICATION meant to end the session for good, in a
+    /// Hard Reset when both sides sent the N bit.
     fn hard_reset(&self, inner: NotificationMsg) -> NotificationMsg {
-        let both_n = self.cfg.graceful_restart_time > 0
-            && self
-                .session
-                .as_ref()
-                .and_then(|(_, n)| n.peer_graceful_restart.as_ref())
-                .is_some_and(|g| g.notification);
-        if !both_n {
-            return inner;
-        }
-        let mut data = vec![inner.code, inner.subcode];
-        data.extend_from_slice(&inner.data);
-        NotificationMsg::new(bgpd::packet::error::code::CEASE, cease_sub::HARD_RESET, bytes::Bytes::from(data))
+        let n = self.session.as_ref().map(|(_, n)| n);
+        session_rules::hard_reset(session_rules::both_n(self.cfg.graceful_restart_time, n), inner)
     }
 
     fn fsm_config(cfg: &PeerConfig, node: &NodeCtx) -> FsmConfig {
@@ -376,17 +369,9 @@ impl PeerTask {
     fn reconfigure(&mut self, new: PeerConfig, node: Arc<NodeCtx>) {
         let old = std::mem::replace(&mut self.cfg, new);
         let old_node = std::mem::replace(&mut self.node, node);
-        let hard = old.as_number != self.cfg.as_number
-            || old.port != self.cfg.port
-            || old.passive != self.cfg.passive
-            || old.hold_time != self.cfg.hold_time
-            || old.password != self.cfg.password
-            || old.ttl_security != self.cfg.ttl_security
-            || old.graceful_restart_time != self.cfg.graceful_restart_time
-            || old.kind != self.cfg.kind
-            || old.enforce_first_as != self.cfg.enforce_first_as;
+        let r = session_rules::reconfigure(&old, &self.cfg, &old_node, &self.node);
         self.fsm.set_config(Self::fsm_config(&self.cfg, &self.node));
-        if hard {
+        if r.reset {
             info!(peer = %self.cfg.address, "configuration changed: resetting the session");
             if self.session.is_some() || self.fsm.state() != State::Idle {
                 let n = self.hard_reset(NotificationMsg::cease_with_communication(
@@ -399,15 +384,11 @@ impl PeerTask {
         }
         let Some((id, n)) = self.session.clone() else { return };
         self.out.set_interest(export::interest(&self.target(&n), &self.node_export()));
-        if old.rules.export != self.cfg.rules.export
-            || old.export_learned != self.cfg.export_learned
-            || old.next_hop_mode != self.cfg.next_hop_mode
-            || old_node.cluster_id != self.node.cluster_id
-        {
+        if r.reexport {
             info!(peer = %self.cfg.address, "export policy changed: re-sending routes");
             self.reexport(id, &old, &old_node, &n);
         }
-        if old.rules.import != self.cfg.rules.import || old.allow_local_as != self.cfg.allow_local_as {
+        if r.reimport {
             if n.route_refresh {
                 info!(peer = %self.cfg.address, "import policy changed: asking the peer for its routes (ROUTE-REFRESH)");
                 for f in n.families.iter() {
@@ -791,20 +772,7 @@ impl PeerTask {
     /// §4.2, RFC 8538 §3), or `None` to withdraw them now.
     fn graceful_restart_hold(&self, reason: &DownReason) -> Option<Duration> {
         let (_, n) = self.session.as_ref()?;
-        let g = n.peer_graceful_restart.as_ref()?;
-        if !n.graceful_restart || g.families.is_empty() || g.restart_time == 0 {
-            return None;
-        }
-        let both_n = g.notification && self.cfg.graceful_restart_time > 0;
-        let retain = match reason {
-            DownReason::ConnectionClosed | DownReason::PeerRestarted => true,
-            DownReason::HoldTimerExpired => both_n,
-            DownReason::NotificationSent(m) | DownReason::NotificationReceived(m) => {
-                both_n && !(m.code == bgpd::packet::error::code::CEASE && m.subcode == cease_sub::HARD_RESET)
-            }
-            DownReason::Stopped => false,
-        };
-        retain.then(|| Duration::from_secs(u64::from(g.restart_time)))
+        session_rules::graceful_restart_hold(n, self.cfg.graceful_restart_time, reason)
     }
 
     /// Drops the peer's stale routes (of one family, or all).
@@ -984,15 +952,7 @@ impl PeerTask {
     /// and the limit as data; the session comes back after a delay.
     fn max_prefixes_exceeded(&mut self, max: u32, u: &UpdateMsg) {
         let family = u.announcements().first().map_or(Family::Ipv4Unicast, |(n, _)| n.family()).afi_safi();
-        let mut data = Vec::with_capacity(7);
-        data.extend_from_slice(&family.afi.to_be_bytes());
-        data.push(family.safi);
-        data.extend_from_slice(&max.to_be_bytes());
-        let n = NotificationMsg::new(
-            bgpd::packet::error::code::CEASE,
-            cease_sub::MAXIMUM_PREFIXES_REACHED,
-            bytes::Bytes::from(data),
-        );
+        let n = session_rules::max_prefixes_notification(family, max);
         warn!(
             peer = %self.cfg.address,
             received = self.prefixes_received,

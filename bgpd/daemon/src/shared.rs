@@ -17,6 +17,9 @@ use crate::api::{FibSummary, NodeStatus, PeerStatus};
 /// out in the order they came in: the peer task's RIB lookups then walk the
 /// table's entries in the order they were stored, and the receiver sees the
 /// same order its upstream chose.
+/// Entries an emptied [`OutQueue`] keeps room for (a few MiB at most).
+pub const KEEP_CAPACITY: usize = 65_536;
+
 #[derive(Debug, Default)]
 pub struct OutQueue {
     /// Each prefix with the latest slot hint for it.
@@ -55,9 +58,17 @@ impl OutQueue {
         }
     }
 
-    /// Takes everything queued, oldest first.
+    /// Takes everything queued, oldest first. A queue that grew past
+    /// [`KEEP_CAPACITY`] entries (a burst: a table arriving faster than
+    /// the peer takes it) gives its memory back rather than keeping a
+    /// table-sized index for the rest of the session.
     pub fn take(&self) -> Vec<(IpNet, u32)> {
-        lock(&self.pending).drain(..).collect()
+        let mut pending = lock(&self.pending);
+        if pending.capacity() > KEEP_CAPACITY {
+            std::mem::take(&mut *pending).into_iter().collect()
+        } else {
+            pending.drain(..).collect()
+        }
     }
 }
 
@@ -303,5 +314,47 @@ impl Shared {
                 reason: d.reason.clone(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use bgpd::rib::PathSource;
+
+    fn changed(i: u32, kinds: u8) -> Changed {
+        let prefix = IpNet::V4(ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).unwrap());
+        Changed { prefix, kinds, slot: i }
+    }
+
+    #[test]
+    fn the_queue_keeps_arrival_order_one_entry_a_prefix_and_only_wanted_kinds() {
+        let q = OutQueue::default();
+        q.set_interest(PathSource::LOCAL);
+        let ebgp = PathSource::EBGP;
+        q.add(
+            &[changed(1, PathSource::LOCAL), changed(2, ebgp), changed(3, PathSource::LOCAL)],
+            PathSource::LOCAL | ebgp,
+        );
+        q.add(&[changed(1, PathSource::LOCAL)], PathSource::LOCAL);
+        q.add(&[changed(4, ebgp)], ebgp);
+        let got: Vec<u32> = q.take().into_iter().map(|(_, slot)| slot).collect();
+        assert_eq!(got, [1, 3]);
+        assert!(q.take().is_empty());
+    }
+
+    #[test]
+    fn a_burst_gives_its_memory_back_a_trickle_keeps_it() {
+        let q = OutQueue::default();
+        q.set_interest(u8::MAX);
+        let burst: Vec<Changed> = (0..200_000).map(|i| changed(i, PathSource::LOCAL)).collect();
+        q.add(&burst, PathSource::LOCAL);
+        assert_eq!(q.take().len(), 200_000);
+        assert_eq!(lock(&q.pending).capacity(), 0, "a table-sized index is not kept after a burst");
+        let trickle: Vec<Changed> = (0..1000).map(|i| changed(i, PathSource::LOCAL)).collect();
+        q.add(&trickle, PathSource::LOCAL);
+        assert_eq!(q.take().len(), 1000);
+        assert!(lock(&q.pending).capacity() >= 1000, "a small queue keeps its room");
     }
 }

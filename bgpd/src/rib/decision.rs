@@ -321,10 +321,14 @@ mod tests {
         assert_eq!(rank(&mut v, &DecisionOptions { max_paths: 1, ..opts }).1, 1);
     }
 
+    /// More than 20 paths exercise the full sort. The best is the one RFC
+    /// 4271 §9.1.2.2 elimination gives (computed here independently: MED
+    /// within each neighbour AS, then eBGP over iBGP, then the lowest
+    /// router ID), and the whole order is the same whatever order the
+    /// paths came in.
     #[test]
-    fn many_paths_rank_without_panicking() {
-        // More than 20 paths exercises the full sort; keys are total.
-        let mut v: Vec<Path> = (1..=60u8)
+    fn many_paths_rank_to_the_rfc_best_in_any_input_order() {
+        let paths: Vec<Path> = (1..=60u8)
             .map(|i| {
                 path(i, i % 2 == 0, |x| {
                     x.med = Some(u32::from(i % 7));
@@ -332,8 +336,41 @@ mod tests {
                 })
             })
             .collect();
-        let (loss, _) = rank(&mut v, &DecisionOptions::default());
-        assert_eq!(loss.len(), 59);
+        let neighbour = |p: &Path| p.attrs.as_path.segments[0].asns[0];
+        let med = |p: &Path| p.attrs.med.unwrap_or(0);
+        let rid = |p: &Path| match &p.source {
+            PathSource::Peer(r) => r.router_id,
+            _ => Ipv4Addr::UNSPECIFIED,
+        };
+        let ebgp = |p: &Path| matches!(&p.source, PathSource::Peer(r) if r.ebgp);
+        let mut left: Vec<&Path> = paths.iter().collect();
+        let survivors: Vec<&Path> = left
+            .iter()
+            .copied()
+            .filter(|p| !left.iter().any(|q| neighbour(q) == neighbour(p) && med(q) < med(p)))
+            .collect();
+        left = survivors;
+        if left.iter().any(|p| ebgp(p)) {
+            left.retain(|p| ebgp(p));
+        }
+        let best = left.iter().map(|p| rid(p)).min().unwrap();
+
+        let order = |mut v: Vec<Path>| {
+            let (loss, n) = rank(&mut v, &DecisionOptions::default());
+            assert_eq!(loss.len(), 59);
+            assert!(n >= 1);
+            v.iter().map(rid).collect::<Vec<_>>()
+        };
+        let first = order(paths.clone());
+        assert_eq!(first[0], best, "{first:?}");
+        let mut reversed = paths.clone();
+        reversed.reverse();
+        let mut rotated = paths.clone();
+        rotated.rotate_left(17);
+        let interleaved: Vec<Path> = paths.iter().step_by(2).chain(paths.iter().skip(1).step_by(2)).cloned().collect();
+        for v in [reversed, rotated, interleaved] {
+            assert_eq!(order(v), first);
+        }
     }
 
     #[test]
