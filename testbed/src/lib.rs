@@ -34,6 +34,7 @@ pub mod neigh;
 pub mod netns;
 pub mod process;
 pub mod prometheus;
+pub mod sessions;
 pub mod tls;
 pub mod topology;
 pub mod wait;

@@ -69,6 +69,14 @@ enum Bench {
         #[arg(long)]
         cold: bool,
     },
+    /// Sessions under whole-table work (issue 17): a million routes held,
+    /// three new peers owed the table, a ROUTE-REFRESH, an export-policy
+    /// edit by live reload and a dump at once, then a peer that stops
+    /// reading; the longest gap to a 3 s-hold monitor, run after run.
+    Sessions {
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+    },
     /// Route-reflector fan-out: one reflector, `clients` iBGP clients (one
     /// BIRD process) each advertising `prefixes` prefixes; time until every
     /// client holds every route. Reflector: merled, then BIRD 2, alternating.
@@ -194,6 +202,12 @@ fn main() -> anyhow::Result<()> {
             let merled = sibling_binary("merled")?;
             let merlectl = sibling_binary("merlectl")?;
             testbed::bench::ingest(peers, prefixes, runs, cold, &merled, &merlectl)?;
+        }
+        Command::Bench(Bench::Sessions { runs }) => {
+            testbed::wait::interrupt_waits_on_signal()?;
+            let merled = sibling_binary("merled")?;
+            let merlectl = sibling_binary("merlectl")?;
+            testbed::sessions::bench(runs, &merled, &merlectl)?;
         }
         Command::Bench(Bench::Fanout { clients, prefixes, runs }) => {
             testbed::wait::interrupt_waits_on_signal()?;

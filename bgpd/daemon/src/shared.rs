@@ -59,12 +59,14 @@ impl OutQueue {
     }
 
     /// Takes everything queued, oldest first. A queue that grew past
-    /// [`KEEP_CAPACITY`] entries (a burst: a table arriving faster than
-    /// the peer takes it) gives its memory back rather than keeping a
-    /// table-sized index for the rest of the session.
+    /// [`KEEP_CAPACITY`] entries in a burst (a table arriving faster than
+    /// the peer takes it) keeps its room while the burst lasts (regrowing
+    /// a table-sized index on every take costs more CPU than it saves) and
+    /// gives it back once a take is small against it: the burst is over,
+    /// and the session does not keep a table-sized index for nothing.
     pub fn take(&self) -> Vec<(IpNet, u32)> {
         let mut pending = lock(&self.pending);
-        if pending.capacity() > KEEP_CAPACITY {
+        if pending.capacity() > KEEP_CAPACITY && pending.len() < pending.capacity() / 8 {
             std::mem::take(&mut *pending).into_iter().collect()
         } else {
             pending.drain(..).collect()
@@ -351,7 +353,13 @@ mod tests {
         let burst: Vec<Changed> = (0..200_000).map(|i| changed(i, PathSource::LOCAL)).collect();
         q.add(&burst, PathSource::LOCAL);
         assert_eq!(q.take().len(), 200_000);
-        assert_eq!(lock(&q.pending).capacity(), 0, "a table-sized index is not kept after a burst");
+        assert!(lock(&q.pending).capacity() >= 200_000, "the room stays while the burst lasts");
+        q.add(&burst[..100_000], PathSource::LOCAL);
+        assert_eq!(q.take().len(), 100_000);
+        assert!(lock(&q.pending).capacity() >= 200_000);
+        q.add(&burst[..10], PathSource::LOCAL);
+        assert_eq!(q.take().len(), 10);
+        assert_eq!(lock(&q.pending).capacity(), 0, "a table-sized index is not kept after the burst");
         let trickle: Vec<Changed> = (0..1000).map(|i| changed(i, PathSource::LOCAL)).collect();
         q.add(&trickle, PathSource::LOCAL);
         assert_eq!(q.take().len(), 1000);
