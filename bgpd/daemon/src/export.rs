@@ -293,10 +293,7 @@ pub fn build(
     s: &SessionAddrs,
     n: &Negotiated,
 ) -> (Vec<UpdateMsg>, Vec<Skipped>) {
-    let ectx = n.encode_ctx();
-    let (placed, skipped) = place(family, groups, s, n);
-    let out = placed.iter().flat_map(|(attrs, nh, nlri)| UpdateMsg::pack(attrs, family, *nh, nlri, &ectx)).collect();
-    (out, skipped)
+    build_with(family, groups, s, n, UpdateMsg::pack)
 }
 
 /// [`build`] straight to the wire: each UPDATE encoded once, its
@@ -307,10 +304,21 @@ pub fn build_wire(
     s: &SessionAddrs,
     n: &Negotiated,
 ) -> (Vec<Bytes>, Vec<Skipped>) {
+    build_with(family, groups, s, n, UpdateMsg::pack_wire)
+}
+
+type Packer<T> = fn(&[PathAttr], Family, Option<NextHop>, &[Nlri], &bgpd::packet::EncodeCtx) -> Vec<T>;
+
+fn build_with<T>(
+    family: Family,
+    groups: Vec<(OutRoute, Vec<IpNet>)>,
+    s: &SessionAddrs,
+    n: &Negotiated,
+    pack: Packer<T>,
+) -> (Vec<T>, Vec<Skipped>) {
     let ectx = n.encode_ctx();
     let (placed, skipped) = place(family, groups, s, n);
-    let out =
-        placed.iter().flat_map(|(attrs, nh, nlri)| UpdateMsg::pack_wire(attrs, family, *nh, nlri, &ectx)).collect();
+    let out = placed.iter().flat_map(|(attrs, nh, nlri)| pack(attrs, family, *nh, nlri, &ectx)).collect();
     (out, skipped)
 }
 

@@ -469,43 +469,20 @@ impl UpdateMsg {
         nlri: &[Nlri],
         ctx: &EncodeCtx,
     ) -> Vec<UpdateMsg> {
-        let ap = ctx.add_path_tx.contains(family);
-        let mut base = BytesMut::new();
-        for a in attrs {
-            a.encode(ctx, &mut base);
-        }
-        // Header, two length fields, attributes, and for MP the attribute
-        // header (4 with extended length) plus AFI/SAFI, next hop, reserved.
-        let overhead = HEADER_LEN + 4 + base.len() + if mp_next_hop.is_some() { 4 + 3 + 33 + 1 } else { 0 };
-        let room = MAX_MESSAGE_LEN.saturating_sub(overhead).max(1);
-        let mut out = Vec::new();
-        let mut batch: Vec<Nlri> = Vec::new();
-        let mut used = 0;
-        let mut flush = |batch: &mut Vec<Nlri>| {
-            if batch.is_empty() {
-                return;
-            }
-            let nl = std::mem::take(batch);
-            let mut m = UpdateMsg { attrs: attrs.to_vec(), ..Default::default() };
-            match mp_next_hop {
-                Some(nh) => {
-                    m.attrs.insert(0, PathAttr::new(AttrValue::MpReachNlri(MpReach { family, next_hop: nh, nlri: nl })))
+        let p = Packing::new(attrs, family, mp_next_hop.is_some(), ctx);
+        p.runs(nlri)
+            .map(|(run, _)| {
+                let mut m = UpdateMsg { attrs: attrs.to_vec(), ..Default::default() };
+                match mp_next_hop {
+                    Some(nh) => m.attrs.insert(
+                        0,
+                        PathAttr::new(AttrValue::MpReachNlri(MpReach { family, next_hop: nh, nlri: run.to_vec() })),
+                    ),
+                    None => m.nlri = run.to_vec(),
                 }
-                None => m.nlri = nl,
-            }
-            out.push(m);
-        };
-        for n in nlri {
-            let l = n.encoded_len(ap);
-            if used + l > room {
-                flush(&mut batch);
-                used = 0;
-            }
-            batch.push(*n);
-            used += l;
-        }
-        flush(&mut batch);
-        out
+                m
+            })
+            .collect()
     }
 
     /// [`UpdateMsg::pack`] straight to wire bytes, each a whole UPDATE
@@ -520,54 +497,35 @@ impl UpdateMsg {
         nlri: &[Nlri],
         ctx: &EncodeCtx,
     ) -> Vec<Bytes> {
-        let ap = ctx.add_path_tx.contains(family);
-        let mut base = BytesMut::new();
-        for a in attrs {
-            a.encode(ctx, &mut base);
-        }
-        let overhead = HEADER_LEN + 4 + base.len() + if mp_next_hop.is_some() { 4 + 3 + 33 + 1 } else { 0 };
-        let room = MAX_MESSAGE_LEN.saturating_sub(overhead).max(1);
-        let mut out = Vec::new();
-        let write = |batch: &[Nlri], used: usize, out: &mut Vec<Bytes>| {
-            if batch.is_empty() {
-                return;
-            }
-            let mut buf = BytesMut::with_capacity(overhead + used);
-            buf.put_slice(&[0xff; 16]);
-            buf.put_u16(0);
-            buf.put_u8(super::MSG_UPDATE);
-            buf.put_u16(0); // no withdrawn routes
-            let at = buf.len();
-            buf.put_u16(0);
-            if let Some(nh) = mp_next_hop {
-                let mp = MpReach { family, next_hop: nh, nlri: batch.to_vec() };
-                PathAttr::new(AttrValue::MpReachNlri(mp)).encode(ctx, &mut buf);
-            }
-            buf.put_slice(&base);
-            let alen = buf.len() - at - 2;
-            buf[at..at + 2].copy_from_slice(&(alen as u16).to_be_bytes());
-            if mp_next_hop.is_none() {
-                // The NLRI field is IPv4's: its ADD-PATH setting applies.
-                let v4_ap = ctx.add_path_tx.contains(Family::Ipv4Unicast);
-                for n in batch {
-                    n.encode(v4_ap, &mut buf);
+        let p = Packing::new(attrs, family, mp_next_hop.is_some(), ctx);
+        p.runs(nlri)
+            .map(|(run, used)| {
+                let mut buf = BytesMut::with_capacity(p.overhead + used);
+                buf.put_slice(&[0xff; 16]);
+                buf.put_u16(0);
+                buf.put_u8(super::MSG_UPDATE);
+                buf.put_u16(0); // no withdrawn routes
+                let at = buf.len();
+                buf.put_u16(0);
+                if let Some(nh) = mp_next_hop {
+                    let mp = MpReach { family, next_hop: nh, nlri: run.to_vec() };
+                    PathAttr::new(AttrValue::MpReachNlri(mp)).encode(ctx, &mut buf);
                 }
-            }
-            let len = u16::try_from(buf.len()).unwrap_or(u16::MAX);
-            buf[16..18].copy_from_slice(&len.to_be_bytes());
-            out.push(buf.freeze());
-        };
-        let (mut first, mut used) = (0, 0);
-        for (i, n) in nlri.iter().enumerate() {
-            let l = n.encoded_len(ap);
-            if used + l > room {
-                write(&nlri[first..i], used, &mut out);
-                (first, used) = (i, 0);
-            }
-            used += l;
-        }
-        write(&nlri[first..], used, &mut out);
-        out
+                buf.put_slice(&p.base);
+                let alen = buf.len() - at - 2;
+                buf[at..at + 2].copy_from_slice(&(alen as u16).to_be_bytes());
+                if mp_next_hop.is_none() {
+                    // The NLRI field is IPv4's: its ADD-PATH setting applies.
+                    let v4_ap = ctx.add_path_tx.contains(Family::Ipv4Unicast);
+                    for n in run {
+                        n.encode(v4_ap, &mut buf);
+                    }
+                }
+                let len = u16::try_from(buf.len()).unwrap_or(u16::MAX);
+                buf[16..18].copy_from_slice(&len.to_be_bytes());
+                buf.freeze()
+            })
+            .collect()
     }
 
     /// Splits withdrawals into UPDATEs that fit in the maximum message size.
@@ -601,5 +559,52 @@ impl UpdateMsg {
         }
         flush(&mut batch);
         out
+    }
+}
+
+/// The attributes of one packed group, encoded once, and the room they
+/// leave for NLRI in one message.
+struct Packing {
+    base: BytesMut,
+    overhead: usize,
+    room: usize,
+    add_path: bool,
+}
+
+impl Packing {
+    fn new(attrs: &[PathAttr], family: Family, mp: bool, ctx: &EncodeCtx) -> Self {
+        let mut base = BytesMut::new();
+        for a in attrs {
+            a.encode(ctx, &mut base);
+        }
+        // Header, two length fields, attributes, and for MP the attribute
+        // header (4 with extended length) plus AFI/SAFI, next hop, reserved.
+        let overhead = HEADER_LEN + 4 + base.len() + if mp { 4 + 3 + 33 + 1 } else { 0 };
+        let room = MAX_MESSAGE_LEN.saturating_sub(overhead).max(1);
+        Self { base, overhead, room, add_path: ctx.add_path_tx.contains(family) }
+    }
+
+    /// `nlri` cut into runs that each fit one message, with the octets each
+    /// run's NLRI take.
+    fn runs<'n>(&self, nlri: &'n [Nlri]) -> impl Iterator<Item = (&'n [Nlri], usize)> + 'n {
+        let (room, ap) = (self.room, self.add_path);
+        let mut rest = nlri;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let (mut end, mut used) = (0, 0);
+            for n in rest {
+                let l = n.encoded_len(ap);
+                if end > 0 && used + l > room {
+                    break;
+                }
+                used += l;
+                end += 1;
+            }
+            let (run, tail) = rest.split_at(end);
+            rest = tail;
+            Some((run, used))
+        })
     }
 }
