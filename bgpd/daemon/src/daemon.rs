@@ -87,7 +87,7 @@ fn originate(shared: &Shared, node: &NodeCtx, routes: Vec<LocalRoute>) {
         let attrs = Arc::new(crate::export::local_attrs(std, large));
         rib.insert(
             prefix,
-            Path { source: PathSource::Local, path_id: 0, next_hop, attrs, stale: false, lost_at: None },
+            Path { source: PathSource::Local, path_id: 0, next_hop, attrs, stale: false, lost_at: None, ecmp: 0 },
         );
     }
 }

@@ -402,6 +402,7 @@ mod tests {
             attrs: Arc::new(local_attrs(vec![Community::new(65000, 100)], vec![])),
             stale: false,
             lost_at: None,
+            ecmp: 0,
         }
     }
 
@@ -423,6 +424,7 @@ mod tests {
             attrs: Arc::new(a),
             stale: false,
             lost_at: None,
+            ecmp: 0,
         }
     }
 

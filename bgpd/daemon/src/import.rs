@@ -124,6 +124,7 @@ pub fn import(u: &UpdateMsg, ctx: &ImportCtx<'_>) -> (Vec<RibChange>, Option<Rej
                 attrs: attrs.clone(),
                 stale: false,
                 lost_at: None,
+                ecmp: 0,
             },
         ));
     }

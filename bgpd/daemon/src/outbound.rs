@@ -214,7 +214,7 @@ mod tests {
             PathSource::Local
         };
         let next_hop = if learned { "10.0.0.2" } else { "10.0.0.1" }.parse().unwrap();
-        Path { source, path_id: 0, next_hop, attrs: rib.intern(a), stale: false, lost_at: None }
+        Path { source, path_id: 0, next_hop, attrs: rib.intern(a), stale: false, lost_at: None, ecmp: 0 }
     }
 
     fn net(s: &str) -> IpNet {

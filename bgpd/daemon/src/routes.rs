@@ -108,7 +108,7 @@ fn select(q: &Query, prefix: IpNet, d: &Destination, fib: Option<&fib_sync::FibS
         return None;
     }
     let fib = if paths[0].0 == 0 { fib.and_then(|f| f.routes.get(&prefix)).map(|r| r.state.to_string()) } else { None };
-    Some(Selected { prefix, paths, multipath: d.multipath, fib })
+    Some(Selected { prefix, paths, multipath: d.multipath_len(), fib })
 }
 
 /// The prefix `PrefixMatch::Longest` names: the longest one in the RIB

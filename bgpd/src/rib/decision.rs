@@ -232,6 +232,7 @@ mod tests {
             attrs: Arc::new(a),
             stale: false,
             lost_at: None,
+            ecmp: 0,
         }
     }
 
