@@ -131,6 +131,71 @@ pub fn import(u: &UpdateMsg, ctx: &ImportCtx<'_>) -> (Vec<RibChange>, Option<Rej
     (changes, rejection)
 }
 
+/// What applying one UPDATE's changes to the RIB did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Prefixes whose best path or ECMP set changed, for export and the FIB.
+    pub changed: Vec<bgpd::rib::Changed>,
+    /// Announcements the import policy let in, and those it turned away.
+    pub accepted: u64,
+    pub rejected: u64,
+    /// Paths of this source that appeared and that went.
+    pub added: usize,
+    pub removed: usize,
+}
+
+/// Applies [`import`]'s changes from source `src` to the RIB: each
+/// announcement through the peer's import rules (`rules`, per family;
+/// a rejected one withdraws the path it would replace), its attribute set
+/// interned once for the whole UPDATE (all its NLRI share one), then
+/// inserted; withdrawals removed.
+pub fn apply(
+    rib: &mut bgpd::rib::Rib,
+    changes: Vec<RibChange>,
+    src: &PathSource,
+    rules: &[Vec<bgpd::policy::Rule>; 2],
+    peer_type: bgpd::policy::PeerType,
+) -> Applied {
+    use bgpd::policy::{evaluate, Subject, Verdict};
+    let mut out = Applied::default();
+    let mut interned: Option<(*const RouteAttrs, Arc<RouteAttrs>)> = None;
+    for c in changes {
+        let (prefix, o) = match c {
+            RibChange::Announce(prefix, mut path) => {
+                let family_rules = &rules[crate::export::family_of(&prefix).index()];
+                let subject = Subject { prefix: &prefix, attrs: &path.attrs, learned: true, peer_type };
+                match evaluate(family_rules, &subject) {
+                    Verdict::Reject => {
+                        out.rejected += 1;
+                        (prefix, rib.withdraw(&prefix, src, path.path_id))
+                    }
+                    verdict => {
+                        out.accepted += 1;
+                        path.attrs = match verdict {
+                            Verdict::Modified(m) => rib.intern(*m),
+                            _ => match &interned {
+                                Some((ptr, a)) if *ptr == Arc::as_ptr(&path.attrs) => a.clone(),
+                                _ => {
+                                    let ptr = Arc::as_ptr(&path.attrs);
+                                    let a = rib.intern_arc(path.attrs.clone());
+                                    interned = Some((ptr, a.clone()));
+                                    a
+                                }
+                            },
+                        };
+                        (prefix, rib.insert(prefix, path))
+                    }
+                }
+            }
+            RibChange::Withdraw(prefix, id) => (prefix, rib.withdraw(&prefix, src, id)),
+        };
+        out.added += usize::from(o.added);
+        out.removed += usize::from(o.removed);
+        out.changed.extend(o.changed(prefix));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +252,53 @@ mod tests {
         let (c, _) = import(&update(vec![], vec![AttrValue::LocalPref(300)]), &ctx(false));
         let RibChange::Announce(_, path) = &c[1] else { panic!() };
         assert_eq!(path.attrs.local_pref, Some(300));
+    }
+
+    /// An UPDATE of three prefixes through import rules that reject one:
+    /// two go in sharing one interned attribute set, the rejected one
+    /// withdraws the path it would have replaced, and a later withdrawal
+    /// takes one out; the counts say so.
+    #[test]
+    fn applying_an_update_filters_interns_once_and_counts() {
+        use bgpd::policy::{Action, MatchOperator, PeerType, Rule};
+        let mut rib = bgpd::rib::Rib::new(bgpd::rib::DecisionOptions::default());
+        let c = ctx(true);
+        let src = PathSource::Peer(c.peer.clone());
+        let reject = Rule {
+            cidr: Some(("10.244.2.0/24".parse().unwrap(), MatchOperator::In)),
+            prefix_length: None,
+            remote_peers_only: false,
+            peer_type: None,
+            community: None,
+            as_path_prefix: vec![],
+            action: Action::Reject,
+        };
+        let rules = [vec![reject], vec![]];
+        let mut u = update(vec![65001], vec![]);
+        u.withdrawn.clear();
+        u.nlri =
+            ["10.244.1.0/26", "10.244.2.0/26", "10.244.3.0/26"].iter().map(|p| Nlri::new(p.parse().unwrap())).collect();
+        // The rejected prefix held a path from this peer before.
+        let (old, _) = import(&update(vec![65001], vec![]), &c);
+        let RibChange::Announce(_, mut held) = old[1].clone() else { panic!() };
+        let rejected: IpNet = "10.244.2.0/26".parse().unwrap();
+        held.attrs = rib.intern((*held.attrs).clone());
+        rib.insert(rejected, held);
+
+        let (changes, _) = import(&u, &c);
+        let a = apply(&mut rib, changes, &src, &rules, PeerType::Ebgp);
+        assert_eq!((a.accepted, a.rejected, a.added, a.removed), (2, 1, 2, 1));
+        let mut changed: Vec<String> = a.changed.iter().map(|x| x.prefix.to_string()).collect();
+        changed.sort();
+        assert_eq!(changed, ["10.244.1.0/26", "10.244.2.0/26", "10.244.3.0/26"]);
+        assert!(rib.get(&rejected).is_none(), "the rejected announcement withdrew the old path");
+        let one = &rib.get(&"10.244.1.0/26".parse().unwrap()).unwrap().paths[0].attrs;
+        let three = &rib.get(&"10.244.3.0/26".parse().unwrap()).unwrap().paths[0].attrs;
+        assert!(Arc::ptr_eq(one, three), "the UPDATE's prefixes share one attribute set");
+
+        let gone = vec![RibChange::Withdraw("10.244.1.0/26".parse().unwrap(), 0)];
+        let a = apply(&mut rib, gone, &src, &rules, PeerType::Ebgp);
+        assert_eq!((a.accepted, a.rejected, a.added, a.removed, a.changed.len()), (0, 0, 0, 1, 1));
     }
 
     #[test]

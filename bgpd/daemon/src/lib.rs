@@ -34,7 +34,8 @@
 //! behind short-lived mutexes that are never held across an `.await`.
 //!
 //! Pure, unit-tested without sockets: [`import`] (received UPDATE -> RIB
-//! paths), [`export`] (Loc-RIB best path -> what one peer is sent, and its
+//! paths, and their application to the RIB through the import rules,
+//! interned once per UPDATE), [`export`] (Loc-RIB best path -> what one peer is sent, and its
 //! UPDATEs), [`outbound`] (what a run of prefixes sends in each kind of
 //! pass), [`session_rules`] (what an edit does to a session, Hard Reset,
 //! graceful-restart retention, max-prefix), [`plan`] (configuration -> the

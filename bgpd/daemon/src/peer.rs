@@ -893,53 +893,15 @@ impl PeerTask {
             changes.iter().filter(|c| matches!(c, RibChange::Withdraw(..))).count().saturating_sub(withdrawn);
         self.detail.withdrawals_received += withdrawn as u64;
         self.detail.prefixes_rejected += implicit as u64;
-        let src = PathSource::Peer(peer.clone());
         let peer_type = if n.ebgp { bgpd::policy::PeerType::Ebgp } else { bgpd::policy::PeerType::Ibgp };
-        let mut changed = Vec::new();
-        {
+        let applied = {
             let mut rib = self.shared.rib();
-            // All NLRI of one UPDATE share one attribute set: intern it once.
-            let mut interned: Option<(*const bgpd::rib::RouteAttrs, Arc<bgpd::rib::RouteAttrs>)> = None;
-            for c in changes {
-                let (prefix, o) = match c {
-                    RibChange::Announce(prefix, mut path) => {
-                        let rules = &self.cfg.rules.import[export::family_of(&prefix).index()];
-                        let subject =
-                            bgpd::policy::Subject { prefix: &prefix, attrs: &path.attrs, learned: true, peer_type };
-                        match bgpd::policy::evaluate(rules, &subject) {
-                            bgpd::policy::Verdict::Reject => {
-                                self.detail.prefixes_rejected += 1;
-                                (prefix, rib.withdraw(&prefix, &src, path.path_id))
-                            }
-                            verdict => {
-                                self.detail.prefixes_accepted += 1;
-                                path.attrs = match verdict {
-                                    bgpd::policy::Verdict::Modified(m) => rib.intern(*m),
-                                    _ => match &interned {
-                                        Some((ptr, a)) if *ptr == Arc::as_ptr(&path.attrs) => a.clone(),
-                                        _ => {
-                                            let ptr = Arc::as_ptr(&path.attrs);
-                                            let a = rib.intern_arc(path.attrs.clone());
-                                            interned = Some((ptr, a.clone()));
-                                            a
-                                        }
-                                    },
-                                };
-                                (prefix, rib.insert(prefix, path))
-                            }
-                        }
-                    }
-                    RibChange::Withdraw(prefix, id) => (prefix, rib.withdraw(&prefix, &src, id)),
-                };
-                if o.added {
-                    self.prefixes_received += 1;
-                }
-                if o.removed {
-                    self.prefixes_received = self.prefixes_received.saturating_sub(1);
-                }
-                changed.extend(o.changed(prefix));
-            }
-        }
+            import::apply(&mut rib, changes, &PathSource::Peer(peer.clone()), &self.cfg.rules.import, peer_type)
+        };
+        self.detail.prefixes_accepted += applied.accepted;
+        self.detail.prefixes_rejected += applied.rejected;
+        self.prefixes_received = (self.prefixes_received + applied.added).saturating_sub(applied.removed);
+        let changed = applied.changed;
         self.shared.notify_export(&changed);
         if let Some(max) = self.cfg.max_prefixes {
             if self.prefixes_received > max as usize {
