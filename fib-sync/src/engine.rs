@@ -10,9 +10,10 @@
 //!   would install; merle never replaces or deletes those.
 //!
 //! Only changed prefixes are looked at; [`crate::reconcile`] decides what
-//! each needs, and every change goes out in one pipelined batch. Routes found at start are *stale* until the routing
-//! has converged (the owner says so, or the sweep timeout passes): until
-//! then they stay, so forwarding survives a restart.
+//! each needs, and every change goes out in one pipelined batch. Routes
+//! found at start are *stale* until the routing has converged (the owner
+//! says so, or the sweep timeout passes): until then they stay, so
+//! forwarding survives a restart.
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::net::IpAddr;

@@ -51,16 +51,27 @@ pub struct Figures {
     pub cpu: Option<Duration>,
 }
 
-/// A process's CPU time so far (user and system), from /proc.
+/// The CPU time of a process's threads so far (`schedstat`'s first field,
+/// in nanoseconds, summed over `/proc/PID/task`): nanosecond resolution,
+/// where `/proc/PID/stat` counts 10 ms ticks.
 pub fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command (which is in parentheses and may hold
-    // spaces): utime and stime are the 12th and 13th.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let ticks: u64 = rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse::<u64>().ok()).sum();
-    // /proc counts in USER_HZ, which the kernel ABI fixes at 100 a second
-    // (what sysconf(_SC_CLK_TCK) returns).
-    Duration::from_millis(ticks * 10)
+    let ns: u64 = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+                .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Duration::from_nanos(ns)
+}
+
+/// A field of `/proc/PID/status`, in kB (0 when the process is gone).
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
 }
 
 fn prefix(n: u32) -> String {
@@ -127,14 +138,7 @@ fn merled_target_config(peers: u32) -> String {
 
 /// Peak resident set of a process, from /proc (VmHWM), in KiB.
 pub fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
+    status_kib(pid, "VmHWM:")
 }
 
 fn route_count(b: &Bird) -> u64 {

@@ -17,7 +17,7 @@ use anyhow::{bail, Context};
 use netlink_packet_route::route::RouteType;
 use netlink_packet_route::RouteNetlinkMessage;
 
-use crate::bench::{median, Target};
+use crate::bench::{cpu_time, median, status_kib, Target};
 use crate::netns::Lan;
 use crate::process::Daemon;
 use crate::TempDir;
@@ -127,28 +127,6 @@ pub struct Run {
     pub anon_kib: u64,
     /// The median CPU time a node's speaker had used by then.
     pub cpu: Duration,
-}
-
-/// A field of `/proc/PID/status`, in kB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
-        .unwrap_or(0)
-}
-
-/// The CPU time of a process's threads (`schedstat`'s first field, in
-/// nanoseconds, summed over `/proc/PID/task`).
-fn cpu_time(pid: u32) -> Duration {
-    let ns: u64 = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| {
-            d.flatten()
-                .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-                .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0);
-    Duration::from_nanos(ns)
 }
 
 /// One run of `target` with `n` nodes; `timeout` bounds the wait.

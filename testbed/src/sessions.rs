@@ -300,12 +300,7 @@ pub fn dump(m: &Merled) -> anyhow::Result<(usize, Duration)> {
 
 /// merled's resident set, KiB.
 pub fn rss_kib(m: &Merled) -> u64 {
-    let pid = m.daemon.pid().unwrap_or(0);
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    m.daemon.pid().map_or(0, |pid| crate::bench::status_kib(pid, "VmRSS:"))
 }
 
 /// What merled has queued for `peer` and not written, bytes.

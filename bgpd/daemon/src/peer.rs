@@ -498,33 +498,38 @@ impl PeerTask {
 
     fn send(&mut self, id: ConnId, m: &Message) {
         let bytes = m.encode(&self.encode_ctx(id));
-        let Some(h) = self.conns.get(&id) else { return };
-        h.load.add(bytes.len());
-        if h.writer.send(WriterCmd::Send(bytes)).is_err() {
-            // The writer ended (its socket failed); its Closed event follows.
-            debug!(peer = %self.cfg.address, "writer gone; message dropped");
-        } else {
-            if matches!(m, Message::Update(_)) {
-                self.updates_sent += 1;
-            }
-            crate::peer_detail::count(&mut self.detail.messages_sent, m);
-            if let Message::Notification(n) = m {
-                self.detail.last_notification_sent = Some(crate::peer_detail::notice(n, unix_now()));
-            }
+        if !self.push(id, bytes) {
+            return;
+        }
+        if matches!(m, Message::Update(_)) {
+            self.updates_sent += 1;
+        }
+        crate::peer_detail::count(&mut self.detail.messages_sent, m);
+        if let Message::Notification(n) = m {
+            self.detail.last_notification_sent = Some(crate::peer_detail::notice(n, unix_now()));
         }
     }
 
     /// Sends one UPDATE already on the wire's terms (the export path
     /// encodes each once, straight to bytes).
     fn send_update_wire(&mut self, id: ConnId, bytes: bytes::Bytes) {
-        let Some(h) = self.conns.get(&id) else { return };
-        h.load.add(bytes.len());
-        if h.writer.send(WriterCmd::Send(bytes)).is_err() {
-            debug!(peer = %self.cfg.address, "writer gone; message dropped");
-        } else {
+        if self.push(id, bytes) {
             self.updates_sent += 1;
             self.detail.messages_sent.update += 1;
         }
+    }
+
+    /// Hands encoded bytes to the connection's writer, counted in its
+    /// load; whether the writer took them.
+    fn push(&mut self, id: ConnId, bytes: bytes::Bytes) -> bool {
+        let Some(h) = self.conns.get(&id) else { return false };
+        h.load.add(bytes.len());
+        if h.writer.send(WriterCmd::Send(bytes)).is_err() {
+            // The writer ended (its socket failed); its Closed event follows.
+            debug!(peer = %self.cfg.address, "writer gone; message dropped");
+            return false;
+        }
+        true
     }
 
     fn action(&mut self, a: Action) {
