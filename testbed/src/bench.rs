@@ -234,6 +234,19 @@ pub fn ingest_once(
     .with_context(|| format!("monitor has {} of {want} routes", route_count(&monitor)))?;
     let elapsed = start.elapsed();
     let cpu = cpu_time(pid).saturating_sub(cpu0);
+    if let Some(m) = &_merled {
+        // What the exact Adj-RIB-Out costs at the table's peak.
+        if let Ok(st) = m.status() {
+            let r = &st["rib"];
+            println!(
+                "  [merled] RIB {} prefixes; Adj-RIB-Out {:.1} KiB for {} sessions, {} withdrawals pending",
+                r["prefixes"],
+                r["adj_rib_out_bytes"].as_f64().unwrap_or(0.0) / 1024.0,
+                st["peers"].as_array().map_or(0, |p| p.len()),
+                r["withdrawals_pending"]
+            );
+        }
+    }
     if trace {
         let stats = monitor.birdc(&["show", "protocols", "all", "target"]).unwrap_or_default();
         for l in stats.lines().filter(|l| l.contains("updates:") || l.contains("withdraws:")) {

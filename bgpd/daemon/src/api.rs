@@ -138,6 +138,23 @@ pub struct NodeStatus {
     /// The datapath in effect and why.
     #[serde(default)]
     pub dataplane: Option<DataplaneSummary>,
+    #[serde(default)]
+    pub rib: RibSummary,
+}
+
+/// The Loc-RIB and the Adj-RIB-Out in numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RibSummary {
+    pub prefixes: usize,
+    /// Distinct path attribute sets, interned.
+    pub attribute_sets: usize,
+    /// What recording each session's sent prefixes costs (a bit per prefix
+    /// per session, plus the prefixes kept until their withdrawal is sent).
+    pub adj_rib_out_bytes: usize,
+    /// Prefixes gone from the Loc-RIB whose withdrawal some session has
+    /// not been sent yet.
+    pub withdrawals_pending: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

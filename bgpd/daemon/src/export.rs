@@ -254,6 +254,12 @@ fn placement(family: Family, nh: Option<IpAddr>, s: &SessionAddrs, n: &Negotiate
     }
 }
 
+/// Whether a route of `family` can be sent on this session: `Err` names
+/// why not (no next hop of the kind the family needs).
+pub fn placeable(family: Family, route: &OutRoute, s: &SessionAddrs, n: &Negotiated) -> Result<(), &'static str> {
+    placement(family, route.next_hop, s, n).map(|_| ())
+}
+
 /// One group placed: its attributes (with NEXT_HOP for IPv4 NLRI), the
 /// MP_REACH_NLRI next hop otherwise, and its NLRI.
 type Placed = (Vec<PathAttr>, Option<NextHop>, Vec<Nlri>);
@@ -654,9 +660,9 @@ pub struct Grouper {
 }
 
 impl Grouper {
-    /// Files `prefix` under its export, or returns false when `t` must not
-    /// get it (a withdrawal).
-    pub fn add(&mut self, prefix: &IpNet, p: &Path, t: &Target, node: &NodeExport, n: &Negotiated) -> bool {
+    /// Files `prefix` under its export and returns the group's index, or
+    /// `None` when `t` must not get it.
+    pub fn add(&mut self, prefix: &IpNet, p: &Path, t: &Target, node: &NodeExport, n: &Negotiated) -> Option<usize> {
         let cacheable = t.rules.export[family_of(prefix).index()].is_empty();
         let key = (std::sync::Arc::as_ptr(&p.attrs) as usize, p.source.identity(), p.next_hop);
         let slot = match cacheable.then(|| self.cache.get(&key).copied()).flatten() {
@@ -676,17 +682,14 @@ impl Grouper {
                 slot
             }
         };
-        match slot {
-            Some(i) => {
-                self.groups[i].1.push(*prefix);
-                true
-            }
-            None => false,
-        }
+        let i = slot?;
+        self.groups[i].1.push(*prefix);
+        Some(i)
     }
 
-    /// Files `prefix` under `route`, computed elsewhere.
-    pub fn push(&mut self, route: OutRoute, prefix: IpNet) {
+    /// Files `prefix` under `route`, computed elsewhere; returns the
+    /// group's index.
+    pub fn push(&mut self, route: OutRoute, prefix: IpNet) -> usize {
         let i = match self.index.get(&route) {
             Some(&i) => i,
             None => {
@@ -696,9 +699,12 @@ impl Grouper {
             }
         };
         self.groups[i].1.push(prefix);
+        i
     }
 
+    /// The groups, in the order of the indices [`Grouper::add`] returned
+    /// (some may be empty).
     pub fn into_groups(self) -> Vec<(OutRoute, Vec<IpNet>)> {
-        self.groups.into_iter().filter(|(_, v)| !v.is_empty()).collect()
+        self.groups
     }
 }

@@ -111,6 +111,7 @@ mod tests {
                 failed: 0,
             }),
             dataplane: None,
+            rib: Default::default(),
         }
     }
 

@@ -35,12 +35,16 @@
 //!
 //! Pure, unit-tested without sockets: [`import`] (received UPDATE -> RIB
 //! paths, and their application to the RIB through the import rules,
-//! interned once per UPDATE), [`export`] (Loc-RIB best path -> what one peer is sent, and its
-//! UPDATEs), [`outbound`] (what a run of prefixes sends in each kind of
-//! pass), [`session_rules`] (what an edit does to a session, Hard Reset,
-//! graceful-restart retention, max-prefix), [`plan`] (configuration -> the
-//! sessions to run); [`sockopt`]
-//! sets TCP MD5 and GTSM.
+//! interned once per UPDATE), [`export`] (Loc-RIB best path -> what one
+//! peer is sent, and its UPDATEs), [`outbound`] (what a run of prefixes
+//! sends in each kind of pass, recorded in the session's Adj-RIB-Out),
+//! [`session_rules`] (what an edit does to a session, Hard Reset,
+//! graceful-restart retention, max-prefix), [`restart`] (the peer's
+//! graceful restart and End-of-RIB bookkeeping), [`peer_status`] (the
+//! published status and when it is rebuilt), [`peer_detail`] (what `show
+//! peer` adds), [`plan`] (configuration -> the sessions to run); the peer
+//! task itself only does I/O and timers and applies what these decide.
+//! [`sockopt`] sets TCP MD5 and GTSM.
 
 pub mod api;
 pub mod conn;
@@ -58,7 +62,9 @@ pub mod metrics;
 pub mod outbound;
 pub mod peer;
 pub mod peer_detail;
+pub mod peer_status;
 pub mod plan;
+pub mod restart;
 pub mod routes;
 pub mod services;
 pub mod session_rules;

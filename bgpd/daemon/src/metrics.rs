@@ -169,8 +169,6 @@ pub struct Fib {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub status: NodeStatus,
-    pub rib_prefixes: usize,
-    pub rib_attribute_sets: usize,
     pub fib: Option<Fib>,
     pub ipam: Option<merle_ipam::report::Report>,
     pub dataplane: Option<merle_ebpf::report::Report>,
@@ -335,13 +333,28 @@ fn bgp(reg: &mut Registry, s: &Snapshot) {
             rows,
         );
     }
-    gauges(reg, "merle_rib_prefixes", "Prefixes in the Loc-RIB", None, one(s.rib_prefixes as f64));
+    let rib = &s.status.rib;
+    gauges(reg, "merle_rib_prefixes", "Prefixes in the Loc-RIB", None, one(rib.prefixes as f64));
     gauges(
         reg,
         "merle_rib_attribute_sets",
         "Distinct path attribute sets the RIB interns",
         None,
-        one(s.rib_attribute_sets as f64),
+        one(rib.attribute_sets as f64),
+    );
+    gauges(
+        reg,
+        "merle_rib_adj_out",
+        "What recording each session's sent prefixes (the Adj-RIB-Out) costs",
+        Some(Unit::Bytes),
+        one(rib.adj_rib_out_bytes as f64),
+    );
+    gauges(
+        reg,
+        "merle_rib_withdrawals_pending",
+        "Prefixes gone from the Loc-RIB whose withdrawal some session has not been sent yet",
+        None,
+        one(rib.withdrawals_pending as f64),
     );
     gauges(
         reg,
@@ -514,11 +527,6 @@ const GATHER_WITHIN: Duration = Duration::from_secs(2);
 
 async fn gather(shared: &Arc<Shared>) -> Snapshot {
     let mut s = Snapshot { status: shared.status(), ..Default::default() };
-    {
-        let rib = shared.rib();
-        s.rib_prefixes = rib.len();
-        s.rib_attribute_sets = rib.attr_sets();
-    }
     if let Some(f) = shared.fib_status() {
         let st = f.lock().unwrap_or_else(|p| p.into_inner());
         s.fib = Some(Fib {
@@ -582,8 +590,11 @@ mod tests {
             ..Default::default()
         };
         Snapshot {
-            status: NodeStatus { peers: vec![p], ..Default::default() },
-            rib_prefixes: 12,
+            status: NodeStatus {
+                peers: vec![p],
+                rib: crate::api::RibSummary { prefixes: 12, ..Default::default() },
+                ..Default::default()
+            },
             fib: Some(Fib {
                 installed: 5,
                 converged: true,

@@ -8,15 +8,19 @@
 //! backpressure): the full export when the session comes up, a
 //! ROUTE-REFRESH, and the re-export after an export-policy edit. Best-path
 //! changes go through the same [`decide`] in batches.
+//!
+//! What each session holds is exact: [`decide`] records every announcement
+//! and withdrawal in the session's Adj-RIB-Out ([`bgpd::rib::adj_out`]), and
+//! withdraws only what the session holds.
 
 use std::time::Instant;
 
 use bgpd::fsm::{ConnId, Negotiated};
 use bgpd::packet::Family;
-use bgpd::rib::{Destination, Rib};
+use bgpd::rib::{OutId, Rib};
 use ipnet::IpNet;
 
-use crate::export::{self, Grouper, NodeExport, OutRoute, Target};
+use crate::export::{self, Grouper, NodeExport, OutRoute, SessionAddrs, Skipped, Target};
 
 /// Prefixes of a whole-table job handled per turn of the task loop: a few
 /// milliseconds of work in a release build.
@@ -25,16 +29,13 @@ pub const JOB_SLICE: usize = 16_384;
 /// How a run of prefixes is exported.
 #[derive(Debug, Clone, Copy)]
 pub enum Mode<'a> {
-    /// Each prefix's route if the peer gets it; nothing otherwise (a full
-    /// export: the peer holds nothing of this session yet, or asked for
-    /// everything again).
+    /// Each prefix's route if the peer gets it (a full export, or best
+    /// paths changed), and a withdrawal where the peer holds a prefix it no
+    /// longer gets.
     Announce,
-    /// Best paths changed: each prefix's route, or a withdrawal when the
-    /// peer no longer gets one.
-    Change,
-    /// The export policy changed from `old`: for each prefix, the
-    /// difference between what the old policy sent and what the new one
-    /// sends: a withdrawal, the new route, or nothing when they agree.
+    /// The export policy changed from `old`: each prefix's route where it
+    /// differs from what the old policy sent, a withdrawal where the peer
+    /// holds a prefix the new one does not send, nothing where they agree.
     Diff { old: &'a Target, old_node: &'a NodeExport },
 }
 
@@ -43,6 +44,11 @@ pub enum Mode<'a> {
 pub struct Decided {
     pub groups: [Vec<(OutRoute, Vec<IpNet>)>; 2],
     pub withdrawn: [Vec<IpNet>; 2],
+    /// Routes the peer gets but that cannot go on this session (no next
+    /// hop of the family's kind), and why.
+    pub skipped: Vec<Skipped>,
+    /// How many prefixes the session holds once this is sent.
+    pub held: usize,
 }
 
 impl Decided {
@@ -51,50 +57,88 @@ impl Decided {
     }
 }
 
+/// One export session: whom to (the target, this node) and on what
+/// (the negotiated session, our addresses on it, its Adj-RIB-Out).
+#[derive(Debug, Clone, Copy)]
+pub struct To<'a> {
+    pub target: &'a Target,
+    pub node: &'a NodeExport,
+    pub n: &'a Negotiated,
+    pub addrs: &'a SessionAddrs,
+    pub out: OutId,
+}
+
 /// Decides a run of prefixes (each with the RIB slot a change recorded,
-/// or [`bgpd::rib::NO_SLOT`]) for target `t` under mode `m`.
-pub fn decide(
-    rib: &Rib,
-    items: impl IntoIterator<Item = (IpNet, u32)>,
-    m: Mode<'_>,
-    t: &Target,
-    node: &NodeExport,
-    n: &Negotiated,
-) -> Decided {
+/// or [`bgpd::rib::NO_SLOT`]) for one session under mode `m`, and records
+/// in the session's Adj-RIB-Out what it is to be sent: withdrawals go only
+/// to a session that holds the prefix.
+pub fn decide(rib: &mut Rib, items: impl IntoIterator<Item = (IpNet, u32)>, m: Mode<'_>, to: &To<'_>) -> Decided {
+    let (t, node, n) = (to.target, to.node, to.n);
     let mut groups: [Grouper; 2] = Default::default();
     let mut withdrawn: [Vec<IpNet>; 2] = Default::default();
-    for (prefix, slot) in items {
+    // Per family: (group, slot, held) of each prefix filed in a group, to
+    // be marked once the group is known to be sendable.
+    let mut filed: [Vec<(usize, u32, bool)>; 2] = Default::default();
+    let mut marks: Vec<(u32, bool)> = Vec::new();
+    for (prefix, hint) in items {
         let f = export::family_of(&prefix);
         if !n.families.contains(f) {
             continue;
         }
-        let best = rib.get_hinted(&prefix, slot).and_then(Destination::best);
+        // No destination at all: never held (a held one stays until its
+        // withdrawal is recorded).
+        let Some((slot, dest, held)) = rib.out_view(to.out, &prefix, hint) else { continue };
+        let best = dest.best();
         let g = &mut groups[f.index()];
-        match m {
-            Mode::Announce => {
-                if let Some(b) = best {
-                    g.add(&prefix, b, t, node, n);
+        let group = match m {
+            Mode::Announce => best.and_then(|b| g.add(&prefix, b, t, node, n)),
+            Mode::Diff { old, old_node } => match best.and_then(|b| export::export_path(&prefix, b, t, node, n)) {
+                None => None,
+                Some(after) => {
+                    let before = best.and_then(|b| export::export_path(&prefix, b, old, old_node, n));
+                    if held && before.as_ref() == Some(&after) {
+                        continue;
+                    }
+                    Some(g.push(after, prefix))
                 }
+            },
+        };
+        match group {
+            Some(i) => filed[f.index()].push((i, slot, held)),
+            None if held => {
+                withdrawn[f.index()].push(prefix);
+                marks.push((slot, false));
             }
-            Mode::Change => {
-                if !best.is_some_and(|b| g.add(&prefix, b, t, node, n)) {
-                    withdrawn[f.index()].push(prefix);
-                }
-            }
-            Mode::Diff { old, old_node } => {
-                let Some(b) = best else { continue };
-                let before = export::export_path(&prefix, b, old, old_node, n);
-                let after = export::export_path(&prefix, b, t, node, n);
-                match (before, after) {
-                    (Some(_), None) => withdrawn[f.index()].push(prefix),
-                    (b, Some(a)) if b.as_ref() != Some(&a) => g.push(a, prefix),
-                    _ => {}
-                }
-            }
+            None => {}
         }
     }
+    let mut skipped = Vec::new();
     let [g4, g6] = groups;
-    Decided { groups: [g4.into_groups(), g6.into_groups()], withdrawn }
+    let mut out: [Vec<(OutRoute, Vec<IpNet>)>; 2] = Default::default();
+    for (fi, (f, g)) in Family::ALL.into_iter().zip([g4, g6]).enumerate() {
+        let g = g.into_groups();
+        let ok: Vec<Result<(), &'static str>> = g.iter().map(|(r, _)| export::placeable(f, r, to.addrs, n)).collect();
+        // A prefix that cannot go out is withdrawn where the session holds
+        // it (under an older route), and not marked.
+        let mut left: Vec<std::slice::Iter<'_, IpNet>> = g.iter().map(|(_, v)| v.iter()).collect();
+        for &(i, slot, held) in &filed[fi] {
+            let prefix = left[i].next().copied();
+            match (ok[i], prefix) {
+                (Ok(()), _) => marks.push((slot, true)),
+                (Err(reason), Some(prefix)) => {
+                    skipped.push(Skipped { prefix, reason });
+                    if held {
+                        withdrawn[fi].push(prefix);
+                        marks.push((slot, false));
+                    }
+                }
+                (Err(_), None) => {}
+            }
+        }
+        out[fi] = g.into_iter().zip(ok).filter(|((_, v), ok)| ok.is_ok() && !v.is_empty()).map(|(g, _)| g).collect();
+    }
+    rib.record_sent(to.out, &marks);
+    Decided { groups: out, withdrawn, skipped, held: rib.adj_out_len(to.out) }
 }
 
 /// What a whole-table job is for.
@@ -246,46 +290,131 @@ mod tests {
         rib.iter().map(|(p, _)| (*p, NO_SLOT)).collect()
     }
 
-    #[test]
-    fn a_full_export_announces_what_the_peer_gets_and_withdraws_nothing() {
-        let (rib, n) = (rib(), ebgp_session());
-        let d = decide(&rib, all(&rib), Mode::Announce, &tor(false), &node(), &n);
-        assert_eq!(prefixes(&d), ["10.244.0.0/26", "10.244.0.64/26"], "an eBGP peer gets this node's own blocks");
-        assert_eq!(d.groups[0].len(), 1, "both share one attribute set, so one group");
-        assert!(d.withdrawn.iter().all(Vec::is_empty));
-        let d = decide(&rib, all(&rib), Mode::Announce, &tor(true), &node(), &n);
-        assert_eq!(d.announced(), 4);
+    fn decide_all(rib: &mut Rib, m: Mode<'_>, to: &To<'_>) -> Decided {
+        let items = all(rib);
+        decide(rib, items, m, to)
+    }
+
+    /// One session's export: the ToR's target, this node, the session,
+    /// our address on it (IPv4 only unless `v6`).
+    struct Session {
+        target: Target,
+        node: NodeExport,
+        n: Negotiated,
+        addrs: SessionAddrs,
+        out: OutId,
+    }
+
+    impl Session {
+        fn new(rib: &mut Rib, export_learned: bool) -> Self {
+            Self {
+                target: tor(export_learned),
+                node: node(),
+                n: ebgp_session(),
+                addrs: SessionAddrs { local_addr: "10.0.0.1".parse().unwrap(), node_v4: None, node_v6: None },
+                out: rib.open_adj_out(),
+            }
+        }
+
+        fn to(&self) -> To<'_> {
+            To { target: &self.target, node: &self.node, n: &self.n, addrs: &self.addrs, out: self.out }
+        }
     }
 
     #[test]
-    fn changes_withdraw_what_the_peer_no_longer_gets() {
-        let (mut rib, n) = (rib(), ebgp_session());
+    fn a_full_export_announces_what_the_peer_gets_and_withdraws_nothing() {
+        let mut rib = rib();
+        let s = Session::new(&mut rib, false);
+        let d = decide_all(&mut rib, Mode::Announce, &s.to());
+        assert_eq!(prefixes(&d), ["10.244.0.0/26", "10.244.0.64/26"], "an eBGP peer gets this node's own blocks");
+        assert_eq!(d.groups[0].len(), 1, "both share one attribute set, so one group");
+        assert!(d.withdrawn.iter().all(Vec::is_empty));
+        assert_eq!(rib.adj_out_len(s.out), 2);
+        let s = Session::new(&mut rib, true);
+        let d = decide_all(&mut rib, Mode::Announce, &s.to());
+        assert_eq!((d.announced(), rib.adj_out_len(s.out)), (4, 4));
+    }
+
+    #[test]
+    fn changes_withdraw_only_what_the_peer_holds() {
+        let mut rib = rib();
+        let s = Session::new(&mut rib, false);
+        decide_all(&mut rib, Mode::Announce, &s.to());
         rib.withdraw(&net("10.244.0.64/26"), &PathSource::Local, 0);
         let items =
             [(net("10.244.0.0/26"), NO_SLOT), (net("10.244.0.64/26"), NO_SLOT), (net("10.244.1.0/26"), NO_SLOT)];
-        let d = decide(&rib, items, Mode::Change, &tor(false), &node(), &n);
+        let d = decide(&mut rib, items, Mode::Announce, &s.to());
         assert_eq!(prefixes(&d), ["10.244.0.0/26"]);
-        assert_eq!(d.withdrawn[0], [net("10.244.0.64/26"), net("10.244.1.0/26")]);
+        assert_eq!(
+            d.withdrawn[0],
+            [net("10.244.0.64/26")],
+            "10.244.1.0/26 was never sent to this peer: no withdrawal for it"
+        );
+        assert_eq!(rib.adj_out_len(s.out), 1);
+        assert!(rib.out_view(s.out, &net("10.244.0.64/26"), NO_SLOT).is_none(), "withdrawn: the tombstone went");
+        // The same change again sends no second withdrawal.
+        let d = decide(&mut rib, items, Mode::Announce, &s.to());
+        assert!(d.withdrawn[0].is_empty());
     }
 
     #[test]
     fn a_policy_edit_sends_only_the_difference() {
-        let (rib, n) = (rib(), ebgp_session());
+        let mut rib = rib();
+        let s = Session::new(&mut rib, true);
+        decide_all(&mut rib, Mode::Announce, &s.to());
         // Learned routes were sent and no longer are: withdrawn; the own
         // blocks are unchanged: not sent again.
         let (old, old_node) = (tor(true), node());
-        let d = decide(&rib, all(&rib), Mode::Diff { old: &old, old_node: &old_node }, &tor(false), &node(), &n);
+        let mut s = s;
+        s.target = tor(false);
+        let d = decide_all(&mut rib, Mode::Diff { old: &old, old_node: &old_node }, &s.to());
         assert_eq!(d.announced(), 0, "{:?}", d.groups);
         assert_eq!(d.withdrawn[0], [net("10.244.1.0/26"), net("10.244.2.0/26")]);
+        assert_eq!(rib.adj_out_len(s.out), 2);
         // The other way: the learned routes are announced, nothing withdrawn.
         let (old, old_node) = (tor(false), node());
-        let d = decide(&rib, all(&rib), Mode::Diff { old: &old, old_node: &old_node }, &tor(true), &node(), &n);
+        s.target = tor(true);
+        let d = decide_all(&mut rib, Mode::Diff { old: &old, old_node: &old_node }, &s.to());
         assert_eq!(prefixes(&d), ["10.244.1.0/26", "10.244.2.0/26"]);
         assert!(d.withdrawn.iter().all(Vec::is_empty));
         // No edit, no traffic.
         let (old, old_node) = (tor(true), node());
-        let d = decide(&rib, all(&rib), Mode::Diff { old: &old, old_node: &old_node }, &tor(true), &node(), &n);
+        let d = decide_all(&mut rib, Mode::Diff { old: &old, old_node: &old_node }, &s.to());
         assert_eq!((d.announced(), d.withdrawn[0].len()), (0, 0));
+        assert_eq!(rib.adj_out_len(s.out), 4);
+    }
+
+    #[test]
+    fn a_route_without_a_next_hop_for_its_family_is_skipped_and_not_held() {
+        let mut rib = rib();
+        let mut attrs = export::local_attrs(vec![], vec![]);
+        attrs.as_path = AsPath::default();
+        let v6 = Path {
+            source: PathSource::Local,
+            path_id: 0,
+            next_hop: "fd00::1".parse().unwrap(),
+            attrs: rib.intern(attrs),
+            stale: false,
+            lost_at: None,
+            ecmp: 0,
+        };
+        rib.insert(net("fd00:244::/80"), v6);
+        let s = Session::new(&mut rib, false);
+        let d = decide_all(&mut rib, Mode::Announce, &s.to());
+        assert_eq!(d.groups[1].len(), 0, "no IPv6 next hop on this IPv4 session");
+        assert_eq!(d.skipped.len(), 1);
+        assert_eq!(d.skipped[0].prefix, net("fd00:244::/80"));
+        assert_eq!(rib.adj_out_len(s.out), 2, "the skipped route is not counted as sent");
+        // With an IPv6 address it goes, and is held.
+        let mut s = s;
+        s.addrs.node_v6 = Some("fd00::1".parse().unwrap());
+        let d = decide_all(&mut rib, Mode::Announce, &s.to());
+        assert!(d.skipped.is_empty());
+        assert_eq!((d.groups[1].len(), rib.adj_out_len(s.out)), (1, 3));
+        // Losing it again withdraws it, since the session holds it.
+        s.addrs.node_v6 = None;
+        let d = decide(&mut rib, [(net("fd00:244::/80"), NO_SLOT)], Mode::Announce, &s.to());
+        assert_eq!((d.withdrawn[1].clone(), rib.adj_out_len(s.out)), (vec![net("fd00:244::/80")], 2));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use bgpd::packet::{
     AddPathFamily, AddPathMode, AfiSafi, Capability, DecodeCtx, EncodeCtx, ExtendedNextHop, Family, Message,
     NotificationMsg, RefreshSubtype, UpdateMsg,
 };
-use bgpd::rib::{PathSource, PeerRef, NO_SLOT};
+use bgpd::rib::{OutId, PathSource, PeerRef, NO_SLOT};
 use ipnet::IpNet;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -21,12 +21,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::api::PeerStatus;
 use crate::conn::{spawn_connect, spawn_reader, spawn_writer, ConnEvent, PeerInput, WriterCmd, WriterLoad};
 use crate::export::{self, NodeExport, SessionAddrs, Target};
 use crate::import::{self, ImportCtx, RibChange};
 use crate::outbound::{self, Job, Mode, Pass};
+use crate::peer_status::{self, Counters, Facts, Publisher};
 use crate::plan::PeerConfig;
+use crate::restart::Restart;
 use crate::session_rules;
 use crate::shared::{OutQueue, Shared};
 
@@ -67,15 +68,6 @@ impl PeerConfig {
         }
     }
 }
-
-/// RFC 4724: how long stale routes wait for End-of-RIB after the peer's
-/// session is back.
-pub const STALE_TIME: Duration = Duration::from_secs(360);
-
-/// How stale the published status may be while nothing but counters
-/// change: a state change is published at once, a stream of UPDATEs at
-/// most this often (the status is not rebuilt for every frame).
-const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 /// How many changed prefixes one export round handles.
 const EXPORT_BATCH: usize = 50_000;
@@ -133,6 +125,8 @@ pub struct PeerTask {
     conns: HashMap<ConnId, ConnHandle>,
     timers: HashMap<Timer, Instant>,
     session: Option<(ConnId, Negotiated)>,
+    /// The session's share of the Adj-RIB-Out, while it is Established.
+    adj_out: Option<OutId>,
     source: Option<PathSource>,
     pending: VecDeque<Event>,
     /// Prefixes whose export to this peer must be recomputed.
@@ -145,29 +139,18 @@ pub struct PeerTask {
     /// refresh, the re-export after a policy edit), worked JOB_SLICE
     /// prefixes per turn of the task loop, the front one first.
     jobs: VecDeque<Job>,
-    /// The peer's routes are kept stale through its restart (RFC 4724).
-    gr_stale: bool,
-    /// Families whose End-of-RIB this session has not delivered yet; when
-    /// none are left the peer counts as converged for the FIB's sweep.
-    eor_waiting: bgpd::packet::FamilySet,
-    /// When the stale routes go if not refreshed: the peer's restart time
-    /// while it is down, then STALE_TIME while waiting for End-of-RIB.
-    gr_deadline: Option<Instant>,
-    last_state: State,
-    since: SystemTime,
+    /// Graceful restart of the peer (its routes kept stale) and the
+    /// End-of-RIB bookkeeping.
+    restart: Restart,
     last_error: Option<String>,
-    prefixes_received: usize,
-    prefixes_advertised: usize,
-    updates_received: u64,
-    updates_sent: u64,
+    counters: Counters,
     /// Malformed messages received, for RFC 7606 §6 logging.
     malformed: u64,
     /// Counters, NOTIFICATIONs and the last session's capabilities.
     detail: crate::api::PeerDetail,
-    /// When the status was last published, and whether something changed
-    /// since (published by PUBLISH_EVERY at the latest).
-    published_at: Instant,
-    publish_due: bool,
+    /// When the status is published, and since when the peer is in its
+    /// state.
+    publisher: Publisher,
 }
 
 impl PeerTask {
@@ -185,25 +168,18 @@ impl PeerTask {
             conns: HashMap::new(),
             timers: HashMap::new(),
             session: None,
+            adj_out: None,
             source: None,
             pending: VecDeque::new(),
             out: Arc::new(OutQueue::default()),
             backlog: VecDeque::new(),
             jobs: VecDeque::new(),
-            gr_stale: false,
-            eor_waiting: bgpd::packet::FamilySet::default(),
-            gr_deadline: None,
-            last_state: State::Idle,
-            since: SystemTime::now(),
+            restart: Restart::default(),
             last_error: None,
-            prefixes_received: 0,
-            prefixes_advertised: 0,
-            updates_received: 0,
-            updates_sent: 0,
+            counters: Counters::default(),
             malformed: 0,
             detail: crate::api::PeerDetail::default(),
-            published_at: Instant::now(),
-            publish_due: false,
+            publisher: Publisher::new(Instant::now()),
         };
         task.publish_now();
         (task, tx)
@@ -212,8 +188,8 @@ impl PeerTask {
     pub async fn run(mut self) {
         self.event(Event::ManualStart);
         loop {
-            let publish_at = self.publish_due.then_some(self.published_at + PUBLISH_EVERY);
-            let deadline = self.timers.values().copied().chain(self.gr_deadline).chain(publish_at).min();
+            let publish_at = self.publisher.wake_at();
+            let deadline = self.timers.values().copied().chain(self.restart.deadline()).chain(publish_at).min();
             let sleep =
                 tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
             let out = self.out.clone();
@@ -264,8 +240,7 @@ impl PeerTask {
 
     fn fire_timers(&mut self) {
         let now = Instant::now();
-        if self.gr_deadline.is_some_and(|d| d <= now) {
-            self.gr_deadline = None;
+        if self.restart.expire(now) {
             self.purge_stale(None, "graceful restart timer expired");
         }
         let due: Vec<Timer> = self.timers.iter().filter(|(_, at)| **at <= now).map(|(t, _)| *t).collect();
@@ -429,10 +404,11 @@ impl PeerTask {
             cease_sub::PEER_DECONFIGURED,
             bytes::Bytes::new(),
         ));
-        self.gr_stale = false;
         // Stale routes kept from an earlier restart go too.
-        let (_, changed) = self.shared.rib().purge_stale(self.cfg.address, None);
-        self.shared.notify_export(&changed);
+        if self.restart.stale() {
+            self.restart.clear();
+            self.purge_stale(None, "peer removed from the configuration");
+        }
         self.stop_and_leave(Some(n)).await;
     }
 
@@ -442,6 +418,7 @@ impl PeerTask {
         let writers: Vec<mpsc::UnboundedSender<WriterCmd>> = self.conns.values().map(|h| h.writer.clone()).collect();
         self.event(Event::Stop { notification, restart_after: None });
         self.shared.unregister_export(self.cfg.address);
+        self.close_adj_out();
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             for w in writers {
                 w.closed().await;
@@ -502,7 +479,7 @@ impl PeerTask {
             return;
         }
         if matches!(m, Message::Update(_)) {
-            self.updates_sent += 1;
+            self.counters.updates_sent += 1;
         }
         crate::peer_detail::count(&mut self.detail.messages_sent, m);
         if let Message::Notification(n) = m {
@@ -514,7 +491,7 @@ impl PeerTask {
     /// encodes each once, straight to bytes).
     fn send_update_wire(&mut self, id: ConnId, bytes: bytes::Bytes) {
         if self.push(id, bytes) {
-            self.updates_sent += 1;
+            self.counters.updates_sent += 1;
             self.detail.messages_sent.update += 1;
         }
     }
@@ -584,7 +561,6 @@ impl PeerTask {
     }
 
     fn established(&mut self, id: ConnId, n: Negotiated) {
-        self.eor_waiting = n.families;
         info!(
             peer = %self.cfg.address,
             remote_as = n.remote_as,
@@ -600,25 +576,11 @@ impl PeerTask {
             ebgp: n.ebgp,
             rr_client: self.cfg.rr_client(),
         })));
-        if self.gr_stale {
-            // RFC 4724 §4.2: families the restarted peer no longer lists,
-            // or lists without the F bit, lose their stale routes now; the
-            // rest wait for End-of-RIB.
-            let keep: Vec<Family> = n
-                .peer_graceful_restart
-                .iter()
-                .flat_map(|g| g.families.iter())
-                .filter(|f| f.forwarding_preserved)
-                .filter_map(|f| f.afi_safi.family())
-                .collect();
-            for f in Family::ALL {
-                if !keep.contains(&f) {
-                    self.purge_stale(Some(f), "forwarding state not preserved");
-                }
-            }
-            if self.gr_stale {
-                self.gr_deadline = Some(Instant::now() + STALE_TIME);
-            }
+        // RFC 4724 §4.2: families the restarted peer no longer lists, or
+        // lists without the F bit, lose their stale routes now; the rest
+        // wait for End-of-RIB.
+        for f in self.restart.established(&n, Instant::now()) {
+            self.purge_stale(Some(f), "forwarding state not preserved");
         }
         self.detail.capabilities = Some(crate::peer_detail::capabilities(&n));
         self.detail.established_unix = Some(unix_now());
@@ -632,6 +594,8 @@ impl PeerTask {
         self.shared.register_export(self.cfg.address, self.out.clone());
         self.out.take();
         self.backlog.clear();
+        self.close_adj_out();
+        self.adj_out = Some(self.shared.rib().open_adj_out());
         self.full_export(id, None);
     }
 
@@ -684,12 +648,13 @@ impl PeerTask {
             self.jobs.retain(|j| j.id == *id);
             return;
         }
-        let Some(addrs) = self.session_addrs(job.id) else { return };
+        let (Some(addrs), Some(out)) = (self.session_addrs(job.id), self.adj_out) else { return };
         let (target, node) = (self.target(&n), self.node_export());
+        let to = outbound::To { target: &target, node: &node, n: &n, addrs: &addrs, out };
         let decided = {
-            let rib = self.shared.rib();
+            let mut rib = self.shared.rib();
             let (slice, mode) = job.slice();
-            outbound::decide(&rib, slice.iter().map(|p| (*p, NO_SLOT)), mode, &target, &node, &n)
+            outbound::decide(&mut rib, slice.iter().map(|p| (*p, NO_SLOT)), mode, &to)
         };
         job.sent += self.send_decided(job.id, decided, &addrs, &n);
         if !job.done() {
@@ -702,9 +667,6 @@ impl PeerTask {
                     if n.families.contains(f) && family.is_none_or(|x| x == f) {
                         self.send(job.id, &Message::Update(UpdateMsg::end_of_rib_marker(f)));
                     }
-                }
-                if family.is_none() {
-                    self.prefixes_advertised = job.sent;
                 }
                 debug!(peer = %self.cfg.address, prefixes = job.sent, took = ?job.started.elapsed(), "full export sent");
             }
@@ -719,7 +681,9 @@ impl PeerTask {
     /// prefixes were announced.
     fn send_decided(&mut self, id: ConnId, d: outbound::Decided, addrs: &SessionAddrs, n: &Negotiated) -> usize {
         let mut sent = 0;
-        let outbound::Decided { groups, withdrawn } = d;
+        let outbound::Decided { groups, withdrawn, skipped, held: d_held } = d;
+        self.log_skipped(&skipped);
+        self.counters.prefixes_advertised = d_held;
         for (f, (g, w)) in Family::ALL.into_iter().zip(groups.into_iter().zip(withdrawn)) {
             for u in export::withdraw(f, &w, n) {
                 self.send(id, &Message::Update(u));
@@ -749,9 +713,10 @@ impl PeerTask {
     fn export_changes(&mut self, prefixes: Vec<(IpNet, u32)>) {
         let Some((id, n)) = &self.session else { return };
         let (id, n) = (*id, n.clone());
-        let Some(addrs) = self.session_addrs(id) else { return };
+        let (Some(addrs), Some(out)) = (self.session_addrs(id), self.adj_out) else { return };
         let (target, node) = (self.target(&n), self.node_export());
-        let decided = outbound::decide(&self.shared.rib(), prefixes, Mode::Change, &target, &node, &n);
+        let to = outbound::To { target: &target, node: &node, n: &n, addrs: &addrs, out };
+        let decided = outbound::decide(&mut self.shared.rib(), prefixes, Mode::Announce, &to);
         self.send_decided(id, decided, &addrs, &n);
     }
 
@@ -780,21 +745,15 @@ impl PeerTask {
         session_rules::graceful_restart_hold(n, self.cfg.graceful_restart_time, reason)
     }
 
-    /// Drops the peer's stale routes (of one family, or all).
+    /// Drops the peer's stale routes (of one family, or all), as
+    /// [`Restart`] decided.
     fn purge_stale(&mut self, family: Option<Family>, why: &str) {
-        if !self.gr_stale {
-            return;
-        }
         let (n, changed) = self.shared.rib().purge_stale(self.cfg.address, family);
         if n > 0 {
             info!(peer = %self.cfg.address, purged = n, ?family, "stale routes removed: {why}");
         }
-        self.prefixes_received = self.prefixes_received.saturating_sub(n);
+        self.counters.prefixes_received = self.counters.prefixes_received.saturating_sub(n);
         self.shared.notify_export(&changed);
-        if family.is_none() {
-            self.gr_stale = false;
-            self.gr_deadline = None;
-        }
     }
 
     fn session_down(&mut self, reason: &DownReason) {
@@ -805,6 +764,7 @@ impl PeerTask {
         }
         self.detail.established_unix = None;
         self.shared.unregister_export(self.cfg.address);
+        self.close_adj_out();
         self.backlog.clear();
         self.jobs.clear();
         let hold = self.graceful_restart_hold(reason);
@@ -812,30 +772,35 @@ impl PeerTask {
             match hold {
                 Some(t) => {
                     // Keep forwarding on the peer's routes while it restarts.
-                    let kept = self.shared.rib().mark_stale(self.cfg.address);
+                    let (kept, families) = self.shared.rib().mark_stale(self.cfg.address);
                     info!(peer = %self.cfg.address, kept, restart_time = ?t, "graceful restart: keeping routes as stale");
-                    self.gr_stale = kept > 0;
-                    self.gr_deadline = self.gr_stale.then(|| Instant::now() + t);
+                    self.restart.session_down(families, t, Instant::now());
                     self.last_error = Some(format!("{reason} (graceful restart: {kept} routes kept)"));
                 }
                 None => {
                     let (removed, changed) = self.shared.rib().remove_source(&src);
                     debug!(peer = %self.cfg.address, removed, changed = changed.len(), "routes withdrawn");
                     self.shared.notify_export(&changed);
-                    self.gr_stale = false;
-                    self.gr_deadline = None;
+                    self.restart.clear();
                 }
             }
         }
         self.session = None;
-        if !self.gr_stale {
-            self.prefixes_received = 0;
+        if !self.restart.stale() {
+            self.counters.prefixes_received = 0;
         }
-        self.prefixes_advertised = 0;
+        self.counters.prefixes_advertised = 0;
+    }
+
+    /// The session no longer holds anything of ours.
+    fn close_adj_out(&mut self) {
+        if let Some(out) = self.adj_out.take() {
+            self.shared.rib().close_adj_out(out);
+        }
     }
 
     fn update(&mut self, u: &UpdateMsg) {
-        self.updates_received += 1;
+        self.counters.updates_received += 1;
         let (Some((id, n)), Some(PathSource::Peer(peer))) = (&self.session, &self.source) else { return };
         if let Some(e) = &u.treat_as_withdraw {
             warn!(peer = %self.cfg.address, "malformed UPDATE treated as withdraw (RFC 7606): {e}");
@@ -846,25 +811,12 @@ impl PeerTask {
         if let Some(f) = u.end_of_rib() {
             debug!(peer = %self.cfg.address, family = %f, "End-of-RIB");
             if let Some(fam) = f.family() {
-                if self.eor_waiting.contains(fam) {
-                    self.eor_waiting.remove(fam);
-                    if self.eor_waiting.is_empty() {
-                        self.shared.peer_converged(self.cfg.address);
-                    }
+                let e = self.restart.end_of_rib(fam);
+                if e.converged {
+                    self.shared.peer_converged(self.cfg.address);
                 }
-            }
-            // Only a peer we are helping through a restart has stale paths;
-            // for the others End-of-RIB costs nothing (no table scans).
-            if let Some(fam) = f.family().filter(|_| self.gr_stale) {
-                self.purge_stale(Some(fam), "End-of-RIB");
-                let any_stale = self.shared.rib().iter().any(|(_, d)| {
-                    d.paths
-                        .iter()
-                        .any(|p| p.stale && matches!(&p.source, PathSource::Peer(r) if r.address == self.cfg.address))
-                });
-                if !any_stale {
-                    self.gr_stale = false;
-                    self.gr_deadline = None;
+                if e.purge {
+                    self.purge_stale(Some(fam), "End-of-RIB");
                 }
             }
             return;
@@ -905,11 +857,12 @@ impl PeerTask {
         };
         self.detail.prefixes_accepted += applied.accepted;
         self.detail.prefixes_rejected += applied.rejected;
-        self.prefixes_received = (self.prefixes_received + applied.added).saturating_sub(applied.removed);
+        self.counters.prefixes_received =
+            (self.counters.prefixes_received + applied.added).saturating_sub(applied.removed);
         let changed = applied.changed;
         self.shared.notify_export(&changed);
         if let Some(max) = self.cfg.max_prefixes {
-            if self.prefixes_received > max as usize {
+            if self.counters.prefixes_received > max as usize {
                 self.max_prefixes_exceeded(max, u);
             }
         }
@@ -922,7 +875,7 @@ impl PeerTask {
         let n = session_rules::max_prefixes_notification(family, max);
         warn!(
             peer = %self.cfg.address,
-            received = self.prefixes_received,
+            received = self.counters.prefixes_received,
             max,
             restart_in = ?self.cfg.max_prefixes_restart,
             "maximum prefixes exceeded; closing the session"
@@ -953,65 +906,37 @@ impl PeerTask {
     }
 
     /// Publishes the status when the state changed or PUBLISH_EVERY has
-    /// passed; otherwise notes that it is due (the task loop wakes for it).
+    /// passed; otherwise the task loop wakes for it later.
     fn publish(&mut self) {
-        if self.fsm.state() != self.last_state || self.published_at.elapsed() >= PUBLISH_EVERY {
+        if self.publisher.turn(self.fsm.state(), Instant::now()) {
             self.publish_now();
-        } else {
-            self.publish_due = true;
         }
     }
 
     fn publish_now(&mut self) {
-        self.published_at = Instant::now();
-        self.publish_due = false;
         let state = self.fsm.state();
-        if state != self.last_state {
-            debug!(peer = %self.cfg.address, from = %self.last_state, to = %state, "state change");
-            self.last_state = state;
-            self.since = SystemTime::now();
+        if let Some(from) = self.publisher.published(state, Instant::now()) {
+            debug!(peer = %self.cfg.address, from = %from, to = %state, "state change");
         }
-        let n = self.session.as_ref().map(|(_, n)| n);
-        let ebgp = self.cfg.as_number != self.node.local_as;
-        let info = match (&self.last_error, state) {
-            (_, State::Established) => "Established".to_owned(),
-            (Some(e), s) => format!("{s}: {e}"),
-            (None, s) => s.to_string(),
-        };
-        let since_unix = self.since.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let status = PeerStatus {
-            address: self.cfg.address.to_string(),
-            port: self.cfg.port,
-            as_number: self.cfg.as_number,
-            peer_type: self.cfg.kind.label().into(),
-            session: if ebgp { "ebgp" } else { "ibgp" }.into(),
-            state: state.to_string(),
-            since: humantime::format_rfc3339_seconds(self.since).to_string(),
-            since_unix,
-            info,
-            passive: self.cfg.passive,
-            description: self.cfg.description.clone(),
-            remote_id: n.map(|n| n.remote_id.to_string()),
-            hold_time: n.map(|n| n.hold_time),
-            keepalive: n.map(|n| n.keepalive),
-            families: n.map(|n| n.families.iter().map(|f| f.to_string()).collect()).unwrap_or_default(),
-            four_octet_as: n.map(|n| n.four_octet_as),
-            prefixes_received: self.prefixes_received,
-            prefixes_advertised: self.prefixes_advertised,
-            updates_received: self.updates_received,
-            updates_sent: self.updates_sent,
+        let status = peer_status::build(&Facts {
+            cfg: &self.cfg,
+            local_as: self.node.local_as,
+            state,
+            since: self.publisher.since(),
+            session: self.session.as_ref().map(|(_, n)| n),
+            last_error: self.last_error.as_deref(),
+            counters: self.counters,
             out_queue_bytes: self.session_load().map_or(0, |l| l.queued()),
-            last_error: self.last_error.clone(),
-            detail: crate::api::PeerDetail {
-                hold_time_configured: self.cfg.hold_time,
-                connect_retry: self.cfg.connect_retry.as_secs(),
-                password: self.cfg.password.is_some(),
-                ttl_security: self.cfg.ttl_security,
-                graceful_restart_time: self.cfg.graceful_restart_time,
-                ..self.detail.clone()
-            },
-        };
+            detail: &self.detail,
+        });
         self.shared.set_peer_status(status, self.cfg.address);
+    }
+}
+
+impl Drop for PeerTask {
+    /// However the task ends, its session's Adj-RIB-Out goes with it.
+    fn drop(&mut self) {
+        self.close_adj_out();
     }
 }
 

@@ -302,6 +302,16 @@ impl Shared {
 
     pub fn status(&self) -> NodeStatus {
         let peers: Vec<PeerStatus> = lock(&self.peers).values().cloned().collect();
+        let rib = {
+            let r = self.rib();
+            let (adj_rib_out_bytes, withdrawals_pending) = r.adj_out_cost();
+            crate::api::RibSummary {
+                prefixes: r.len(),
+                attribute_sets: r.attr_sets(),
+                adj_rib_out_bytes,
+                withdrawals_pending,
+            }
+        };
         NodeStatus {
             name: self.name.clone(),
             router_id: self.router_id.to_string(),
@@ -315,6 +325,7 @@ impl Shared {
                 requested: d.requested.clone(),
                 reason: d.reason.clone(),
             }),
+            rib,
         }
     }
 }

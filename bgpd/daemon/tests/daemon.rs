@@ -321,6 +321,94 @@ fn rfc7606_attributes_without_reachable_nlri_reset_ipv4_and_ipv6() {
     assert!(log.contains("c008050102030405"), "the COMMUNITIES attribute in the dump: {log}");
 }
 
+/// The Adj-RIB-Out is exact: a peer whose export policy kept a prefix
+/// from it is not sent a withdrawal for that prefix, whether the route goes
+/// by an UPDATE or with its session; what it was sent is withdrawn once.
+#[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
+fn withdrawals_go_only_to_peers_that_were_sent_the_route() {
+    if testbed::skip_unless_root("withdrawals_go_only_to_peers_that_were_sent_the_route") {
+        return;
+    }
+    const MONITOR_V4: &str = "10.1.0.3";
+    let p = pair("ao");
+    p.peer.add_addr("eth0", &format!("{MONITOR_V4}/24")).unwrap();
+    let cfg = format!(
+        "[node]\nname = \"merle\"\naddress = \"{MERLE_V4}/24\"\n\n\
+         [bgp]\nhold_time = 90\nconnect_retry_time = 1\n\n\
+         [[bgp.peers]]\naddress = \"{PEER_V4}\"\nas_number = 65002\npassive = true\n\n\
+         [[bgp.peers]]\naddress = \"{MONITOR_V4}\"\nas_number = 65003\npassive = true\n\
+         export_learned = true\nfilters = [\"monitor\"]\n\n\
+         [[filters]]\nname = \"monitor\"\n[[filters.export_v4]]\ncidr = \"10.9.2.0/23\"\n\
+         match_operator = \"In\"\naction = \"Reject\"\n\n\
+         [[advertise]]\nprefix = \"10.244.1.0/26\"\n\n[control]\nsocket = \"{{socket}}\"\n"
+    );
+    let m = start_merled(&p, &cfg);
+    let dst: SocketAddr = format!("{MERLE_V4}:179").parse().unwrap();
+    let (to_upstream, upstream_rx) = mpsc::channel::<()>();
+    let monitor = p
+        .peer
+        .spawn(move || {
+            let mut s = Speaker::connect(MONITOR_V4.parse().unwrap(), dst).unwrap();
+            s.handshake(65003, Ipv4Addr::new(10, 1, 0, 3), 90);
+            let (mut announced, mut withdrawn) = (Vec::new(), Vec::new());
+            let mut quiet_until: Option<std::time::Instant> = None;
+            loop {
+                let left = match quiet_until {
+                    Some(t) => match t.checked_duration_since(std::time::Instant::now()) {
+                        Some(d) => d,
+                        None => break,
+                    },
+                    None => Duration::from_secs(30),
+                };
+                let Some(msg) = s.recv(left) else { break };
+                if let Message::Update(u) = msg {
+                    announced.extend(u.announcements().into_iter().map(|(n, _)| n.prefix.to_string()));
+                    withdrawn.extend(u.withdrawals().into_iter().map(|n| n.prefix.to_string()));
+                }
+                if announced.len() == 3 && quiet_until.is_none() && withdrawn.is_empty() {
+                    // Everything this peer gets is here: the upstream may go.
+                    let _ = to_upstream.send(());
+                }
+                if withdrawn.len() >= 2 && quiet_until.is_none() {
+                    // Listen on a while for withdrawals that must not come.
+                    quiet_until = Some(std::time::Instant::now() + Duration::from_secs(2));
+                }
+            }
+            announced.sort();
+            withdrawn.sort();
+            // The session stays up (the stream is handed back) for the
+            // status check.
+            (announced, withdrawn, s)
+        })
+        .unwrap();
+    let upstream = p
+        .peer
+        .spawn(move || {
+            let mut s = Speaker::connect(PEER_V4.parse().unwrap(), dst).unwrap();
+            s.handshake(65002, Ipv4Addr::new(10, 1, 0, 2), 90);
+            // Two the monitor gets (10.9.0, 10.9.1), two its filter keeps
+            // from it (10.9.2, 10.9.3).
+            s.send_update_raw(&valid(&[]), &[nlri24(0), nlri24(1), nlri24(2), nlri24(3)].concat());
+            upstream_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+            // One of each withdrawn by an UPDATE, the others by the
+            // session's end.
+            s.send_update_parts(&[nlri24(0), nlri24(2)].concat(), &[], &[]);
+            std::thread::sleep(Duration::from_millis(300));
+            drop(s);
+        })
+        .unwrap();
+    upstream.join().unwrap().unwrap();
+    let (announced, withdrawn, _session) = monitor.join().unwrap().unwrap();
+    assert_eq!(announced, ["10.244.1.0/26", "10.9.0.0/24", "10.9.1.0/24"]);
+    assert_eq!(withdrawn, ["10.9.0.0/24", "10.9.1.0/24"], "withdrawals only for what the monitor was sent, once each");
+    wait::poll("the monitor's advertised count", T, || {
+        let st = m.peer(MONITOR_V4)?;
+        (st["prefixes_advertised"].as_u64() == Some(1)).then_some(())
+    })
+    .unwrap();
+}
+
 #[test]
 #[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
 fn a_stuck_peer_does_not_stall_the_others() {

@@ -33,7 +33,6 @@ fn exported() -> BTreeSet<String> {
         dataplane: Some(merle_ebpf::report::Report { counters: vec![counter], ..Default::default() }),
         md5: Some(Default::default()),
         process: Some(Process { max_fds: Some(1024), ..Default::default() }),
-        ..Default::default()
     };
     let live = Live::default();
     live.record_cni(&merled::metrics::CniCall {

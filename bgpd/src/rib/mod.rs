@@ -6,8 +6,10 @@
 //! [`decision`] ranks the paths per RFC 4271 §9.1.2, records for every
 //! losing path the step at which it lost, and marks the ECMP multipath set.
 //! Attribute sets are interned by [`intern::AttrInterner`], so identical
-//! ones are stored once.
+//! ones are stored once. [`adj_out`] records which prefixes each session
+//! has been sent (the Adj-RIB-Out, one bit per prefix per session).
 
+pub mod adj_out;
 pub mod decision;
 pub mod intern;
 
@@ -19,6 +21,7 @@ use ipnet::IpNet;
 use crate::hash::IndexMap;
 use crate::packet::{AsPath, Community, ExtCommunity, Family, LargeCommunity, Nlri, Origin, PathAttr};
 
+pub use adj_out::OutId;
 pub use decision::{compare, rank, DecisionOptions, LossReason};
 
 /// Who a path came from.
@@ -216,11 +219,21 @@ pub struct Rib {
     dests: IndexMap<IpNet, Destination>,
     opts: DecisionOptions,
     interner: intern::AttrInterner,
+    adj_out: adj_out::AdjOut,
+    /// Destinations without paths kept for a session that still holds
+    /// them ([`adj_out`]).
+    tombstones: usize,
 }
 
 impl Rib {
     pub fn new(opts: DecisionOptions) -> Self {
-        Self { dests: IndexMap::default(), opts, interner: intern::AttrInterner::default() }
+        Self {
+            dests: IndexMap::default(),
+            opts,
+            interner: intern::AttrInterner::default(),
+            adj_out: adj_out::AdjOut::default(),
+            tombstones: 0,
+        }
     }
 
     /// The shared copy of an attribute set (identical sets are stored once).
@@ -244,6 +257,9 @@ impl Rib {
         let entry = self.dests.entry(prefix);
         let slot = u32::try_from(entry.index()).unwrap_or(NO_SLOT);
         let d = entry.or_default();
+        if d.paths.is_empty() && slot != NO_SLOT && self.adj_out.any(slot as usize) {
+            self.tombstones -= 1;
+        }
         let old = d.fingerprint();
         let old_kind = d.best_kind();
         let before = d.paths.len();
@@ -264,8 +280,18 @@ impl Rib {
         d.paths.retain(|p| !(&p.source == source && p.path_id == path_id));
         let removed = d.paths.len() != before;
         if d.paths.is_empty() {
-            self.dests.swap_remove(prefix);
-            return Outcome { added: false, removed, best_changed: removed, kinds: old_kind, slot: NO_SLOT };
+            if !removed {
+                // Already a tombstone.
+                return Outcome::default();
+            }
+            let kept = self.adj_out.any(slot as usize);
+            if kept {
+                self.tombstones += 1;
+            } else {
+                self.remove_slot(slot as usize);
+            }
+            let slot = if kept { slot } else { NO_SLOT };
+            return Outcome { added: false, removed, best_changed: true, kinds: old_kind, slot };
         }
         if removed {
             Self::rank(d, &self.opts);
@@ -285,12 +311,16 @@ impl Rib {
     fn remove_where(&mut self, family: Option<Family>, gone: impl Fn(&Path) -> bool) -> (usize, Vec<Changed>) {
         let mut n = 0;
         let mut changed = Vec::new();
+        let mut emptied = Vec::new();
         let opts = self.opts;
-        self.dests.retain(|prefix, d| {
+        for (slot, (prefix, d)) in self.dests.iter_mut().enumerate() {
             if family.is_some_and(|f| Nlri::new(*prefix).family() != f) {
-                return true;
+                continue;
             }
             let before = d.paths.len();
+            if before == 0 {
+                continue;
+            }
             let old = d.fingerprint();
             let old_kind = d.best_kind();
             d.paths.retain(|p| !gone(p));
@@ -298,13 +328,48 @@ impl Rib {
                 n += before - d.paths.len();
                 Self::rank(d, &opts);
                 if d.fingerprint() != old {
-                    // `retain` moves entries: no slot hint.
+                    // Slots move as emptied destinations go: no hint.
                     changed.push(Changed { prefix: *prefix, kinds: old_kind | d.best_kind(), slot: NO_SLOT });
                 }
+                if d.paths.is_empty() {
+                    emptied.push(slot);
+                }
             }
-            !d.paths.is_empty()
-        });
+        }
+        // Highest slot first, so the destination that moves into a freed
+        // slot is never one still to be removed.
+        for slot in emptied.into_iter().rev() {
+            if self.adj_out.any(slot) {
+                self.tombstones += 1;
+            } else {
+                self.remove_slot(slot);
+            }
+        }
         (n, changed)
+    }
+
+    /// Removes the destination in `slot`, which no session holds: the last
+    /// one takes its place, with its Adj-RIB-Out bits.
+    fn remove_slot(&mut self, slot: usize) {
+        let last = self.dests.len() - 1;
+        self.dests.swap_remove_index(slot);
+        if slot != last {
+            self.adj_out.moved(last, slot);
+        }
+    }
+
+    /// Drops the tombstones in `slots` that no session holds any more,
+    /// highest slot first (see [`Rib::remove_where`]).
+    fn sweep(&mut self, mut slots: Vec<usize>) {
+        slots.sort_unstable_by(|a, b| b.cmp(a));
+        slots.dedup();
+        for slot in slots {
+            let empty = self.dests.get_index(slot).is_some_and(|(_, d)| d.paths.is_empty());
+            if empty && !self.adj_out.any(slot) {
+                self.tombstones -= 1;
+                self.remove_slot(slot);
+            }
+        }
     }
 
     fn rank(d: &mut Destination, opts: &DecisionOptions) {
@@ -317,18 +382,20 @@ impl Rib {
     }
 
     /// Marks every path from the peer at `addr` stale (RFC 4724 §4.2, the
-    /// receiving speaker). Returns how many.
-    pub fn mark_stale(&mut self, addr: IpAddr) -> usize {
+    /// receiving speaker). Returns how many, and their families.
+    pub fn mark_stale(&mut self, addr: IpAddr) -> (usize, crate::packet::FamilySet) {
         let mut n = 0;
-        for d in self.dests.values_mut() {
+        let mut families = crate::packet::FamilySet::default();
+        for (prefix, d) in self.dests.iter_mut() {
             for p in &mut d.paths {
                 if matches!(&p.source, PathSource::Peer(r) if r.address == addr) {
                     p.stale = true;
                     n += 1;
+                    families.insert(Nlri::new(*prefix).family());
                 }
             }
         }
-        n
+        (n, families)
     }
 
     /// Removes the stale paths from the peer at `addr` (of one family, or
@@ -342,21 +409,26 @@ impl Rib {
     }
 
     pub fn get(&self, prefix: &IpNet) -> Option<&Destination> {
-        self.dests.get(prefix)
+        self.dests.get(prefix).filter(|d| !d.paths.is_empty())
     }
 
     /// [`Rib::get`], trying the slot a [`Changed`] recorded first: when the
     /// destination has not moved since, that is one read of the entry in
     /// place of a hash-table probe.
     pub fn get_hinted(&self, prefix: &IpNet, slot: u32) -> Option<&Destination> {
-        match self.dests.get_index(slot as usize) {
-            Some((k, d)) if k == prefix => Some(d),
-            _ => self.dests.get(prefix),
+        self.get_any(prefix, slot).map(|(_, d)| d).filter(|d| !d.paths.is_empty())
+    }
+
+    /// The destination and its slot, tombstones included.
+    fn get_any(&self, prefix: &IpNet, hint: u32) -> Option<(usize, &Destination)> {
+        match self.dests.get_index(hint as usize) {
+            Some((k, d)) if k == prefix => Some((hint as usize, d)),
+            _ => self.dests.get_full(prefix).map(|(i, _, d)| (i, d)),
         }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&IpNet, &Destination)> {
-        self.dests.iter()
+        self.dests.iter().filter(|(_, d)| !d.paths.is_empty())
     }
 
     /// Number of paths from `source`.
@@ -365,11 +437,62 @@ impl Rib {
     }
 
     pub fn len(&self) -> usize {
-        self.dests.len()
+        self.dests.len() - self.tombstones
     }
 
     pub fn is_empty(&self) -> bool {
-        self.dests.is_empty()
+        self.len() == 0
+    }
+
+    /// Opens a session's Adj-RIB-Out: it holds nothing yet.
+    pub fn open_adj_out(&mut self) -> OutId {
+        self.adj_out.open()
+    }
+
+    /// Closes a session's Adj-RIB-Out (the session went down): tombstones
+    /// kept only for it go.
+    pub fn close_adj_out(&mut self, id: OutId) {
+        if self.adj_out.close(id) && self.tombstones > 0 {
+            let slots = self.dests.values().enumerate().filter(|(_, d)| d.paths.is_empty()).map(|(i, _)| i).collect();
+            self.sweep(slots);
+        }
+    }
+
+    /// The destination of `prefix` as export to session `id` sees it: its
+    /// slot, its paths (none for a tombstone), and whether the session
+    /// holds it. `hint` is a [`Changed::slot`] or [`NO_SLOT`].
+    pub fn out_view(&self, id: OutId, prefix: &IpNet, hint: u32) -> Option<(u32, &Destination, bool)> {
+        let (slot, d) = self.get_any(prefix, hint)?;
+        Some((u32::try_from(slot).unwrap_or(NO_SLOT), d, self.adj_out.get(id, slot)))
+    }
+
+    /// Records what session `id` was sent: `(slot, true)` for an
+    /// announcement, `(slot, false)` for a withdrawal, with the slots
+    /// [`Rib::out_view`] gave under this same borrow of the RIB. Tombstones
+    /// no session holds any more leave the table.
+    pub fn record_sent(&mut self, id: OutId, marks: &[(u32, bool)]) {
+        let mut gone = Vec::new();
+        for &(slot, sent) in marks {
+            let slot = slot as usize;
+            self.adj_out.set(id, slot, sent);
+            if !sent && self.dests.get_index(slot).is_some_and(|(_, d)| d.paths.is_empty()) {
+                gone.push(slot);
+            }
+        }
+        if !gone.is_empty() {
+            self.sweep(gone);
+        }
+    }
+
+    /// How many prefixes session `id` holds.
+    pub fn adj_out_len(&self, id: OutId) -> usize {
+        self.adj_out.len(id)
+    }
+
+    /// The memory the Adj-RIB-Out takes, in bytes, and the tombstones it
+    /// keeps.
+    pub fn adj_out_cost(&self) -> (usize, usize) {
+        (self.adj_out.bytes() + self.tombstones * std::mem::size_of::<(IpNet, Destination)>(), self.tombstones)
     }
 }
 
@@ -404,7 +527,9 @@ mod tests {
         for p in [v4, v4b, v6] {
             assert!(rib.insert(p, path("10.0.0.2", false)).best_changed);
         }
-        assert_eq!(rib.mark_stale("10.0.0.2".parse().unwrap()), 3);
+        let (n, families) = rib.mark_stale("10.0.0.2".parse().unwrap());
+        assert_eq!(n, 3);
+        assert!(families.contains(Family::Ipv4Unicast) && families.contains(Family::Ipv6Unicast));
         // A refresh replaces the stale path.
         let o = rib.insert(v4, path("10.0.0.2", false));
         assert!(!o.added);
@@ -447,5 +572,128 @@ mod tests {
         one.insert(p, path("10.0.0.2", false));
         one.insert(p, path("10.0.0.3", false));
         assert_eq!(one.get(&p).unwrap().multipath_len(), 1);
+    }
+
+    fn net(i: u32) -> IpNet {
+        IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).unwrap())
+    }
+
+    /// A session is sent a prefix, the prefix's last path goes: the
+    /// destination stays for export only, until the withdrawal is recorded.
+    #[test]
+    fn a_prefix_a_session_holds_outlives_its_last_path_until_withdrawn() {
+        let mut rib = Rib::default();
+        let (a, b) = (rib.open_adj_out(), rib.open_adj_out());
+        let src = path("10.0.0.2", false).source;
+        for i in 0..3 {
+            rib.insert(net(i), path("10.0.0.2", false));
+        }
+        let (slot, _, sent) = rib.out_view(a, &net(1), NO_SLOT).unwrap();
+        assert!(!sent);
+        rib.record_sent(a, &[(slot, true)]);
+        assert_eq!((rib.adj_out_len(a), rib.adj_out_len(b)), (1, 0));
+        let o = rib.withdraw(&net(1), &src, 0);
+        assert!(o.best_changed && o.removed);
+        assert_eq!(o.slot, slot, "the tombstone keeps its slot, and the hint says so");
+        assert_eq!(rib.len(), 2);
+        assert!(rib.get(&net(1)).is_none() && rib.iter().all(|(p, _)| *p != net(1)));
+        let (s2, d, sent) = rib.out_view(a, &net(1), o.slot).unwrap();
+        assert!(sent && d.paths.is_empty() && s2 == slot);
+        assert!(!rib.out_view(b, &net(1), NO_SLOT).unwrap().2, "b was never sent it");
+        // Withdrawing again changes nothing.
+        assert_eq!(rib.withdraw(&net(1), &src, 0), Outcome::default());
+        rib.record_sent(a, &[(slot, false)]);
+        assert!(rib.out_view(a, &net(1), NO_SLOT).is_none(), "withdrawn from the last holder: gone");
+        assert_eq!((rib.adj_out_len(a), rib.adj_out_cost().1), (0, 0));
+        // A path coming back to a tombstone revives it.
+        let (slot, _, _) = rib.out_view(a, &net(2), NO_SLOT).unwrap();
+        rib.record_sent(a, &[(slot, true)]);
+        rib.withdraw(&net(2), &src, 0);
+        assert_eq!(rib.adj_out_cost().1, 1);
+        rib.insert(net(2), path("10.0.0.3", false));
+        assert_eq!((rib.adj_out_cost().1, rib.len()), (0, 2));
+        assert!(rib.out_view(a, &net(2), NO_SLOT).unwrap().2, "still held: the next export replaces it");
+        // A session going down drops the tombstones only it held.
+        let other = path("10.0.0.3", false).source;
+        assert!(rib.withdraw(&net(2), &other, 0).removed);
+        assert_eq!(rib.adj_out_cost().1, 1);
+        rib.close_adj_out(a);
+        assert_eq!((rib.adj_out_cost().1, rib.len()), (0, 1));
+        assert!(rib.out_view(b, &net(2), NO_SLOT).is_none());
+    }
+
+    /// Random inserts, withdrawals, whole-source removals, exports and
+    /// session closes against a model: every session's bits stay on the
+    /// prefixes it was sent while slots move, and nothing else is kept.
+    #[test]
+    fn the_adj_rib_out_follows_its_prefixes_through_random_changes() {
+        use std::collections::{BTreeMap, BTreeSet};
+        let mut rib = Rib::default();
+        let sources: Vec<Path> = ["10.0.0.2", "10.0.0.3", "10.0.0.4"].iter().map(|a| path(a, false)).collect();
+        let mut ids = [rib.open_adj_out(), rib.open_adj_out()];
+        let mut model_paths: BTreeMap<u32, BTreeSet<usize>> = BTreeMap::new();
+        let mut model_sent: [BTreeSet<u32>; 2] = [BTreeSet::new(), BTreeSet::new()];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        for step in 0..20_000 {
+            let p = next(64) as u32;
+            let s = next(3) as usize;
+            let who = next(2) as usize;
+            match next(10) {
+                0..=3 => {
+                    rib.insert(net(p), sources[s].clone());
+                    model_paths.entry(p).or_default().insert(s);
+                }
+                4..=5 => {
+                    rib.withdraw(&net(p), &sources[s].source, 0);
+                    if let Some(x) = model_paths.get_mut(&p) {
+                        x.remove(&s);
+                    }
+                }
+                6 if step % 50 == 0 => {
+                    rib.remove_source(&sources[s].source);
+                    model_paths.values_mut().for_each(|x| {
+                        x.remove(&s);
+                    });
+                }
+                6 if step % 97 == 0 => {
+                    rib.close_adj_out(ids[who]);
+                    ids[who] = rib.open_adj_out();
+                    model_sent[who].clear();
+                }
+                _ => {
+                    // Export a run of prefixes to one session, as the
+                    // export driver does: announce what has a path,
+                    // withdraw what it holds and has none.
+                    let mut marks = Vec::new();
+                    for q in (0..64).filter(|_| next(4) == 0) {
+                        if let Some((slot, d, sent)) = rib.out_view(ids[who], &net(q), NO_SLOT) {
+                            assert_eq!(sent, model_sent[who].contains(&q), "step {step}: bit of {q}");
+                            if !d.paths.is_empty() {
+                                marks.push((slot, true));
+                                model_sent[who].insert(q);
+                            } else if sent {
+                                marks.push((slot, false));
+                                model_sent[who].remove(&q);
+                            }
+                        }
+                    }
+                    rib.record_sent(ids[who], &marks);
+                }
+            }
+            model_paths.retain(|_, x| !x.is_empty());
+            let live: BTreeSet<u32> = model_paths.keys().copied().collect();
+            assert_eq!(rib.len(), live.len(), "step {step}");
+            for (w, id) in ids.iter().enumerate() {
+                assert_eq!(rib.adj_out_len(*id), model_sent[w].len(), "step {step}");
+            }
+            let held: BTreeSet<u32> = model_sent.iter().flatten().copied().collect();
+            let tombs = held.difference(&live).count();
+            assert_eq!(rib.adj_out_cost().1, tombs, "step {step}: only held prefixes are kept");
+            assert_eq!(rib.dests.len(), live.len() + tombs);
+        }
     }
 }

@@ -213,6 +213,14 @@ fn print_status(s: &NodeStatus) {
         }
         None => println!("FIB: disabled ([fib] enabled = false)"),
     }
+    let r = &s.rib;
+    println!(
+        "RIB: {} prefixes, {} attribute sets; Adj-RIB-Out {:.1} KiB, {} withdrawals pending",
+        r.prefixes,
+        r.attribute_sets,
+        r.adj_rib_out_bytes as f64 / 1024.0,
+        r.withdrawals_pending
+    );
     println!();
     for (title, v6) in [("IPv4 BGP status", false), ("IPv6 BGP status", true)] {
         let rows: Vec<Vec<String>> = s
