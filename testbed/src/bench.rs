@@ -234,12 +234,28 @@ pub fn ingest_once(
     .with_context(|| format!("monitor has {} of {want} routes", route_count(&monitor)))?;
     let elapsed = start.elapsed();
     let cpu = cpu_time(pid).saturating_sub(cpu0);
+    if std::env::var_os("MERLE_BENCH_SMAPS").is_some() {
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+        let mut head = String::new();
+        for l in smaps.lines() {
+            if l.chars().next().is_some_and(|c| c.is_ascii_hexdigit()) && l.contains('-') && !l.starts_with("Rss") {
+                head = l.to_owned();
+            } else if let Some(v) = l.strip_prefix("Rss:") {
+                let kib: u64 = v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0);
+                if kib > 1024 {
+                    eprintln!("    smaps {kib:>8} KiB  {head}");
+                }
+            }
+        }
+    }
     if let Some(m) = &_merled {
         // What the exact Adj-RIB-Out costs at the table's peak.
         if let Ok(st) = m.status() {
             let r = &st["rib"];
             println!(
-                "  [merled] RIB {} prefixes; Adj-RIB-Out {:.1} KiB for {} sessions, {} withdrawals pending",
+                "  [merled] RSS now {:.1} MiB (peak {:.1}); RIB {} prefixes; Adj-RIB-Out {:.1} KiB for {} sessions, {} withdrawals pending",
+                status_kib(pid, "VmRSS:") as f64 / 1024.0,
+                peak_rss_kib(pid) as f64 / 1024.0,
                 r["prefixes"],
                 r["adj_rib_out_bytes"].as_f64().unwrap_or(0.0) / 1024.0,
                 st["peers"].as_array().map_or(0, |p| p.len()),
