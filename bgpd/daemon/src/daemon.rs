@@ -328,7 +328,6 @@ impl Running {
         let fresh: Vec<_> = new_routes.into_iter().filter(|r| !old_routes.contains(r)).collect();
         touched.extend(fresh.iter().map(|(p, ..)| Changed { prefix: *p, kinds: PathSource::LOCAL, slot: NO_SLOT }));
         originate(&self.shared, &self.node, fresh);
-        self.shared.notify_export(&touched);
         touched.len()
     }
 }

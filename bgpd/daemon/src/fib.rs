@@ -12,7 +12,7 @@ use fib_sync::{Fib, Input, NodeNet, Owner, Settings};
 use ipnet::IpNet;
 use tracing::info;
 
-use crate::shared::{OutQueue, Shared};
+use crate::shared::Shared;
 
 /// Routes found at start are swept at the latest this long after it, even
 /// if some peer never sends End-of-RIB.
@@ -77,6 +77,8 @@ fn next_hops(d: Option<&Destination>) -> Vec<IpAddr> {
 #[derive(Debug)]
 pub struct FibLink {
     fib: Fib,
+    /// The FIB's queue of the RIB's changes.
+    consumer: bgpd::rib::OutId,
 }
 
 impl FibLink {
@@ -89,20 +91,22 @@ impl FibLink {
         peers: Vec<IpAddr>,
     ) -> anyhow::Result<Self> {
         let fib = Fib::start(settings(cfg, own)).context("cannot start fib-sync (it needs CAP_NET_ADMIN)")?;
-        let queue = Arc::new(OutQueue::default());
-        queue.set_interest(u8::MAX);
-        shared.attach_fib(queue.clone(), fib.status());
-        // Whatever is in the RIB already (local routes) goes first.
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let consumer = shared.open_consumer(u8::MAX, notify.clone());
+        shared.attach_fib(fib.status());
         let tx = fib.sender();
         let shared2 = shared.clone();
         tokio::spawn(async move {
             loop {
-                queue.notify.notified().await;
-                let batch = queue.take();
+                notify.notified().await;
                 let routes: Vec<(IpNet, Vec<IpAddr>)> = {
-                    let rib = shared2.rib();
-                    batch.into_iter().map(|(p, slot)| (p, next_hops(rib.get_hinted(&p, slot)))).collect()
+                    let mut rib = shared2.rib();
+                    let batch = rib.take_queue(consumer);
+                    rib.dequeue(consumer, batch, |p, d| (*p, next_hops(d)))
                 };
+                if routes.is_empty() {
+                    continue;
+                }
                 if tx.send(Input::Routes(routes)).is_err() {
                     return;
                 }
@@ -121,7 +125,7 @@ impl FibLink {
                 }
             }
         });
-        Ok(Self { fib })
+        Ok(Self { fib, consumer })
     }
 
     pub fn reconfigure(&self, cfg: &conf::Config, own: Vec<IpNet>) {
@@ -131,7 +135,7 @@ impl FibLink {
     /// Stops feeding and programming the kernel; merle's routes stay, so
     /// forwarding goes on while merled is down.
     pub fn stop(self, shared: &Shared) {
-        shared.detach_fib();
+        shared.close_consumer(self.consumer);
         self.fib.stop();
     }
 }

@@ -7,8 +7,8 @@
 //!   peer's [`bgpd::fsm::Fsm`], its timers and its connections, decodes the
 //!   frames its connections read, applies UPDATEs to the shared RIB, and
 //!   exports through the one driver of [`outbound`] (whole-table jobs a
-//!   slice per turn, change batches from its `OutQueue`). A slow or stuck
-//!   peer only ever blocks its own task.
+//!   slice per turn, change batches from the queue the RIB keeps for its
+//!   session). A slow or stuck peer only ever blocks its own task.
 //! - per TCP connection, a **reader** that cuts the stream into BGP messages
 //!   and a **writer** that drains encoded messages to the socket ([`conn`]);
 //!   the peer task stops encoding for a writer that holds 256 KiB.
@@ -19,8 +19,9 @@
 //!   socket with JSON ([`api`]); table walks run on blocking threads
 //!   ([`routes`]).
 //! - the **health** and **metrics** endpoints ([`health`], [`metrics`]).
-//! - the **fib task** ([`fib`]) turns the FIB's `OutQueue` of changed
-//!   prefixes into `fib_sync::Input::Routes` for the engine.
+//! - the **fib task** ([`fib`]) turns the FIB's queue of changed prefixes
+//!   (kept by the RIB like a session's) into `fib_sync::Input::Routes` for
+//!   the engine.
 //! - the **main loop** ([`daemon`]): configuration reloads (a plan diff per
 //!   peer) and IPAM changes (blocks only: the local routes, the peers' own
 //!   prefix list and fib-sync's blackholes; nothing is re-planned).
@@ -30,8 +31,10 @@
 //! ([`ipam`]), and the **dataplane** worker that loads the eBPF datapath and
 //! keeps its maps ([`dataplane`], [`services`]).
 //!
-//! Shared state ([`shared::Shared`]) is the RIB and each peer's status,
-//! behind short-lived mutexes that are never held across an `.await`.
+//! Shared state ([`shared::Shared`]) is the RIB (with the Adj-RIB-Out and
+//! the consumers' queues) and each peer's status, behind short-lived
+//! mutexes that are never held across an `.await`; dropping the RIB's
+//! guard wakes the consumers it queued changes for.
 //!
 //! Pure, unit-tested without sockets: [`import`] (received UPDATE -> RIB
 //! paths, and their application to the RIB through the import rules,

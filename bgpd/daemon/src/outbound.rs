@@ -71,8 +71,15 @@ pub struct To<'a> {
 /// Decides a run of prefixes (each with the RIB slot a change recorded,
 /// or [`bgpd::rib::NO_SLOT`]) for one session under mode `m`, and records
 /// in the session's Adj-RIB-Out what it is to be sent: withdrawals go only
-/// to a session that holds the prefix.
-pub fn decide(rib: &mut Rib, items: impl IntoIterator<Item = (IpNet, u32)>, m: Mode<'_>, to: &To<'_>) -> Decided {
+/// to a session that holds the prefix. `queued`: the prefixes came from the
+/// session's queue, and are dealt with.
+pub fn decide(
+    rib: &mut Rib,
+    items: impl IntoIterator<Item = (IpNet, u32)>,
+    m: Mode<'_>,
+    to: &To<'_>,
+    queued: bool,
+) -> Decided {
     let (t, node, n) = (to.target, to.node, to.n);
     let mut groups: [Grouper; 2] = Default::default();
     let mut withdrawn: [Vec<IpNet>; 2] = Default::default();
@@ -80,14 +87,18 @@ pub fn decide(rib: &mut Rib, items: impl IntoIterator<Item = (IpNet, u32)>, m: M
     // be marked once the group is known to be sendable.
     let mut filed: [Vec<(usize, u32, bool)>; 2] = Default::default();
     let mut marks: Vec<(u32, bool)> = Vec::new();
+    let mut dequeued: Vec<u32> = Vec::new();
     for (prefix, hint) in items {
+        // No destination at all: neither held nor queued (a held or queued
+        // one stays until dealt with).
+        let Some((slot, dest, held)) = rib.out_view(to.out, &prefix, hint) else { continue };
+        if queued {
+            dequeued.push(slot);
+        }
         let f = export::family_of(&prefix);
         if !n.families.contains(f) {
             continue;
         }
-        // No destination at all: never held (a held one stays until its
-        // withdrawal is recorded).
-        let Some((slot, dest, held)) = rib.out_view(to.out, &prefix, hint) else { continue };
         let best = dest.best();
         let g = &mut groups[f.index()];
         let group = match m {
@@ -137,7 +148,7 @@ pub fn decide(rib: &mut Rib, items: impl IntoIterator<Item = (IpNet, u32)>, m: M
         }
         out[fi] = g.into_iter().zip(ok).filter(|((_, v), ok)| ok.is_ok() && !v.is_empty()).map(|(g, _)| g).collect();
     }
-    rib.record_sent(to.out, &marks);
+    rib.record_sent(to.out, &marks, &dequeued);
     Decided { groups: out, withdrawn, skipped, held: rib.adj_out_len(to.out) }
 }
 
@@ -292,7 +303,7 @@ mod tests {
 
     fn decide_all(rib: &mut Rib, m: Mode<'_>, to: &To<'_>) -> Decided {
         let items = all(rib);
-        decide(rib, items, m, to)
+        decide(rib, items, m, to, false)
     }
 
     /// One session's export: the ToR's target, this node, the session,
@@ -312,7 +323,7 @@ mod tests {
                 node: node(),
                 n: ebgp_session(),
                 addrs: SessionAddrs { local_addr: "10.0.0.1".parse().unwrap(), node_v4: None, node_v6: None },
-                out: rib.open_adj_out(),
+                out: rib.open_adj_out(0),
             }
         }
 
@@ -343,7 +354,7 @@ mod tests {
         rib.withdraw(&net("10.244.0.64/26"), &PathSource::Local, 0);
         let items =
             [(net("10.244.0.0/26"), NO_SLOT), (net("10.244.0.64/26"), NO_SLOT), (net("10.244.1.0/26"), NO_SLOT)];
-        let d = decide(&mut rib, items, Mode::Announce, &s.to());
+        let d = decide(&mut rib, items, Mode::Announce, &s.to(), false);
         assert_eq!(prefixes(&d), ["10.244.0.0/26"]);
         assert_eq!(
             d.withdrawn[0],
@@ -353,7 +364,7 @@ mod tests {
         assert_eq!(rib.adj_out_len(s.out), 1);
         assert!(rib.out_view(s.out, &net("10.244.0.64/26"), NO_SLOT).is_none(), "withdrawn: the tombstone went");
         // The same change again sends no second withdrawal.
-        let d = decide(&mut rib, items, Mode::Announce, &s.to());
+        let d = decide(&mut rib, items, Mode::Announce, &s.to(), false);
         assert!(d.withdrawn[0].is_empty());
     }
 
@@ -413,8 +424,36 @@ mod tests {
         assert_eq!((d.groups[1].len(), rib.adj_out_len(s.out)), (1, 3));
         // Losing it again withdraws it, since the session holds it.
         s.addrs.node_v6 = None;
-        let d = decide(&mut rib, [(net("fd00:244::/80"), NO_SLOT)], Mode::Announce, &s.to());
+        let d = decide(&mut rib, [(net("fd00:244::/80"), NO_SLOT)], Mode::Announce, &s.to(), false);
         assert_eq!((d.withdrawn[1].clone(), rib.adj_out_len(s.out)), (vec![net("fd00:244::/80")], 2));
+    }
+
+    #[test]
+    fn queued_changes_are_dealt_with_once_and_a_removal_reaches_only_holders() {
+        let mut rib = rib();
+        let mut s = Session::new(&mut rib, false);
+        s.out = rib.open_adj_out(export::interest(&s.target, &s.node));
+        decide_all(&mut rib, Mode::Announce, &s.to());
+        // The two local blocks change, one goes; a learned route goes too
+        // (not of this peer's kinds: not queued at all).
+        rib.withdraw(&net("10.244.0.64/26"), &PathSource::Local, 0);
+        let mut x = path(&mut rib, false);
+        x.next_hop = "10.0.0.9".parse().unwrap();
+        rib.insert(net("10.244.0.0/26"), x);
+        let learned = rib.get(&net("10.244.1.0/26")).unwrap().paths[0].source.clone();
+        rib.withdraw(&net("10.244.1.0/26"), &learned, 0);
+        let q = rib.take_queue(s.out);
+        assert_eq!(q.len(), 2, "{q:?}");
+        assert_eq!(rib.adj_out_cost().1, 1, "the held block's removal is kept until sent");
+        let d = decide(&mut rib, q, Mode::Announce, &s.to(), true);
+        assert_eq!(d.withdrawn[0], [net("10.244.0.64/26")]);
+        assert_eq!((rib.queued(s.out), rib.adj_out_cost().1, rib.adj_out_len(s.out)), (0, 0, 1));
+        let x = path(&mut rib, false);
+        rib.insert(net("10.244.0.0/26"), x);
+        assert_eq!(rib.take_queue(s.out).len(), 1, "dealt with, it queues again");
+        let x = path(&mut rib, false);
+        rib.insert(net("10.244.0.0/26"), x);
+        assert!(rib.take_queue(s.out).is_empty(), "the same path again changes nothing");
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::peer_status::{self, Counters, Facts, Publisher};
 use crate::plan::PeerConfig;
 use crate::restart::Restart;
 use crate::session_rules;
-use crate::shared::{OutQueue, Shared};
+use crate::shared::Shared;
 
 /// What every peer task knows about this node.
 #[derive(Debug, Clone)]
@@ -129,8 +129,8 @@ pub struct PeerTask {
     adj_out: Option<OutId>,
     source: Option<PathSource>,
     pending: VecDeque<Event>,
-    /// Prefixes whose export to this peer must be recomputed.
-    out: Arc<OutQueue>,
+    /// Wakes the task when the RIB queued changes for the session.
+    notify: Arc<tokio::sync::Notify>,
     /// Taken from `out` and not yet exported: a big change (a full table
     /// arriving) is exported EXPORT_BATCH prefixes per turn of the task
     /// loop, so timers and input are served in between.
@@ -171,7 +171,7 @@ impl PeerTask {
             adj_out: None,
             source: None,
             pending: VecDeque::new(),
-            out: Arc::new(OutQueue::default()),
+            notify: Arc::new(tokio::sync::Notify::new()),
             backlog: VecDeque::new(),
             jobs: VecDeque::new(),
             restart: Restart::default(),
@@ -192,7 +192,7 @@ impl PeerTask {
             let deadline = self.timers.values().copied().chain(self.restart.deadline()).chain(publish_at).min();
             let sleep =
                 tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
-            let out = self.out.clone();
+            let notify = self.notify.clone();
             // A writer that holds HIGH_WATER: nothing more is encoded for
             // it until it drains; changes wait in `out`, one per prefix.
             let load = self.session_load();
@@ -217,10 +217,12 @@ impl PeerTask {
                 () = sleep, if deadline.is_some() => self.fire_timers(),
                 // Taken only once the backlog is out, so that it holds each
                 // prefix at most once.
-                () = out.notify.notified(), if exporting && self.backlog.is_empty() => {
+                () = notify.notified(), if exporting && self.backlog.is_empty() => {
                     // The backlog is empty: it takes the queue's buffer
                     // as it is, no copy.
-                    self.backlog = out.take().into();
+                    if let Some(id) = self.adj_out {
+                        self.backlog = self.shared.rib().take_queue(id).into();
+                    }
                     self.export_backlog();
                 }
                 () = async { if let Some(l) = &load { l.drained.notified().await } }, if blocked => {}
@@ -358,7 +360,10 @@ impl PeerTask {
             return;
         }
         let Some((id, n)) = self.session.clone() else { return };
-        self.out.set_interest(export::interest(&self.target(&n), &self.node_export()));
+        if let Some(out) = self.adj_out {
+            let interest = export::interest(&self.target(&n), &self.node_export());
+            self.shared.rib().set_interest(out, interest);
+        }
         if r.reexport {
             info!(peer = %self.cfg.address, "export policy changed: re-sending routes");
             self.reexport(id, &old, &old_node, &n);
@@ -417,7 +422,6 @@ impl PeerTask {
     async fn stop_and_leave(&mut self, notification: Option<NotificationMsg>) {
         let writers: Vec<mpsc::UnboundedSender<WriterCmd>> = self.conns.values().map(|h| h.writer.clone()).collect();
         self.event(Event::Stop { notification, restart_after: None });
-        self.shared.unregister_export(self.cfg.address);
         self.close_adj_out();
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             for w in writers {
@@ -586,16 +590,14 @@ impl PeerTask {
         self.detail.established_unix = Some(unix_now());
         self.session = Some((id, n));
         self.last_error = None;
-        // Register for changes first, so nothing between the full export
-        // and the registration is missed.
-        if let Some((_, n)) = &self.session {
-            self.out.set_interest(export::interest(&self.target(n), &self.node_export()));
-        }
-        self.shared.register_export(self.cfg.address, self.out.clone());
-        self.out.take();
-        self.backlog.clear();
+        // Changes are queued from here on, before the full export notes the
+        // table, so nothing between the two is missed.
         self.close_adj_out();
-        self.adj_out = Some(self.shared.rib().open_adj_out());
+        self.backlog.clear();
+        if let Some((_, n)) = &self.session {
+            let interest = export::interest(&self.target(n), &self.node_export());
+            self.adj_out = Some(self.shared.open_consumer(interest, self.notify.clone()));
+        }
         self.full_export(id, None);
     }
 
@@ -654,7 +656,7 @@ impl PeerTask {
         let decided = {
             let mut rib = self.shared.rib();
             let (slice, mode) = job.slice();
-            outbound::decide(&mut rib, slice.iter().map(|p| (*p, NO_SLOT)), mode, &to)
+            outbound::decide(&mut rib, slice.iter().map(|p| (*p, NO_SLOT)), mode, &to, false)
         };
         job.sent += self.send_decided(job.id, decided, &addrs, &n);
         if !job.done() {
@@ -716,7 +718,7 @@ impl PeerTask {
         let (Some(addrs), Some(out)) = (self.session_addrs(id), self.adj_out) else { return };
         let (target, node) = (self.target(&n), self.node_export());
         let to = outbound::To { target: &target, node: &node, n: &n, addrs: &addrs, out };
-        let decided = outbound::decide(&mut self.shared.rib(), prefixes, Mode::Announce, &to);
+        let decided = outbound::decide(&mut self.shared.rib(), prefixes, Mode::Announce, &to, true);
         self.send_decided(id, decided, &addrs, &n);
     }
 
@@ -753,7 +755,7 @@ impl PeerTask {
             info!(peer = %self.cfg.address, purged = n, ?family, "stale routes removed: {why}");
         }
         self.counters.prefixes_received = self.counters.prefixes_received.saturating_sub(n);
-        self.shared.notify_export(&changed);
+        debug!(peer = %self.cfg.address, changed = changed.len(), "best paths changed by the purge");
     }
 
     fn session_down(&mut self, reason: &DownReason) {
@@ -763,7 +765,6 @@ impl PeerTask {
             self.detail.flaps += 1;
         }
         self.detail.established_unix = None;
-        self.shared.unregister_export(self.cfg.address);
         self.close_adj_out();
         self.backlog.clear();
         self.jobs.clear();
@@ -780,7 +781,6 @@ impl PeerTask {
                 None => {
                     let (removed, changed) = self.shared.rib().remove_source(&src);
                     debug!(peer = %self.cfg.address, removed, changed = changed.len(), "routes withdrawn");
-                    self.shared.notify_export(&changed);
                     self.restart.clear();
                 }
             }
@@ -795,7 +795,7 @@ impl PeerTask {
     /// The session no longer holds anything of ours.
     fn close_adj_out(&mut self) {
         if let Some(out) = self.adj_out.take() {
-            self.shared.rib().close_adj_out(out);
+            self.shared.close_consumer(out);
         }
     }
 
@@ -859,8 +859,6 @@ impl PeerTask {
         self.detail.prefixes_rejected += applied.rejected;
         self.counters.prefixes_received =
             (self.counters.prefixes_received + applied.added).saturating_sub(applied.removed);
-        let changed = applied.changed;
-        self.shared.notify_export(&changed);
         if let Some(max) = self.cfg.max_prefixes {
             if self.counters.prefixes_received > max as usize {
                 self.max_prefixes_exceeded(max, u);

@@ -4,72 +4,43 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bgpd::hash::IndexMap;
-use bgpd::rib::{Changed, DecisionOptions, Rib};
-use ipnet::IpNet;
+use bgpd::rib::{DecisionOptions, OutId, Rib};
 
 use crate::api::{FibSummary, NodeStatus, PeerStatus};
 
-/// The prefixes whose export to one peer must be recomputed. Producers add
-/// to the set and wake the peer task; the task takes the whole set. Changes
-/// to one prefix coalesce, so a slow peer costs at most one entry per
-/// prefix, never a growing queue. The set keeps arrival order, so routes go
-/// out in the order they came in: the peer task's RIB lookups then walk the
-/// table's entries in the order they were stored, and the receiver sees the
-/// same order its upstream chose.
-/// Entries an emptied [`OutQueue`] keeps room for (a few MiB at most).
-pub const KEEP_CAPACITY: usize = 65_536;
-
-#[derive(Debug, Default)]
-pub struct OutQueue {
-    /// Each prefix with the latest slot hint for it.
-    pending: Mutex<IndexMap<IpNet, u32>>,
-    pub notify: tokio::sync::Notify,
-    /// The [`PathSource::kind_bit`]s of best paths this peer can be sent;
-    /// changes involving no such kind are not queued at all.
-    interest: std::sync::atomic::AtomicU8,
+/// The RIB behind its lock. Dropping the guard wakes every consumer (an
+/// Established session's task, the FIB's) that the RIB queued changes for
+/// while it was held, so no caller has to remember to.
+#[derive(Debug)]
+pub struct RibGuard<'a> {
+    rib: MutexGuard<'a, Rib>,
+    wake: &'a Mutex<HashMap<OutId, Arc<tokio::sync::Notify>>>,
 }
 
-impl OutQueue {
-    pub fn set_interest(&self, kinds: u8) {
-        self.interest.store(kinds, std::sync::atomic::Ordering::Relaxed);
+impl std::ops::Deref for RibGuard<'_> {
+    type Target = Rib;
+    fn deref(&self) -> &Rib {
+        &self.rib
     }
+}
 
-    /// Queues the changes of the kinds this peer cares about. `any_kind` is
-    /// the or of every change's kinds: a peer that wants none of them (an
-    /// eBGP peer, for learned routes) is skipped without a loop.
-    pub fn add(&self, changed: &[Changed], any_kind: u8) {
-        let interest = self.interest.load(std::sync::atomic::Ordering::Relaxed);
-        if any_kind & interest == 0 {
+impl std::ops::DerefMut for RibGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Rib {
+        &mut self.rib
+    }
+}
+
+impl Drop for RibGuard<'_> {
+    fn drop(&mut self) {
+        let woken = self.rib.take_woken();
+        if woken.is_empty() {
             return;
         }
-        let mut added = false;
-        {
-            let mut pending = lock(&self.pending);
-            for c in changed {
-                if c.kinds & interest != 0 {
-                    pending.insert(c.prefix, c.slot);
-                    added = true;
-                }
+        let wake = lock(self.wake);
+        for id in woken {
+            if let Some(n) = wake.get(&id) {
+                n.notify_one();
             }
-        }
-        if added {
-            self.notify.notify_one();
-        }
-    }
-
-    /// Takes everything queued, oldest first. A queue that grew past
-    /// [`KEEP_CAPACITY`] entries in a burst (a table arriving faster than
-    /// the peer takes it) keeps its room while the burst lasts (regrowing
-    /// a table-sized index on every take costs more CPU than it saves) and
-    /// gives it back once a take is small against it: the burst is over,
-    /// and the session does not keep a table-sized index for nothing.
-    pub fn take(&self) -> Vec<(IpNet, u32)> {
-        let mut pending = lock(&self.pending);
-        if pending.capacity() > KEEP_CAPACITY && pending.len() < pending.capacity() / 8 {
-            std::mem::take(&mut *pending).into_iter().collect()
-        } else {
-            pending.drain(..).collect()
         }
     }
 }
@@ -82,12 +53,11 @@ pub struct Shared {
     pub listen: String,
     rib: Mutex<Rib>,
     peers: Mutex<BTreeMap<IpAddr, PeerStatus>>,
-    /// The export queues of the Established peers.
-    exports: Mutex<HashMap<IpAddr, Arc<OutQueue>>>,
+    /// How to wake each consumer of the RIB's changes (the Established
+    /// sessions, the FIB) when the RIB queues some for it.
+    wake: Mutex<HashMap<OutId, Arc<tokio::sync::Notify>>>,
     /// Why the last configuration change was rejected, if it was.
     config_error: Mutex<Option<String>>,
-    /// The FIB's queue of changed prefixes, when fib-sync runs.
-    fib_queue: Mutex<Option<Arc<OutQueue>>>,
     /// fib-sync's report, when it runs.
     fib_status: Mutex<Option<Arc<Mutex<fib_sync::FibStatus>>>>,
     /// Peers that have sent End-of-RIB for every family since their
@@ -132,14 +102,13 @@ impl Shared {
             listen,
             rib: Mutex::new(Rib::new(opts)),
             peers: Mutex::new(BTreeMap::new()),
-            exports: Mutex::new(HashMap::new()),
+            wake: Mutex::new(HashMap::new()),
             config_error: Mutex::new(None),
             service_errors: Mutex::new(Vec::new()),
             started: std::sync::atomic::AtomicBool::new(false),
             metrics: crate::metrics::Live::default(),
             config: Mutex::new(None),
             md5: Mutex::new(std::collections::VecDeque::new()),
-            fib_queue: Mutex::new(None),
             fib_status: Mutex::new(None),
             converged: Mutex::new(std::collections::HashSet::new()),
             ipam: Mutex::new(None),
@@ -218,40 +187,24 @@ impl Shared {
         *lock(&self.config_error) = e;
     }
 
-    pub fn register_export(&self, peer: IpAddr, q: Arc<OutQueue>) {
-        lock(&self.exports).insert(peer, q);
+    /// Opens a consumer of the RIB's changes of the kinds in `interest`
+    /// (see [`Rib::open_adj_out`]), woken through `notify`.
+    pub fn open_consumer(&self, interest: u8, notify: Arc<tokio::sync::Notify>) -> OutId {
+        let id = self.rib().open_adj_out(interest);
+        lock(&self.wake).insert(id, notify);
+        id
     }
 
-    pub fn unregister_export(&self, peer: IpAddr) {
-        lock(&self.exports).remove(&peer);
+    /// Closes a consumer: nothing more is queued for it, and what it held
+    /// or had queued is forgotten.
+    pub fn close_consumer(&self, id: OutId) {
+        lock(&self.wake).remove(&id);
+        self.rib().close_adj_out(id);
     }
 
-    /// Tells every Established peer that these prefixes' best paths
-    /// changed.
-    pub fn notify_export(&self, prefixes: &[Changed]) {
-        if prefixes.is_empty() {
-            return;
-        }
-        let any_kind = prefixes.iter().fold(0, |k, c| k | c.kinds);
-        for q in lock(&self.exports).values() {
-            q.add(prefixes, any_kind);
-        }
-        if let Some(q) = lock(&self.fib_queue).as_ref() {
-            q.add(prefixes, any_kind);
-        }
-    }
-
-    /// Connects fib-sync: from now on every best-path change is queued for
-    /// the FIB too.
-    pub fn attach_fib(&self, q: Arc<OutQueue>, status: Arc<Mutex<fib_sync::FibStatus>>) {
-        *lock(&self.fib_queue) = Some(q);
+    /// Connects fib-sync's report.
+    pub fn attach_fib(&self, status: Arc<Mutex<fib_sync::FibStatus>>) {
         *lock(&self.fib_status) = Some(status);
-    }
-
-    /// Stops feeding the FIB (at shutdown, before the sessions close, so
-    /// the kernel routes stay).
-    pub fn detach_fib(&self) {
-        *lock(&self.fib_queue) = None;
     }
 
     pub fn peer_converged(&self, addr: IpAddr) {
@@ -282,8 +235,8 @@ impl Shared {
         })
     }
 
-    pub fn rib(&self) -> MutexGuard<'_, Rib> {
-        lock(&self.rib)
+    pub fn rib(&self) -> RibGuard<'_> {
+        RibGuard { rib: lock(&self.rib), wake: &self.wake }
     }
 
     pub fn set_peer_status(&self, s: PeerStatus, addr: IpAddr) {
@@ -334,46 +287,35 @@ impl Shared {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use bgpd::rib::PathSource;
+    use bgpd::rib::{Path, PathSource};
 
-    fn changed(i: u32, kinds: u8) -> Changed {
-        let prefix = IpNet::V4(ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).unwrap());
-        Changed { prefix, kinds, slot: i }
-    }
-
-    #[test]
-    fn the_queue_keeps_arrival_order_one_entry_a_prefix_and_only_wanted_kinds() {
-        let q = OutQueue::default();
-        q.set_interest(PathSource::LOCAL);
-        let ebgp = PathSource::EBGP;
-        q.add(
-            &[changed(1, PathSource::LOCAL), changed(2, ebgp), changed(3, PathSource::LOCAL)],
-            PathSource::LOCAL | ebgp,
+    #[tokio::test]
+    async fn a_change_wakes_the_consumers_that_want_it_once_the_rib_is_released() {
+        let shared = Shared::new("n".into(), "10.0.0.1".parse().unwrap(), 64512, "*:179".into(), Default::default());
+        let (all, local) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+        let a = shared.open_consumer(u8::MAX, all.clone());
+        let _l = shared.open_consumer(PathSource::EBGP, local.clone());
+        {
+            let mut rib = shared.rib();
+            let attrs = rib.intern(bgpd::rib::RouteAttrs::with_path(Default::default()));
+            let p = Path {
+                source: PathSource::Local,
+                path_id: 0,
+                next_hop: "10.0.0.1".parse().unwrap(),
+                attrs,
+                stale: false,
+                lost_at: None,
+                ecmp: 0,
+            };
+            rib.insert("10.244.0.0/26".parse().unwrap(), p);
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(1), all.notified()).await.unwrap();
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), local.notified()).await.is_err(),
+            "a consumer that wants none of it sleeps on"
         );
-        q.add(&[changed(1, PathSource::LOCAL)], PathSource::LOCAL);
-        q.add(&[changed(4, ebgp)], ebgp);
-        let got: Vec<u32> = q.take().into_iter().map(|(_, slot)| slot).collect();
-        assert_eq!(got, [1, 3]);
-        assert!(q.take().is_empty());
-    }
-
-    #[test]
-    fn a_burst_gives_its_memory_back_a_trickle_keeps_it() {
-        let q = OutQueue::default();
-        q.set_interest(u8::MAX);
-        let burst: Vec<Changed> = (0..200_000).map(|i| changed(i, PathSource::LOCAL)).collect();
-        q.add(&burst, PathSource::LOCAL);
-        assert_eq!(q.take().len(), 200_000);
-        assert!(lock(&q.pending).capacity() >= 200_000, "the room stays while the burst lasts");
-        q.add(&burst[..100_000], PathSource::LOCAL);
-        assert_eq!(q.take().len(), 100_000);
-        assert!(lock(&q.pending).capacity() >= 200_000);
-        q.add(&burst[..10], PathSource::LOCAL);
-        assert_eq!(q.take().len(), 10);
-        assert_eq!(lock(&q.pending).capacity(), 0, "a table-sized index is not kept after the burst");
-        let trickle: Vec<Changed> = (0..1000).map(|i| changed(i, PathSource::LOCAL)).collect();
-        q.add(&trickle, PathSource::LOCAL);
-        assert_eq!(q.take().len(), 1000);
-        assert!(lock(&q.pending).capacity() >= 1000, "a small queue keeps its room");
+        assert_eq!(shared.rib().take_queue(a).len(), 1);
+        shared.close_consumer(a);
+        assert_eq!(shared.rib().adj_out_cost().1, 0);
     }
 }

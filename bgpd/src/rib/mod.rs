@@ -255,11 +255,12 @@ impl Rib {
     /// Adds or replaces the path with the same source and path id.
     pub fn insert(&mut self, prefix: IpNet, path: Path) -> Outcome {
         let entry = self.dests.entry(prefix);
-        let slot = u32::try_from(entry.index()).unwrap_or(NO_SLOT);
-        let d = entry.or_default();
-        if d.paths.is_empty() && slot != NO_SLOT && self.adj_out.any(slot as usize) {
+        let index = entry.index();
+        let slot = u32::try_from(index).unwrap_or(NO_SLOT);
+        if matches!(&entry, indexmap::map::Entry::Occupied(o) if o.get().paths.is_empty()) {
             self.tombstones -= 1;
         }
+        let d = entry.or_default();
         let old = d.fingerprint();
         let old_kind = d.best_kind();
         let before = d.paths.len();
@@ -267,13 +268,17 @@ impl Rib {
         let added = d.paths.len() == before;
         d.paths.push(path);
         Self::rank(d, &self.opts);
-        Outcome { added, removed: false, best_changed: d.fingerprint() != old, kinds: old_kind | d.best_kind(), slot }
+        let (best_changed, kinds) = (d.fingerprint() != old, old_kind | d.best_kind());
+        if best_changed {
+            self.adj_out.queue(prefix, index, kinds);
+        }
+        Outcome { added, removed: false, best_changed, kinds, slot }
     }
 
     /// Removes one path.
     pub fn withdraw(&mut self, prefix: &IpNet, source: &PathSource, path_id: u32) -> Outcome {
-        let Some((slot, _, d)) = self.dests.get_full_mut(prefix) else { return Outcome::default() };
-        let slot = u32::try_from(slot).unwrap_or(NO_SLOT);
+        let Some((index, _, d)) = self.dests.get_full_mut(prefix) else { return Outcome::default() };
+        let slot = u32::try_from(index).unwrap_or(NO_SLOT);
         let old = d.fingerprint();
         let old_kind = d.best_kind();
         let before = d.paths.len();
@@ -284,11 +289,14 @@ impl Rib {
                 // Already a tombstone.
                 return Outcome::default();
             }
-            let kept = self.adj_out.any(slot as usize);
+            // Queued first: a consumer that wants the removal keeps the
+            // destination until it has dealt with it.
+            self.adj_out.queue(*prefix, index, old_kind);
+            let kept = self.adj_out.any(index);
             if kept {
                 self.tombstones += 1;
             } else {
-                self.remove_slot(slot as usize);
+                self.remove_slot(index);
             }
             let slot = if kept { slot } else { NO_SLOT };
             return Outcome { added: false, removed, best_changed: true, kinds: old_kind, slot };
@@ -296,7 +304,11 @@ impl Rib {
         if removed {
             Self::rank(d, &self.opts);
         }
-        Outcome { added: false, removed, best_changed: d.fingerprint() != old, kinds: old_kind | d.best_kind(), slot }
+        let (best_changed, kinds) = (d.fingerprint() != old, old_kind | d.best_kind());
+        if best_changed {
+            self.adj_out.queue(*prefix, index, kinds);
+        }
+        Outcome { added: false, removed, best_changed, kinds, slot }
     }
 
     /// Removes every path from `source`. Returns how many, and the prefixes
@@ -313,6 +325,7 @@ impl Rib {
         let mut changed = Vec::new();
         let mut emptied = Vec::new();
         let opts = self.opts;
+        let adj_out = &mut self.adj_out;
         for (slot, (prefix, d)) in self.dests.iter_mut().enumerate() {
             if family.is_some_and(|f| Nlri::new(*prefix).family() != f) {
                 continue;
@@ -328,8 +341,10 @@ impl Rib {
                 n += before - d.paths.len();
                 Self::rank(d, &opts);
                 if d.fingerprint() != old {
+                    let kinds = old_kind | d.best_kind();
+                    adj_out.queue(*prefix, slot, kinds);
                     // Slots move as emptied destinations go: no hint.
-                    changed.push(Changed { prefix: *prefix, kinds: old_kind | d.best_kind(), slot: NO_SLOT });
+                    changed.push(Changed { prefix: *prefix, kinds, slot: NO_SLOT });
                 }
                 if d.paths.is_empty() {
                     emptied.push(slot);
@@ -444,9 +459,58 @@ impl Rib {
         self.len() == 0
     }
 
-    /// Opens a session's Adj-RIB-Out: it holds nothing yet.
-    pub fn open_adj_out(&mut self) -> OutId {
-        self.adj_out.open()
+    /// Opens a consumer of the RIB's changes: a session's Adj-RIB-Out and
+    /// export queue (it holds nothing yet), or the FIB's queue. From now
+    /// on every best-path change involving a kind in `interest` (the
+    /// [`PathSource::kind_bit`]s it can be sent) is queued for it.
+    pub fn open_adj_out(&mut self, interest: u8) -> OutId {
+        self.adj_out.open(interest)
+    }
+
+    /// Changes the kinds of route consumer `id` can be sent.
+    pub fn set_interest(&mut self, id: OutId, interest: u8) {
+        self.adj_out.set_interest(id, interest);
+    }
+
+    /// Takes consumer `id`'s queued changes, oldest first: each prefix
+    /// once, with its slot when queued (a hint). Each stays queued (a new
+    /// change to it is not queued again) until the consumer deals with it:
+    /// [`Rib::record_sent`] for a session, [`Rib::dequeue`] for the FIB.
+    pub fn take_queue(&mut self, id: OutId) -> Vec<(IpNet, u32)> {
+        self.adj_out.take(id)
+    }
+
+    /// The consumers something was queued for since the last call (to be
+    /// woken).
+    pub fn take_woken(&mut self) -> Vec<OutId> {
+        self.adj_out.woken()
+    }
+
+    /// How many changes consumer `id` has queued and not dealt with.
+    pub fn queued(&self, id: OutId) -> usize {
+        self.adj_out.queued(id)
+    }
+
+    /// Consumer `id` (the FIB) deals with queued changes: `f` sees each
+    /// prefix's destination (`None` once it has no paths), and the changes
+    /// are no longer queued.
+    pub fn dequeue<T>(
+        &mut self,
+        id: OutId,
+        items: impl IntoIterator<Item = (IpNet, u32)>,
+        mut f: impl FnMut(&IpNet, Option<&Destination>) -> T,
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        let mut slots = Vec::new();
+        for (prefix, hint) in items {
+            let found = self.get_any(&prefix, hint);
+            out.push(f(&prefix, found.map(|(_, d)| d).filter(|d| !d.paths.is_empty())));
+            if let Some((slot, _)) = found {
+                slots.push(slot);
+            }
+        }
+        self.finish(id, &[], &slots);
+        out
     }
 
     /// Closes a session's Adj-RIB-Out (the session went down): tombstones
@@ -470,12 +534,27 @@ impl Rib {
     /// announcement, `(slot, false)` for a withdrawal, with the slots
     /// [`Rib::out_view`] gave under this same borrow of the RIB. Tombstones
     /// no session holds any more leave the table.
-    pub fn record_sent(&mut self, id: OutId, marks: &[(u32, bool)]) {
+    /// `dequeued` are the slots of queued changes this dealt with.
+    pub fn record_sent(&mut self, id: OutId, marks: &[(u32, bool)], dequeued: &[u32]) {
+        let dequeued: Vec<usize> = dequeued.iter().map(|s| *s as usize).collect();
+        self.finish(id, marks, &dequeued);
+    }
+
+    fn finish(&mut self, id: OutId, marks: &[(u32, bool)], dequeued: &[usize]) {
         let mut gone = Vec::new();
+        let is_tombstone = |dests: &IndexMap<IpNet, Destination>, slot: usize| {
+            dests.get_index(slot).is_some_and(|(_, d)| d.paths.is_empty())
+        };
         for &(slot, sent) in marks {
             let slot = slot as usize;
             self.adj_out.set(id, slot, sent);
-            if !sent && self.dests.get_index(slot).is_some_and(|(_, d)| d.paths.is_empty()) {
+            if !sent && is_tombstone(&self.dests, slot) {
+                gone.push(slot);
+            }
+        }
+        for &slot in dequeued {
+            self.adj_out.dequeued(id, slot);
+            if is_tombstone(&self.dests, slot) {
                 gone.push(slot);
             }
         }
@@ -489,10 +568,15 @@ impl Rib {
         self.adj_out.len(id)
     }
 
-    /// The memory the Adj-RIB-Out takes, in bytes, and the tombstones it
-    /// keeps.
+    /// The memory the Adj-RIB-Out and the queues take, in bytes, and the
+    /// tombstones they keep.
     pub fn adj_out_cost(&self) -> (usize, usize) {
-        (self.adj_out.bytes() + self.tombstones * std::mem::size_of::<(IpNet, Destination)>(), self.tombstones)
+        (
+            self.adj_out.bytes()
+                + self.adj_out.queue_bytes()
+                + self.tombstones * std::mem::size_of::<(IpNet, Destination)>(),
+            self.tombstones,
+        )
     }
 }
 
@@ -583,14 +667,14 @@ mod tests {
     #[test]
     fn a_prefix_a_session_holds_outlives_its_last_path_until_withdrawn() {
         let mut rib = Rib::default();
-        let (a, b) = (rib.open_adj_out(), rib.open_adj_out());
+        let (a, b) = (rib.open_adj_out(0), rib.open_adj_out(0));
         let src = path("10.0.0.2", false).source;
         for i in 0..3 {
             rib.insert(net(i), path("10.0.0.2", false));
         }
         let (slot, _, sent) = rib.out_view(a, &net(1), NO_SLOT).unwrap();
         assert!(!sent);
-        rib.record_sent(a, &[(slot, true)]);
+        rib.record_sent(a, &[(slot, true)], &[]);
         assert_eq!((rib.adj_out_len(a), rib.adj_out_len(b)), (1, 0));
         let o = rib.withdraw(&net(1), &src, 0);
         assert!(o.best_changed && o.removed);
@@ -602,12 +686,12 @@ mod tests {
         assert!(!rib.out_view(b, &net(1), NO_SLOT).unwrap().2, "b was never sent it");
         // Withdrawing again changes nothing.
         assert_eq!(rib.withdraw(&net(1), &src, 0), Outcome::default());
-        rib.record_sent(a, &[(slot, false)]);
+        rib.record_sent(a, &[(slot, false)], &[]);
         assert!(rib.out_view(a, &net(1), NO_SLOT).is_none(), "withdrawn from the last holder: gone");
         assert_eq!((rib.adj_out_len(a), rib.adj_out_cost().1), (0, 0));
         // A path coming back to a tombstone revives it.
         let (slot, _, _) = rib.out_view(a, &net(2), NO_SLOT).unwrap();
-        rib.record_sent(a, &[(slot, true)]);
+        rib.record_sent(a, &[(slot, true)], &[]);
         rib.withdraw(&net(2), &src, 0);
         assert_eq!(rib.adj_out_cost().1, 1);
         rib.insert(net(2), path("10.0.0.3", false));
@@ -630,7 +714,7 @@ mod tests {
         use std::collections::{BTreeMap, BTreeSet};
         let mut rib = Rib::default();
         let sources: Vec<Path> = ["10.0.0.2", "10.0.0.3", "10.0.0.4"].iter().map(|a| path(a, false)).collect();
-        let mut ids = [rib.open_adj_out(), rib.open_adj_out()];
+        let mut ids = [rib.open_adj_out(0), rib.open_adj_out(0)];
         let mut model_paths: BTreeMap<u32, BTreeSet<usize>> = BTreeMap::new();
         let mut model_sent: [BTreeSet<u32>; 2] = [BTreeSet::new(), BTreeSet::new()];
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -661,7 +745,7 @@ mod tests {
                 }
                 6 if step % 97 == 0 => {
                     rib.close_adj_out(ids[who]);
-                    ids[who] = rib.open_adj_out();
+                    ids[who] = rib.open_adj_out(0);
                     model_sent[who].clear();
                 }
                 _ => {
@@ -681,7 +765,7 @@ mod tests {
                             }
                         }
                     }
-                    rib.record_sent(ids[who], &marks);
+                    rib.record_sent(ids[who], &marks, &[]);
                 }
             }
             model_paths.retain(|_, x| !x.is_empty());
@@ -695,5 +779,38 @@ mod tests {
             assert_eq!(rib.adj_out_cost().1, tombs, "step {step}: only held prefixes are kept");
             assert_eq!(rib.dests.len(), live.len() + tombs);
         }
+    }
+
+    /// Changes are queued for a consumer once per prefix, in arrival order;
+    /// a removal it has queued keeps the destination until it deals with
+    /// it, so no removal is lost and nothing is left behind.
+    #[test]
+    fn changes_queue_once_per_prefix_and_a_queued_removal_is_kept_until_dealt_with() {
+        let mut rib = Rib::default();
+        let fib = rib.open_adj_out(u8::MAX);
+        let ebgp_only = rib.open_adj_out(PathSource::LOCAL);
+        let src = path("10.0.0.2", false).source;
+        for i in 0..3 {
+            rib.insert(net(i), path("10.0.0.2", false));
+        }
+        rib.insert(net(1), path("10.0.0.3", false));
+        assert_eq!(rib.take_woken(), [fib], "a consumer that wants none of it is not woken");
+        assert!(rib.take_woken().is_empty());
+        let q = rib.take_queue(fib);
+        assert_eq!(q.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [net(0), net(1), net(2)]);
+        assert!(rib.take_queue(ebgp_only).is_empty());
+        // Removed while queued: kept, invisible, until the FIB deals with it.
+        rib.withdraw(&net(2), &src, 0);
+        assert_eq!((rib.len(), rib.adj_out_cost().1), (2, 1));
+        assert!(rib.take_queue(fib).is_empty(), "still queued from before: not twice");
+        let seen = rib.dequeue(fib, q, |p, d| (*p, d.map(|d| d.paths.len())));
+        assert_eq!(seen, [(net(0), Some(1)), (net(1), Some(2)), (net(2), None)]);
+        assert_eq!((rib.adj_out_cost().1, rib.queued(fib)), (0, 0), "dealt with: the tombstone went");
+        // Dealt with, a prefix queues again.
+        rib.withdraw(&net(0), &src, 0);
+        assert_eq!(rib.take_queue(fib).len(), 1);
+        assert_eq!(rib.adj_out_cost().1, 1);
+        rib.close_adj_out(fib);
+        assert_eq!(rib.adj_out_cost().1, 0, "a closed consumer keeps nothing");
     }
 }
