@@ -40,3 +40,15 @@ if ! "$venv/bin/kubernetes-validate" --version 2>/dev/null | grep -q "$KV_VERSIO
   /usr/bin/python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==$KV_VERSION"
 fi
+
+# cargo-fuzz for the fuzz smoke run (bgpd/fuzz), on the nightly toolchain
+# that is present (libFuzzer needs -Zsanitizer); pinned, checked by version.
+CARGO_FUZZ_VERSION=0.13.1
+if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+  if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "the fuzz smoke run needs a nightly toolchain (rustup toolchain install nightly)" >&2
+    exit 1
+  fi
+  echo "installing cargo-fuzz $CARGO_FUZZ_VERSION"
+  cargo install -q --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+fi

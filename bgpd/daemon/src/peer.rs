@@ -708,6 +708,12 @@ impl PeerTask {
     fn export_backlog(&mut self) {
         let n = self.backlog.len().min(EXPORT_BATCH);
         let batch: Vec<(IpNet, u32)> = self.backlog.drain(..n).collect();
+        if self.backlog.is_empty() {
+            // The buffer was the queue's, sized for its burst: the next
+            // take brings a buffer of its own, so this one goes now rather
+            // than sitting idle at the burst's size.
+            self.backlog = VecDeque::new();
+        }
         self.export_changes(batch);
     }
 

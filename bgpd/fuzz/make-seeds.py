@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""Writes the fuzz targets' seed corpora (seeds/<target>/) from the
+captured BGP fixtures (bgpd/tests/fixtures/*.hex, real messages from BIRD,
+FRR and GoBGP sessions) and the example configuration. Run it again after
+adding fixtures; the seeds are committed."""
+import hashlib
+import pathlib
+
+here = pathlib.Path(__file__).resolve().parent
+root = here.parent.parent
+fixtures = root / "bgpd" / "tests" / "fixtures"
+
+
+def messages():
+    for f in sorted(fixtures.glob("*.hex")):
+        hexits = "".join(l.strip() for l in f.read_text().splitlines() if not l.startswith("#"))
+        yield f.stem, bytes.fromhex(hexits)
+
+
+def write(target, data):
+    d = here / "seeds" / target
+    d.mkdir(parents=True, exist_ok=True)
+    (d / hashlib.sha1(data).hexdigest()[:16]).write_bytes(data)
+
+
+# The context byte: 4-octet AS and eBGP (0x21), plus ADD-PATH on both
+# families (0x07) for a second copy of each UPDATE.
+for name, m in messages():
+    kind, body = m[18], m[19:]
+    for sel in (0x21, 0x27):
+        write("decode_message", bytes([sel]) + m[18:])
+    if kind == 1:
+        write("decode_capabilities", body)
+    if kind == 2 and len(body) >= 4:
+        wlen = int.from_bytes(body[0:2], "big")
+        alen = int.from_bytes(body[2 + wlen : 4 + wlen], "big")
+        attrs = body[4 + wlen : 4 + wlen + alen]
+        if attrs:
+            write("decode_attributes", bytes([0x21]) + attrs)
+
+for toml in sorted((root / "conf" / "examples").glob("*.toml")):
+    write("config", toml.read_bytes())
+write("config", b'[node]\nname = "a"\naddress = "10.0.0.1/24"\n\n[[bgp.peers]]\naddress = "10.0.0.254"\nas_number = 65001\n')
