@@ -138,6 +138,18 @@ pub struct Bgp {
     pub connect_retry_time: u16,
     #[serde(default = "default_connect_retry_max")]
     pub connect_retry_max: u16,
+    /// Damping of a session that keeps failing (DampPeerOscillations, as
+    /// BIRD's `error wait time`): after an error the session waits this
+    /// many seconds before it tries again, the wait doubling per error up
+    /// to `error_wait_time_max`. 0 turns the damping off.
+    #[serde(default = "default_error_wait_time_min")]
+    pub error_wait_time_min: u16,
+    #[serde(default = "default_error_wait_time_max")]
+    pub error_wait_time_max: u16,
+    /// Seconds a session must stay Established for its wait to start from
+    /// `error_wait_time_min` again (BIRD's `error forget time`).
+    #[serde(default = "default_error_forget_time")]
+    pub error_forget_time: u16,
     /// Build an iBGP full mesh with the other `[[nodes]]` (Calico's
     /// node-to-node mesh). With route reflectors in the node list, nodes
     /// peer with the reflectors instead.
@@ -168,6 +180,9 @@ impl Default for Bgp {
             hold_time: DEFAULT_HOLD_TIME,
             connect_retry_time: default_connect_retry(),
             connect_retry_max: default_connect_retry_max(),
+            error_wait_time_min: default_error_wait_time_min(),
+            error_wait_time_max: default_error_wait_time_max(),
+            error_forget_time: default_error_forget_time(),
             node_mesh: true,
             route_reflector_cluster_id: None,
             max_paths: default_max_paths(),
@@ -225,6 +240,14 @@ pub struct Peer {
     /// Seconds before a session torn down by `max_prefixes` restarts.
     #[serde(default = "default_max_prefixes_restart")]
     pub max_prefixes_restart: u16,
+    /// Override `bgp.error_wait_time_min`, `_max` and
+    /// `bgp.error_forget_time` for this peer.
+    #[serde(default)]
+    pub error_wait_time_min: Option<u16>,
+    #[serde(default)]
+    pub error_wait_time_max: Option<u16>,
+    #[serde(default)]
+    pub error_forget_time: Option<u16>,
     /// Names of `[[filters]]` applied to this peer, in order.
     #[serde(default)]
     pub filters: Vec<String>,
@@ -783,6 +806,18 @@ fn default_connect_retry() -> u16 {
 fn default_connect_retry_max() -> u16 {
     60
 }
+fn default_error_wait_time_min() -> u16 {
+    1
+}
+
+fn default_error_wait_time_max() -> u16 {
+    120
+}
+
+fn default_error_forget_time() -> u16 {
+    60
+}
+
 fn default_max_prefixes_restart() -> u16 {
     60
 }

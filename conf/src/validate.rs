@@ -171,6 +171,15 @@ pub fn validate(c: &Config) -> Result<(), Failure> {
     if b.connect_retry_max < b.connect_retry_time {
         return Err(("bgp.connect_retry_max".into(), "must not be less than bgp.connect_retry_time".into()));
     }
+    check_damping("bgp.", b.error_wait_time_min, b.error_wait_time_max, b.error_forget_time)?;
+    for (i, p) in b.peers.iter().enumerate() {
+        check_damping(
+            &format!("bgp.peers[{i}]."),
+            p.error_wait_time_min.unwrap_or(b.error_wait_time_min),
+            p.error_wait_time_max.unwrap_or(b.error_wait_time_max),
+            p.error_forget_time.unwrap_or(b.error_forget_time),
+        )?;
+    }
     let mut seen = HashSet::new();
     for (i, p) in b.peers.iter().enumerate() {
         let key = |k: &str| format!("bgp.peers[{i}].{k}");
@@ -492,6 +501,21 @@ fn check_fib(f: &crate::model::Fib) -> Result<(), Failure> {
     }
     if f.underlay_mtu < 1280 {
         return Err(("fib.underlay_mtu".into(), format!("{} is too small: at least 1280", f.underlay_mtu)));
+    }
+    Ok(())
+}
+
+/// The damping settings in effect for `at` (`bgp.` or a peer's prefix).
+fn check_damping(at: &str, min: u16, max: u16, forget: u16) -> Result<(), Failure> {
+    const LIMIT: u16 = 3600;
+    if max < min {
+        return Err((format!("{at}error_wait_time_max"), format!("{max} is less than error_wait_time_min ({min})")));
+    }
+    if max > LIMIT {
+        return Err((format!("{at}error_wait_time_max"), format!("{max} s is over the limit of {LIMIT} s")));
+    }
+    if forget == 0 {
+        return Err((format!("{at}error_forget_time"), "must be at least 1 second".into()));
     }
     Ok(())
 }

@@ -100,6 +100,7 @@ fn defaults_apply() {
     assert_eq!(c.node.as_number, 64512);
     assert_eq!(c.node.router_id().to_string(), "10.0.0.1");
     assert_eq!((c.bgp.listen_port, c.bgp.hold_time, c.bgp.listen_address), (179, 90, None));
+    assert_eq!((c.bgp.error_wait_time_min, c.bgp.error_wait_time_max, c.bgp.error_forget_time), (1, 120, 60));
     assert_eq!(c.control.socket, Path::new("/run/merle/merled.sock"));
     assert_eq!(c.log.level, "info");
 }
@@ -129,6 +130,14 @@ fn bad_values_are_named_by_key() {
         ("[[bgp.peers]]\naddress = \"10.0.0.1\"\nas_number = 1\n", "bgp.peers[0].address", "own address"),
         ("[[bgp.peers]]\naddress = \"not-an-ip\"\nas_number = 1\n", "bgp.peers[0].address", "invalid IP address"),
         ("[bgp]\nhold_time = 2\n", "bgp.hold_time", "hold time 2"),
+        ("[bgp]\nerror_wait_time_min = 30\nerror_wait_time_max = 10\n", "bgp.error_wait_time_max", "less than error_wait_time_min (30)"),
+        ("[bgp]\nerror_wait_time_max = 7200\n", "bgp.error_wait_time_max", "over the limit of 3600 s"),
+        ("[bgp]\nerror_forget_time = 0\n", "bgp.error_forget_time", "at least 1 second"),
+        (
+            "[[bgp.peers]]\naddress = \"10.0.0.2\"\nas_number = 1\nerror_wait_time_min = 200\n",
+            "bgp.peers[0].error_wait_time_max",
+            "120 is less than error_wait_time_min (200)",
+        ),
         ("[bgp]\nlisten_port = 70000\n", "bgp.listen_port", "unsigned 16 bit"),
         ("[control]\nsocket = \"relative.sock\"\n", "control.socket", "absolute"),
         ("[log]\nlevel = \"loud\"\n", "log.level", "unknown level"),

@@ -333,6 +333,9 @@ impl PeerTask {
         }
         f.connect_retry = cfg.connect_retry;
         f.connect_retry_max = cfg.connect_retry_max;
+        f.idle_hold = cfg.error_wait;
+        f.idle_hold_max = cfg.error_wait_max;
+        f.stable_time = cfg.error_forget;
         f.jitter_seed = std::collections::hash_map::RandomState::new().hash_one(cfg.address);
         f
     }

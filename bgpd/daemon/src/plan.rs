@@ -52,6 +52,11 @@ pub struct PeerConfig {
     pub enforce_first_as: bool,
     pub connect_retry: Duration,
     pub connect_retry_max: Duration,
+    /// Damping: the first wait after an error (zero: off), its ceiling,
+    /// and how long a session must stay up to start from the first again.
+    pub error_wait: Duration,
+    pub error_wait_max: Duration,
+    pub error_forget: Duration,
     pub kind: PeerKind,
     pub export_learned: bool,
     pub next_hop_mode: NextHopMode,
@@ -143,6 +148,8 @@ pub fn plan(cfg: &conf::Config) -> Vec<PeerConfig> {
     let my_ip = me.address.addr();
     let retry = Duration::from_secs(u64::from(cfg.bgp.connect_retry_time));
     let retry_max = Duration::from_secs(u64::from(cfg.bgp.connect_retry_max));
+    let secs = |s: u16| Duration::from_secs(u64::from(s));
+    let b = &cfg.bgp;
     let base = |address: IpAddr, as_number: u32, kind: PeerKind, description: Option<String>| PeerConfig {
         address,
         port: conf::DEFAULT_PORT,
@@ -154,6 +161,9 @@ pub fn plan(cfg: &conf::Config) -> Vec<PeerConfig> {
         enforce_first_as: true,
         connect_retry: retry,
         connect_retry_max: retry_max,
+        error_wait: secs(b.error_wait_time_min),
+        error_wait_max: secs(b.error_wait_time_max),
+        error_forget: secs(b.error_forget_time),
         kind,
         export_learned: false,
         next_hop_mode: NextHopMode::Auto,
@@ -205,6 +215,9 @@ pub fn plan(cfg: &conf::Config) -> Vec<PeerConfig> {
             enforce_first_as: p.enforce_first_as,
             connect_retry: retry,
             connect_retry_max: retry_max,
+            error_wait: secs(p.error_wait_time_min.unwrap_or(b.error_wait_time_min)),
+            error_wait_max: secs(p.error_wait_time_max.unwrap_or(b.error_wait_time_max)),
+            error_forget: secs(p.error_forget_time.unwrap_or(b.error_forget_time)),
             kind,
             export_learned: p.export_learned,
             next_hop_mode: match p.next_hop_mode {

@@ -148,6 +148,9 @@ mod tests {
     fn transport_and_negotiated_settings_reset_policy_applies_in_place() {
         let (old, n) = (peer(), node(None));
         assert_eq!(reconfigure(&old, &old, &n, &n), Reconfigure::default(), "no edit, nothing");
+        let mut damping = old.clone();
+        (damping.error_wait, damping.error_wait_max) = (Duration::ZERO, Duration::ZERO);
+        assert_eq!(reconfigure(&old, &damping, &n, &n), Reconfigure::default(), "damping applies in the FSM, in place");
         for edit in [
             |p: &mut PeerConfig| p.hold_time = 30,
             |p: &mut PeerConfig| p.password = Some("x".into()),

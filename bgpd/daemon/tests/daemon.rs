@@ -321,6 +321,40 @@ fn rfc7606_attributes_without_reachable_nlri_reset_ipv4_and_ipv6() {
     assert!(log.contains("c008050102030405"), "the COMMUNITIES attribute in the dump: {log}");
 }
 
+/// Damping holds back our own attempts, not the peer's: a passive peer
+/// whose session failed accepts the peer's next connection at once, even
+/// with a long `error_wait_time_min`.
+#[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
+fn a_damped_passive_peer_accepts_the_peers_next_connection() {
+    if testbed::skip_unless_root("a_damped_passive_peer_accepts_the_peers_next_connection") {
+        return;
+    }
+    let p = pair("dp");
+    let cfg = merled_config(&[(PEER_V4, 65002)], 90)
+        .replace("as_number = 65002\n", "as_number = 65002\npassive = true\nerror_wait_time_min = 60\n");
+    let m = start_merled(&p, &cfg);
+    let dst: SocketAddr = format!("{MERLE_V4}:179").parse().unwrap();
+    let h = p
+        .peer
+        .spawn(move || {
+            let mut s = Speaker::connect(PEER_V4.parse().unwrap(), dst).unwrap();
+            s.handshake(65002, Ipv4Addr::new(10, 1, 0, 2), 90);
+            // An error on the session: merled damps it (60 s).
+            s.send(&Message::Notification(bgpd::packet::NotificationMsg::new(6, 4, bytes::Bytes::new())));
+            drop(s);
+            std::thread::sleep(Duration::from_millis(300));
+            let t = std::time::Instant::now();
+            let mut s = Speaker::connect(PEER_V4.parse().unwrap(), dst).unwrap();
+            s.handshake(65002, Ipv4Addr::new(10, 1, 0, 2), 90);
+            (t.elapsed(), s)
+        })
+        .unwrap();
+    let (took, _session) = h.join().unwrap().unwrap();
+    assert!(took < Duration::from_secs(5), "the second session took {took:?}");
+    wait_established(&m, PEER_V4, T);
+}
+
 /// The Adj-RIB-Out is exact: a peer whose export policy kept a prefix
 /// from it is not sent a withdrawal for that prefix, whether the route goes
 /// by an UPDATE or with its session; what it was sent is withdrawn once.

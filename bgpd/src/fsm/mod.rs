@@ -17,7 +17,11 @@
 //!   delay is multiplied by a random factor in [0.75, 1]);
 //! - passive peers (ManualStart_with_PassiveTcpEstablishment);
 //! - DampPeerOscillations: after every error the IdleHoldTimer doubles, up to
-//!   a ceiling, and it resets once a session has stayed up for a while;
+//!   a ceiling, and it resets once a session has stayed up for a while (as
+//!   BIRD's `error wait time` and `error forget time`). A zero wait turns it
+//!   off. A passive peer has no outbound attempts to hold back, so it
+//!   accepts the peer's connection during the wait; only a stop with a
+//!   restart delay (a max-prefix Cease) refuses inbound connections;
 //! - RFC 4724 §4: a new connection while Established with graceful restart
 //!   negotiated means the peer restarted, so the old session is torn down.
 //!
@@ -95,6 +99,7 @@ pub struct FsmConfig {
     pub passive: bool,
     pub connect_retry: Duration,
     pub connect_retry_max: Duration,
+    /// The first wait after an error (0: no damping) and its ceiling.
     pub idle_hold: Duration,
     pub idle_hold_max: Duration,
     /// How long a session must stay Established to reset the damping.
@@ -214,6 +219,8 @@ pub struct Fsm {
     running: bool,
     /// In Idle waiting for IdleHoldTimer before restarting.
     idle_hold_pending: bool,
+    /// The wait is DampPeerOscillations' (not a stop's restart delay).
+    damping: bool,
     conns: Vec<Conn>,
     connect_retry_counter: u32,
     idle_hold_current: Duration,
@@ -232,6 +239,7 @@ impl Fsm {
             cfg,
             running: false,
             idle_hold_pending: false,
+            damping: false,
             conns: Vec::new(),
             connect_retry_counter: 0,
             idle_hold_current,
@@ -248,6 +256,8 @@ impl Fsm {
 
     /// Replaces the configuration. Takes effect for the next connection.
     pub fn set_config(&mut self, cfg: FsmConfig) {
+        // The damping goes on from where it was, within the new bounds.
+        self.idle_hold_current = self.idle_hold_current.clamp(cfg.idle_hold, cfg.idle_hold_max.max(cfg.idle_hold));
         self.cfg = cfg;
     }
 
@@ -401,6 +411,7 @@ impl Fsm {
         }
         self.last_down = Some(reason);
         self.connect_retry_counter = 0;
+        self.damping = false;
         match restart_after {
             Some(d) => {
                 self.running = true;
@@ -428,6 +439,13 @@ impl Fsm {
     }
 
     fn tcp_confirmed(&mut self, id: ConnId, out: &mut Vec<Action>) {
+        if self.idle_hold_pending && self.damping && self.cfg.passive {
+            // A passive peer's damping holds back nothing of ours: the
+            // peer chose when to come back.
+            self.idle_hold_pending = false;
+            self.damping = false;
+            out.push(Action::StopTimer(Timer::IdleHold));
+        }
         if !self.running || self.idle_hold_pending {
             out.push(Action::Close(id));
             return;
@@ -515,13 +533,16 @@ impl Fsm {
         }
         self.last_down = Some(reason);
         self.connect_retry_counter = 0;
-        if self.running {
+        if self.running && !self.idle_hold_current.is_zero() {
             // DampPeerOscillations: wait, then double the next wait.
             self.idle_hold_pending = true;
+            self.damping = true;
             let d = self.jitter(self.idle_hold_current);
             out.push(Action::StartTimer(Timer::IdleHold, d));
             self.idle_hold_current = self.idle_hold_current.saturating_mul(2).min(self.cfg.idle_hold_max);
         }
+        // Without damping an active peer tries again after ConnectRetry
+        // (ensure_progress), a passive one waits for the peer.
     }
 
     fn fsm_error(&mut self, id: ConnId, state: ConnState, out: &mut Vec<Action>) {

@@ -445,3 +445,74 @@ fn hold_time_zero_keeps_the_open_hold_timer_until_established() {
     let a = f.handle(Event::Message(c, Message::Keepalive));
     assert!(a.contains(&Action::StopTimer(Timer::Hold(c))));
 }
+
+/// A passive peer brought Established by the peer's connection.
+fn passive_established() -> (Fsm, ConnId) {
+    let mut c = cfg();
+    c.passive = true;
+    let mut f = Fsm::new(c);
+    assert!(f.handle(Event::ManualStart).iter().all(|a| !matches!(a, Action::Connect(_))));
+    let id = f.new_conn_id();
+    f.handle(Event::TcpConnectionConfirmed(id));
+    f.handle(Event::Message(id, peer_open([10, 0, 0, 2], 90)));
+    let a = f.handle(Event::Message(id, Message::Keepalive));
+    assert!(a.iter().any(|x| matches!(x, Action::Established(..))));
+    (f, id)
+}
+
+#[test]
+fn a_damped_passive_peer_still_accepts_the_peers_connection() {
+    let (mut f, c) = passive_established();
+    let a = f.handle(Event::TimerExpired(Timer::Hold(c)));
+    assert!(timer_of(&a, Timer::IdleHold).is_some(), "damped");
+    let id = f.new_conn_id();
+    let a = f.handle(Event::TcpConnectionConfirmed(id));
+    assert!(!a.contains(&Action::Close(id)), "accepted during the wait: {a:?}");
+    assert!(a.contains(&Action::StopTimer(Timer::IdleHold)));
+    assert!(a.iter().any(|x| matches!(x, Action::Send(i, Message::Open(_)) if *i == id)));
+}
+
+#[test]
+fn a_restart_delay_refuses_inbound_connections_even_when_passive() {
+    let (mut f, _) = passive_established();
+    f.handle(Event::Stop { notification: None, restart_after: Some(Duration::from_secs(60)) });
+    let id = f.new_conn_id();
+    assert_eq!(f.handle(Event::TcpConnectionConfirmed(id)), vec![Action::Close(id)]);
+}
+
+#[test]
+fn damping_off_retries_after_connect_retry_and_accepts_at_once() {
+    let mut c = cfg();
+    c.idle_hold = Duration::ZERO;
+    c.idle_hold_max = Duration::ZERO;
+    let (mut f, conn) = established(c, 90);
+    let a = f.handle(Event::TimerExpired(Timer::Hold(conn)));
+    assert!(timer_of(&a, Timer::IdleHold).is_none(), "no damping: {a:?}");
+    assert!(timer_of(&a, Timer::ConnectRetry).is_some(), "the next attempt is ConnectRetry's");
+    let id = f.new_conn_id();
+    let a = f.handle(Event::TcpConnectionConfirmed(id));
+    assert!(!a.contains(&Action::Close(id)), "{a:?}");
+}
+
+#[test]
+fn a_damping_edit_applies_within_the_new_bounds() {
+    let mut f = Fsm::new(cfg());
+    f.handle(Event::ManualStart);
+    for _ in 0..8 {
+        let c = ConnId(f.next_conn - 1);
+        f.handle(Event::TcpCrAcked(c));
+        f.handle(Event::TimerExpired(Timer::Hold(c)));
+        f.handle(Event::TimerExpired(Timer::IdleHold));
+    }
+    assert_eq!(f.idle_hold_time(), Duration::from_secs(120));
+    let mut c = cfg();
+    c.idle_hold = Duration::from_secs(5);
+    c.idle_hold_max = Duration::from_secs(30);
+    f.set_config(c);
+    assert_eq!(f.idle_hold_time(), Duration::from_secs(30));
+    let mut c = cfg();
+    c.idle_hold = Duration::ZERO;
+    c.idle_hold_max = Duration::ZERO;
+    f.set_config(c);
+    assert_eq!(f.idle_hold_time(), Duration::ZERO, "off");
+}
