@@ -123,4 +123,26 @@ impl Speaker {
         }
         open
     }
+
+    /// Connects and completes the handshake, trying again (up to
+    /// `attempts` times, 10 ms apart) while merled closes the connection:
+    /// as a real peer does while merled still holds its previous session.
+    pub fn establish(src: IpAddr, dst: SocketAddr, asn: u32, id: Ipv4Addr, attempts: usize) -> Option<Self> {
+        for _ in 0..attempts {
+            if let Ok(mut s) = Self::connect(src, dst) {
+                let caps = vec![Capability::Multiprotocol(AfiSafi::IPV4_UNICAST), Capability::FourOctetAs(asn)];
+                let _ = s.stream.write_all(&Message::Open(OpenMsg::new(asn, 90, id, caps)).encode(&s.ectx));
+                if let Some(Message::Open(_)) = s.recv(Duration::from_secs(5)) {
+                    s.dctx.four_octet_as = true;
+                    s.ectx.four_octet_as = true;
+                    s.send(&Message::Keepalive);
+                    if let Some(Message::Keepalive) = s.recv(Duration::from_secs(5)) {
+                        return Some(s);
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
 }
