@@ -76,6 +76,24 @@ fn control_socket_is_private_and_survives_bad_requests() {
     let mut child = Command::new(merled_bin()).arg("--config").arg(&path).stderr(Stdio::null()).spawn().unwrap();
     wait::poll("control socket", T, || sock.exists().then_some(())).unwrap();
     assert_eq!(std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777, 0o600);
+    if testbed::is_root() {
+        // A user other than root is refused by the socket's mode, even
+        // with the directory open to everyone.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(merlectl_bin())
+            .arg("--socket")
+            .arg(&sock)
+            .arg("status")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "nobody must be refused: {err}");
+        assert!(err.to_lowercase().contains("permission denied"), "{err}");
+    } else {
+        eprintln!("control_socket_is_private: not root, the non-root refusal is not checked");
+    }
 
     let ctl = |args: &[&str]| Command::new(merlectl_bin()).arg("--socket").arg(&sock).args(args).output().unwrap();
     let out = ctl(&["status", "--json"]);

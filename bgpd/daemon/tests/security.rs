@@ -184,3 +184,126 @@ fn max_prefixes_sends_cease_1_and_restarts_later() {
         .unwrap();
     h.join().unwrap().unwrap();
 }
+
+/// An OPEN body with the given capability bytes as one optional parameter.
+fn open_with_caps(asn: u16, id: [u8; 4], caps: &[u8]) -> Vec<u8> {
+    let mut b = vec![4];
+    b.extend_from_slice(&asn.to_be_bytes());
+    b.extend_from_slice(&90u16.to_be_bytes());
+    b.extend_from_slice(&id);
+    b.push((caps.len() + 2) as u8);
+    b.push(2);
+    b.push(caps.len() as u8);
+    b.extend_from_slice(caps);
+    b
+}
+
+fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![0xff; 16];
+    m.extend_from_slice(&((body.len() + 19) as u16).to_be_bytes());
+    m.push(kind);
+    m.extend_from_slice(body);
+    m
+}
+
+/// The NOTIFICATION a speaker gets within 20 s, other messages skipped.
+fn notification_of(s: &mut Speaker) -> Option<(u8, u8)> {
+    s.notification(Duration::from_secs(20))
+}
+
+/// Hostile input on one session (RFC 4271, RFC 5492, RFC 2918): an OPEN
+/// with a capability list as long as the field allows, a flood of
+/// ROUTE-REFRESH, a message over 4096 octets without the extended message
+/// capability, and a capability that overruns its parameter: each handled
+/// as the RFCs say, while a peer with a 3 s hold time on the same merled
+/// never misses a keepalive.
+#[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
+fn hostile_opens_floods_and_oversized_messages_leave_other_sessions_alone() {
+    use std::io::Write;
+    if testbed::skip_unless_root("hostile_opens_floods_and_oversized_messages_leave_other_sessions_alone") {
+        return;
+    }
+    const ATTACKER: &str = "10.1.0.3";
+    let p = pair("ho");
+    p.peer.add_addr("eth0", &format!("{ATTACKER}/24")).unwrap();
+    let cfg = merled_config(&[(PEER_V4, 65002), (ATTACKER, 65003)], 3)
+        .replace("as_number = 6500", "passive = true\nas_number = 6500");
+    let m = start_merled(&p, &cfg);
+    let dst: SocketAddr = format!("{MERLE_V4}:179").parse().unwrap();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let victim = p
+        .peer
+        .spawn(move || {
+            let mut s = Speaker::connect(PEER_V4.parse().unwrap(), dst).unwrap();
+            s.handshake(65002, Ipv4Addr::new(10, 1, 0, 2), 3);
+            let (mut last, mut worst, mut sent) = (Instant::now(), Duration::ZERO, Instant::now());
+            loop {
+                if stop_rx.try_recv().is_ok() {
+                    return (worst, true);
+                }
+                if sent.elapsed() >= Duration::from_millis(900) {
+                    s.send(&Message::Keepalive);
+                    sent = Instant::now();
+                }
+                match s.recv(Duration::from_millis(200)) {
+                    Some(Message::Notification(_)) => return (worst, false),
+                    Some(_) => {
+                        worst = worst.max(last.elapsed());
+                        last = Instant::now();
+                    }
+                    None => {}
+                }
+            }
+        })
+        .unwrap();
+    wait_established(&m, PEER_V4, T);
+    let attacker = p
+        .peer
+        .spawn(move || {
+            let src = ATTACKER.parse().unwrap();
+            // 1. Every capability the field holds (125 of an unknown code,
+            // then the two merled needs): unknown ones are ignored.
+            let mut caps: Vec<u8> = [200u8, 0].repeat(120);
+            caps.extend_from_slice(&[1, 4, 0, 1, 0, 1]); // IPv4 unicast
+            caps.extend_from_slice(&[65, 4, 0, 0, 0xfd, 0xeb]); // 4-octet AS 65003
+            let mut s = Speaker::connect(src, dst).unwrap();
+            s.stream.write_all(&frame(1, &open_with_caps(65003, [10, 1, 0, 3], &caps))).unwrap();
+            let accepted = matches!(s.recv(Duration::from_secs(10)), Some(Message::Open(_)));
+            s.dctx.four_octet_as = true;
+            s.ectx.four_octet_as = true;
+            s.send(&Message::Keepalive);
+            // 2. 20,000 ROUTE-REFRESH requests at once.
+            let rr = Message::RouteRefresh(bgpd::packet::RouteRefreshMsg::request(bgpd::packet::AfiSafi::IPV4_UNICAST));
+            let one = rr.encode(&s.ectx);
+            let flood: Vec<u8> = one.iter().copied().cycle().take(one.len() * 20_000).collect();
+            s.stream.write_all(&flood).unwrap();
+            // 3. A 5,000-octet message: Message Header Error, Bad Message
+            // Length (RFC 4271 §6.1).
+            let mut big = vec![0xff; 16];
+            big.extend_from_slice(&5000u16.to_be_bytes());
+            big.push(2);
+            big.resize(5000, 0);
+            s.stream.write_all(&big).unwrap();
+            let too_long = notification_of(&mut s);
+            drop(s);
+            // 4. A capability whose length overruns its parameter.
+            let bad = [1u8, 40, 0, 1, 0, 1];
+            let mut s = Speaker::establish_raw(src, dst, &frame(1, &open_with_caps(65003, [10, 1, 0, 3], &bad)));
+            let overrun = notification_of(&mut s);
+            (accepted, too_long, overrun)
+        })
+        .unwrap();
+    let (accepted, too_long, overrun) = attacker.join().unwrap().unwrap();
+    assert!(accepted, "an OPEN with a full capability list of unknown codes is accepted");
+    assert_eq!(too_long, Some((1, 2)), "Message Header Error, Bad Message Length");
+    assert_eq!(overrun.map(|(c, _)| c), Some(2), "OPEN Message Error for the overrunning capability");
+    // The other session is watched a while longer, for late effects.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(m.peer_state(PEER_V4).as_deref(), Some("Established"));
+    stop_tx.send(()).unwrap();
+    let (worst, up) = victim.join().unwrap().unwrap();
+    assert!(up, "the other session must stay up");
+    assert!(worst < Duration::from_secs(3), "the other session's longest silence from merled: {worst:?}");
+    println!("other session's longest silence during the attack: {worst:?}");
+}

@@ -145,4 +145,20 @@ impl Speaker {
         }
         None
     }
+
+    /// Connects (trying again while merled refuses, 10 ms apart, for up
+    /// to 10 s) and sends `first` raw, for a handshake that is meant to
+    /// fail.
+    pub fn establish_raw(src: IpAddr, dst: SocketAddr, first: &[u8]) -> Self {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut s) = Self::connect(src, dst) {
+                if s.stream.write_all(first).is_ok() {
+                    return s;
+                }
+            }
+            assert!(Instant::now() < end, "merled refused every connection for 10 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
