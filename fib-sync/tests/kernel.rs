@@ -147,12 +147,46 @@ fn installs_repairs_and_leaves_foreign_routes_alone() {
     })
     .unwrap();
 
+    // A foreign route put over one of merle's (issue 18): left alone and
+    // reported, and merle's is back once it goes.
+    ns.ip(&["route", "replace", "10.244.2.0/26", "via", "10.0.0.7", "proto", "static"]).unwrap();
+    poll("the route taken over is reported", Duration::from_secs(5), || {
+        matches!(state("10.244.2.0/26"), Some(RouteState::Failed { .. })).then_some(())
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let taken = ns.ip(&["route", "show", "10.244.2.0/26"]).unwrap();
+    assert!(taken.contains("via 10.0.0.7") && taken.contains("proto static"), "merle must not overwrite it: {taken}");
+    ns.ip(&["route", "del", "10.244.2.0/26", "proto", "static"]).unwrap();
+    poll("10.244.2.0/26 back", Duration::from_secs(40), || {
+        routes(&ns).iter().any(|r| r.starts_with("10.244.2.0/26 via 10.0.0.2")).then_some(())
+    })
+    .unwrap();
     // When the foreign route goes, merle's takes its place.
     ns.ip(&["route", "del", "10.244.9.0/26", "proto", "static"]).unwrap();
     poll("10.244.9.0/26 installed", Duration::from_secs(40), || {
         routes(&ns).iter().any(|r| r.starts_with("10.244.9.0/26 via 10.0.0.2")).then_some(())
     })
     .unwrap();
+
+    // The uplink down and up: the kernel drops the routes through it;
+    // they come back with the link.
+    ns.ip(&["link", "set", "eth0", "down"]).unwrap();
+    poll("routes through eth0 gone", Duration::from_secs(5), || {
+        routes(&ns).iter().all(|r| !r.contains("dev eth0")).then_some(())
+    })
+    .unwrap();
+    ns.ip(&["link", "set", "eth0", "up"]).unwrap();
+    wait_routes(
+        &ns,
+        &[
+            "10.244.2.0/26 via 10.0.0.2 dev eth0",
+            "10.244.3.0/26 via 10.1.0.3 dev vxlan.merle onlink",
+            "10.244.9.0/26 via 10.0.0.2 dev eth0",
+            "10.96.0.10 nexthop via 10.0.0.2 dev eth0 nexthop via 10.0.0.3 dev eth0",
+            "blackhole 10.244.1.0/26",
+        ],
+    );
 
     // Withdrawn: gone, and its VTEP entries with it.
     fib.routes(vec![(p("10.244.3.0/26"), vec![]), (p("10.244.9.0/26"), vec![])]);
