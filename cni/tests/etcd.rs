@@ -286,6 +286,30 @@ fn etcd_down_is_try_again_and_creates_nothing() {
     // STATUS says the plugin cannot serve ADDs.
     let st = a.cni_raw(&[("CNI_COMMAND", "STATUS".to_string())], a.netconf("1.1.0").to_string().as_bytes());
     st.error("STATUS with etcd down", 50, &["etcd"]);
+    // DEL of the pod that has an address: try again too, and nothing half
+    // done: its link and its allocation both stay, for the runtime's retry.
+    let before_del = a.links();
+    let out = a.cni("DEL", "down-1", &netns_path(&up_pod.name), &a.netconf("1.0.0"));
+    println!("DEL with etcd down: {}", out.error("DEL with etcd down", 11, &["etcd"]));
+    assert_eq!(a.links(), before_del, "a DEL that could not release the address must keep the pod's link");
+
+    // etcd back: everything recovers by itself, nothing restarted.
+    etcd.server.restart().unwrap();
+    let t = Instant::now();
+    let r = poll("ADD once etcd is back", Duration::from_secs(30), || {
+        let out = a.cni("ADD", "down-2", &netns_path(&pod.name), &a.netconf("1.0.0"));
+        out.ok().then(|| out.result("ADD after the restart"))
+    })
+    .unwrap();
+    println!("ADD succeeded {:?} after etcd came back", t.elapsed());
+    let got = result_ips(&r);
+    a.cni("DEL", "down-1", &netns_path(&up_pod.name), &a.netconf("1.0.0")).empty("DEL after the restart");
+    // What etcd holds is exactly the one pod left.
+    let ds = etcd.datastore("/merle-down");
+    let all = in_ns(&etcd.ns, move || load(&ds)).unwrap();
+    let held: Vec<IpAddr> =
+        all.values().flat_map(|b| b.allocations.keys().map(move |o| b.addr(*o))).collect::<Vec<_>>();
+    assert_eq!(held, vec![got[0].addr()], "one allocation, the live pod's");
 }
 
 /// A node's pools, from merle's configuration.

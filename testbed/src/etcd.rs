@@ -18,7 +18,12 @@ pub struct Etcd {
     pub daemon: Daemon,
     /// The client URL, `http://<ip>:<port>`.
     pub url: String,
-    _dir: TempDir,
+    /// How it was started, for [`Etcd::restart`].
+    ns: Option<String>,
+    args: Vec<String>,
+    ready: std::net::SocketAddr,
+    tls: bool,
+    dir: TempDir,
 }
 
 /// A free TCP port on the loopback of the current namespace.
@@ -86,11 +91,36 @@ impl Etcd {
             }
             args.push("--client-cert-auth".into());
         }
+        let addr = std::net::SocketAddr::new(ip, client);
+        let ns_name = ns.map(|n| n.name.clone());
+        let daemon = Self::spawn(ns_name.as_deref(), &args, &dir, addr, tls.is_some())?;
+        Ok(Self { daemon, url, ns: ns_name, args, ready: addr, tls: tls.is_some(), dir })
+    }
+
+    /// Starts the same member again on its data, after [`Etcd::stop`] (an
+    /// etcd restart, or etcd coming back after an outage).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.daemon.stop(Duration::from_secs(5));
+        self.daemon = Self::spawn(self.ns.as_deref(), &self.args, &self.dir, self.ready, self.tls)?;
+        Ok(())
+    }
+
+    fn spawn(
+        ns: Option<&str>,
+        args: &[String],
+        dir: &TempDir,
+        addr: std::net::SocketAddr,
+        with_tls: bool,
+    ) -> anyhow::Result<Daemon> {
         let mut c = match ns {
-            Some(ns) => ns.command(ETCD),
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, ETCD]);
+                c
+            }
             None => Command::new(ETCD),
         };
-        c.args(&args);
+        c.args(args);
         let log = dir.path().join("etcd.log");
         // etcd 3.4 refuses to run on architectures other than amd64 and
         // ppc64le unless told this one is meant.
@@ -101,8 +131,6 @@ impl Etcd {
         };
         let mut daemon = Daemon::spawn_command(c, "etcd", &log, &[("ETCD_UNSUPPORTED_ARCH", arch)])?;
         // Ready once GET /health says so, asked from inside `ns`.
-        let addr = std::net::SocketAddr::new(ip, client);
-        let with_tls = tls.is_some();
         let probe = move || -> bool {
             let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else { return false };
             if with_tls {
@@ -117,7 +145,11 @@ impl Etcd {
         };
         let up = wait::poll("etcd to answer", Duration::from_secs(30), || {
             let ok = match ns {
-                Some(ns) => ns.spawn(probe).ok().and_then(|h| h.join().ok()).and_then(Result::ok).unwrap_or(false),
+                Some(ns) => crate::netns::spawn_in(ns, probe)
+                    .ok()
+                    .and_then(|h| h.join().ok())
+                    .and_then(Result::ok)
+                    .unwrap_or(false),
                 None => probe(),
             };
             ok.then_some(())
@@ -125,6 +157,6 @@ impl Etcd {
         if up.is_err() || !daemon.alive() {
             anyhow::bail!("etcd did not start:\n{}", daemon.log_tail(30));
         }
-        Ok(Self { daemon, url, _dir: dir })
+        Ok(daemon)
     }
 }
