@@ -13,7 +13,7 @@ mod common;
 use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
-use std::process::Child;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -946,4 +946,84 @@ fn install_puts_the_plugin_and_its_list_in_place_atomically_once_and_then_a_pod_
     // portmap 1.1.1's CHECK looks for IPv4 rules in ip6tables: as above.
     rt.check_where(&node.ns, &pod, "inst-1", |t| t != "portmap").unwrap();
     rt.del(&node.ns, &pod, "inst-1").unwrap();
+}
+
+/// A tmpfs mounted over a directory for the test, unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "merle-test", &at.display().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount tmpfs at {}", at.display());
+        Self(at.to_owned())
+    }
+
+    fn remount(&self, opts: &str) {
+        let ok = Command::new("mount").args(["-o", &format!("remount,{opts}"), &self.0.display().to_string()]).status();
+        assert!(ok.unwrap().success(), "remount {opts}");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Issue 18: the IPAM file store on a full disk and on a read-only one. An
+/// ADD fails cleanly with an error that says why, leaves no link behind,
+/// and the store keeps every allocation it had; with room again, or
+/// writable again, the same ADD works.
+#[test]
+#[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
+fn a_full_or_read_only_store_fails_adds_cleanly_and_loses_nothing() {
+    if testbed::skip_unless_root("a_full_or_read_only_store_fails_adds_cleanly_and_loses_nothing") {
+        return;
+    }
+    let (node, _up) = bed("disk");
+    let disk = SmallDisk::mount(&node.data_dir(), "256k");
+    node.configure(V4_ONLY, false, None);
+    let first = Netns::new("diskone").unwrap();
+    let r = node.cni("ADD", "one", &netns_path(&first.name), &node.netconf("1.0.0")).result("ADD");
+    let kept = result_ips(&r);
+    let ipam = node.ipam_file().unwrap();
+    // Fill the disk.
+    let filler = node.data_dir().join("filler");
+    let _ = Command::new("dd").args(["if=/dev/zero", &format!("of={}", filler.display()), "bs=4k"]).output();
+    let pod = Netns::new("disktwo").unwrap();
+    let links = node.links();
+    let out = node.cni("ADD", "two", &netns_path(&pod.name), &node.netconf("1.0.0"));
+    assert!(!out.ok(), "an ADD on a full disk must fail: {out:?}");
+    let e = out.json();
+    println!("full disk: {e}");
+    assert!(e["msg"].as_str().unwrap_or("").contains("No space left"), "{e}");
+    assert_eq!(node.links(), links, "the failed ADD left a link");
+    assert_eq!(link_names(&pod.name), vec!["lo".to_string()]);
+    assert_eq!(node.ipam_file().unwrap(), ipam, "the store is as it was");
+    std::fs::remove_file(&filler).unwrap();
+    let r = node.cni("ADD", "two", &netns_path(&pod.name), &node.netconf("1.0.0")).result("ADD with room again");
+    assert_ne!(result_ips(&r), kept);
+    // Read-only.
+    disk.remount("ro");
+    let ipam = node.ipam_file().unwrap();
+    let third = Netns::new("diskthree").unwrap();
+    let links = node.links();
+    let out = node.cni("ADD", "three", &netns_path(&third.name), &node.netconf("1.0.0"));
+    assert!(!out.ok(), "an ADD on a read-only store must fail: {out:?}");
+    let e = out.json();
+    println!("read-only: {e}");
+    assert!(e["msg"].as_str().unwrap_or("").contains("Read-only"), "{e}");
+    assert_eq!(node.links(), links, "the failed ADD left a link");
+    assert_eq!(node.ipam_file().unwrap(), ipam);
+    disk.remount("rw");
+    node.cni("ADD", "three", &netns_path(&third.name), &node.netconf("1.0.0")).result("ADD once writable");
+    for (cid, ns) in [("one", &first), ("two", &pod), ("three", &third)] {
+        node.cni("DEL", cid, &netns_path(&ns.name), &node.netconf("1.0.0")).empty("DEL");
+    }
+    drop(disk);
 }
