@@ -41,3 +41,13 @@ for name, m in messages():
 for toml in sorted((root / "conf" / "examples").glob("*.toml")):
     write("config", toml.read_bytes())
 write("config", b'[node]\nname = "a"\naddress = "10.0.0.1/24"\n\n[[bgp.peers]]\naddress = "10.0.0.254"\nas_number = 65001\n')
+
+for conflist in sorted((root / "conf" / "examples").glob("*.conflist")):
+    import json
+    doc = json.loads(conflist.read_text())
+    for plugin in doc.get("plugins", []):
+        net = dict(plugin, cniVersion=doc.get("cniVersion", "1.0.0"), name=doc.get("name", "k8s-pod-network"))
+        write("cni_netconf", json.dumps(net).encode())
+write("cni_netconf", b'{"cniVersion":"1.1.0","name":"k8s","type":"merle-cni","cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}]}')
+for cmd in (b"ADD", b"DEL", b"CHECK", b"GC", b"STATUS", b"VERSION"):
+    write("cni_env", b"\0".join([cmd, b"0123456789abcdef", b"/var/run/netns/pod", b"eth0", b"K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0", b"/opt/cni/bin"]))

@@ -13,15 +13,15 @@ use crate::spec::{self, AddResult, Code, Command, Env, Error, Interface, IpConfi
 use merle_ebpf::pods as dataplane;
 use merle_ipam::{self as ipam, alloc, Holder, IpamError, Store};
 
-impl From<IpamError> for Error {
-    fn from(e: IpamError) -> Self {
-        let code = match &e {
-            IpamError::NoPools | IpamError::Exhausted { .. } => Code::NoAddress,
-            IpamError::Unavailable(_) => Code::TryAgainLater,
-            IpamError::Corrupt(_) | IpamError::Io(_) => Code::Io,
-        };
-        Error::new(code, e.to_string())
-    }
+/// The CNI error for an IPAM error: no address, try again later (the
+/// store is unreachable), or I/O.
+fn ipam_error(e: IpamError) -> Error {
+    let code = match &e {
+        IpamError::NoPools | IpamError::Exhausted { .. } => Code::NoAddress,
+        IpamError::Unavailable(_) => Code::TryAgainLater,
+        IpamError::Corrupt(_) | IpamError::Io(_) => Code::Io,
+    };
+    Error::new(code, e.to_string())
 }
 
 impl From<LinkError> for Error {
@@ -79,7 +79,7 @@ pub fn run(get: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Option<
         .map_err(|e| fail(Error::new(Code::InvalidConfig, format!("merle configuration {}: {e}", path.display()))))?;
     let call = Call { env, conf, cfg, ipam_seconds: std::cell::Cell::new(None) };
     let started = std::time::Instant::now();
-    let out = ipam::open(&call.cfg).map_err(Error::from).and_then(|store| match cmd {
+    let out = ipam::open(&call.cfg).map_err(ipam_error).and_then(|store| match cmd {
         Command::Add => add(&call, store.as_ref()).map(|r| Some(r.to_json(&version))),
         Command::Del => del(&call, store.as_ref()).map(|()| None),
         Command::Check => check(&call, store.as_ref()).map(|()| None),
@@ -154,7 +154,7 @@ fn add(c: &Call, store: &dyn Store) -> Result<AddResult, Error> {
         strict_affinity: c.cfg.ipam.strict_affinity,
     };
     let t = std::time::Instant::now();
-    let (addrs, fresh) = ipam::transact(store, |b| alloc::assign(b, &req))?;
+    let (addrs, fresh) = ipam::transact(store, |b| alloc::assign(b, &req)).map_err(ipam_error)?;
     c.ipam_seconds.set(Some(t.elapsed().as_secs_f64()));
     let mtu = pod_mtu(&c.cfg, c.conf.mtu, &addrs);
     let a = link::Attachment { host: &host, ifname: &c.env.ifname, netns, addrs: &addrs, mtu };
@@ -242,10 +242,10 @@ fn del(c: &Call, store: &dyn Store) -> Result<(), Error> {
     let h = holder_of(c);
     // The endpoint entries first: nothing is redirected into a veth that
     // is going away. Then the link, then the veth.
-    let addrs = alloc::addresses_of(&store.load()?, &h);
+    let addrs = alloc::addresses_of(&store.load().map_err(ipam_error)?, &h);
     dataplane::detach(&c.cfg, &host, &addrs).map_err(|e| Error::new(Code::Io, format!("eBPF datapath: {e}")))?;
     link::teardown(&host)?;
-    let freed = ipam::transact(store, |b| Ok(alloc::release(b, &h, now())))?;
+    let freed = ipam::transact(store, |b| Ok(alloc::release(b, &h, now()))).map_err(ipam_error)?;
     if !freed.is_empty() {
         crate::notify::ipam_changed(&c.cfg.control.socket);
     }
@@ -254,7 +254,7 @@ fn del(c: &Call, store: &dyn Store) -> Result<(), Error> {
 
 fn check(c: &Call, store: &dyn Store) -> Result<(), Error> {
     let h = holder_of(c);
-    let addrs = alloc::addresses_of(&store.load()?, &h);
+    let addrs = alloc::addresses_of(&store.load().map_err(ipam_error)?, &h);
     if addrs.is_empty() {
         return Err(Error::new(Code::CheckFailed, format!("IPAM has no addresses for {}", h.handle)));
     }
@@ -320,7 +320,7 @@ fn gc(c: &Call, store: &dyn Store) -> Result<(), Error> {
     // next pod given the address. So the wiring goes first, and only what
     // was unwired is released: a failure or a crash in between leaves the
     // allocation for the next GC to find again.
-    let stale = alloc::stale(&store.load()?, node, &c.conf.name, &valid);
+    let stale = alloc::stale(&store.load().map_err(ipam_error)?, node, &c.conf.name, &valid);
     let mut unwired = HashSet::new();
     let mut failed = Vec::new();
     for a in stale {
@@ -338,12 +338,13 @@ fn gc(c: &Call, store: &dyn Store) -> Result<(), Error> {
             out.extend(alloc::release(b, &Holder::of(a), now()));
         }
         Ok(out)
-    })?;
+    })
+    .map_err(ipam_error)?;
     if !freed.is_empty() {
         crate::notify::ipam_changed(&c.cfg.control.socket);
     }
     // No endpoint entry or pod link outlives its pod.
-    match reconcile_pods(&c.cfg, &store.load()?) {
+    match reconcile_pods(&c.cfg, &store.load().map_err(ipam_error)?) {
         Ok(r) => failed.extend(r.errors),
         Err(e) => failed.push(format!("eBPF datapath: {e}")),
     }

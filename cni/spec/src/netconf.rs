@@ -89,15 +89,6 @@ impl NetConf {
     }
 }
 
-/// The IPAM attachment of one plugin call.
-pub fn attachment(network: &str, container_id: &str, ifname: &str) -> merle_ipam::Holder {
-    merle_ipam::Holder::of(merle_ipam::Attachment {
-        network: network.to_owned(),
-        container_id: container_id.to_owned(),
-        ifname: ifname.to_owned(),
-    })
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -123,7 +114,5 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.valid_attachments.unwrap()[0].container_id, "c1");
-        assert_eq!(attachment("k8s", "c1", "eth0").handle, "k8s.c1");
-        assert_eq!(attachment("k8s", "c1", "net1").handle, "k8s.c1.net1");
     }
 }
