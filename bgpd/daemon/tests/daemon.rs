@@ -383,8 +383,7 @@ fn withdrawals_go_only_to_peers_that_were_sent_the_route() {
         return;
     }
     const MONITOR_V4: &str = "10.1.0.3";
-    let p = pair("ao");
-    p.peer.add_addr("eth0", &format!("{MONITOR_V4}/24")).unwrap();
+    let p = pair_with("ao", &[MONITOR_V4]);
     let cfg = format!(
         "[node]\nname = \"merle\"\naddress = \"{MERLE_V4}/24\"\n\n\
          [bgp]\nhold_time = 90\nconnect_retry_time = 1\n\n\

@@ -200,11 +200,8 @@ fn rfc7606_over_mp_bgp_ipv6_as_the_rfcs_say_beside_bird() {
     require("bird");
     let n = cases().len();
     // merled, one passive peer per case.
-    let p = pair("mp7");
-    for i in 0..n {
-        p.peer.add_addr("eth0", &format!("10.1.0.{}/24", 10 + i)).unwrap();
-    }
     let peers: Vec<(String, u32)> = (0..n).map(|i| (format!("10.1.0.{}", 10 + i), 65002)).collect();
+    let p = pair_with("mp7", &peers.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>());
     let refs: Vec<(&str, u32)> = peers.iter().map(|(a, s)| (a.as_str(), *s)).collect();
     let cfg = merled_config(&refs, 90).replace("\"\nas_number = ", "\"\npassive = true\nas_number = ");
     let m = start_merled(&p, &cfg);

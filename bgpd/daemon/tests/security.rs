@@ -225,8 +225,7 @@ fn hostile_opens_floods_and_oversized_messages_leave_other_sessions_alone() {
         return;
     }
     const ATTACKER: &str = "10.1.0.3";
-    let p = pair("ho");
-    p.peer.add_addr("eth0", &format!("{ATTACKER}/24")).unwrap();
+    let p = pair_with("ho", &[ATTACKER]);
     let cfg = merled_config(&[(PEER_V4, 65002), (ATTACKER, 65003)], 3)
         .replace("as_number = 6500", "passive = true\nas_number = 6500");
     let m = start_merled(&p, &cfg);

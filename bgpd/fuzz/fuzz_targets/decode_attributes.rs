@@ -5,32 +5,18 @@
 //! and an UPDATE it accepts without errors must survive a round trip.
 #![no_main]
 
-use bgpd::packet::{DecodeCtx, EncodeCtx, Family, FamilySet, Message};
+use bgpd::packet::{Family, Message};
 use libfuzzer_sys::fuzz_target;
 
-fn set(bits: u8) -> FamilySet {
-    let mut s = FamilySet::EMPTY;
-    if bits & 1 != 0 {
-        s.insert(Family::Ipv4Unicast);
-    }
-    if bits & 2 != 0 {
-        s.insert(Family::Ipv6Unicast);
-    }
-    s
-}
+#[path = "ctx.rs"]
+mod ctx;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, attrs)) = data.split_first() else { return };
     let attrs = &attrs[..attrs.len().min(4000)];
-    let dctx = DecodeCtx {
-        four_octet_as: sel & 1 != 0,
-        add_path_rx: set(sel >> 1),
-        extended_next_hop: set(sel >> 3),
-        ebgp: sel & 0x20 != 0,
-        enforce_first_as: (sel & 0x40 != 0).then_some(65001),
-    };
-    let ectx = EncodeCtx { four_octet_as: dctx.four_octet_as, add_path_tx: dctx.add_path_rx };
-    let nlri: &[u8] = if dctx.add_path_rx.contains(Family::Ipv4Unicast) { &[0, 0, 0, 1, 24, 10, 9, 0] } else { &[24, 10, 9, 0] };
+    let (dctx, ectx) = ctx::select(sel);
+    let nlri: &[u8] =
+        if dctx.add_path_rx.contains(Family::Ipv4Unicast) { &[0, 0, 0, 1, 24, 10, 9, 0] } else { &[24, 10, 9, 0] };
     let mut body = vec![0, 0];
     body.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
     body.extend_from_slice(attrs);

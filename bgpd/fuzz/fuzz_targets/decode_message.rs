@@ -6,30 +6,15 @@
 //! same value.
 #![no_main]
 
-use bgpd::packet::{frame_len, DecodeCtx, EncodeCtx, Family, FamilySet, Message};
+use bgpd::packet::{frame_len, Message};
 use libfuzzer_sys::fuzz_target;
 
-fn set(bits: u8) -> FamilySet {
-    let mut s = FamilySet::EMPTY;
-    if bits & 1 != 0 {
-        s.insert(Family::Ipv4Unicast);
-    }
-    if bits & 2 != 0 {
-        s.insert(Family::Ipv6Unicast);
-    }
-    s
-}
+#[path = "ctx.rs"]
+mod ctx;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, rest)) = data.split_first() else { return };
-    let dctx = DecodeCtx {
-        four_octet_as: sel & 1 != 0,
-        add_path_rx: set(sel >> 1),
-        extended_next_hop: set(sel >> 3),
-        ebgp: sel & 0x20 != 0,
-        enforce_first_as: (sel & 0x40 != 0).then_some(65001),
-    };
-    let ectx = EncodeCtx { four_octet_as: dctx.four_octet_as, add_path_tx: dctx.add_path_rx };
+    let (dctx, ectx) = ctx::select(sel);
     // Also exercise the framer on the raw stream.
     let _ = frame_len(rest);
     let mut msg = vec![0xff; 16];

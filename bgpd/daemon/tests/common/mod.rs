@@ -60,6 +60,16 @@ pub fn pair(tag: &str) -> Pair {
     Pair { merle, peer }
 }
 
+/// A [`pair`] whose peer side also has `extra` IPv4 addresses (/24), for
+/// tests with more than one session from the peer side.
+pub fn pair_with(tag: &str, extra: &[&str]) -> Pair {
+    let p = pair(tag);
+    for a in extra {
+        p.peer.add_addr("eth0", &format!("{a}/24")).unwrap();
+    }
+    p
+}
+
 /// A merled config for the merle side of a [`Pair`].
 pub fn merled_config(peers: &[(&str, u32)], hold_time: u16) -> String {
     let mut s = format!(
