@@ -134,8 +134,9 @@ pub fn import(u: &UpdateMsg, ctx: &ImportCtx<'_>) -> (Vec<RibChange>, Option<Rej
 /// What applying one UPDATE's changes to the RIB did.
 #[derive(Debug, Default)]
 pub struct Applied {
-    /// Prefixes whose best path or ECMP set changed, for export and the FIB.
-    pub changed: Vec<bgpd::rib::Changed>,
+    /// How many prefixes' best path or ECMP set changed (the RIB queued
+    /// them for export and the FIB itself).
+    pub changed: usize,
     /// Announcements the import policy let in, and those it turned away.
     pub accepted: u64,
     pub rejected: u64,
@@ -160,14 +161,14 @@ pub fn apply(
     let mut out = Applied::default();
     let mut interned: Option<(*const RouteAttrs, Arc<RouteAttrs>)> = None;
     for c in changes {
-        let (prefix, o) = match c {
+        let o = match c {
             RibChange::Announce(prefix, mut path) => {
                 let family_rules = &rules[crate::export::family_of(&prefix).index()];
                 let subject = Subject { prefix: &prefix, attrs: &path.attrs, learned: true, peer_type };
                 match evaluate(family_rules, &subject) {
                     Verdict::Reject => {
                         out.rejected += 1;
-                        (prefix, rib.withdraw(&prefix, src, path.path_id))
+                        rib.withdraw(&prefix, src, path.path_id)
                     }
                     verdict => {
                         out.accepted += 1;
@@ -183,15 +184,15 @@ pub fn apply(
                                 }
                             },
                         };
-                        (prefix, rib.insert(prefix, path))
+                        rib.insert(prefix, path)
                     }
                 }
             }
-            RibChange::Withdraw(prefix, id) => (prefix, rib.withdraw(&prefix, src, id)),
+            RibChange::Withdraw(prefix, id) => rib.withdraw(&prefix, src, id),
         };
         out.added += usize::from(o.added);
         out.removed += usize::from(o.removed);
-        out.changed.extend(o.changed(prefix));
+        out.changed += usize::from(o.best_changed);
     }
     out
 }
@@ -286,9 +287,12 @@ mod tests {
         rib.insert(rejected, held);
 
         let (changes, _) = import(&u, &c);
+        // What changed is what the RIB queues for a consumer of every kind.
+        let consumer = rib.open_adj_out(u8::MAX);
         let a = apply(&mut rib, changes, &src, &rules, PeerType::Ebgp);
         assert_eq!((a.accepted, a.rejected, a.added, a.removed), (2, 1, 2, 1));
-        let mut changed: Vec<String> = a.changed.iter().map(|x| x.prefix.to_string()).collect();
+        let mut changed: Vec<String> = rib.take_queue(consumer).iter().map(|(p, _)| p.to_string()).collect();
+        assert_eq!(changed.len(), a.changed);
         changed.sort();
         assert_eq!(changed, ["10.244.1.0/26", "10.244.2.0/26", "10.244.3.0/26"]);
         assert!(rib.get(&rejected).is_none(), "the rejected announcement withdrew the old path");
@@ -298,7 +302,7 @@ mod tests {
 
         let gone = vec![RibChange::Withdraw("10.244.1.0/26".parse().unwrap(), 0)];
         let a = apply(&mut rib, gone, &src, &rules, PeerType::Ebgp);
-        assert_eq!((a.accepted, a.rejected, a.added, a.removed, a.changed.len()), (0, 0, 0, 1, 1));
+        assert_eq!((a.accepted, a.rejected, a.added, a.removed, a.changed), (0, 0, 0, 1, 1));
     }
 
     #[test]

@@ -83,9 +83,9 @@ pub fn decide(
     let (t, node, n) = (to.target, to.node, to.n);
     let mut groups: [Grouper; 2] = Default::default();
     let mut withdrawn: [Vec<IpNet>; 2] = Default::default();
-    // Per family: (group, slot, held) of each prefix filed in a group, to
-    // be marked once the group is known to be sendable.
-    let mut filed: [Vec<(usize, u32, bool)>; 2] = Default::default();
+    // Per family: (group, slot, held, prefix) of each prefix filed in a
+    // group, to be marked once the group is known to be sendable.
+    let mut filed: [Vec<(usize, u32, bool, IpNet)>; 2] = Default::default();
     let mut marks: Vec<(u32, bool)> = Vec::new();
     let mut dequeued: Vec<u32> = Vec::new();
     for (prefix, hint) in items {
@@ -115,7 +115,7 @@ pub fn decide(
             },
         };
         match group {
-            Some(i) => filed[f.index()].push((i, slot, held)),
+            Some(i) => filed[f.index()].push((i, slot, held, prefix)),
             None if held => {
                 withdrawn[f.index()].push(prefix);
                 marks.push((slot, false));
@@ -131,19 +131,16 @@ pub fn decide(
         let ok: Vec<Result<(), &'static str>> = g.iter().map(|(r, _)| export::placeable(f, r, to.addrs, n)).collect();
         // A prefix that cannot go out is withdrawn where the session holds
         // it (under an older route), and not marked.
-        let mut left: Vec<std::slice::Iter<'_, IpNet>> = g.iter().map(|(_, v)| v.iter()).collect();
-        for &(i, slot, held) in &filed[fi] {
-            let prefix = left[i].next().copied();
-            match (ok[i], prefix) {
-                (Ok(()), _) => marks.push((slot, true)),
-                (Err(reason), Some(prefix)) => {
+        for &(i, slot, held, prefix) in &filed[fi] {
+            match ok[i] {
+                Ok(()) => marks.push((slot, true)),
+                Err(reason) => {
                     skipped.push(Skipped { prefix, reason });
                     if held {
                         withdrawn[fi].push(prefix);
                         marks.push((slot, false));
                     }
                 }
-                (Err(_), None) => {}
             }
         }
         out[fi] = g.into_iter().zip(ok).filter(|((_, v), ok)| ok.is_ok() && !v.is_empty()).map(|(g, _)| g).collect();

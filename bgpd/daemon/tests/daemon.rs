@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use bgpd::packet::Message;
-use common::speaker::Speaker;
+use common::speaker::{Speaker, AS_PATH, NEXT_HOP, ORIGIN};
 use common::*;
 use testbed::{wait, TempDir};
 
@@ -166,10 +166,6 @@ fn connections_from_unknown_addresses_are_closed() {
 fn nlri24(third: u8) -> Vec<u8> {
     vec![24, 10, 9, third]
 }
-
-const ORIGIN: &[u8] = &[0x40, 1, 1, 0];
-const AS_PATH: &[u8] = &[0x40, 2, 6, 2, 1, 0, 0, 0xfd, 0xea]; // 65002, 4-octet
-const NEXT_HOP: &[u8] = &[0x40, 3, 4, 10, 1, 0, 2];
 
 fn valid(extra: &[u8]) -> Vec<u8> {
     [ORIGIN, AS_PATH, NEXT_HOP, extra].concat()

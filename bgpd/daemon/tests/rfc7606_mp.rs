@@ -24,13 +24,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bgpd::packet::{AfiSafi, Capability};
-use common::speaker::Speaker;
+use common::speaker::{Speaker, AS_PATH, ORIGIN};
 use common::*;
 use testbed::bird::Bird;
 use testbed::wait;
-
-const ORIGIN: &[u8] = &[0x40, 1, 1, 0];
-const AS_PATH: &[u8] = &[0x40, 2, 6, 2, 1, 0, 0, 0xfd, 0xea]; // 65002, 4-octet
 
 /// MP_REACH_NLRI (extended length) with the raw body given.
 fn mp_reach(body: &[u8]) -> Vec<u8> {

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bgpd::packet::Message;
-use common::speaker::Speaker;
+use common::speaker::{frame, Speaker};
 use common::*;
 use testbed::bird::Bird;
 use testbed::wait;
@@ -196,14 +196,6 @@ fn open_with_caps(asn: u16, id: [u8; 4], caps: &[u8]) -> Vec<u8> {
     b.push(caps.len() as u8);
     b.extend_from_slice(caps);
     b
-}
-
-fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![0xff; 16];
-    m.extend_from_slice(&((body.len() + 19) as u16).to_be_bytes());
-    m.push(kind);
-    m.extend_from_slice(body);
-    m
 }
 
 /// The NOTIFICATION a speaker gets within 20 s, other messages skipped.

@@ -12,13 +12,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bgpd::packet::{Message, NotificationMsg};
-use common::speaker::Speaker;
+use common::speaker::{Speaker, AS_PATH, NEXT_HOP, ORIGIN};
 use common::*;
 use testbed::wait;
-
-const ORIGIN: &[u8] = &[0x40, 1, 1, 0];
-const AS_PATH: &[u8] = &[0x40, 2, 6, 2, 1, 0, 0, 0xfd, 0xea]; // 65002, 4-octet
-const NEXT_HOP: &[u8] = &[0x40, 3, 4, 10, 1, 0, 2];
 
 /// 500 /24s in 10.9.0.0/16 and 10.10.0.0/16, one UPDATE.
 fn nlri500() -> Vec<u8> {

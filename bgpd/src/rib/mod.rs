@@ -292,13 +292,7 @@ impl Rib {
             // Queued first: a consumer that wants the removal keeps the
             // destination until it has dealt with it.
             self.adj_out.queue(*prefix, index, old_kind);
-            let kept = self.adj_out.any(index);
-            if kept {
-                self.tombstones += 1;
-            } else {
-                self.remove_slot(index);
-            }
-            let slot = if kept { slot } else { NO_SLOT };
+            let slot = if self.emptied(index) { slot } else { NO_SLOT };
             return Outcome { added: false, removed, best_changed: true, kinds: old_kind, slot };
         }
         if removed {
@@ -354,13 +348,21 @@ impl Rib {
         // Highest slot first, so the destination that moves into a freed
         // slot is never one still to be removed.
         for slot in emptied.into_iter().rev() {
-            if self.adj_out.any(slot) {
-                self.tombstones += 1;
-            } else {
-                self.remove_slot(slot);
-            }
+            self.emptied(slot);
         }
         (n, changed)
+    }
+
+    /// The destination in `slot` has just lost its last path: it stays as
+    /// a tombstone while a consumer holds or has queued it (returns true),
+    /// and leaves the table otherwise.
+    fn emptied(&mut self, slot: usize) -> bool {
+        if self.adj_out.any(slot) {
+            self.tombstones += 1;
+            return true;
+        }
+        self.remove_slot(slot);
+        false
     }
 
     /// Removes the destination in `slot`, which no session holds: the last

@@ -51,11 +51,7 @@ impl Speaker {
         body.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
         body.extend_from_slice(attrs);
         body.extend_from_slice(nlri);
-        let mut m = vec![0xff; 16];
-        m.extend_from_slice(&((body.len() + 19) as u16).to_be_bytes());
-        m.push(2);
-        m.extend_from_slice(&body);
-        self.stream.write_all(&m).unwrap();
+        self.stream.write_all(&frame(2, &body)).unwrap();
     }
 
     /// The next message, or `None` on timeout or close.
@@ -108,20 +104,31 @@ impl Speaker {
     /// The handshake with the given capabilities. Without the 4-octet AS
     /// capability the session decodes and encodes 2-octet AS numbers.
     pub fn handshake_with(&mut self, asn: u32, id: Ipv4Addr, hold: u16, caps: Vec<Capability>) -> OpenMsg {
+        self.try_handshake(asn, id, hold, caps, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The handshake, or what came instead of the peer's OPEN or KEEPALIVE.
+    fn try_handshake(
+        &mut self,
+        asn: u32,
+        id: Ipv4Addr,
+        hold: u16,
+        caps: Vec<Capability>,
+        wait: Duration,
+    ) -> Result<OpenMsg, String> {
         let four = caps.iter().any(|c| matches!(c, Capability::FourOctetAs(_)));
-        self.send(&Message::Open(OpenMsg::new(asn, hold, id, caps)));
-        let open = match self.recv(Duration::from_secs(10)) {
+        let _ = self.stream.write_all(&Message::Open(OpenMsg::new(asn, hold, id, caps)).encode(&self.ectx));
+        let open = match self.recv(wait) {
             Some(Message::Open(o)) => o,
-            other => panic!("expected OPEN, got {other:?}"),
+            other => return Err(format!("expected OPEN, got {other:?}")),
         };
         self.dctx.four_octet_as = four;
         self.ectx.four_octet_as = four;
         self.send(&Message::Keepalive);
-        match self.recv(Duration::from_secs(10)) {
-            Some(Message::Keepalive) => {}
-            other => panic!("expected KEEPALIVE, got {other:?}"),
+        match self.recv(wait) {
+            Some(Message::Keepalive) => Ok(open),
+            other => Err(format!("expected KEEPALIVE, got {other:?}")),
         }
-        open
     }
 
     /// Connects and completes the handshake, trying again (up to
@@ -131,14 +138,8 @@ impl Speaker {
         for _ in 0..attempts {
             if let Ok(mut s) = Self::connect(src, dst) {
                 let caps = vec![Capability::Multiprotocol(AfiSafi::IPV4_UNICAST), Capability::FourOctetAs(asn)];
-                let _ = s.stream.write_all(&Message::Open(OpenMsg::new(asn, 90, id, caps)).encode(&s.ectx));
-                if let Some(Message::Open(_)) = s.recv(Duration::from_secs(5)) {
-                    s.dctx.four_octet_as = true;
-                    s.ectx.four_octet_as = true;
-                    s.send(&Message::Keepalive);
-                    if let Some(Message::Keepalive) = s.recv(Duration::from_secs(5)) {
-                        return Some(s);
-                    }
+                if s.try_handshake(asn, id, 90, caps, Duration::from_secs(5)).is_ok() {
+                    return Some(s);
                 }
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -162,3 +163,18 @@ impl Speaker {
         }
     }
 }
+
+/// A BGP message of type `kind` around `body`: marker, length, type.
+pub fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![0xff; 16];
+    m.extend_from_slice(&((body.len() + 19) as u16).to_be_bytes());
+    m.push(kind);
+    m.extend_from_slice(body);
+    m
+}
+
+/// Raw path attributes for scripted UPDATEs from AS 65002 at 10.1.0.2:
+/// ORIGIN IGP, a 4-octet AS_PATH of 65002, NEXT_HOP 10.1.0.2.
+pub const ORIGIN: &[u8] = &[0x40, 1, 1, 0];
+pub const AS_PATH: &[u8] = &[0x40, 2, 6, 2, 1, 0, 0, 0xfd, 0xea];
+pub const NEXT_HOP: &[u8] = &[0x40, 3, 4, 10, 1, 0, 2];
