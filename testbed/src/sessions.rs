@@ -453,12 +453,19 @@ pub fn run(tag: &str, merled: &Path, merlectl: &Path) -> anyhow::Result<Figures>
     // 3. A peer that is Established, is owed the full table and stops
     // reading.
     let from = SystemTime::now();
-    let rss_before_kib = rss_kib(&m);
     let stalled = Session::open_with(&p.peer, STALLED, 65104, 90, false)?;
     wait::until("the stalled peer Established", Duration::from_secs(30), Duration::from_millis(100), || {
         (m.peer_state(STALLED).as_deref() == Some("Established")).then_some(())
     })
     .with_context(|| m.daemon.log_tail(20))?;
+    // Measured from Established, once the peer's writer has filled: the
+    // full export notes the table's prefixes when it starts (18 bytes each,
+    // bounded by the RIB, not by the peer's slowness); what must not grow is
+    // anything while the peer goes on not reading.
+    wait::until("the stalled peer's writer full", Duration::from_secs(30), Duration::from_millis(50), || {
+        (out_queue(&m, STALLED) >= 64 * 1024).then_some(())
+    })?;
+    let rss_before_kib = rss_kib(&m);
     let (mut stalled_queue_max, t) = (0, Instant::now());
     while t.elapsed() < Duration::from_secs(6) {
         stalled_queue_max = stalled_queue_max.max(out_queue(&m, STALLED));
