@@ -758,6 +758,11 @@ pub struct Dataplane {
     /// a service's backends (Cilium's `bpf-lb-maglev-table-size`).
     #[serde(default = "default_maglev_table_size")]
     pub maglev_table_size: u32,
+    /// Seconds between sweeps of the conntrack table for expired flows;
+    /// 0: adaptive, from 1 to 60 s by how fast flows expire (Cilium's
+    /// `conntrack-gc-interval`).
+    #[serde(default)]
+    pub conntrack_gc_interval: u64,
 }
 
 fn default_maglev_table_size() -> u32 {
@@ -776,6 +781,7 @@ impl Default for Dataplane {
             socket_lb: true,
             cgroup_root: default_cgroup_root(),
             maglev_table_size: default_maglev_table_size(),
+            conntrack_gc_interval: 0,
         }
     }
 }

@@ -273,6 +273,12 @@ pub fn validate(c: &Config) -> Result<(), Failure> {
             format!("{m} is not a prime from {MAGLEV_MIN} to {MAGLEV_MAX} (Cilium's sizes: 251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071)"),
         ));
     }
+    if c.dataplane.conntrack_gc_interval > 3600 {
+        return Err((
+            "dataplane.conntrack_gc_interval".into(),
+            format!("{} s is over an hour (0: adaptive, 1 to 60 s)", c.dataplane.conntrack_gc_interval),
+        ));
+    }
     merle_lb::service::validate(&c.services, &service_ranges(c)).map_err(|e| (e.key, e.message))?;
 
     let mut names = HashSet::new();

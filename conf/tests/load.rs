@@ -201,6 +201,8 @@ fn bad_values_are_named_by_key() {
         ("[fib]\nprotocol = 4\n", "fib.protocol", "reserved by the kernel"),
         ("[dataplane]\nmaglev_table_size = 16384\n", "dataplane.maglev_table_size", "is not a prime"),
         ("[dataplane]\nmaglev_table_size = 199\n", "dataplane.maglev_table_size", "from 251"),
+        ("[dataplane]\nconntrack_gc_interval = 86400\n", "dataplane.conntrack_gc_interval", "over an hour"),
+        ("[dataplane]\nconntrack_gc_interval = -1\n", "dataplane.conntrack_gc_interval", ""),
         ("[fib]\nprotocol = 256\n", "fib.protocol", "unsigned 8 bit"),
         ("[fib]\ntable = 255\n", "fib.table", "reserved"),
         ("[fib]\nvxlan_vni = 16777216\n", "fib.vxlan_vni", "24-bit"),

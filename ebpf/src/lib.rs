@@ -17,17 +17,20 @@
 //!   reconcile of both against IPAM's pods (merled, and the plugin's GC).
 //! - [`services`]: the service maps (frontends, Maglev tables, backends,
 //!   rev-NAT, conntrack), written from a `merle_lb::plan::Plan` as a diff.
+//! - [`ct_gc`]: the conntrack sweep that deletes expired flows, so the LRU
+//!   evicts only when the table is full of live ones.
 //! - [`sock`]: the cgroup socket programs (the host's own connections to
 //!   services) on the cgroup v2 root.
 //! - [`nat`]: outgoing NAT rules in nftables.
 //! - [`probe`]: whether this kernel can run the datapath, and why not.
 //! - [`sys`]: the bpf(2) commands aya does not wrap (BPF_PROG_TEST_RUN,
-//!   link info and update, the TCX probe), and bpffs.
+//!   link info and update, the TCX probe, batched map walks), and bpffs.
 //! - [`report`]: what `merlectl dataplane` shows.
 //! - [`stats`]: the kernel's run counts and run times of the programs.
 //!
 //! No tokio here: callers run these short syscalls where they like.
 
+pub mod ct_gc;
 pub mod datapath;
 pub mod endpoints;
 pub mod metrics;

@@ -41,6 +41,27 @@ pub struct Report {
     /// Services in the datastore left out, each with its key and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub datastore_errors: Vec<String>,
+    /// The conntrack table and its sweep, in eBPF mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack: Option<Conntrack>,
+}
+
+/// The conntrack table as the last sweep found it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conntrack {
+    /// Entries at the last sweep, and the table's capacity.
+    pub entries: usize,
+    pub capacity: usize,
+    /// Sweeps run, and expired entries they deleted, since merled started.
+    pub sweeps: u64,
+    pub deleted: u64,
+    /// How long the last sweep took, in milliseconds.
+    pub last_sweep_ms: u64,
+    /// Seconds until the next sweep is due after the last one.
+    pub interval_seconds: u64,
+    /// The last sweep's error, if it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One service: as configured, and its frontends on this node.

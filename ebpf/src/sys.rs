@@ -1,6 +1,7 @@
 //! The few bpf(2) commands aya 0.13 does not offer: BPF_PROG_TEST_RUN,
-//! BPF_OBJ_GET on a pin, BPF_OBJ_GET_INFO_BY_FD for a link, BPF_LINK_UPDATE
-//! and a TCX BPF_PROG_QUERY (the feature probe); and statfs/mount for
+//! BPF_OBJ_GET on a pin, BPF_OBJ_GET_INFO_BY_FD for a link, BPF_LINK_UPDATE,
+//! a TCX BPF_PROG_QUERY (the feature probe), BPF_MAP_LOOKUP_BATCH and
+//! BPF_MAP_DELETE_BATCH (the conntrack sweep); and statfs/mount for
 //! bpffs. Each is one syscall over a `#[repr(C)]` prefix of `union
 //! bpf_attr`; the kernel accepts a shorter attr than its own as long as
 //! the bytes it does not get would be zero.
@@ -18,6 +19,8 @@ const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_PROG_QUERY: libc::c_long = 16;
 const BPF_LINK_UPDATE: libc::c_long = 29;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 
 /// `BPF_TCX_INGRESS`; the uapi headers on these machines predate it.
 pub const BPF_TCX_INGRESS: u32 = 46;
@@ -360,4 +363,89 @@ pub fn ifname(index: u32) -> Option<String> {
     // SAFETY: on success buf holds a NUL-terminated name.
     let s = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
     Some(s.to_string_lossy().into_owned())
+}
+
+/// `union bpf_attr`'s `batch` member.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Where a batched walk of a hash map is: the kernel's bucket cursor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchCursor {
+    token: Option<u64>,
+}
+
+/// One BPF_MAP_LOOKUP_BATCH of a hash map from `cursor` (a default cursor:
+/// the start): fills the front of `keys` and `values` (as many of each,
+/// whose types are the map's key and value) and moves the cursor. The
+/// number filled, and whether the walk reached the end.
+pub fn map_lookup_batch<K: aya::Pod, V: aya::Pod>(
+    map: BorrowedFd<'_>,
+    cursor: &mut BatchCursor,
+    keys: &mut [K],
+    values: &mut [V],
+) -> io::Result<(usize, bool)> {
+    let want = keys.len().min(values.len());
+    let mut in_token = cursor.token.unwrap_or(0);
+    let mut out_token = 0u64;
+    let mut a = BatchAttr {
+        in_batch: if cursor.token.is_some() { &mut in_token as *mut u64 as u64 } else { 0 },
+        out_batch: &mut out_token as *mut u64 as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count: u32::try_from(want).map_err(|_| io::ErrorKind::InvalidInput)?,
+        map_fd: map.as_raw_fd() as u32,
+        ..Default::default()
+    };
+    // The kernel writes at most `count` keys and values into buffers that
+    // hold `want` of each (K and V are plain data: any bytes are valid),
+    // and 4 bytes of cursor into a u64; then `count` says how many it wrote.
+    let r = bpf(BPF_MAP_LOOKUP_BATCH, &mut a);
+    let n = (a.count as usize).min(want);
+    match r {
+        Ok(_) => {
+            cursor.token = Some(out_token);
+            Ok((n, false))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok((n, true)),
+        Err(e) => Err(e),
+    }
+}
+
+/// BPF_MAP_DELETE_BATCH of `keys`; a key already gone is skipped. The
+/// number deleted.
+pub fn map_delete_batch<K: aya::Pod>(map: BorrowedFd<'_>, keys: &[K]) -> io::Result<usize> {
+    let (mut at, mut deleted) = (0, 0);
+    while at < keys.len() {
+        let rest = &keys[at..];
+        let mut a = BatchAttr {
+            keys: rest.as_ptr() as u64,
+            count: u32::try_from(rest.len()).map_err(|_| io::ErrorKind::InvalidInput)?,
+            map_fd: map.as_raw_fd() as u32,
+            ..Default::default()
+        };
+        // The kernel reads `count` keys from `rest`, and writes back in
+        // `count` how many it deleted before it stopped.
+        let r = bpf(BPF_MAP_DELETE_BATCH, &mut a);
+        let done = (a.count as usize).min(rest.len());
+        deleted += done;
+        at += done;
+        match r {
+            Ok(_) => break,
+            // Evicted by the LRU, or deleted, since the walk read it.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => at += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(deleted)
 }

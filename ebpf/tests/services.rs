@@ -836,7 +836,9 @@ fn snat_without_a_free_port_or_a_node_address_is_dropped_with_its_reason() {
 }
 
 use merle_ebpf::services::{ct_key, ct_tick};
-use merle_ebpf::types::{CtEntry, CT_F_CLOSING, CT_F_DSR, CT_LIFE_TCP, CT_LIFE_UDP, CT_REPLY, CT_SERVICE};
+use merle_ebpf::types::{
+    CtEntry, CT_F_CLOSING, CT_F_DSR, CT_LIFE_CLOSING, CT_LIFE_TCP, CT_LIFE_UDP, CT_REPLY, CT_SERVICE,
+};
 
 const UDP: u8 = 17;
 
@@ -1014,5 +1016,58 @@ fn a_service_with_as_many_backends_as_its_table_balances_spreads_and_moves_only_
             }
         }
         assert!(moved > 0, "some flows were on the removed backends");
+    });
+}
+
+#[test]
+#[ignore = "needs root and BPF: the test command runs it with --include-ignored"]
+fn the_conntrack_sweep_deletes_expired_flows_and_nothing_live() {
+    with_bed("svc_ct_sweep", |b| {
+        b.program(&[service("web", "10.100.0.20", 80, Protocol::Tcp, &[("10.99.0.7", 8080)])]);
+        let mut svcs = b.services();
+        let now = ct_tick();
+        let client = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0a63_0000 + i));
+        let vip = ip("10.100.0.20");
+        // More than a batch of each kind, so the walk takes several.
+        let (mut live, mut dead) = (Vec::new(), Vec::new());
+        for i in 0..6000u32 {
+            let (proto, flags, age, alive) = match i % 6 {
+                0 => (TCP, 0, 0, true),
+                1 => (TCP, 0, CT_LIFE_TCP - 1, true),
+                2 => (TCP, CT_F_CLOSING, CT_LIFE_CLOSING + 1, false),
+                3 => (TCP, CT_F_CLOSING, CT_LIFE_CLOSING, true),
+                4 => (UDP, 0, CT_LIFE_UDP + 5, false),
+                _ => (TCP, 0, CT_LIFE_TCP + 1, false),
+            };
+            let k = ct_key(client(i), 40000, vip, 80, proto, CT_SERVICE);
+            svcs.put_flow(k, CtEntry { backend_id: 1, flags, seen: now.wrapping_sub(age), ..Default::default() })
+                .unwrap();
+            if alive {
+                live.push(k)
+            } else {
+                dead.push(k)
+            }
+        }
+        // Stamped after the sweep's clock: a packet renewed it meanwhile.
+        let renewed = ct_key(client(9999), 40000, vip, 80, UDP, CT_SERVICE);
+        svcs.put_flow(renewed, CtEntry { seen: now.wrapping_add(1), ..Default::default() }).unwrap();
+        live.push(renewed);
+        let before = svcs.flows();
+
+        let s = merle_ebpf::ct_gc::sweep(&b.pins, now).unwrap();
+        assert_eq!(s.entries, before, "every entry walked");
+        assert_eq!(s.deleted, dead.len(), "every expired one deleted");
+        assert!(dead.iter().all(|k| svcs.get_flow(k).is_none()), "no expired entry left");
+        assert!(live.iter().all(|k| svcs.get_flow(k).is_some()), "no live entry lost");
+        assert_eq!(svcs.flows(), before - dead.len());
+
+        // A flow after the sweep is tracked as before; a second sweep finds
+        // nothing more to delete.
+        let f = b.pod0_sends(L4::tcp(ip("10.1.0.5"), 43000, vip, 80, SYN), Reason::RedirectFib);
+        assert_eq!(packet::l4_tuple(&f).2, ip("10.99.0.7"));
+        assert!(svcs.get_flow(&ct_key(ip("10.1.0.5"), 43000, vip, 80, TCP, CT_SERVICE)).is_some());
+        let again = merle_ebpf::ct_gc::sweep(&b.pins, now).unwrap();
+        assert_eq!(again.deleted, 0);
+        assert_eq!(again.entries, live.len() + 1 + 1, "the live ones, the new flow and its reply entry");
     });
 }

@@ -377,42 +377,70 @@ fn one_conn(sa: &SocketAddr) -> std::io::Result<()> {
     s.read_exact(&mut b)
 }
 
-/// A server pinned to CPU 0 that answers each connection's byte with that
-/// byte, then closes it: the far end of the connection benchmarks.
+/// A server that answers each connection's byte with that byte, then
+/// closes it: the far end of the connection benchmarks. `start` is one
+/// thread pinned to CPU 0 (connections one at a time); `start_threads`
+/// is `n` unpinned threads accepting on one listener (connections under
+/// load).
 pub(crate) struct ByteServer {
     stop: Arc<AtomicBool>,
     handle: JoinHandle<anyhow::Result<anyhow::Result<()>>>,
 }
 
+/// Answers connections on `l` until `halt`.
+fn byte_loop(l: &TcpListener, halt: &AtomicBool) -> anyhow::Result<()> {
+    while !halt.load(Ordering::Relaxed) {
+        match l.accept() {
+            // A connection that fails shows as a client error.
+            Ok((mut s, _)) => {
+                let mut b = [0u8; 1];
+                let _ = s
+                    .set_nodelay(true)
+                    .and_then(|()| s.set_read_timeout(Some(IO_TIMEOUT)))
+                    .and_then(|()| s.read_exact(&mut b))
+                    .and_then(|()| s.write_all(&b));
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+            Err(e) => return Err(e).context("accept"),
+        }
+    }
+    Ok(())
+}
+
 impl ByteServer {
     pub(crate) fn start(ns: &Netns, bind: SocketAddr) -> anyhow::Result<Self> {
+        Self::spawn(ns, bind, 1, true)
+    }
+
+    pub(crate) fn start_threads(ns: &Netns, bind: SocketAddr, threads: usize) -> anyhow::Result<Self> {
+        Self::spawn(ns, bind, threads.max(1), false)
+    }
+
+    fn spawn(ns: &Netns, bind: SocketAddr, threads: usize, pin: bool) -> anyhow::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let halt = stop.clone();
         let (ready_tx, ready_rx) = mpsc::channel();
         let handle = ns.spawn(move || -> anyhow::Result<()> {
-            pin_to_cpu0()?;
+            if pin {
+                pin_to_cpu0()?;
+            }
             let l = TcpListener::bind(bind).with_context(|| format!("binding {bind}"))?;
             // accept(2) honours SO_RCVTIMEO: the loop sees the stop flag.
             setsockopt(&l, sockopt::ReceiveTimeout, &TimeVal::milliseconds(200)).context("SO_RCVTIMEO")?;
-            let _ = ready_tx.send(());
-            while !halt.load(Ordering::Relaxed) {
-                match l.accept() {
-                    // A connection that fails shows as a client error.
-                    Ok((mut s, _)) => {
-                        let mut b = [0u8; 1];
-                        let _ = s
-                            .set_nodelay(true)
-                            .and_then(|()| s.set_read_timeout(Some(IO_TIMEOUT)))
-                            .and_then(|()| s.read_exact(&mut b))
-                            .and_then(|()| s.write_all(&b));
-                    }
-                    Err(e)
-                        if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {
-                    }
-                    Err(e) => return Err(e).context("accept"),
-                }
+            // The others share the listener (threads made here are in
+            // this namespace too).
+            let mut more = Vec::new();
+            for _ in 1..threads {
+                let (l, halt) = (l.try_clone().context("cloning the listener")?, halt.clone());
+                more.push(std::thread::spawn(move || byte_loop(&l, &halt)));
             }
-            Ok(())
+            let _ = ready_tx.send(());
+            let mut r = byte_loop(&l, &halt);
+            for h in more {
+                let one = h.join().map_err(|_| anyhow::anyhow!("a server thread panicked")).and_then(|r| r);
+                r = r.and(one);
+            }
+            r
         })?;
         let srv = Self { stop, handle };
         if ready_rx.recv_timeout(LISTEN).is_err() {

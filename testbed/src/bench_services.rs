@@ -28,6 +28,7 @@
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -57,6 +58,9 @@ pub struct Params {
     /// The numbers of services programmed.
     #[arg(long, value_delimiter = ',', default_value = "1,1000,10000")]
     pub scale: Vec<u32>,
+    /// Clients connecting at once in the measure under load (0: none).
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,12 +316,94 @@ fn conns(bed: &ServiceBed, b1: &Pod, secs: u32) -> anyhow::Result<[Conns; 3]> {
         .map_err(|_| anyhow::anyhow!("three setups"))
 }
 
+/// A slice of the measure under load: every client on one setup.
+const SLICE: Duration = Duration::from_millis(500);
+
+/// Connections per second with `clients` connecting at once, unpinned, so
+/// that the machine is busy and each setup's work per connection, not
+/// its latency, bounds the rate. The setups take turns by slices (ABC CBA
+/// ...) until each has had `secs` seconds, every client on the same setup
+/// in a slice; per setup, its connections over its slices' time (from
+/// the slice's start to the end of its last connection), and the p50 and
+/// p99 of their latency.
+fn loaded(bed: &ServiceBed, b1: &Pod, secs: u32, clients: usize) -> anyhow::Result<[Conns; 3]> {
+    let mut srv = Vec::new();
+    for s in Setup::ALL {
+        srv.push(ByteServer::start_threads(&b1.ns, SocketAddr::from(([0, 0, 0, 0], s.conn_port())), clients)?);
+    }
+    let to: Vec<SocketAddr> = Setup::ALL.iter().map(|s| SocketAddr::from(([10, 0, 0, 1], s.ports().0))).collect();
+    let per_setup = (u128::from(secs) * 1000).div_ceil(SLICE.as_millis()).max(1) as usize;
+    let order: Vec<usize> = [0, 1, 2, 2, 1, 0].into_iter().cycle().take(per_setup * Setup::ALL.len()).collect();
+    let cli = bed.client.spawn(move || -> anyhow::Result<(Vec<Duration>, Vec<Vec<f64>>)> {
+        let gate = Arc::new(Barrier::new(clients + 1));
+        let lat = Arc::new(Mutex::new(vec![Vec::new(); Setup::ALL.len()]));
+        let mut workers = Vec::new();
+        for _ in 0..clients {
+            let (gate, lat, to, order) = (gate.clone(), lat.clone(), to.clone(), order.clone());
+            workers.push(std::thread::spawn(move || -> anyhow::Result<()> {
+                let mut failed = None;
+                for a in &to {
+                    for _ in 0..10 {
+                        if let Err(e) = one(a).context("warm-up") {
+                            failed.get_or_insert(e);
+                        }
+                    }
+                }
+                for &i in &order {
+                    gate.wait();
+                    let (t0, mut mine) = (Instant::now(), Vec::new());
+                    // A client that failed still keeps step, so that the
+                    // others are not left at the gate.
+                    while failed.is_none() && t0.elapsed() < SLICE {
+                        match one(&to[i]) {
+                            Ok(us) => mine.push(us),
+                            Err(e) => failed = Some(e),
+                        }
+                    }
+                    lat.lock().expect("no client panics holding it")[i].extend(mine);
+                    gate.wait();
+                }
+                failed.map_or(Ok(()), Err)
+            }));
+        }
+        let mut took = vec![Duration::ZERO; Setup::ALL.len()];
+        for &i in &order {
+            gate.wait();
+            let t0 = Instant::now();
+            gate.wait();
+            took[i] += t0.elapsed();
+        }
+        for w in workers {
+            w.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
+        }
+        let lat = std::mem::take(&mut *lat.lock().expect("the clients are done"));
+        Ok((took, lat))
+    });
+    let done = cli.and_then(|h| join(h, "the clients under load"));
+    for s in srv {
+        s.stop()?;
+    }
+    let (took, lat) = done?;
+    lat.into_iter()
+        .zip(took)
+        .map(|(mut l, t)| {
+            l.sort_by(|a, b| a.total_cmp(b));
+            Conns { rate: l.len() as f64 / t.as_secs_f64(), p50_us: quantile(&l, 0.5), p99_us: quantile(&l, 0.99) }
+        })
+        .collect::<Vec<_>>()
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("three setups"))
+}
+
 #[derive(Default)]
 struct Cell {
     rate: Vec<f64>,
     p50: Vec<f64>,
     p99: Vec<f64>,
     gbps: Vec<f64>,
+    /// Under load: connections/s, p99.
+    busy: Vec<f64>,
+    busy_p99: Vec<f64>,
 }
 
 pub fn run(prm: &Params) -> anyhow::Result<()> {
@@ -381,25 +467,53 @@ pub fn run(prm: &Params) -> anyhow::Result<()> {
                 round + 1,
                 c[Setup::Dsr as usize].rate / c[Setup::Iptables as usize].rate
             ));
+            if prm.clients > 0 {
+                let l = loaded(&bed, &b1, prm.conn_seconds, prm.clients)?;
+                for setup in Setup::ALL {
+                    let (c, cell) = (&l[setup as usize], &mut cells[setup as usize]);
+                    cell.busy.push(c.rate);
+                    cell.busy_p99.push(c.p99_us);
+                    say(&format!(
+                        "  {n:>5} services, round {}, {:<10}: {:7.0} conn/s under load ({} clients), p50 {:6.0} µs, p99 {:6.0} µs",
+                        round + 1,
+                        setup.name(),
+                        c.rate,
+                        prm.clients,
+                        c.p50_us,
+                        c.p99_us,
+                    ));
+                }
+                say(&format!(
+                    "  {n:>5} services, round {}: under load, DSR / iptables {:.2}",
+                    round + 1,
+                    l[Setup::Dsr as usize].rate / l[Setup::Iptables as usize].rate
+                ));
+            }
         }
         table.push((n, cells, merle_took, ipt_took));
     }
     iptables_flush(bed.cluster.ns(0))?;
     say("\nMedians:");
-    say("| services | setup | conn/s | p50 µs | p99 µs | stream Gbit/s | set up s |");
-    say("| ---: | --- | ---: | ---: | ---: | ---: | ---: |");
+    say(&format!(
+        "| services | setup | conn/s | p50 µs | p99 µs | stream Gbit/s | set up s | under load ({} clients): conn/s | p99 µs |",
+        prm.clients
+    ));
+    say("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (n, cells, merle_took, ipt_took) in &table {
         for s in Setup::ALL {
             let c = &cells[s as usize];
             let g = if c.gbps.is_empty() { "".into() } else { format!("{:.1}", median(c.gbps.clone())) };
             let took = if s == Setup::Iptables { ipt_took } else { merle_took };
+            let busy = |v: &Vec<f64>| if v.is_empty() { String::new() } else { format!("{:.0}", median(v.clone())) };
             say(&format!(
-                "| {n} | {} | {:.0} | {:.0} | {:.0} | {g} | {:.1} |",
+                "| {n} | {} | {:.0} | {:.0} | {:.0} | {g} | {:.1} | {} | {} |",
                 s.name(),
                 median(c.rate.clone()),
                 median(c.p50.clone()),
                 median(c.p99.clone()),
-                took.as_secs_f64()
+                took.as_secs_f64(),
+                busy(&c.busy),
+                busy(&c.busy_p99),
             ));
         }
     }
@@ -419,6 +533,17 @@ pub fn run(prm: &Params) -> anyhow::Result<()> {
         table[0].0,
         m(0, Setup::Dsr, rate) / m(0, Setup::Iptables, rate)
     ));
+    if prm.clients > 0 {
+        fn busy(c: &Cell) -> &Vec<f64> {
+            &c.busy
+        }
+        say(&format!(
+            "- under load ({} clients), DSR connections/s / iptables at {} services: {:.2} (goal >= 1.30)",
+            prm.clients,
+            table[0].0,
+            m(0, Setup::Dsr, busy) / m(0, Setup::Iptables, busy)
+        ));
+    }
     say(&format!(
         "- p99 latency, DSR {:.0} µs against iptables {:.0} µs (goal: lower)",
         m(0, Setup::Dsr, p99),

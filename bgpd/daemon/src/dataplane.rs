@@ -70,6 +70,9 @@ struct Engine {
     /// The socket programs' state for the report, once linked (or why not).
     socket_lb: Option<String>,
     socket_linked: bool,
+    /// The conntrack sweep: when it is due next, and what it found.
+    ct_due: std::time::Instant,
+    ct: merle_ebpf::report::Conntrack,
 }
 
 /// The interfaces holding the node's addresses, or the configured ones;
@@ -388,6 +391,10 @@ impl Engine {
         if cfg.datastore != self.cfg.datastore {
             self.store = None;
         }
+        if old.conntrack_gc_interval != new.conntrack_gc_interval {
+            // The next sweep at the new pace.
+            self.ct_due = self.ct_due.min(std::time::Instant::now() + ct_gc_first(&cfg));
+        }
         if changed && self.dp.is_some() {
             // Kernel mode, another pin directory or attach type: the old
             // datapath goes first, with the pins of the old directory.
@@ -423,6 +430,7 @@ impl Engine {
         };
         let programmed = merle_ebpf::services::Services::open(&dp.pins).map(|m| m.programmed()).ok();
         r.services = crate::services::report(&self.cfg, programmed.as_deref());
+        r.conntrack = Some(self.ct.clone());
         r.attach = Some(dp.attach.name().into());
         r.version = Some(dp.digest.clone());
         r.adopted = dp.adopted;
@@ -476,6 +484,44 @@ impl Engine {
         }
     }
 
+    /// Sweeps the conntrack table of expired flows when it is due.
+    fn sweep_ct(&mut self, now: std::time::Instant) {
+        if now < self.ct_due {
+            return;
+        }
+        let prev = Duration::from_secs(self.ct.interval_seconds.max(1));
+        let Some(dp) = &self.dp else {
+            self.ct_due = now + prev;
+            return;
+        };
+        let t0 = std::time::Instant::now();
+        let swept = merle_ebpf::ct_gc::sweep(&dp.pins, merle_ebpf::services::ct_tick());
+        self.ct.last_sweep_ms = t0.elapsed().as_millis() as u64;
+        let interval = match swept {
+            Ok(s) => {
+                self.ct.entries = s.entries;
+                self.ct.sweeps += 1;
+                self.ct.deleted += s.deleted as u64;
+                self.ct.error = None;
+                tracing::debug!(entries = s.entries, deleted = s.deleted, "conntrack sweep");
+                merle_ebpf::ct_gc::next_interval(prev, s, self.ct.capacity)
+            }
+            Err(e) => {
+                if self.ct.error.is_none() {
+                    warn!("conntrack sweep: {e}");
+                }
+                self.ct.error = Some(e.to_string());
+                merle_ebpf::ct_gc::INTERVAL_MAX
+            }
+        };
+        let interval = match self.cfg.dataplane.conntrack_gc_interval {
+            0 => interval,
+            fixed => Duration::from_secs(fixed),
+        };
+        self.ct.interval_seconds = interval.as_secs();
+        self.ct_due = now + interval;
+    }
+
     fn run(mut self, rx: Receiver<Cmd>) {
         // The tick is due every TICK however many requests arrive between.
         let mut next = std::time::Instant::now() + TICK;
@@ -485,7 +531,9 @@ impl Engine {
                 self.tick();
                 next = now + TICK;
             }
-            match rx.recv_timeout(next.saturating_duration_since(now)) {
+            self.sweep_ct(now);
+            let due = next.min(self.ct_due);
+            match rx.recv_timeout(due.saturating_duration_since(now)) {
                 Ok(Cmd::Reconfigure(cfg)) => self.reconfigure(*cfg),
                 Ok(Cmd::Reconcile) => {
                     self.reconcile_pods(Scope::Stale);
@@ -503,6 +551,14 @@ impl Engine {
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         }
+    }
+}
+
+/// The wait before the first conntrack sweep.
+fn ct_gc_first(cfg: &conf::Config) -> Duration {
+    match cfg.dataplane.conntrack_gc_interval {
+        0 => merle_ebpf::ct_gc::INTERVAL_START,
+        fixed => Duration::from_secs(fixed),
     }
 }
 
@@ -531,6 +587,12 @@ impl DataplaneLink {
             services_error: None,
             socket_lb: None,
             socket_linked: false,
+            ct_due: std::time::Instant::now() + ct_gc_first(cfg),
+            ct: merle_ebpf::report::Conntrack {
+                capacity: merle_ebpf::ct_gc::capacity(),
+                interval_seconds: ct_gc_first(cfg).as_secs(),
+                ..Default::default()
+            },
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let (started_tx, started) = oneshot::channel();

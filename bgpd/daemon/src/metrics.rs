@@ -454,6 +454,24 @@ fn dataplane(reg: &mut Registry, d: &merle_ebpf::report::Report) {
         d.counters.iter().map(|c| (lab(c), c.bytes)).collect(),
     );
     gauges(reg, "merle_ebpf_endpoints", "Pod endpoints in the datapath", None, one(d.endpoints.len() as f64));
+    if let Some(ct) = &d.conntrack {
+        gauges(reg, "merle_conntrack_entries", "Conntrack entries at the last sweep", None, one(ct.entries as f64));
+        gauges(reg, "merle_conntrack_capacity", "Entries the conntrack table holds", None, one(ct.capacity as f64));
+        counters(
+            reg,
+            "merle_conntrack_sweeps",
+            "Sweeps of the conntrack table for expired flows",
+            None,
+            vec![(vec![], ct.sweeps)],
+        );
+        counters(
+            reg,
+            "merle_conntrack_expired_deleted",
+            "Expired conntrack entries the sweeps deleted",
+            None,
+            vec![(vec![], ct.deleted)],
+        );
+    }
     gauges(
         reg,
         "merle_ebpf_service_frontends",

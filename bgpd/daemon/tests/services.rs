@@ -175,6 +175,21 @@ fn pods_reach_cluster_ips_across_nodes_and_live_edits_apply_as_a_diff() {
     let last = log.lines().rfind(|l| l.contains("dataplane: services:")).unwrap_or_default().to_owned();
     assert!(last.contains("0 frontends put") || last.contains("1 frontends put"), "{last}");
     assert!(last.contains("1 tables written"), "only web's table is rewritten: {last}");
+
+    // The conntrack sweep, at 1 s by live reload: the closed TCP flows
+    // (10 s once closing) are deleted; the ones alive are not.
+    let path = &c.nodes[0].merled.config;
+    let text = std::fs::read_to_string(path).unwrap();
+    std::fs::write(path, text.replacen("[dataplane]\n", "[dataplane]\nconntrack_gc_interval = 1\n", 1)).unwrap();
+    let ct = testbed::wait::poll("a sweep that deleted closed flows", Duration::from_secs(40), || {
+        let ct = c.dataplane(0).ok()?["conntrack"].clone();
+        (ct["deleted"].as_u64()? > 0 && ct["interval_seconds"] == 1).then_some(ct)
+    })
+    .unwrap();
+    assert!(ct["entries"].as_u64().unwrap() > 0 && ct["error"].is_null(), "{ct}");
+    let text = c.metrics(0).unwrap();
+    assert!(text.contains("merle_conntrack_expired_deleted_total "), "{text}");
+    assert_eq!(through(&a1, sa("10.96.0.10:80"), 10, false), only, "flows after the sweeps");
     drop(servers);
     for p in [&a1, &a2, &b1, &b2] {
         c.del_pod(p).unwrap();

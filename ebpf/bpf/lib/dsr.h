@@ -87,18 +87,18 @@ static __always_inline int dsr6_insert(struct __sk_buff *skb, const __u32 *vip, 
  * lives. The option is valid either way: 1. */
 static __always_inline int dsr_record(const struct ct_key *k, const struct ct_entry *e, const __u8 *l4, void *end)
 {
-	const struct ct_entry *held;
+	struct ct_entry *held;
+	int syn = 1; /* or a datagram */
 
 	if (k->proto == IPPROTO_TCP) {
 		if ((void *)(l4 + 14) > end)
 			return 0;
-		if ((l4[13] & 0x12) != 0x02) {
-			held = bpf_map_lookup_elem(&merle_ct, k);
-			if (held && !(held->flags & CT_F_DSR) && !ct_expired(held, k->proto, ct_now()))
-				return 1;
-		}
+		syn = (l4[13] & 0x12) == 0x02;
 	}
-	bpf_map_update_elem(&merle_ct, k, e, BPF_ANY);
+	held = bpf_map_lookup_elem(&merle_ct, k);
+	if (held && !syn && !(held->flags & CT_F_DSR) && !ct_expired(held, k->proto, ct_now()))
+		return 1;
+	ct_write(k, held, e);
 	return 1;
 }
 

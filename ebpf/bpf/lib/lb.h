@@ -128,6 +128,28 @@ static __always_inline void ct_touch(struct ct_entry *e, __u8 tcp, __u32 now)
 		e->seen = now;
 }
 
+/* Writes the conntrack entry `e` for `k` over `held`, the one the table
+ * has for it (NULL: none). In place when there is one: an update would
+ * take a free entry of the LRU (evicting one when the table is full) and
+ * free the old one, twice the work on the packet's path, for a tuple that
+ * a client reuses or a flow that renews its entries. A reader on another
+ * CPU may see the entry half written; only packets of this same tuple
+ * read it, and a new flow's first packets do not race one another. */
+static __always_inline void ct_write(const struct ct_key *k, struct ct_entry *held, const struct ct_entry *e)
+{
+	if (held) {
+		__builtin_memcpy(held, e, sizeof(*e));
+		return;
+	}
+	bpf_map_update_elem(&merle_ct, k, e, BPF_ANY);
+}
+
+/* Writes `e` for `k`, whether or not the table has an entry for it. */
+static __always_inline void ct_put(const struct ct_key *k, const struct ct_entry *e)
+{
+	ct_write(k, bpf_map_lookup_elem(&merle_ct, k), e);
+}
+
 /* What lb_backend found for a flow. */
 #define LB_FLOW_KEPT  0 /* on the backend conntrack kept */
 #define LB_FLOW_NEW   1 /* a new choice: its reply entries are written */
@@ -175,7 +197,7 @@ static __always_inline const struct backend_info *lb_backend(const struct ct_key
 	entry->seen = now;
 	if (tcp_is_end(tcp))
 		entry->flags = CT_F_CLOSING;
-	bpf_map_update_elem(&merle_ct, fwd, entry, BPF_ANY);
+	ct_write(fwd, ct, entry);
 	*flow = LB_FLOW_NEW;
 	return b;
 }
@@ -206,7 +228,7 @@ static __always_inline void lb_reply_record(const struct ct_key *fwd, const __u3
 	struct ct_entry e = { .rev_nat = rev_nat, .flags = closing, .seen = ct_now() };
 
 	lb_reply_key(&r, fwd, baddr, bport, fwd->saddr, fwd->sport);
-	bpf_map_update_elem(&merle_ct, &r, &e, BPF_ANY);
+	ct_put(&r, &e);
 }
 
 /* The hairpin source of `family`: HAIRPIN_V4 or HAIRPIN_V6. */
@@ -237,7 +259,7 @@ static __always_inline void lb_hairpin_record(const struct ct_key *fwd, __u16 bp
 	lb_hairpin_addr(fwd->family, hairpin);
 	__builtin_memcpy(e.addr, fwd->saddr, sizeof(e.addr));
 	lb_reply_key(&r, fwd, fwd->saddr, bport, hairpin, fwd->sport);
-	bpf_map_update_elem(&merle_ct, &r, &e, BPF_ANY);
+	ct_put(&r, &e);
 }
 
 /* The frontend as traffic from pods uses it: externalTrafficPolicy Local

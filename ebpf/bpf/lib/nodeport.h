@@ -132,7 +132,7 @@ static __always_inline void snat_record(const struct ct_key *fwd, const __u32 *b
 
 	__builtin_memcpy(e.addr, fwd->saddr, sizeof(e.addr));
 	lb_reply_key(&r, fwd, baddr, bport, naddr, nport);
-	bpf_map_update_elem(&merle_ct, &r, &e, BPF_ANY);
+	ct_put(&r, &e);
 }
 
 /* The FIB's answer for `daddr`, from the packet's interface. */
@@ -353,7 +353,7 @@ static __noinline int lb4_nodeport(struct __sk_buff *skb, __u32 *too_big)
 			return -DROP_NAT_NO_PORT;
 		e.port = nport;
 		e.addr[0] = naddr[0];
-		bpf_map_update_elem(&merle_ct, &fwd, &e, BPF_ANY);
+		ct_put(&fwd, &e);
 		flow = LB_FLOW_NEW;
 	}
 	if (flow)
@@ -510,7 +510,7 @@ static __noinline int lb6_nodeport(struct __sk_buff *skb, __u32 *too_big)
 			return -DROP_NAT_NO_PORT;
 		e.port = nport;
 		__builtin_memcpy(e.addr, naddr, sizeof(e.addr));
-		bpf_map_update_elem(&merle_ct, &fwd, &e, BPF_ANY);
+		ct_put(&fwd, &e);
 		flow = LB_FLOW_NEW;
 	}
 	if (flow)

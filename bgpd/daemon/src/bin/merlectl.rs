@@ -369,6 +369,16 @@ fn print_dataplane(d: &merle_ebpf::report::Report) {
     if d.mode != "ebpf" {
         return;
     }
+    if let Some(ct) = &d.conntrack {
+        let mut line = format!(
+            "Conntrack: {} of {} entries at the last sweep ({} ms); {} sweeps deleted {} expired; next in {} s",
+            ct.entries, ct.capacity, ct.last_sweep_ms, ct.sweeps, ct.deleted, ct.interval_seconds
+        );
+        if let Some(e) = &ct.error {
+            line.push_str(&format!(" (last sweep failed: {e})"));
+        }
+        println!("{line}");
+    }
     println!("\nInterfaces:");
     let rows: Vec<Vec<String>> = d
         .interfaces
