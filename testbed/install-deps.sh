@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what merle's demo and tests need on Debian 12, idempotently:
-# BIRD 2 and FRR (interop peers), iproute2, ping and tcpdump, etcd (the
+# BIRD 2 and FRR (interop peers), ExaBGP (the malformed-UPDATE suite's
+# sender, as FRR's topotests use it), iproute2, ping and tcpdump, etcd (the
 # cluster store), the reference CNI plugins, and protoc (etcd-client builds
 # its gRPC stubs with it), clang-19 and libbpf-dev (the eBPF programs),
 # bpftool, nftables (outgoing NAT), iptables, iperf3 and sockperf (the
@@ -9,7 +10,7 @@
 # virtualenv at /opt/merle/venv: the deployment manifests' schema check).
 set -euo pipefail
 
-need=(bird2 frr iproute2 iputils-ping tcpdump procps etcd-server containernetworking-plugins protobuf-compiler libprotobuf-dev clang-19 libbpf-dev linux-libc-dev bpftool nftables iptables iperf3 sockperf util-linux python3-venv prometheus openssl)
+need=(bird2 frr exabgp iproute2 iputils-ping tcpdump procps etcd-server containernetworking-plugins protobuf-compiler libprotobuf-dev clang-19 libbpf-dev linux-libc-dev bpftool nftables iptables iperf3 sockperf util-linux python3-venv prometheus openssl)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -27,6 +27,7 @@ pub mod datapath;
 pub mod demo;
 pub mod echo;
 pub mod etcd;
+pub mod exabgp;
 pub mod frr;
 pub mod lbbed;
 pub mod merled;

@@ -2,8 +2,8 @@
 //! and MP_UNREACH_NLRI, MP_REACH for a family that was not negotiated, and
 //! missing mandatory attributes next to IPv6 NLRI, each followed by a valid
 //! sentinel route on the same session. The action merled must take is the
-//! RFC's; the same messages go to BIRD 2 in the same test, and what it does
-//! is printed beside merled's.
+//! RFC's; the same messages go to BIRD 2 and to FRR in the same test, and
+//! what they do is printed beside merled's.
 //!
 //! - MP_REACH with a next-hop length that fits no IPv6 next hop, NLRI with
 //!   a prefix length over 128, NLRI that overruns the attribute, and a
@@ -27,6 +27,7 @@ use bgpd::packet::{AfiSafi, Capability};
 use common::speaker::{Speaker, AS_PATH, ORIGIN};
 use common::*;
 use testbed::bird::Bird;
+use testbed::frr::{Frr, BGPD};
 use testbed::wait;
 
 /// MP_REACH_NLRI (extended length) with the raw body given.
@@ -190,11 +191,12 @@ fn run(p: &Pair, dst: IpAddr, present: &dyn Fn(usize, &str) -> bool) -> Vec<(boo
 
 #[test]
 #[ignore = "needs root and network namespaces: the test command runs it with --include-ignored"]
-fn rfc7606_over_mp_bgp_ipv6_as_the_rfcs_say_beside_bird() {
-    if testbed::skip_unless_root("rfc7606_over_mp_bgp_ipv6_as_the_rfcs_say_beside_bird") {
+fn rfc7606_over_mp_bgp_ipv6_as_the_rfcs_say_beside_bird_and_frr() {
+    if testbed::skip_unless_root("rfc7606_over_mp_bgp_ipv6_as_the_rfcs_say_beside_bird_and_frr") {
         return;
     }
     require("bird");
+    require(BGPD);
     let n = cases().len();
     // merled, one passive peer per case.
     let peers: Vec<(String, u32)> = (0..n).map(|i| (format!("10.1.0.{}", 10 + i), 65002)).collect();
@@ -218,8 +220,32 @@ fn rfc7606_over_mp_bgp_ipv6_as_the_rfcs_say_beside_bird() {
     let bird_results = run(&p, MERLE_V4.parse().unwrap(), &|i, pfx| {
         bird.birdc(&["show", "route", pfx, "protocol", &format!("c{i}")]).is_ok_and(|s| s.contains(pfx))
     });
+    drop(bird);
 
-    println!("{:<48} {:>22} {:>22}", "case", "merled", "BIRD 2");
+    // FRR in its place, the same way.
+    let mut conf = format!(
+        "hostname mp7\nrouter bgp 64512\n bgp router-id {MERLE_V4}\n no bgp ebgp-requires-policy\n          no bgp default ipv4-unicast\n"
+    );
+    for i in 0..n {
+        conf += &format!(" neighbor 10.1.0.{0} remote-as 65002\n neighbor 10.1.0.{0} passive\n", 10 + i);
+    }
+    for af in ["ipv4", "ipv6"] {
+        conf += &format!(" address-family {af} unicast\n");
+        for i in 0..n {
+            conf += &format!("  neighbor 10.1.0.{} activate\n", 10 + i);
+        }
+        conf += " exit-address-family\n";
+    }
+    let frr = Frr::start(&p.merle, "mp7", &conf).unwrap();
+    let frr_results = run(&p, MERLE_V4.parse().unwrap(), &|i, pfx| {
+        let peer = format!("10.1.0.{}", 10 + i);
+        frr.json(&format!("show bgp ipv6 unicast {pfx} json")).is_ok_and(|v| {
+            v["paths"].as_array().is_some_and(|ps| ps.iter().any(|p| p["peer"]["peerId"] == peer.as_str()))
+        })
+    });
+    drop(frr);
+
+    println!("{:<48} {:>34} {:>34} {:>34}", "case", "merled", "BIRD 2", "FRR");
     let show = |r: &(bool, Option<bool>, bool)| match r {
         (true, _, _) => "session reset".to_string(),
         (false, Some(p), s) => {
@@ -227,8 +253,8 @@ fn rfc7606_over_mp_bgp_ipv6_as_the_rfcs_say_beside_bird() {
         }
         (false, None, s) => format!("kept, sentinel {}", if *s { "in" } else { "out" }),
     };
-    for ((c, mr), br) in cases().iter().zip(&merled).zip(&bird_results) {
-        println!("{:<48} {:>22} {:>22}", c.name, show(mr), show(br));
+    for (((c, mr), br), fr) in cases().iter().zip(&merled).zip(&bird_results).zip(&frr_results) {
+        println!("{:<48} {:>34} {:>34} {:>34}", c.name, show(mr), show(br), show(fr));
     }
     for (c, r) in cases().iter().zip(&merled) {
         assert_eq!(r.0, c.reset, "{}: merled's reset decision", c.name);
