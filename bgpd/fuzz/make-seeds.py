@@ -51,3 +51,50 @@ for conflist in sorted((root / "conf" / "examples").glob("*.conflist")):
 write("cni_netconf", b'{"cniVersion":"1.1.0","name":"k8s","type":"merle-cni","cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}]}')
 for cmd in (b"ADD", b"DEL", b"CHECK", b"GC", b"STATUS", b"VERSION"):
     write("cni_env", b"\0".join([cmd, b"0123456789abcdef", b"/var/run/netns/pod", b"eth0", b"K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-0", b"/opt/cni/bin"]))
+
+# Services after the target's fixed node and ranges: the example's, and
+# each kind (ClusterIP, NodePort, load-balancer and external IPs, Local
+# policy, hybrid, UDP, IPv6).
+example = (root / "conf" / "examples" / "merled.toml").read_text()
+blocks, keep = [], False
+for line in example.splitlines(keepends=True):
+    if line.startswith("["):
+        keep = line.startswith("[[services]]")
+    if keep:
+        blocks.append(line)
+write("services", "".join(blocks).replace('"node-a"', '"n1"').encode())
+write("services", b'''[[services]]
+name = "default/web"
+protocol = "tcp"
+cluster_ip = "10.96.0.10"
+port = 80
+node_port = 30080
+load_balancer_ips = ["192.0.2.10"]
+external_ips = ["198.51.100.10"]
+external_traffic_policy = "Local"
+mode = "hybrid"
+backends = [
+  { address = "10.244.0.5", port = 8080, node = "n1" },
+  { address = "10.244.1.5", port = 8080, node = "n2" },
+]
+
+[[services]]
+name = "kube-system/dns"
+protocol = "udp"
+cluster_ip = "10.96.0.53"
+port = 53
+mode = "snat"
+backends = [{ address = "10.244.0.6", port = 5353, node = "n1" }]
+
+[[services]]
+name = "default/web6"
+protocol = "tcp"
+cluster_ip = "fd00:96::10"
+port = 443
+load_balancer_ips = ["2001:db8::10"]
+mode = "dsr"
+backends = [{ address = "fd00:244::5", port = 8443, node = "n2" }]
+
+[dataplane]
+maglev_table_size = 251
+''')
