@@ -4,10 +4,10 @@
 # its seed corpus (seeds/<target>, in the tree) and what earlier runs found
 # (corpus/<target>, not in the tree). A crash fails the run; libFuzzer
 # prints the input and saves it under bgpd/fuzz/artifacts/<target>/.
-# MERLE_FUZZ_SECONDS sets the time per target (default 20).
+# MERLE_FUZZ_SECONDS sets the time per target (default 15).
 set -euo pipefail
 cd "$(dirname "$0")/../bgpd/fuzz"
-secs=${MERLE_FUZZ_SECONDS:-20}
+secs=${MERLE_FUZZ_SECONDS:-15}
 start=$SECONDS
 cargo +nightly fuzz build -O
 for t in $(cargo +nightly fuzz list); do

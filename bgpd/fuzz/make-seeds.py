@@ -98,3 +98,22 @@ backends = [{ address = "fd00:244::5", port = 8443, node = "n2" }]
 [dataplane]
 maglev_table_size = 251
 ''')
+
+# Control-socket requests, one of each command merlectl and merle-cni send.
+for line in (
+    b'{"command":"status"}',
+    b'{"command":"routes"}',
+    b'{"command":"routes","prefix":"10.244.0.0/24","peer":"local","best":true,"count":true}',
+    b'{"command":"routes","prefix":"10.244.0.7","peer":"10.0.0.254"}',
+    b'{"command":"fib"}',
+    b'{"command":"ipam-changed"}',
+    b'{"command":"ipam-show"}',
+    b'{"command":"ipam-release","handle":"k8s-pod-network.0123456789abcdef"}',
+    b'{"command":"dataplane"}',
+    b'{"command":"service-put","service":{"name":"default/web","protocol":"tcp","cluster_ip":"10.96.0.10","port":80,"node_port":30080,"backends":[{"address":"10.244.0.5","port":8080,"node":"n1"}]}}',
+    b'{"command":"service-delete","name":"default/web"}',
+    b'{"command":"cni-report","op":"ADD","result":"ok","seconds":0.012,"ipam_seconds":0.004}',
+    b'{"command":"show-peer","address":"10.0.0.254"}',
+    b'{"command":"show-config"}',
+):
+    write("control_request", line)

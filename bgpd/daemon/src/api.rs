@@ -3,68 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "command", rename_all = "kebab-case")]
-pub enum Request {
-    Status,
-    /// The routes the query selects (all of them by default), or their
-    /// counts. The answer streams: merled never builds it whole.
-    Routes(RouteQuery),
-    Fib,
-    /// From merle-cni: IPAM changed, re-read it.
-    IpamChanged,
-    IpamShow,
-    IpamRelease {
-        handle: String,
-    },
-    /// The eBPF datapath: mode, interfaces, endpoints, counters.
-    Dataplane,
-    /// Store a service in the datastore (etcd), after the checks; every
-    /// node sees it.
-    ServicePut {
-        service: Box<merle_lb::service::Service>,
-    },
-    /// Remove a service from the datastore.
-    ServiceDelete {
-        name: String,
-    },
-    /// From merle-cni: one CNI call's command, result and duration, for
-    /// the metrics.
-    CniReport {
-        op: String,
-        result: String,
-        seconds: f64,
-        #[serde(default)]
-        ipam_seconds: Option<f64>,
-    },
-    /// One peer, with what `merlectl show peer` adds: the likely cause of
-    /// a session that stays down.
-    ShowPeer {
-        address: String,
-    },
-    /// The configuration merled runs with (passwords left out).
-    ShowConfig,
-}
-
-/// What `merlectl routes` asks for. Every field is optional, so
-/// `{"command":"routes"}` asks for every route.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RouteQuery {
-    /// A prefix (exact match, `10.0.0.0/24`) or an address (the longest
-    /// prefix holding it, `10.0.0.1`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub prefix: Option<String>,
-    /// Only paths from this peer address, or `"local"`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub peer: Option<String>,
-    /// Only best paths.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub best: bool,
-    /// Counts instead of routes.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub count: bool,
-}
+pub use merle_control::{Request, RouteQuery};
 
 /// `merlectl routes --count`: how many of what the query selects.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -69,7 +69,8 @@ async fn serve(s: UnixStream, shared: Arc<Shared>) -> anyhow::Result<()> {
         if rd.read_line(&mut line).await? == 0 {
             return Ok(());
         }
-        let resp = match serde_json::from_str::<Request>(line.trim()) {
+        // Parsed and checked as far as no state is needed (merle_control).
+        let resp = match merle_control::parse(&line) {
             Ok(Request::Routes(q)) => match Query::parse(&q) {
                 Ok(query) if q.count => count_routes(query, &shared).await,
                 Ok(query) => {
@@ -89,7 +90,7 @@ async fn serve(s: UnixStream, shared: Arc<Shared>) -> anyhow::Result<()> {
                 None => Response::error("fib-sync is not running ([fib] enabled = false)"),
             },
             Ok(req) => answer(req, &shared).await,
-            Err(e) => Response::error(format!("bad request: {e}")),
+            Err(e) => Response::error(e),
         };
         let mut out = serde_json::to_vec(&resp)?;
         out.push(b'\n');

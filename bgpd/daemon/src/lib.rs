@@ -16,7 +16,8 @@
 //! - the **listener** ([`listener`]) accepts connections and hands each to
 //!   the peer task whose address it comes from; others are closed.
 //! - the **control server** ([`control`]) answers `merlectl` over a unix
-//!   socket with JSON ([`api`]); table walks run on blocking threads
+//!   socket with JSON ([`api`]; the requests and their checks are the
+//!   pure `merle-control` crate); table walks run on blocking threads
 //!   ([`routes`]).
 //! - the **health** and **metrics** endpoints ([`health`], [`metrics`]).
 //! - the **fib task** ([`fib`]) turns the FIB's queue of changed prefixes

@@ -41,7 +41,7 @@ fn latency_histogram() -> Histogram {
 }
 
 /// CNI commands merle-cni reports, as the spec names them.
-pub const CNI_COMMANDS: [&str; 5] = ["ADD", "DEL", "CHECK", "STATUS", "GC"];
+pub use merle_control::CNI_COMMANDS;
 
 /// Event series, kept from merled's start.
 #[derive(Debug, Clone)]
@@ -76,22 +76,7 @@ impl CniCall {
     /// Checks a report from the control socket: a known command, a result
     /// merle-cni gives, and durations a call can take.
     pub fn check(&self) -> Result<(), String> {
-        if !CNI_COMMANDS.contains(&self.command.as_str()) {
-            return Err(format!("cni-report: unknown command {:?}: one of {}", self.command, CNI_COMMANDS.join(", ")));
-        }
-        let code_ok =
-            self.result.strip_prefix("code_").is_some_and(|c| c.parse::<u16>().is_ok_and(|n| n > 0 && n < 1000));
-        if self.result != "ok" && !code_ok {
-            return Err(format!("cni-report: result {:?} is neither \"ok\" nor \"code_N\"", self.result));
-        }
-        for (k, v) in [("seconds", Some(self.seconds)), ("ipam_seconds", self.ipam_seconds)] {
-            if let Some(v) = v {
-                if !v.is_finite() || !(0.0..=86_400.0).contains(&v) {
-                    return Err(format!("cni-report: {k} {v} is not a duration between 0 and 86400 s"));
-                }
-            }
-        }
-        Ok(())
+        merle_control::check_cni_report(&self.command, &self.result, self.seconds, self.ipam_seconds)
     }
 }
 

@@ -19,73 +19,23 @@ use std::sync::Mutex;
 use bgpd::rib::{Destination, Path, PathSource, Rib};
 use ipnet::IpNet;
 
-use crate::api::{FibRoute, PeerCount, RouteCounts, RouteEntry, RouteQuery};
+use crate::api::{FibRoute, PeerCount, RouteCounts, RouteEntry};
 use crate::shared::{lock, Shared};
+pub use merle_control::{PeerMatch, PrefixMatch, Query};
 
 /// Prefixes visited per lock hold: about 0.2 ms of copying in a release
 /// build.
 pub const SLICE: usize = 1024;
 
-/// Which prefixes a query selects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PrefixMatch {
-    All,
-    /// Exactly this prefix (`--prefix 10.0.0.0/24`).
-    Exact(IpNet),
-    /// The longest prefix that holds this address (`--prefix 10.0.0.1`,
-    /// as BIRD's `show route for`).
-    Longest(IpAddr),
-}
-
-/// Whose paths a query selects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerMatch {
-    Any,
-    Local,
-    Addr(IpAddr),
-}
-
-/// A checked [`RouteQuery`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Query {
-    pub prefix: PrefixMatch,
-    pub peer: PeerMatch,
-    pub best_only: bool,
-}
-
-impl Query {
-    /// Checks a query from the control socket.
-    pub fn parse(q: &RouteQuery) -> Result<Self, String> {
-        let prefix = match q.prefix.as_deref().map(str::trim) {
-            None | Some("") => PrefixMatch::All,
-            Some(s) if s.contains('/') => PrefixMatch::Exact(
-                s.parse::<IpNet>().map_err(|e| format!("bad prefix {s:?}: {e} (expected e.g. 10.0.0.0/24)"))?.trunc(),
-            ),
-            Some(s) => {
-                PrefixMatch::Longest(s.parse::<IpAddr>().map_err(|_| {
-                    format!("bad prefix {s:?}: expected a prefix (10.0.0.0/24) or an address (10.0.0.1)")
-                })?)
-            }
-        };
-        let peer = match q.peer.as_deref().map(str::trim) {
-            None | Some("") => PeerMatch::Any,
-            Some("local") => PeerMatch::Local,
-            Some(s) => {
-                PeerMatch::Addr(s.parse().map_err(|_| format!("bad peer {s:?}: expected a peer address or \"local\""))?)
-            }
-        };
-        Ok(Self { prefix, peer, best_only: q.best })
+/// Whether the query selects the path of rank `rank` (0 = best).
+fn selects(q: &Query, rank: usize, p: &Path) -> bool {
+    if q.best_only && rank != 0 {
+        return false;
     }
-
-    fn selects(&self, rank: usize, p: &Path) -> bool {
-        if self.best_only && rank != 0 {
-            return false;
-        }
-        match (self.peer, &p.source) {
-            (PeerMatch::Any, _) | (PeerMatch::Local, PathSource::Local) => true,
-            (PeerMatch::Addr(a), PathSource::Peer(r)) => r.address == a,
-            _ => false,
-        }
+    match (q.peer, &p.source) {
+        (PeerMatch::Any, _) | (PeerMatch::Local, PathSource::Local) => true,
+        (PeerMatch::Addr(a), PathSource::Peer(r)) => r.address == a,
+        _ => false,
     }
 }
 
@@ -103,7 +53,7 @@ pub struct Selected {
 
 fn select(q: &Query, prefix: IpNet, d: &Destination, fib: Option<&fib_sync::FibStatus>) -> Option<Selected> {
     let paths: Vec<(usize, Path)> =
-        d.paths.iter().enumerate().filter(|(i, p)| q.selects(*i, p)).map(|(i, p)| (i, p.clone())).collect();
+        d.paths.iter().enumerate().filter(|(i, p)| selects(q, *i, p)).map(|(i, p)| (i, p.clone())).collect();
     if paths.is_empty() {
         return None;
     }

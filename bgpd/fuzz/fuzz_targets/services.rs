@@ -28,22 +28,22 @@ fuzz_target!(|data: &[u8]| {
         std::iter::once(cfg.node.address.addr()).chain(cfg.node.address_v6.map(|a| a.addr())).collect();
     let mut plan = merle_lb::plan::plan(&cfg.services, &cfg.node.name, &addrs);
     plan.maglev_size = cfg.dataplane.maglev_table_size;
-    assert_eq!(plan, {
-        let mut again = merle_lb::plan::plan(&cfg.services, &cfg.node.name, &addrs);
-        again.maglev_size = cfg.dataplane.maglev_table_size;
-        again
-    }, "the plan is a function of the configuration");
+    assert_eq!(
+        plan,
+        {
+            let mut again = merle_lb::plan::plan(&cfg.services, &cfg.node.name, &addrs);
+            again.maglev_size = cfg.dataplane.maglev_table_size;
+            again
+        },
+        "the plan is a function of the configuration"
+    );
     for (f, fp) in &plan.frontends {
         assert!(plan.tables.contains_key(&fp.table), "{f:?}: its table is planned");
     }
     for (key, targets) in &plan.tables {
         let s = cfg.services.iter().find(|s| s.name == key.service).expect("a table of a configured service");
-        let mine: BTreeSet<(std::net::IpAddr, u16)> = s
-            .backends
-            .iter()
-            .filter(|b| !key.local || b.node == cfg.node.name)
-            .map(|b| (b.address, b.port))
-            .collect();
+        let mine: BTreeSet<(std::net::IpAddr, u16)> =
+            s.backends.iter().filter(|b| !key.local || b.node == cfg.node.name).map(|b| (b.address, b.port)).collect();
         assert!(targets.iter().all(|t| mine.contains(&(t.address, t.port))), "{key:?}: only its own backends");
         assert!(targets.windows(2).all(|w| w[0] < w[1]), "{key:?}: sorted, no duplicate");
         if targets.is_empty() {
